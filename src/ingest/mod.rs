@@ -1,0 +1,3 @@
+//! Ingest: one folder per input protocol, each turning its wire format into `StreamEvent`s.
+
+pub mod flv;

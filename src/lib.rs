@@ -1,0 +1,9 @@
+//! Strata: a live-streaming server. RTMP in; one CMAF segment set out under HLS and DASH
+//! manifests, written through `object_store` and served by an HTTP origin.
+//!
+//! See `DESIGN.md` in the shared docs for the path of one frame; each module's doc says what it
+//! owns.
+
+pub mod ingest;
+pub mod media;
+pub mod package;

@@ -1,0 +1,63 @@
+//! Protocol-neutral media types: what every ingest protocol produces and every later stage
+//! consumes. Nothing here knows about RTMP, FLV, MP4 or HTTP.
+//!
+//! Codec configuration travels before the first frame (`StreamEvent::Tracks`), and the end of a
+//! broadcast is an explicit event (`StreamEvent::End`), never inferred from silence.
+
+mod codec;
+#[cfg(test)]
+pub(crate) mod codec_test_data;
+mod timestamp;
+
+pub use codec::{AacConfig, AvcConfig, CodecConfig, CodecError, AAC_FRAME_SAMPLES};
+pub use timestamp::{Timestamp, TimestampUnwrapper};
+
+use bytes::Bytes;
+
+/// Which elementary stream a track or frame belongs to. Strata carries at most one of each per
+/// broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+impl TrackKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Video => "video",
+            TrackKind::Audio => "audio",
+        }
+    }
+}
+
+/// A track's decoder configuration, announced before its first frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackInfo {
+    pub kind: TrackKind,
+    pub codec: CodecConfig,
+}
+
+/// One coded access unit (video) or raw codec frame (audio).
+///
+/// `dts` and `pts` share the frame's timebase. Video `data` is length-prefixed NAL units (the
+/// NALU length size is in the track's `AvcConfig`); audio `data` is one raw AAC frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaFrame {
+    pub kind: TrackKind,
+    pub dts: Timestamp,
+    pub pts: Timestamp,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// What an ingest protocol tells the rest of the server about one live broadcast.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A track's configuration: first announcement, or a change (new SPS/PPS, new sample rate).
+    Track(TrackInfo),
+    /// A coded frame of a track already announced.
+    Frame(MediaFrame),
+    /// The publisher stopped (cleanly or not). Nothing follows.
+    End,
+}

@@ -1,0 +1,6 @@
+//! Packaging: the segmenter (cuts segments, pure) and CMAF box writing (pure).
+
+pub mod cmaf;
+pub mod segmenter;
+
+pub use segmenter::{Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput, TrackSegment};
