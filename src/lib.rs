@@ -6,4 +6,5 @@
 
 pub mod ingest;
 pub mod media;
+pub mod manifest;
 pub mod package;

@@ -65,6 +65,7 @@ pub struct TrackSegment {
     pub duration: u64,
     pub timescale: u32,
     pub bytes: Vec<u8>,
+    pub samples: u32,
     pub starts_with_keyframe: bool,
 }
 
@@ -304,6 +305,7 @@ impl Segmenter {
                 duration,
                 timescale: VIDEO_TIMESCALE,
                 bytes,
+                samples: samples.len() as u32,
                 starts_with_keyframe,
             },
             cut_pts,
@@ -392,6 +394,7 @@ impl Segmenter {
             duration: samples.len() as u64 * AAC_FRAME as u64,
             timescale: self.audio_timescale(),
             bytes,
+            samples: samples.len() as u32,
             starts_with_keyframe: true,
         })
     }

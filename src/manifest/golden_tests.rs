@@ -1,0 +1,161 @@
+//! Golden-file tests for the HLS and DASH writers: fixed input → exact text in `tests/golden/`.
+//! Run with `STRATA_BLESS=1` to rewrite the files after an intended change, then review the diff.
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::media::codec_test_data::AVC_RECORD_320X240;
+use crate::media::{AacConfig, AvcConfig};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().unwrap()
+}
+
+fn presentation(kind: PresentationKind, ended: bool, window: Option<usize>) -> Presentation {
+    let video_codec =
+        CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
+    let audio_codec = CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap());
+    let mut video = Timeline::new("source", TrackKind::Video, video_codec);
+    let mut audio = Timeline::new("audio", TrackKind::Audio, audio_codec);
+    // five 2 s video segments (the third 2.4 s), numbered from 40
+    let video_durations = [180_000u64, 180_000, 216_000, 180_000, 180_000];
+    let mut v_start = 0;
+    let mut a_start = 0;
+    for (i, d) in video_durations.iter().enumerate() {
+        let wall = t0() + chrono::Duration::milliseconds((v_start / 90) as i64);
+        video.push(
+            SegmentEntry {
+                number: 40 + i as u64,
+                start: v_start,
+                duration: *d,
+                wall_clock: wall,
+                bytes: 250_000,
+                samples: (*d / 3600) as u32,
+            },
+            window,
+        );
+        let a_d = if i % 2 == 0 { 96_256 } else { 95_232 };
+        audio.push(
+            SegmentEntry {
+                number: 40 + i as u64,
+                start: a_start,
+                duration: a_d,
+                wall_clock: wall,
+                bytes: 32_000,
+                samples: (a_d / 1024) as u32,
+            },
+            window,
+        );
+        v_start += d;
+        a_start += a_d;
+    }
+    Presentation {
+        kind,
+        availability_start: t0(),
+        target_duration: 2,
+        segment_duration: 2.0,
+        video,
+        audio: Some(audio),
+        ended,
+    }
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("STRATA_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with STRATA_BLESS=1)", path.display()));
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
+#[test]
+fn live_media_playlist_slides_and_keeps_target_duration() {
+    let mut p = presentation(PresentationKind::Live, false, Some(4));
+    // 2.4 s rounds to 2: the target stays (players compare rounded durations)
+    assert!(!p.fit_target_duration());
+    let text = hls::media_playlist(&p, &p.video);
+    check_golden("live_video.m3u8", &text);
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(parsed.media_sequence, 41);
+    assert_eq!(parsed.segments.len(), 4);
+    assert!(!parsed.end_list);
+    for s in &parsed.segments {
+        assert!(s.duration.round() as u64 <= parsed.target_duration);
+    }
+}
+
+#[test]
+fn target_duration_rises_for_a_long_segment_and_never_falls() {
+    let mut p = presentation(PresentationKind::Live, false, Some(4));
+    let mut long = p.video.segments.back().unwrap().clone();
+    long.number += 1;
+    long.start += long.duration;
+    long.duration = 90_000 * 5 / 2; // 2.5 s rounds to 3
+    p.video.push(long, Some(4));
+    assert!(p.fit_target_duration());
+    assert_eq!(p.target_duration, 3);
+    p.video.segments.pop_back();
+    assert!(!p.fit_target_duration());
+    assert_eq!(p.target_duration, 3);
+}
+
+#[test]
+fn ended_live_playlist_has_endlist() {
+    let p = presentation(PresentationKind::Live, true, Some(4));
+    let text = hls::media_playlist(&p, p.audio.as_ref().unwrap());
+    check_golden("ended_audio.m3u8", &text);
+    assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
+}
+
+#[test]
+fn master_playlist_lists_variant_and_audio_group() {
+    let p = presentation(PresentationKind::Live, false, Some(4));
+    let text = hls::master_playlist(&p);
+    check_golden("master.m3u8", &text);
+    let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+    let v = &parsed.variants[0];
+    assert_eq!(v.codecs.as_deref(), Some("avc1.4d400d,mp4a.40.2"));
+    assert_eq!(v.audio.as_deref(), Some(hls::AUDIO_GROUP));
+    assert_eq!(v.frame_rate, Some(25.0));
+    assert!(v.bandwidth >= v.average_bandwidth.unwrap());
+    assert_eq!(parsed.alternatives[0].uri.as_deref(), Some("audio/index.m3u8"));
+}
+
+#[test]
+fn dynamic_mpd_has_live_fields_and_compressed_timeline() {
+    let p = presentation(PresentationKind::Live, false, Some(4));
+    let text = dash::mpd(&p, "http://origin.example/time", t0() + chrono::Duration::seconds(10));
+    check_golden("live.mpd", &text);
+    let mpd = dash_mpd_core::parse(&text).unwrap();
+    assert_eq!(mpd.mpdtype.as_deref(), Some("dynamic"));
+    assert_eq!(mpd.availabilityStartTime, Some(t0()));
+    assert_eq!(mpd.UTCTiming[0].value.as_deref(), Some("http://origin.example/time"));
+    let video = &mpd.periods[0].adaptations[0];
+    let template = video.SegmentTemplate.as_ref().unwrap();
+    assert_eq!(template.startNumber, Some(41));
+    let timeline = template.SegmentTimeline.as_ref().unwrap();
+    let count: i64 = timeline.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum();
+    assert_eq!(count, 4);
+}
+
+#[test]
+fn vod_mpd_is_static_with_duration() {
+    let p = presentation(PresentationKind::Vod, true, None);
+    let text = dash::mpd(&p, "http://origin.example/time", t0());
+    check_golden("vod.mpd", &text);
+    let mpd = dash_mpd_core::parse(&text).unwrap();
+    assert_eq!(mpd.mpdtype.as_deref(), Some("static"));
+    assert_eq!(
+        mpd.mediaPresentationDuration,
+        Some(std::time::Duration::from_millis(10_400))
+    );
+    let vod = hls::media_playlist(&p, &p.video);
+    check_golden("vod_video.m3u8", &vod);
+    assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+}

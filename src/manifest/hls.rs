@@ -1,0 +1,115 @@
+//! HLS playlists (RFC 8216) with m3u8-rs: the multivariant playlist (video variants plus one
+//! audio rendition group) and each rendition's media playlist (fMP4, version 7).
+//!
+//! URIs are relative (`source/index.m3u8`, `init.mp4`, `{n}.m4s`), so the same text works at the
+//! origin, behind a CDN and for the VOD copy.
+
+use m3u8_rs::{
+    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
+    MediaSegment, Resolution, VariantStream,
+};
+
+use super::{Presentation, PresentationKind, Timeline};
+use crate::media::CodecConfig;
+
+/// Group id of the audio rendition every variant references.
+pub const AUDIO_GROUP: &str = "audio";
+
+/// The media playlist of one rendition.
+pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
+    let scale = f64::from(timeline.timescale);
+    let segments = timeline
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| MediaSegment {
+            uri: format!("{}.m4s", s.number),
+            duration: (s.duration as f64 / scale) as f32,
+            map: (i == 0).then(|| Map {
+                uri: "init.mp4".into(),
+                ..Default::default()
+            }),
+            program_date_time: Some(s.wall_clock.fixed_offset()),
+            ..Default::default()
+        })
+        .collect();
+    let playlist = MediaPlaylist {
+        version: Some(7),
+        target_duration: p.target_duration,
+        media_sequence: timeline.segments.front().map_or(0, |s| s.number),
+        segments,
+        end_list: p.ended || p.kind == PresentationKind::Vod,
+        playlist_type: (p.kind == PresentationKind::Vod).then_some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        ..Default::default()
+    };
+    render(|w| playlist.write_to(w))
+}
+
+/// The multivariant playlist.
+pub fn master_playlist(p: &Presentation) -> String {
+    let video = &p.video;
+    let (width, height) = match &video.codec {
+        CodecConfig::Avc(avc) => (u64::from(avc.width), u64::from(avc.height)),
+        CodecConfig::Aac(_) => (0, 0),
+    };
+    let mut codecs = video.codec.codec_string();
+    let mut bandwidth = video.peak_bps;
+    let mut average = video.average_bps();
+    let mut alternatives = Vec::new();
+    if let Some(audio) = &p.audio {
+        codecs = format!("{codecs},{}", audio.codec.codec_string());
+        bandwidth += audio.peak_bps;
+        average += audio.average_bps();
+        let channels = match &audio.codec {
+            CodecConfig::Aac(aac) => Some(aac.channels.to_string()),
+            CodecConfig::Avc(_) => None,
+        };
+        alternatives.push(AlternativeMedia {
+            media_type: AlternativeMediaType::Audio,
+            uri: Some(format!("{}/index.m3u8", audio.name)),
+            group_id: AUDIO_GROUP.into(),
+            name: audio.name.clone(),
+            default: true,
+            autoselect: true,
+            channels,
+            ..Default::default()
+        });
+    }
+    let variant = VariantStream {
+        uri: format!("{}/index.m3u8", video.name),
+        bandwidth,
+        average_bandwidth: Some(average),
+        codecs: Some(codecs),
+        resolution: Some(Resolution { width, height }),
+        frame_rate: measured_frame_rate(video),
+        audio: p.audio.as_ref().map(|_| AUDIO_GROUP.to_string()),
+        ..Default::default()
+    };
+    let playlist = MasterPlaylist {
+        version: Some(7),
+        independent_segments: true,
+        alternatives,
+        variants: vec![variant],
+        ..Default::default()
+    };
+    render(|w| playlist.write_to(w))
+}
+
+/// Frames per second over the listed segments, rounded to 3 decimals (HLS allows that many).
+pub fn measured_frame_rate(video: &Timeline) -> Option<f64> {
+    let frames: u64 = video.segments.iter().map(|s| u64::from(s.samples)).sum();
+    let ticks: u64 = video.segments.iter().map(|s| s.duration).sum();
+    if frames == 0 || ticks == 0 {
+        return None;
+    }
+    let fps = frames as f64 * f64::from(video.timescale) / ticks as f64;
+    Some((fps * 1000.0).round() / 1000.0)
+}
+
+fn render(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail; the m3u8-rs API is generic over io::Write.
+    let _ = write(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,147 @@
+//! Manifests: pure state → text. `Timeline` is one rendition's list of published segments (the
+//! live sliding window, or the whole broadcast for VOD); `hls` and `dash` render a `Presentation`
+//! of timelines with m3u8-rs and dash-mpd-core.
+
+pub mod dash;
+pub mod hls;
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+
+use crate::media::{CodecConfig, TrackKind};
+
+/// One published segment of one rendition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentEntry {
+    pub number: u64,
+    /// Decode time of the first sample in the rendition's timescale.
+    pub start: u64,
+    pub duration: u64,
+    /// Wall clock of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`).
+    pub wall_clock: DateTime<Utc>,
+    pub bytes: u64,
+    /// Samples (frames) in the segment.
+    pub samples: u32,
+}
+
+/// One rendition (a video variant or the audio track) and the segments a manifest lists for it.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// Path component and manifest id (`source`, `audio`).
+    pub name: String,
+    pub kind: TrackKind,
+    pub codec: CodecConfig,
+    pub timescale: u32,
+    pub segments: VecDeque<SegmentEntry>,
+    /// Measured bit rates over every segment published so far (not only the window).
+    pub peak_bps: u64,
+    total_bits: u128,
+    total_ticks: u128,
+}
+
+impl Timeline {
+    pub fn new(name: impl Into<String>, kind: TrackKind, codec: CodecConfig) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            timescale: codec.timescale(),
+            codec,
+            segments: VecDeque::new(),
+            peak_bps: 0,
+            total_bits: 0,
+            total_ticks: 0,
+        }
+    }
+
+    /// Appends a segment; when `window` is set, drops segments from the head beyond it and
+    /// returns them (the caller schedules their deletion).
+    pub fn push(&mut self, entry: SegmentEntry, window: Option<usize>) -> Vec<SegmentEntry> {
+        if entry.duration > 0 {
+            let bps = (u128::from(entry.bytes) * 8 * u128::from(self.timescale))
+                .div_ceil(u128::from(entry.duration));
+            self.peak_bps = self.peak_bps.max(bps.min(u128::from(u64::MAX)) as u64);
+            self.total_bits += u128::from(entry.bytes) * 8;
+            self.total_ticks += u128::from(entry.duration);
+        }
+        self.segments.push_back(entry);
+        let mut evicted = Vec::new();
+        if let Some(window) = window {
+            while self.segments.len() > window.max(1) {
+                if let Some(old) = self.segments.pop_front() {
+                    evicted.push(old);
+                }
+            }
+        }
+        evicted
+    }
+
+    pub fn average_bps(&self) -> u64 {
+        if self.total_ticks == 0 {
+            return 0;
+        }
+        (self.total_bits * u128::from(self.timescale))
+            .div_ceil(self.total_ticks)
+            .min(u128::from(u64::MAX)) as u64
+    }
+
+    pub fn duration_secs(&self) -> f64 {
+        let ticks: u64 = self.segments.iter().map(|s| s.duration).sum();
+        ticks as f64 / f64::from(self.timescale)
+    }
+
+    pub fn longest_segment_secs(&self) -> f64 {
+        self.segments
+            .iter()
+            .map(|s| s.duration as f64 / f64::from(self.timescale))
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Whether a presentation is the live one (sliding, may still grow) or a finished recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentationKind {
+    Live,
+    Vod,
+}
+
+/// Everything the HLS and DASH writers need about one broadcast.
+#[derive(Debug, Clone)]
+pub struct Presentation {
+    pub kind: PresentationKind,
+    /// Wall clock of media time 0 (DASH `availabilityStartTime`); fixed for the broadcast.
+    pub availability_start: DateTime<Utc>,
+    /// HLS `EXT-X-TARGETDURATION`, whole seconds; never lowered.
+    pub target_duration: u64,
+    /// Configured segment duration (DASH update period, presentation delay).
+    pub segment_duration: f64,
+    pub video: Timeline,
+    pub audio: Option<Timeline>,
+    /// The publisher stopped: HLS `EXT-X-ENDLIST`, DASH `type="static"`.
+    pub ended: bool,
+}
+
+impl Presentation {
+    pub fn timelines(&self) -> impl Iterator<Item = &Timeline> {
+        std::iter::once(&self.video).chain(self.audio.as_ref())
+    }
+
+    /// Raises the target duration if a segment ran longer than it (rounded to the nearest
+    /// second, as players check); returns true when it changed.
+    pub fn fit_target_duration(&mut self) -> bool {
+        let longest = self
+            .timelines()
+            .map(Timeline::longest_segment_secs)
+            .fold(0.0, f64::max);
+        let needed = longest.round() as u64;
+        if needed > self.target_duration {
+            self.target_duration = needed;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod golden_tests;
