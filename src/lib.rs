@@ -4,7 +4,10 @@
 //! See `DESIGN.md` in the shared docs for the path of one frame; each module's doc says what it
 //! owns.
 
+pub mod config;
+pub mod db;
 pub mod ingest;
 pub mod media;
 pub mod manifest;
 pub mod package;
+pub mod publish;

@@ -1,0 +1,262 @@
+//! Settings: built-in defaults → optional `strata.toml` (or `--config PATH`) → environment
+//! `STRATA__SECTION__KEY` → `validate()`. Every key is optional; the defaults run one node with
+//! SQLite and local disk under `data_dir`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub rtmp: RtmpSettings,
+    pub http: HttpSettings,
+    pub storage: StorageSettings,
+    pub database: DatabaseSettings,
+    pub segment: SegmentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpSettings {
+    pub listen: SocketAddr,
+    /// The RTMP application name publishers use (`rtmp://host/APP`).
+    pub app: String,
+    /// Seconds from TCP accept to an accepted `publish`.
+    pub handshake_timeout: f64,
+    /// Largest RTMP message accepted, bytes (a 4K keyframe is a few MB).
+    pub max_message_size: u32,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// Base URL players and OBS users are told about. Empty: derived from the listen address.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `file:///path`, `memory://`. Empty: `file://{data_dir}/media`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://…`. Empty: SQLite at `{data_dir}/strata.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSettings {
+    /// Target segment duration, seconds.
+    pub duration: f64,
+    /// Segments listed in a live playlist.
+    pub window: usize,
+}
+
+const DEFAULTS: &str = r#"
+data_dir = "./data"
+
+[rtmp]
+listen = "0.0.0.0:1935"
+app = "live"
+handshake_timeout = 5.0
+max_message_size = 8388608
+max_connections = 256
+
+[http]
+listen = "0.0.0.0:8080"
+public_url = ""
+
+[storage]
+url = ""
+
+[database]
+url = ""
+
+[segment]
+duration = 2.0
+window = 6
+"#;
+
+impl Settings {
+    /// Loads settings from defaults, the optional file and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(invalid("--config", format!("{} does not exist", path.display())));
+                }
+                builder = builder.add_source(config::File::from(path).required(true));
+            }
+            None => {
+                builder = builder.add_source(config::File::with_name("strata.toml").required(false));
+            }
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("STRATA")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = self.segment.duration;
+        if !d.is_finite() || !(1.0..=10.0).contains(&d) {
+            return Err(invalid("segment.duration", format!("{d} is not between 1 and 10 seconds")));
+        }
+        if !(3..=100).contains(&self.segment.window) {
+            return Err(invalid("segment.window", "must list between 3 and 100 segments"));
+        }
+        let t = self.rtmp.handshake_timeout;
+        if !t.is_finite() || !(0.5..=60.0).contains(&t) {
+            return Err(invalid("rtmp.handshake_timeout", "must be between 0.5 and 60 seconds"));
+        }
+        if !(65_536..=16_777_215).contains(&self.rtmp.max_message_size) {
+            return Err(invalid("rtmp.max_message_size", "must be between 65536 and 16777215 bytes"));
+        }
+        if self.rtmp.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", "must be at least 1"));
+        }
+        let app = &self.rtmp.app;
+        if app.is_empty()
+            || app.len() > 64
+            || !app.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid("rtmp.app", "must be 1-64 characters of [A-Za-z0-9_-]"));
+        }
+        if !self.http.public_url.is_empty() {
+            let url = url::Url::parse(&self.http.public_url)
+                .map_err(|e| invalid("http.public_url", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("http.public_url", "must be an http:// or https:// URL"));
+            }
+        }
+        if !self.storage.url.is_empty() {
+            let url = url::Url::parse(&self.storage.url)
+                .map_err(|e| invalid("storage.url", e.to_string()))?;
+            if !matches!(url.scheme(), "file" | "memory") {
+                return Err(invalid(
+                    "storage.url",
+                    format!("unsupported scheme `{}` (file://, memory://)", url.scheme()),
+                ));
+            }
+        }
+        if !self.database.url.is_empty()
+            && !self.database.url.starts_with("sqlite:")
+            && !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        }
+        Ok(())
+    }
+
+    pub fn storage_url(&self) -> String {
+        if self.storage.url.is_empty() {
+            format!("file://{}", absolute(&self.data_dir.join("media")).display())
+        } else {
+            self.storage.url.clone()
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}?mode=rwc", absolute(&self.data_dir.join("strata.db")).display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The public base URL without a trailing slash; when unset, built from the HTTP address
+    /// actually bound (`localhost` for a wildcard address).
+    pub fn public_url(&self, bound_http: SocketAddr) -> String {
+        if !self.http.public_url.is_empty() {
+            return self.http.public_url.trim_end_matches('/').to_string();
+        }
+        let host = if bound_http.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound_http.ip().to_string()
+        };
+        format!("http://{host}:{}", bound_http.port())
+    }
+
+    /// What OBS's "Server" field should say.
+    pub fn rtmp_url(&self, bound_http: SocketAddr, bound_rtmp: SocketAddr) -> String {
+        let public = self.public_url(bound_http);
+        let host = url::Url::parse(&public)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "localhost".into());
+        format!("rtmp://{host}:{}/{}", bound_rtmp.port(), self.rtmp.app)
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.segment.duration, 2.0);
+        assert!(s.storage_url().starts_with("file:///"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "[segment]\nduration = 0.1\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("segment.duration"), "{err}");
+        std::fs::write(&path, "[segment]\nduration = \"fast\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("duration"), "{err}");
+        std::fs::write(&path, "[storage]\nurl = \"ftp://x\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("storage.url"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The database: sqlx's `Any` driver over `migrations/` (SQLite by default; PostgreSQL when
+//! several nodes share state). Repositories are plain async functions over the pool.
+
+pub mod ids;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a stream named `{0}` already exists")]
+    NameTaken(String),
+    #[error("stream names are 1-64 characters of letters, digits, `-` and `_`")]
+    BadName,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+}
+
+/// A stream as the server sees it (the key exists only as a hash).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stream {
+    pub id: String,
+    pub name: String,
+    pub playback_id: String,
+    pub next_segment: u64,
+    pub created_at: i64,
+}
+
+impl Stream {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            playback_id: row.try_get("playback_id")?,
+            next_segment: row.try_get::<i64, _>("next_segment")?.max(0) as u64,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+const STREAM_COLUMNS: &str = "id, name, playback_id, next_segment, created_at";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Db {
+    /// Connects, creating the SQLite file if needed, and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p))
+        {
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                // Best effort: a failure surfaces as a clear connect error just below.
+                let _ = std::fs::create_dir_all(parent);
+            }
+        }
+        let pool = AnyPoolOptions::new().max_connections(8).connect(url).await?;
+        if url.starts_with("sqlite:") {
+            // WAL lets the CLI add a stream while the server runs.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Creates a stream; returns it with its key, which is never retrievable again.
+    pub async fn create_stream(&self, name: &str) -> Result<(Stream, String), DbError> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(DbError::BadName);
+        }
+        if self.stream_by_name(name).await?.is_some() {
+            return Err(DbError::NameTaken(name.to_string()));
+        }
+        let key = ids::new_stream_key();
+        let stream = Stream {
+            id: ids::new_stream_id(),
+            name: name.to_string(),
+            playback_id: ids::new_playback_id(),
+            next_segment: 0,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO streams (id, name, playback_id, key_hash, next_segment, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(&stream.id)
+        .bind(&stream.name)
+        .bind(&stream.playback_id)
+        .bind(ids::hash_key(&key))
+        .bind(stream.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok((stream, key))
+    }
+
+    pub async fn list_streams(&self) -> Result<Vec<Stream>, DbError> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams ORDER BY created_at, name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(Stream::from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn stream_by_name(&self, name: &str) -> Result<Option<Stream>, DbError> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Stream::from_row).transpose()?)
+    }
+
+    /// The stream a publisher's key opens, if any. Compares hashes, never keys.
+    pub async fn stream_by_key(&self, key: &str) -> Result<Option<Stream>, DbError> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE key_hash = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids::hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Stream::from_row).transpose()?)
+    }
+
+    /// Records that segment numbers below `next` are used.
+    pub async fn set_next_segment(&self, stream_id: &str, next: u64) -> Result<(), DbError> {
+        sqlx::query("UPDATE streams SET next_segment = $1 WHERE id = $2 AND next_segment < $1")
+            .bind(next as i64)
+            .bind(stream_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start_recording(&self, stream_id: &str, recording_id: &str) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
+            .bind(recording_id)
+            .bind(stream_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_recording(&self, recording_id: &str, duration_ms: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
+            .bind(now_ms())
+            .bind(duration_ms)
+            .bind(recording_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn keys_open_their_stream_and_nothing_else() {
+        let (_dir, db) = db().await;
+        let (stream, key) = db.create_stream("demo").await.unwrap();
+        assert_eq!(db.stream_by_key(&key).await.unwrap(), Some(stream.clone()));
+        assert_eq!(db.stream_by_key("sk_wrong").await.unwrap(), None);
+        assert!(matches!(
+            db.create_stream("demo").await,
+            Err(DbError::NameTaken(_))
+        ));
+        assert!(matches!(db.create_stream("../x").await, Err(DbError::BadName)));
+        assert_eq!(db.list_streams().await.unwrap(), vec![stream]);
+    }
+
+    #[tokio::test]
+    async fn segment_numbers_only_move_forward() {
+        let (_dir, db) = db().await;
+        let (stream, _) = db.create_stream("s").await.unwrap();
+        db.set_next_segment(&stream.id, 10).await.unwrap();
+        db.set_next_segment(&stream.id, 4).await.unwrap();
+        let s = db.stream_by_name("s").await.unwrap().unwrap();
+        assert_eq!(s.next_segment, 10);
+    }
+}

@@ -1,0 +1,406 @@
+//! Publishing one broadcast through `object_store`: one ordered writer per stream.
+//!
+//! Order per segment: every rendition's `{n}.m4s` (and its recording copy), then the media
+//! playlists, then the multivariant playlist and the MPD — a manifest never names an object
+//! that is not fully stored. A segment whose upload fails is left out of every manifest.
+//!
+//! Retention: a segment that leaves the live window is deleted only after a grace period
+//! (its duration plus the playlist's, doubled), so players and CDNs that fetched the previous
+//! playlist can still get it. Each segment is also copied (a hard link on local disk, a
+//! server-side copy on S3) under `vod/{recording_id}/`, where the finished broadcast stays as a
+//! VOD with its own manifests.
+
+pub mod store;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
+use crate::media::{TrackInfo, TrackKind};
+use crate::package::Segment;
+use store::Root;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("storage write {path}: {source}")]
+    Write {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("segment {0} arrived before the init segments")]
+    NotStarted(u64),
+}
+
+/// Rendition names: path components and manifest ids.
+pub const VIDEO_RENDITION: &str = "source";
+pub const AUDIO_RENDITION: &str = "audio";
+
+pub fn rendition_name(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Video => VIDEO_RENDITION,
+        TrackKind::Audio => AUDIO_RENDITION,
+    }
+}
+
+/// What one broadcast publishes, and where.
+#[derive(Debug, Clone)]
+pub struct BroadcastPlan {
+    pub playback_id: String,
+    pub recording_id: String,
+    pub segment_duration: f64,
+    pub window: usize,
+    /// Absolute URL of the origin's time endpoint (DASH `UTCTiming`).
+    pub utc_timing_url: String,
+}
+
+/// The ordered writer of one broadcast.
+pub struct Publisher {
+    store: Arc<dyn ObjectStore>,
+    plan: BroadcastPlan,
+    live_root: Root,
+    vod_root: Root,
+    live: Option<Presentation>,
+    vod: Option<Presentation>,
+    /// Objects to delete once their instant has passed.
+    retention: VecDeque<(Instant, Path)>,
+    /// BANDWIDTH last written into the multivariant playlist.
+    master_bandwidth: u64,
+}
+
+impl Publisher {
+    pub fn new(store: Arc<dyn ObjectStore>, plan: BroadcastPlan) -> Self {
+        Self {
+            store,
+            live_root: Root::live(&plan.playback_id),
+            vod_root: Root::vod(&plan.recording_id),
+            plan,
+            live: None,
+            vod: None,
+            retention: VecDeque::new(),
+            master_bandwidth: 0,
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        let window = self.plan.segment_duration * (self.plan.window as f64 + 1.0);
+        Duration::from_secs_f64(2.0 * window)
+    }
+
+    async fn put(&self, path: &Path, bytes: impl Into<Bytes>) -> Result<(), PublishError> {
+        self.store
+            .put(path, PutPayload::from_bytes(bytes.into()))
+            .await
+            .map(|_| ())
+            .map_err(|source| PublishError::Write {
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> Result<(), PublishError> {
+        self.store
+            .copy(from, to)
+            .await
+            .map_err(|source| PublishError::Write {
+                path: to.to_string(),
+                source,
+            })
+    }
+
+    /// Starts the broadcast: schedules leftovers of an earlier broadcast of this stream for
+    /// deletion, then writes the init segments. `media_zero` is the wall clock of media time 0.
+    pub async fn start(
+        &mut self,
+        inits: Vec<(TrackInfo, Vec<u8>)>,
+        media_zero: DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        self.schedule_leftovers().await;
+        let mut video = None;
+        let mut audio = None;
+        for (info, bytes) in inits {
+            let name = rendition_name(info.kind);
+            let bytes = Bytes::from(bytes);
+            let live = self.live_root.rendition_file(name, store::INIT_SEGMENT);
+            self.put(&live, bytes.clone()).await?;
+            self.put(&self.vod_root.rendition_file(name, store::INIT_SEGMENT), bytes)
+                .await?;
+            let timeline = Timeline::new(name, info.kind, info.codec);
+            match info.kind {
+                TrackKind::Video => video = Some(timeline),
+                TrackKind::Audio => audio = Some(timeline),
+            }
+        }
+        let Some(video) = video else {
+            return Ok(());
+        };
+        let live = Presentation {
+            kind: PresentationKind::Live,
+            availability_start: media_zero,
+            target_duration: self.plan.segment_duration.ceil() as u64,
+            segment_duration: self.plan.segment_duration,
+            video,
+            audio,
+            ended: false,
+        };
+        self.vod = Some(Presentation {
+            kind: PresentationKind::Vod,
+            ..live.clone()
+        });
+        self.live = Some(live);
+        Ok(())
+    }
+
+    /// Objects under this stream's live prefix from an earlier broadcast (its last window):
+    /// deleted after the grace period, like any segment leaving a window.
+    async fn schedule_leftovers(&mut self) {
+        let prefix = self.live_root.prefix();
+        let listed: Result<Vec<_>, _> = self.store.list(Some(&prefix)).try_collect().await;
+        let deadline = Instant::now() + self.grace();
+        match listed {
+            Ok(objects) => {
+                for meta in objects {
+                    if meta.location.as_ref().ends_with(".m4s") {
+                        self.retention.push_back((deadline, meta.location));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list leftovers of an earlier broadcast"),
+        }
+    }
+
+    /// Stores one segment of every rendition, then rewrites the manifests.
+    pub async fn publish_segment(
+        &mut self,
+        segment: Segment,
+        media_zero: DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        if self.live.is_none() {
+            return Err(PublishError::NotStarted(segment.number));
+        }
+        let mut entries = Vec::new();
+        for track in &segment.tracks {
+            let name = rendition_name(track.kind);
+            let live_path = self.live_root.segment(name, segment.number);
+            let size = track.bytes.len() as u64;
+            let stored = async {
+                self.put(&live_path, track.bytes.clone()).await?;
+                self.copy(&live_path, &self.vod_root.segment(name, segment.number))
+                    .await
+            }
+            .await;
+            if let Err(e) = stored {
+                tracing::error!(segment = segment.number, error = %e, "segment left out of the manifests");
+                return Ok(());
+            }
+            let offset_ms = (track.start_secs() * 1000.0).round() as i64;
+            entries.push((
+                track.kind,
+                SegmentEntry {
+                    number: segment.number,
+                    start: track.start,
+                    duration: track.duration,
+                    wall_clock: media_zero + chrono::Duration::milliseconds(offset_ms),
+                    bytes: size,
+                    samples: track.samples,
+                },
+            ));
+        }
+        let window = self.plan.window;
+        let deadline = Instant::now() + self.grace();
+        for (kind, entry) in entries {
+            if let Some(timeline) = self.vod.as_mut().and_then(|v| timeline_mut(v, kind)) {
+                timeline.push(entry.clone(), None);
+            }
+            let Some(live) = self.live.as_mut() else {
+                continue;
+            };
+            let Some(timeline) = timeline_mut(live, kind) else {
+                continue;
+            };
+            let name = timeline.name.clone();
+            for old in timeline.push(entry, Some(window)) {
+                self.retention
+                    .push_back((deadline, self.live_root.segment(&name, old.number)));
+            }
+        }
+        self.write_live_manifests(false).await
+    }
+
+    async fn write_live_manifests(&mut self, force_master: bool) -> Result<(), PublishError> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        if live.fit_target_duration() {
+            tracing::warn!(
+                target_duration = live.target_duration,
+                "a segment ran longer than the target duration; raising EXT-X-TARGETDURATION \
+                 (set the encoder's keyframe interval to the segment duration)"
+            );
+        }
+        let live = live.clone();
+        self.write_manifests(&self.live_root, &live).await?;
+        let bandwidth = live.timelines().map(|t| t.peak_bps).sum::<u64>();
+        // The multivariant playlist is written first with the first segment's rate, then again
+        // only when the measured peak grew by 10 % (players read it once).
+        if force_master || bandwidth * 10 > self.master_bandwidth * 11 {
+            self.put(
+                &self.live_root.file(store::MASTER_PLAYLIST),
+                hls::master_playlist(&live),
+            )
+            .await?;
+            self.master_bandwidth = bandwidth;
+        }
+        self.put(
+            &self.live_root.file(store::MPD),
+            dash::mpd(&live, &self.plan.utc_timing_url, Utc::now()),
+        )
+        .await
+    }
+
+    /// Media playlists of every rendition (objects are already stored).
+    async fn write_manifests(&self, root: &Root, p: &Presentation) -> Result<(), PublishError> {
+        for timeline in p.timelines() {
+            self.put(
+                &root.rendition_file(&timeline.name, store::MEDIA_PLAYLIST),
+                hls::media_playlist(p, timeline),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The broadcast ended: live manifests get ENDLIST / a static MPD, and the recording gets
+    /// its VOD manifests. Returns the recording's duration in seconds.
+    pub async fn finish(&mut self) -> Result<f64, PublishError> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(0.0);
+        };
+        live.ended = true;
+        self.write_live_manifests(true).await?;
+        let Some(mut vod) = self.vod.clone() else {
+            return Ok(0.0);
+        };
+        vod.ended = true;
+        vod.fit_target_duration();
+        self.write_manifests(&self.vod_root, &vod).await?;
+        self.put(&self.vod_root.file(store::MASTER_PLAYLIST), hls::master_playlist(&vod))
+            .await?;
+        self.put(
+            &self.vod_root.file(store::MPD),
+            dash::mpd(&vod, &self.plan.utc_timing_url, Utc::now()),
+        )
+        .await?;
+        Ok(vod.video.duration_secs())
+    }
+
+    /// When the next deletion is due.
+    pub fn next_deletion(&self) -> Option<Instant> {
+        self.retention.front().map(|(at, _)| *at)
+    }
+
+    /// Deletes every object whose grace period has passed.
+    pub async fn delete_due(&mut self, now: Instant) {
+        while let Some((at, _)) = self.retention.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, path)) = self.retention.pop_front() else {
+                break;
+            };
+            if let Err(e) = self.store.delete(&path).await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    tracing::warn!(object = %path, error = %e, "retention delete failed");
+                }
+            }
+        }
+    }
+}
+
+fn timeline_mut(p: &mut Presentation, kind: TrackKind) -> Option<&mut Timeline> {
+    match kind {
+        TrackKind::Video => Some(&mut p.video),
+        TrackKind::Audio => p.audio.as_mut(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec_test_data::AVC_RECORD_320X240;
+    use crate::media::{AvcConfig, CodecConfig};
+    use crate::package::TrackSegment;
+    use object_store::memory::InMemory;
+
+    fn plan() -> BroadcastPlan {
+        BroadcastPlan {
+            playback_id: "aaaaaaaaaaaaaaaa".into(),
+            recording_id: "rrrrrrrrrrrrrrrr".into(),
+            segment_duration: 2.0,
+            window: 3,
+            utc_timing_url: "http://localhost/time".into(),
+        }
+    }
+
+    fn segment(number: u64) -> Segment {
+        Segment {
+            number,
+            tracks: vec![TrackSegment {
+                kind: TrackKind::Video,
+                start: number * 180_000,
+                duration: 180_000,
+                timescale: 90_000,
+                bytes: vec![number as u8; 100],
+                samples: 50,
+                starts_with_keyframe: true,
+            }],
+        }
+    }
+
+    async fn text(store: &Arc<dyn ObjectStore>, path: &str) -> String {
+        let bytes = store.get(&Path::from(path)).await.unwrap().bytes().await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn window_slides_retention_waits_and_the_recording_keeps_everything() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut publisher = Publisher::new(store.clone(), plan());
+        let codec = CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
+        let info = TrackInfo { kind: TrackKind::Video, codec: codec.clone() };
+        let init = crate::package::cmaf::init_segment(&codec).unwrap();
+        let zero = Utc::now();
+        publisher.start(vec![(info, init)], zero).await.unwrap();
+        for n in 10..16 {
+            publisher.publish_segment(segment(n), zero).await.unwrap();
+        }
+        let playlist = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
+        assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:13"), "{playlist}");
+        assert!(!playlist.contains("12.m4s"));
+        // segments that left the window are still there during the grace period …
+        publisher.delete_due(Instant::now()).await;
+        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s")).await.is_ok());
+        // … and gone after it
+        publisher.delete_due(Instant::now() + Duration::from_secs(3600)).await;
+        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s")).await.is_err());
+        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/15.m4s")).await.is_ok());
+
+        let duration = publisher.finish().await.unwrap();
+        assert_eq!(duration, 12.0);
+        let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
+        assert!(ended.contains("#EXT-X-ENDLIST"));
+        assert!(text(&store, "live/aaaaaaaaaaaaaaaa/manifest.mpd").await.contains("type=\"static\""));
+        let vod = text(&store, "vod/rrrrrrrrrrrrrrrr/source/index.m3u8").await;
+        for n in 10..16 {
+            assert!(vod.contains(&format!("{n}.m4s")), "{vod}");
+            assert!(store.head(&Path::from(format!("vod/rrrrrrrrrrrrrrrr/source/{n}.m4s"))).await.is_ok());
+        }
+        assert!(text(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8").await.contains("source/index.m3u8"));
+    }
+}
