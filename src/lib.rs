@@ -4,10 +4,14 @@
 //! See `DESIGN.md` in the shared docs for the path of one frame; each module's doc says what it
 //! owns.
 
+pub mod app;
 pub mod config;
 pub mod db;
+pub mod http;
+pub mod hub;
 pub mod ingest;
 pub mod media;
 pub mod manifest;
 pub mod package;
+pub mod pipeline;
 pub mod publish;

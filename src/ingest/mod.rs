@@ -1,3 +1,4 @@
 //! Ingest: one folder per input protocol, each turning its wire format into `StreamEvent`s.
 
 pub mod flv;
+pub mod rtmp;

@@ -1,0 +1,144 @@
+//! Wiring: opens the database and the store, binds the listeners, starts ingest and the
+//! origin, prints where to point OBS and where to watch, and shuts down gracefully (every live
+//! broadcast writes its final manifests before the process exits).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::db::{Db, Stream};
+use crate::hub::Hub;
+use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
+use crate::pipeline::PipelineContext;
+use crate::publish::store;
+
+/// How long shutdown waits for broadcasts to finish their manifests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Urls {
+    pub public: String,
+    pub rtmp: String,
+}
+
+impl Urls {
+    pub fn hls(&self, stream: &Stream) -> String {
+        format!("{}/live/{}/master.m3u8", self.public, stream.playback_id)
+    }
+
+    pub fn dash(&self, stream: &Stream) -> String {
+        format!("{}/live/{}/manifest.mpd", self.public, stream.playback_id)
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database_url())
+        .await
+        .context("opening the database")?;
+    let store = store::open(&settings.storage_url()).context("opening storage")?;
+
+    let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
+        .await
+        .with_context(|| format!("binding RTMP on {}", settings.rtmp.listen))?;
+    let http_listener = std::net::TcpListener::bind(settings.http.listen)
+        .with_context(|| format!("binding HTTP on {}", settings.http.listen))?;
+    http_listener.set_nonblocking(true)?;
+    let rtmp_addr = rtmp_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let urls = Urls {
+        public: settings.public_url(http_addr),
+        rtmp: settings.rtmp_url(http_addr, rtmp_addr),
+    };
+
+    print_banner(&db, &urls, rtmp_addr, http_addr).await?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let ingest = Arc::new(IngestContext {
+        settings: IngestSettings {
+            app: settings.rtmp.app.clone(),
+            handshake_timeout: settings.rtmp.handshake_timeout,
+            max_message_size: settings.rtmp.max_message_size,
+            max_connections: settings.rtmp.max_connections,
+        },
+        db: db.clone(),
+        hub: Hub::new(),
+        pipeline: PipelineContext {
+            store: store.clone(),
+            db: db.clone(),
+            segment_duration: settings.segment.duration,
+            window: settings.segment.window,
+            utc_timing_url: format!("{}/time", urls.public),
+            shutdown: shutdown.clone(),
+        },
+        tracker: tracker.clone(),
+    });
+    let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
+    let http = crate::http::server(
+        http_listener,
+        actix_web::web::Data::new(crate::http::HttpState { store }),
+    )?;
+    let http_handle = http.handle();
+    let http_task = tokio::spawn(http);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing live broadcasts");
+    shutdown.cancel();
+    let _ = ingest_task.await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("some broadcasts did not finish within {SHUTDOWN_GRACE:?}");
+    }
+    http_handle.stop(true).await;
+    let _ = http_task.await;
+    Ok(())
+}
+
+async fn print_banner(db: &Db, urls: &Urls, rtmp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+    let mut streams = db.list_streams().await?;
+    let mut new_key = None;
+    if streams.is_empty() {
+        let (stream, key) = db.create_stream("demo").await?;
+        streams.push(stream);
+        new_key = Some(key);
+    }
+    println!("Strata is running.");
+    println!("  OBS → Settings → Stream → Service: Custom");
+    println!("    Server:     {}", urls.rtmp);
+    match &new_key {
+        Some(key) => println!(
+            "    Stream Key: {key}   (stream `demo`; shown once — keep it, only its hash is stored)"
+        ),
+        None => println!(
+            "    Stream Key: the key printed when the stream was created (`strata stream create NAME` makes a new one)"
+        ),
+    }
+    for stream in &streams {
+        println!("  Watch `{}`:", stream.name);
+        println!("    HLS:  {}", urls.hls(stream));
+        println!("    DASH: {}", urls.dash(stream));
+    }
+    println!("    e.g.  ffplay {}", urls.hls(&streams[0]));
+    // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
+    println!("STRATA_READY rtmp={rtmp} http={http}");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,233 @@
+//! Playback: `live/…` and `vod/…` served from the object store, plus the time endpoint.
+//!
+//! Only paths of the shapes Strata writes are looked up (`{root}/{id}/{manifest}` and
+//! `{root}/{id}/{rendition}/{file}`, with a server-generated id); anything else is a 404
+//! before the store is touched, so no request reaches outside the store's prefix.
+//!
+//! Caching: segments are immutable; `init.mp4` is immutable under `vod/` but revalidated under
+//! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
+//! than half a target duration); VOD manifests for an hour; 404s for 1 s.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+
+use super::HttpState;
+use crate::db::ids;
+
+const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
+const LIVE_INIT_CACHE: &str = "public, max-age=0, must-revalidate";
+const VOD_MANIFEST_CACHE: &str = "public, max-age=3600";
+const NOT_FOUND_CACHE: &str = "public, max-age=1";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/time", web::get().to(time))
+        .route("/time", web::head().to(time))
+        .route("/{root:live|vod}/{tail:.*}", web::get().to(object))
+        .route("/{root:live|vod}/{tail:.*}", web::head().to(object));
+}
+
+/// `urn:mpeg:dash:utc:http-iso:2014`: the server's clock as ISO 8601 text.
+async fn time() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain")
+        .body(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Playlist,
+    Mpd,
+    Init,
+    Segment,
+}
+
+fn is_rendition(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_number(s: &str) -> bool {
+    (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Classifies a well-formed object path; `None` for anything Strata never writes.
+fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
+    let parts: Vec<&str> = tail.split('/').collect();
+    let kind = match parts.as_slice() {
+        [id, "master.m3u8"] if ids::is_public_id(id) => Kind::Playlist,
+        [id, "manifest.mpd"] if ids::is_public_id(id) => Kind::Mpd,
+        [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
+            "index.m3u8" => Kind::Playlist,
+            "init.mp4" => Kind::Init,
+            f => {
+                let stem = f.strip_suffix(".m4s")?;
+                match stem.split_once('.') {
+                    None if is_number(stem) => Kind::Segment,
+                    Some((n, p)) if is_number(n) && is_number(p) => Kind::Segment,
+                    _ => return None,
+                }
+            }
+        },
+        _ => return None,
+    };
+    Some((Path::from(format!("{root}/{tail}")), kind))
+}
+
+fn content_type(kind: Kind, tail: &str) -> &'static str {
+    match kind {
+        Kind::Playlist => "application/vnd.apple.mpegurl",
+        Kind::Mpd => "application/dash+xml",
+        Kind::Init if tail.contains("/audio/") => "audio/mp4",
+        Kind::Init => "video/mp4",
+        Kind::Segment => "video/iso.segment",
+    }
+}
+
+fn cache_control(root: &str, kind: Kind) -> &'static str {
+    match (root, kind) {
+        (_, Kind::Segment) | ("vod", Kind::Init) => SEGMENT_CACHE,
+        (_, Kind::Init) => LIVE_INIT_CACHE,
+        ("vod", _) => VOD_MANIFEST_CACHE,
+        _ => LIVE_MANIFEST_CACHE,
+    }
+}
+
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .insert_header((header::CACHE_CONTROL, NOT_FOUND_CACHE))
+        .finish()
+}
+
+/// A single `bytes=` range; multi-range requests are served whole (allowed by RFC 9110).
+fn parse_range(value: &HeaderValue) -> Option<GetRange> {
+    let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    match (start.trim(), end.trim()) {
+        ("", n) => Some(GetRange::Suffix(n.parse().ok()?)),
+        (s, "") => Some(GetRange::Offset(s.parse().ok()?)),
+        (s, e) => {
+            let (s, e): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
+            (e >= s).then(|| GetRange::Bounded(s..e.saturating_add(1)))
+        }
+    }
+}
+
+async fn object(req: HttpRequest, state: web::Data<HttpState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (root, tail) = path.into_inner();
+    let Some((location, kind)) = classify(&root, &tail) else {
+        return not_found();
+    };
+    let head = req.method() == Method::HEAD;
+    let range = req.headers().get(header::RANGE).and_then(parse_range);
+    let options = GetOptions {
+        if_none_match: req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        range: if head { None } else { range.clone() },
+        head,
+        ..Default::default()
+    };
+    let result = match state.store.get_opts(&location, options).await {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return not_found(),
+        Err(object_store::Error::NotModified { .. }) => {
+            return HttpResponse::NotModified()
+                .insert_header((header::CACHE_CONTROL, cache_control(&root, kind)))
+                .finish()
+        }
+        Err(e) if is_range_error(&e) => {
+            let size = state.store.head(&location).await.map(|m| m.size).unwrap_or(0);
+            return HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .finish();
+        }
+        Err(e) => {
+            tracing::warn!(object = %location, error = %e, "store read failed");
+            return HttpResponse::ServiceUnavailable()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish();
+        }
+    };
+    let meta = result.meta.clone();
+    let served = result.range.clone();
+    let mut response = if range.is_some() && !head {
+        let mut r = HttpResponse::PartialContent();
+        r.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", served.start, served.end.saturating_sub(1), meta.size),
+        ));
+        r
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::CONTENT_TYPE, content_type(kind, &tail)))
+        .insert_header((header::CACHE_CONTROL, cache_control(&root, kind)))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::LAST_MODIFIED, meta.last_modified.to_rfc2822()));
+    if let Some(etag) = &meta.e_tag {
+        response.insert_header((header::ETAG, format!("\"{}\"", etag.trim_matches('"'))));
+    }
+    if head {
+        return response
+            .insert_header((header::CONTENT_LENGTH, meta.size.to_string()))
+            .finish();
+    }
+    match result.bytes().await {
+        Ok(body) => response.body(body),
+        Err(e) => {
+            tracing::warn!(object = %location, error = %e, "store read failed");
+            HttpResponse::ServiceUnavailable().finish()
+        }
+    }
+}
+
+fn is_range_error(e: &object_store::Error) -> bool {
+    e.to_string().to_ascii_lowercase().contains("range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_strata_writes_are_classified() {
+        let id = "abcdefghij012345";
+        assert_eq!(classify("live", &format!("{id}/master.m3u8")).map(|c| c.1), Some(Kind::Playlist));
+        assert_eq!(classify("live", &format!("{id}/source/12.m4s")).map(|c| c.1), Some(Kind::Segment));
+        assert_eq!(classify("live", &format!("{id}/source/12.3.m4s")).map(|c| c.1), Some(Kind::Segment));
+        assert_eq!(classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1), Some(Kind::Init));
+        for bad in [
+            "../etc/passwd".to_string(),
+            format!("{id}/../../x/master.m3u8"),
+            format!("{id}/source/../index.m3u8"),
+            format!("{id}/Source/1.m4s"),
+            format!("{id}/source/1.m4s.tmp"),
+            format!("{id}/source/-1.m4s"),
+            "ABCDEFGHIJ012345/master.m3u8".into(),
+            format!("{id}/source/x/1.m4s"),
+        ] {
+            assert!(classify("live", &bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(parse_range(&h("bytes=0-99")), Some(GetRange::Bounded(0..100)));
+        assert_eq!(parse_range(&h("bytes=100-")), Some(GetRange::Offset(100)));
+        assert_eq!(parse_range(&h("bytes=-20")), Some(GetRange::Suffix(20)));
+        assert_eq!(parse_range(&h("bytes=9-3")), None);
+        assert_eq!(parse_range(&h("items=0-1")), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! The hub: which streams are live, and who may write them.
+//!
+//! One broadcast per stream at a time. A second publisher on the same stream takes over (the
+//! usual case is OBS reconnecting while the old TCP connection is half-dead): the old
+//! broadcast is cancelled, and the new one waits — at most `TAKEOVER_WAIT` — until the old
+//! one has written its final manifests, so two writers never race on one stream's objects.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
+
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("the previous broadcast of this stream did not finish within {0:?}")]
+    TakeoverTimeout(Duration),
+}
+
+#[derive(Default)]
+struct Slot {
+    writer: Arc<tokio::sync::Mutex<()>>,
+    current: Option<(u64, CancellationToken)>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    slots: Mutex<HashMap<String, Slot>>,
+    next_session: AtomicU64,
+}
+
+/// The right to publish one stream. Cancelled when another publisher takes over or the server
+/// shuts down; the stream is free again when the lease is dropped.
+pub struct Lease {
+    hub: Arc<Hub>,
+    stream_id: String,
+    session: u64,
+    pub cancel: CancellationToken,
+    _writer: OwnedMutexGuard<()>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // A poisoned map is still consistent (every update is a single insert/replace).
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims `stream_id`, cancelling a broadcast already live on it and waiting for it to end.
+    pub async fn begin(self: &Arc<Self>, stream_id: &str, parent: &CancellationToken) -> Result<Lease, HubError> {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let cancel = parent.child_token();
+        let writer = {
+            let mut slots = self.lock();
+            let slot = slots.entry(stream_id.to_string()).or_default();
+            if let Some((_, previous)) = slot.current.replace((session, cancel.clone())) {
+                previous.cancel();
+            }
+            slot.writer.clone()
+        };
+        let guard = tokio::time::timeout(TAKEOVER_WAIT, writer.lock_owned())
+            .await
+            .map_err(|_| HubError::TakeoverTimeout(TAKEOVER_WAIT))?;
+        Ok(Lease {
+            hub: self.clone(),
+            stream_id: stream_id.to_string(),
+            session,
+            cancel,
+            _writer: guard,
+        })
+    }
+
+    /// Number of streams with a live broadcast.
+    pub fn live_count(&self) -> usize {
+        self.lock().values().filter(|s| s.current.is_some()).count()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut slots = self.hub.lock();
+        if let Some(slot) = slots.get_mut(&self.stream_id) {
+            if slot.current.as_ref().is_some_and(|(s, _)| *s == self.session) {
+                slot.current = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_publisher_takes_over_after_the_first_finishes() {
+        let hub = Hub::new();
+        let root = CancellationToken::new();
+        let first = hub.begin("s", &root).await.unwrap();
+        assert_eq!(hub.live_count(), 1);
+        let hub2 = hub.clone();
+        let root2 = root.clone();
+        let second = tokio::spawn(async move { hub2.begin("s", &root2).await.map(|l| l.session) });
+        first.cancel.cancelled().await; // the old broadcast is told to stop …
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "… and the new one waits for it");
+        drop(first);
+        assert!(second.await.unwrap().is_ok());
+    }
+}

@@ -1,0 +1,302 @@
+//! The chunk-stream guard in front of rml_rtmp. Sans-IO: bytes in, complete messages out.
+//!
+//! rml_rtmp 0.8's deserializer can be crashed or made to reserve memory by a peer: (a) deep
+//! AMF0 nesting overflows the stack, (b) a message interleaved with a message on another chunk
+//! stream panics, (c) a type-1 chunk with an extended timestamp below 0xFFFFFF underflows, and
+//! (d) chunk sizes up to 2^31−1 let a header reserve 16 MiB. Rather than patch around each,
+//! this guard owns chunk parsing completely: it tracks every chunk stream's header state,
+//! enforces limits *before* storing any bytes (message length, total buffered bytes, chunk
+//! size, number of chunk streams), checks AMF0 depth of command and data messages, and yields
+//! whole messages. The session layer re-serializes each one as a single type-0 chunk for
+//! rml_rtmp, whose deserializer therefore never sees interleaving, compressed headers or a
+//! peer-chosen chunk size.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::amf::{self, AmfError};
+
+/// RTMP message type ids the guard acts on.
+pub mod message_type {
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    pub const ABORT: u8 = 2;
+    pub const AUDIO: u8 = 8;
+    pub const VIDEO: u8 = 9;
+    pub const AMF3_DATA: u8 = 15;
+    pub const AMF3_COMMAND: u8 = 17;
+    pub const AMF0_DATA: u8 = 18;
+    pub const AMF0_COMMAND: u8 = 20;
+}
+
+#[derive(Debug, Clone)]
+pub struct GuardLimits {
+    pub max_message_size: u32,
+    /// Bytes of partial messages held across all chunk streams.
+    pub max_buffered: usize,
+    pub max_chunk_size: u32,
+    pub max_chunk_streams: usize,
+    /// Command/data (AMF) messages are small; larger ones are refused.
+    pub max_command_size: usize,
+    pub max_amf_depth: usize,
+}
+
+impl GuardLimits {
+    pub fn new(max_message_size: u32) -> Self {
+        Self {
+            max_message_size,
+            max_buffered: max_message_size as usize + (1 << 20),
+            max_chunk_size: 0x00FF_FFFF,
+            max_chunk_streams: 64,
+            max_command_size: 256 * 1024,
+            max_amf_depth: 16,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GuardError {
+    #[error("message of {size} bytes exceeds the {limit}-byte limit")]
+    MessageTooLarge { size: u32, limit: u32 },
+    #[error("partial messages would hold more than {0} bytes")]
+    TooMuchBuffered(usize),
+    #[error("chunk size {size} outside 1..={limit}")]
+    BadChunkSize { size: u32, limit: u32 },
+    #[error("more than {0} chunk streams in use")]
+    TooManyChunkStreams(usize),
+    #[error("chunk on stream {0} continues a message that has no header")]
+    NoPreviousHeader(u32),
+    #[error("command message of {0} bytes is too large")]
+    CommandTooLarge(usize),
+    #[error("malformed command: {0}")]
+    Amf(#[from] AmfError),
+    #[error("malformed protocol control message (type {0})")]
+    BadControl(u8),
+}
+
+/// One complete RTMP message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub timestamp: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+    pub payload: Bytes,
+}
+
+/// Header state of one chunk stream (what compressed headers inherit).
+#[derive(Debug, Default, Clone, Copy)]
+struct Header {
+    timestamp: u32,
+    /// The last timestamp (type 0) or delta (types 1, 2) field; a type-3 chunk that starts a
+    /// message adds it again.
+    timestamp_field: u32,
+    /// Whether that field used the extended timestamp (then type-3 chunks carry one too).
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+}
+
+#[derive(Debug, Default)]
+struct ChunkStream {
+    header: Header,
+    /// The message being assembled; only received bytes are stored.
+    partial: Option<BytesMut>,
+}
+
+/// Parses the chunk stream of one connection.
+#[derive(Debug)]
+pub struct ChunkGuard {
+    limits: GuardLimits,
+    chunk_size: u32,
+    input: BytesMut,
+    streams: HashMap<u32, ChunkStream>,
+    buffered: usize,
+}
+
+impl ChunkGuard {
+    pub fn new(limits: GuardLimits) -> Self {
+        Self {
+            limits,
+            chunk_size: 128,
+            input: BytesMut::new(),
+            streams: HashMap::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Feeds received bytes; returns every message completed by them. Set Chunk Size and
+    /// Abort are applied here and not returned. After an error the connection must close.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Message>, GuardError> {
+        self.input.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk()? {
+            if let Some(message) = chunk {
+                if let Some(message) = self.apply_control(message)? {
+                    out.push(message);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses one chunk if it is fully buffered: `None` when more bytes are needed,
+    /// `Some(Some(message))` when the chunk completed a message.
+    fn next_chunk(&mut self) -> Result<Option<Option<Message>>, GuardError> {
+        let data = &self.input[..];
+        let Some(first) = data.first() else {
+            return Ok(None);
+        };
+        let fmt = first >> 6;
+        let (csid, basic_len) = match first & 0x3F {
+            0 => match data.get(1) {
+                Some(b) => (u32::from(*b) + 64, 2),
+                None => return Ok(None),
+            },
+            1 => match (data.get(1), data.get(2)) {
+                (Some(lo), Some(hi)) => (u32::from(*lo) + u32::from(*hi) * 256 + 64, 3),
+                _ => return Ok(None),
+            },
+            id => (u32::from(id), 1),
+        };
+        let header_len = [11usize, 7, 3, 0][fmt as usize];
+        let Some(fields) = data.get(basic_len..basic_len + header_len) else {
+            return Ok(None);
+        };
+        let (previous, have, continuing) = match self.streams.get(&csid) {
+            Some(s) => (Some(s.header), s.partial.as_ref().map_or(0, BytesMut::len), s.partial.is_some()),
+            None => (None, 0, false),
+        };
+        if previous.is_none() && self.streams.len() >= self.limits.max_chunk_streams {
+            return Err(GuardError::TooManyChunkStreams(self.limits.max_chunk_streams));
+        }
+        let state = match (fmt, previous) {
+            (0, p) => p.unwrap_or_default(),
+            (_, Some(p)) => p,
+            (_, None) => return Err(GuardError::NoPreviousHeader(csid)),
+        };
+        let extended = if fmt < 3 {
+            read_u24(&fields[0..3]) == 0x00FF_FFFF
+        } else {
+            state.extended
+        };
+        let ext_len = if extended { 4 } else { 0 };
+        let Some(ext) = data.get(basic_len + header_len..basic_len + header_len + ext_len) else {
+            return Ok(None);
+        };
+        let field_value = match (fmt, extended) {
+            (3, _) => state.timestamp_field,
+            (_, true) => u32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]),
+            (_, false) => read_u24(&fields[0..3]),
+        };
+        let mut next = state;
+        match fmt {
+            0 => {
+                next.length = read_u24(&fields[3..6]);
+                next.type_id = fields[6];
+                next.stream_id = u32::from_le_bytes([fields[7], fields[8], fields[9], fields[10]]);
+                next.timestamp = field_value;
+            }
+            1 | 2 => {
+                if fmt == 1 {
+                    next.length = read_u24(&fields[3..6]);
+                    next.type_id = fields[6];
+                }
+                next.timestamp = state.timestamp.wrapping_add(field_value);
+            }
+            _ if !continuing => next.timestamp = state.timestamp.wrapping_add(field_value),
+            _ => {}
+        }
+        if fmt < 3 {
+            next.timestamp_field = field_value;
+            next.extended = extended;
+        }
+        if next.length > self.limits.max_message_size {
+            return Err(GuardError::MessageTooLarge {
+                size: next.length,
+                limit: self.limits.max_message_size,
+            });
+        }
+        // A new header while a message is unfinished abandons that message.
+        let have = if fmt < 3 { 0 } else { have };
+        let want = (next.length as usize).saturating_sub(have).min(self.chunk_size as usize);
+        let start = basic_len + header_len + ext_len;
+        if data.len() < start + want {
+            return Ok(None);
+        }
+        let stream = self.streams.entry(csid).or_default();
+        if fmt < 3 {
+            if let Some(abandoned) = stream.partial.take() {
+                self.buffered -= abandoned.len();
+            }
+        }
+        if self.buffered + want > self.limits.max_buffered {
+            return Err(GuardError::TooMuchBuffered(self.limits.max_buffered));
+        }
+        stream.header = next;
+        let partial = stream.partial.get_or_insert_with(BytesMut::new);
+        partial.extend_from_slice(&self.input[start..start + want]);
+        self.buffered += want;
+        let message = if partial.len() >= next.length as usize {
+            let payload = stream.partial.take().unwrap_or_default().freeze();
+            self.buffered -= payload.len();
+            Some(Message {
+                timestamp: next.timestamp,
+                type_id: next.type_id,
+                stream_id: next.stream_id,
+                payload,
+            })
+        } else {
+            None
+        };
+        self.input.advance(start + want);
+        Ok(Some(message))
+    }
+
+    fn apply_control(&mut self, message: Message) -> Result<Option<Message>, GuardError> {
+        use message_type::*;
+        match message.type_id {
+            SET_CHUNK_SIZE => {
+                let size = read_u32(&message.payload).ok_or(GuardError::BadControl(SET_CHUNK_SIZE))?
+                    & 0x7FFF_FFFF;
+                if size == 0 || size > self.limits.max_chunk_size {
+                    return Err(GuardError::BadChunkSize {
+                        size,
+                        limit: self.limits.max_chunk_size,
+                    });
+                }
+                self.chunk_size = size;
+                Ok(None)
+            }
+            ABORT => {
+                let csid = read_u32(&message.payload).ok_or(GuardError::BadControl(ABORT))?;
+                if let Some(stream) = self.streams.get_mut(&csid) {
+                    if let Some(p) = stream.partial.take() {
+                        self.buffered -= p.len();
+                    }
+                }
+                Ok(None)
+            }
+            AMF0_COMMAND | AMF0_DATA | AMF3_COMMAND | AMF3_DATA => {
+                if message.payload.len() > self.limits.max_command_size {
+                    return Err(GuardError::CommandTooLarge(message.payload.len()));
+                }
+                // AMF3-typed messages carry a one-byte prefix before AMF0 values
+                let skip = usize::from(matches!(message.type_id, AMF3_COMMAND | AMF3_DATA));
+                let body = message.payload.get(skip..).unwrap_or_default();
+                amf::check(body, self.limits.max_amf_depth)?;
+                Ok(Some(message))
+            }
+            _ => Ok(Some(message)),
+        }
+    }
+}
+
+fn read_u24(b: &[u8]) -> u32 {
+    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
+}
+
+fn read_u32(b: &[u8]) -> Option<u32> {
+    let b = b.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
