@@ -21,6 +21,7 @@ pub fn server(listener: std::net::TcpListener, state: web::Data<HttpState>) -> s
     let server = HttpServer::new(move || {
         let cors = actix_cors::Cors::default()
             .allow_any_origin()
+            .send_wildcard()
             .allowed_methods(["GET", "HEAD", "OPTIONS"])
             .allowed_headers([actix_web::http::header::RANGE, actix_web::http::header::IF_NONE_MATCH])
             .expose_headers(["Content-Length", "Content-Range", "ETag"])

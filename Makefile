@@ -1,0 +1,44 @@
+# Strata — two commands: `make run` and `make test` (see README.md).
+# Every install step is here, idempotent and quiet when nothing is missing.
+
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# ffmpeg gives ffplay/ffprobe to watch and the publisher the tests use.
+RUN_APT := pkg-config ffmpeg
+TEST_APT := $(RUN_APT) time
+CARGO ?= cargo
+
+.PHONY: run test bench deps test-deps fmt lint unit integration
+
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(RUN_APT))
+
+test-deps:
+	$(call apt_install,$(TEST_APT))
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+run: deps
+	$(CARGO) build --release --locked
+	./target/release/strata serve
+
+fmt: test-deps
+	$(CARGO) fmt --all -- --check
+
+lint: test-deps
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test: test-deps fmt lint
+	$(CARGO) test --locked --all-targets
+
+bench: test-deps
+	$(CARGO) bench --locked --bench packaging
+	$(CARGO) build --release --locked
+	bash benches/passthrough_vs_ffmpeg.sh

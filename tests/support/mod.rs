@@ -1,0 +1,193 @@
+//! Shared helpers for integration tests: a real `strata serve` process on ports chosen by the
+//! OS, the real ffmpeg CLI as publisher, HTTP via ureq, ffprobe for checking media.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub rtmp: String,
+    pub http: String,
+}
+
+pub struct StreamInfo {
+    pub key: String,
+    pub playback_id: String,
+}
+
+fn strata(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.current_dir(dir)
+        .env("STRATA__DATA_DIR", dir.join("data"))
+        .env("STRATA__RTMP__LISTEN", "127.0.0.1:0")
+        .env("STRATA__HTTP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = strata(dir.path())
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn strata");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .expect("strata exited before it was ready")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("STRATA_READY ") {
+                break rest.to_string();
+            }
+        };
+        // keep draining stdout so the server never blocks on a full pipe
+        std::thread::spawn(move || for _ in lines {});
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .expect("ready line field")
+                .to_string()
+        };
+        Self {
+            rtmp: field("rtmp"),
+            http: field("http"),
+            child,
+            dir,
+        }
+    }
+
+    pub fn create_stream(&self, name: &str) -> StreamInfo {
+        let out = strata(self.dir.path())
+            .args(["stream", "create", name, "--json"])
+            .output()
+            .expect("run strata stream create");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        for field in ["name", "key", "playback_id", "rtmp_url", "hls_url", "dash_url"] {
+            assert!(v.get(field).is_some(), "missing {field} in {v}");
+        }
+        StreamInfo {
+            key: v["key"].as_str().unwrap_or_default().to_string(),
+            playback_id: v["playback_id"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.http, path.trim_start_matches('/'))
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// Status and body; never panics on HTTP errors.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        get_url(&self.url(path))
+    }
+
+    pub fn get_text(&self, path: &str) -> Option<String> {
+        let (status, body) = self.get(path);
+        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.dir.path().join("data/media")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn get_url(url: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.body_mut().read_to_vec().unwrap_or_default();
+            (status, body)
+        }
+        Err(_) => (0, Vec::new()),
+    }
+}
+
+/// Publishes `seconds` of testsrc2 + sine in real time: H.264 with B-frames, 2 s GOPs, AAC.
+pub fn publish(url: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60"])
+        .args(["-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
+        .args(["-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg (is it installed? `make test` installs it)")
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `ffprobe -of json` with `args`.
+pub fn ffprobe(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+/// Media sequence number of the last segment in a media playlist.
+pub fn last_segment_number(playlist: &str) -> Option<u64> {
+    let parsed = m3u8_rs::parse_media_playlist_res(playlist.as_bytes()).ok()?;
+    let count = parsed.segments.len() as u64;
+    (count > 0).then(|| parsed.media_sequence + count - 1)
+}
