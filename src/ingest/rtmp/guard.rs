@@ -300,3 +300,102 @@ fn read_u32(b: &[u8]) -> Option<u32> {
     let b = b.get(..4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn type0(csid: u8, ts: u32, len: u32, type_id: u8) -> Vec<u8> {
+        let mut v = vec![csid];
+        v.extend_from_slice(&ts.min(0xFF_FFFF).to_be_bytes()[1..]);
+        v.extend_from_slice(&len.to_be_bytes()[1..]);
+        v.push(type_id);
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v
+    }
+
+    fn guard() -> ChunkGuard {
+        ChunkGuard::new(GuardLimits::new(1 << 20))
+    }
+
+    #[test]
+    fn interleaved_messages_are_reassembled() {
+        let mut g = guard();
+        let first: Vec<u8> = (0..200u8).collect();
+        let mut bytes = type0(3, 0, 200, message_type::VIDEO);
+        bytes.extend_from_slice(&first[..128]);
+        bytes.extend(type0(4, 7, 10, message_type::AUDIO));
+        bytes.extend_from_slice(&[9; 10]);
+        bytes.push(0xC3);
+        bytes.extend_from_slice(&first[128..]);
+        // byte by byte: every split point must work
+        let mut out = Vec::new();
+        for b in &bytes {
+            out.extend(g.push(std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].type_id, message_type::AUDIO);
+        assert_eq!(out[0].timestamp, 7);
+        assert_eq!(&out[1].payload[..], &first[..]);
+    }
+
+    #[test]
+    fn type1_with_small_extended_timestamp_is_a_plain_delta() {
+        let mut g = guard();
+        let mut bytes = type0(5, 1_000, 2, message_type::AUDIO);
+        bytes.extend_from_slice(&[0xaf, 0x01]);
+        bytes.push(0x45);
+        bytes.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0, 0, 2, message_type::AUDIO]);
+        bytes.extend_from_slice(&0x10u32.to_be_bytes());
+        bytes.extend_from_slice(&[0xaf, 0x01]);
+        // a type-3 chunk starting a new message repeats the delta, with the extended field
+        bytes.push(0xC5);
+        bytes.extend_from_slice(&0x10u32.to_be_bytes());
+        bytes.extend_from_slice(&[0xaf, 0x01]);
+        let out = g.push(&bytes).unwrap();
+        let times: Vec<u32> = out.iter().map(|m| m.timestamp).collect();
+        assert_eq!(times, vec![1_000, 1_016, 1_032]);
+    }
+
+    #[test]
+    fn limits_are_checked_before_bytes_are_stored() {
+        let mut g = guard();
+        let err = g.push(&type0(3, 0, 0xFF_FFFF, message_type::VIDEO)).unwrap_err();
+        assert!(matches!(err, GuardError::MessageTooLarge { .. }));
+
+        let mut g = guard();
+        let mut set = type0(2, 0, 4, message_type::SET_CHUNK_SIZE);
+        set.extend_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
+        assert!(matches!(g.push(&set).unwrap_err(), GuardError::BadChunkSize { .. }));
+
+        let mut g = guard();
+        let mut many = Vec::new();
+        for csid in 0..70u32 {
+            // two-byte basic headers: csid 64 + n
+            many.extend_from_slice(&[0x00, csid as u8]);
+            many.extend_from_slice(&type0(0, 0, 100, message_type::VIDEO)[1..]);
+            many.extend_from_slice(&[0; 100]);
+        }
+        assert_eq!(g.push(&many).unwrap_err(), GuardError::TooManyChunkStreams(64));
+
+        let mut g = guard();
+        assert_eq!(
+            g.push(&[0x43, 0, 0, 0, 0, 0, 2, 9]).unwrap_err(),
+            GuardError::NoPreviousHeader(3)
+        );
+    }
+
+    #[test]
+    fn partial_messages_across_streams_are_bounded() {
+        let mut g = ChunkGuard::new(GuardLimits {
+            max_buffered: 1_000,
+            ..GuardLimits::new(1 << 20)
+        });
+        let mut bytes = Vec::new();
+        for csid in 3..20u8 {
+            bytes.extend(type0(csid, 0, 500, message_type::VIDEO));
+            bytes.extend_from_slice(&[0; 128]);
+        }
+        assert_eq!(g.push(&bytes).unwrap_err(), GuardError::TooMuchBuffered(1_000));
+    }
+}
