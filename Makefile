@@ -5,7 +5,7 @@ SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # ffmpeg gives ffplay/ffprobe to watch and the publisher the tests use.
 RUN_APT := pkg-config ffmpeg
-TEST_APT := $(RUN_APT) time
+TEST_APT := $(RUN_APT) time bc
 CARGO ?= cargo
 
 .PHONY: run test bench deps test-deps fmt lint unit integration

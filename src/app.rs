@@ -90,7 +90,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = ingest_task.await;
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some broadcasts did not finish within {SHUTDOWN_GRACE:?}");
     }
     http_handle.stop(true).await;
@@ -98,7 +101,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_banner(db: &Db, urls: &Urls, rtmp: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
+async fn print_banner(
+    db: &Db,
+    urls: &Urls,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+) -> anyhow::Result<()> {
     let mut streams = db.list_streams().await?;
     let mut new_key = None;
     if streams.is_empty() {

@@ -110,12 +110,16 @@ impl Settings {
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(invalid("--config", format!("{} does not exist", path.display())));
+                    return Err(invalid(
+                        "--config",
+                        format!("{} does not exist", path.display()),
+                    ));
                 }
                 builder = builder.add_source(config::File::from(path).required(true));
             }
             None => {
-                builder = builder.add_source(config::File::with_name("strata.toml").required(false));
+                builder =
+                    builder.add_source(config::File::with_name("strata.toml").required(false));
             }
         }
         let settings: Settings = builder
@@ -134,17 +138,29 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = self.segment.duration;
         if !d.is_finite() || !(1.0..=10.0).contains(&d) {
-            return Err(invalid("segment.duration", format!("{d} is not between 1 and 10 seconds")));
+            return Err(invalid(
+                "segment.duration",
+                format!("{d} is not between 1 and 10 seconds"),
+            ));
         }
         if !(3..=100).contains(&self.segment.window) {
-            return Err(invalid("segment.window", "must list between 3 and 100 segments"));
+            return Err(invalid(
+                "segment.window",
+                "must list between 3 and 100 segments",
+            ));
         }
         let t = self.rtmp.handshake_timeout;
         if !t.is_finite() || !(0.5..=60.0).contains(&t) {
-            return Err(invalid("rtmp.handshake_timeout", "must be between 0.5 and 60 seconds"));
+            return Err(invalid(
+                "rtmp.handshake_timeout",
+                "must be between 0.5 and 60 seconds",
+            ));
         }
         if !(65_536..=16_777_215).contains(&self.rtmp.max_message_size) {
-            return Err(invalid("rtmp.max_message_size", "must be between 65536 and 16777215 bytes"));
+            return Err(invalid(
+                "rtmp.max_message_size",
+                "must be between 65536 and 16777215 bytes",
+            ));
         }
         if self.rtmp.max_connections == 0 {
             return Err(invalid("rtmp.max_connections", "must be at least 1"));
@@ -152,15 +168,23 @@ impl Settings {
         let app = &self.rtmp.app;
         if app.is_empty()
             || app.len() > 64
-            || !app.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(invalid("rtmp.app", "must be 1-64 characters of [A-Za-z0-9_-]"));
+            return Err(invalid(
+                "rtmp.app",
+                "must be 1-64 characters of [A-Za-z0-9_-]",
+            ));
         }
         if !self.http.public_url.is_empty() {
             let url = url::Url::parse(&self.http.public_url)
                 .map_err(|e| invalid("http.public_url", e.to_string()))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid("http.public_url", "must be an http:// or https:// URL"));
+                return Err(invalid(
+                    "http.public_url",
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         if !self.storage.url.is_empty() {
@@ -178,14 +202,20 @@ impl Settings {
             && !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")
         {
-            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         Ok(())
     }
 
     pub fn storage_url(&self) -> String {
         if self.storage.url.is_empty() {
-            format!("file://{}", absolute(&self.data_dir.join("media")).display())
+            format!(
+                "file://{}",
+                absolute(&self.data_dir.join("media")).display()
+            )
         } else {
             self.storage.url.clone()
         }
@@ -193,7 +223,10 @@ impl Settings {
 
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!("sqlite://{}?mode=rwc", absolute(&self.data_dir.join("strata.db")).display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                absolute(&self.data_dir.join("strata.db")).display()
+            )
         } else {
             self.database.url.clone()
         }

@@ -8,7 +8,11 @@ use strata::config::{ConfigError, Settings};
 use strata::db::Db;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Live streaming: RTMP in, CMAF HLS and DASH out")]
+#[command(
+    name = "strata",
+    version,
+    about = "Live streaming: RTMP in, CMAF HLS and DASH out"
+)]
 struct Cli {
     /// Configuration file (default: ./strata.toml if present).
     #[arg(long, global = true)]

@@ -36,7 +36,12 @@ pub struct PipelineContext {
 }
 
 /// Starts a broadcast of `stream`; returns the sender ingest feeds.
-pub fn spawn(ctx: PipelineContext, stream: Stream, lease: Lease, tracker: &TaskTracker) -> mpsc::Sender<StreamEvent> {
+pub fn spawn(
+    ctx: PipelineContext,
+    stream: Stream,
+    lease: Lease,
+    tracker: &TaskTracker,
+) -> mpsc::Sender<StreamEvent> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let recording_id = ids::new_recording_id();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
@@ -104,7 +109,11 @@ async fn run(
             }
         }
         if segments > 0 {
-            if let Err(e) = ctx.db.set_next_segment(&stream.id, segmenter.next_number()).await {
+            if let Err(e) = ctx
+                .db
+                .set_next_segment(&stream.id, segmenter.next_number())
+                .await
+            {
                 tracing::warn!(error = %e, "could not store the next segment number");
             }
         }
@@ -116,9 +125,20 @@ async fn run(
     drop(events);
     match publisher.finish().await {
         Ok(duration) => {
-            tracing::info!(segments, duration_s = duration, "broadcast ended; recording stored");
-            let _ = ctx.db.set_next_segment(&stream.id, segmenter.next_number()).await;
-            if let Err(e) = ctx.db.finish_recording(&recording_id, (duration * 1000.0) as i64).await {
+            tracing::info!(
+                segments,
+                duration_s = duration,
+                "broadcast ended; recording stored"
+            );
+            let _ = ctx
+                .db
+                .set_next_segment(&stream.id, segmenter.next_number())
+                .await;
+            if let Err(e) = ctx
+                .db
+                .finish_recording(&recording_id, (duration * 1000.0) as i64)
+                .await
+            {
                 tracing::warn!(error = %e, "could not record the broadcast end");
             }
         }

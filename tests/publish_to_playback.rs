@@ -10,7 +10,8 @@ use support::{ffprobe, last_segment_number, publish, wait_for, Server};
 
 /// Every URI a media playlist names (EXT-X-MAP and segments), relative to `base`.
 fn playlist_uris(base: &str, text: &str) -> Vec<String> {
-    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("media playlist parses");
+    let playlist =
+        m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("media playlist parses");
     let mut uris = Vec::new();
     for seg in &playlist.segments {
         if let Some(map) = &seg.map {
@@ -47,7 +48,9 @@ fn rtmp_publish_plays_as_hls_and_dash() {
     })
     .expect("a live playlist appears within 15 s");
     assert!(!playlist.contains("#EXT-X-ENDLIST"));
-    let mpd_live = server.get_text(&format!("{live}/manifest.mpd")).expect("live MPD");
+    let mpd_live = server
+        .get_text(&format!("{live}/manifest.mpd"))
+        .expect("live MPD");
     let mpd = dash_mpd_core::parse(&mpd_live).expect("live MPD parses");
     assert_eq!(mpd.mpdtype.as_deref(), Some("dynamic"));
     assert!(mpd.availabilityStartTime.is_some());
@@ -58,7 +61,10 @@ fn rtmp_publish_plays_as_hls_and_dash() {
     assert!(chrono::DateTime::parse_from_rfc3339(&String::from_utf8_lossy(&body)).is_ok());
 
     let status = ffmpeg.wait().expect("ffmpeg runs");
-    assert!(status.success(), "the publisher was accepted and streamed to the end");
+    assert!(
+        status.success(),
+        "the publisher was accepted and streamed to the end"
+    );
 
     // After the publisher stops: ENDLIST and a static MPD.
     let video = wait_for(Duration::from_secs(10), || {
@@ -78,15 +84,23 @@ fn rtmp_publish_plays_as_hls_and_dash() {
     // Durations add up: within one segment of the 12 s published.
     let parsed = m3u8_rs::parse_media_playlist_res(video.as_bytes()).expect("parses");
     let total: f32 = parsed.segments.iter().map(|s| s.duration).sum();
-    assert!((10.0..=14.0).contains(&total), "video playlist lasts {total} s");
-    let audio = server.get_text(&format!("{live}/audio/index.m3u8")).expect("audio playlist");
+    assert!(
+        (10.0..=14.0).contains(&total),
+        "video playlist lasts {total} s"
+    );
+    let audio = server
+        .get_text(&format!("{live}/audio/index.m3u8"))
+        .expect("audio playlist");
     let audio_total: f32 = m3u8_rs::parse_media_playlist_res(audio.as_bytes())
         .expect("audio playlist parses")
         .segments
         .iter()
         .map(|s| s.duration)
         .sum();
-    assert!((total - audio_total).abs() < 0.5, "audio {audio_total} s vs video {total} s");
+    assert!(
+        (total - audio_total).abs() < 0.5,
+        "audio {audio_total} s vs video {total} s"
+    );
     for seg in &parsed.segments {
         assert!(seg.duration.round() as u64 <= parsed.target_duration);
     }
@@ -114,16 +128,25 @@ fn rtmp_publish_plays_as_hls_and_dash() {
     assert_eq!(counted["streams"][0]["width"], 640);
 
     // The multivariant playlist parses and names both renditions.
-    let master = server.get_text(&format!("{live}/master.m3u8")).expect("master");
+    let master = server
+        .get_text(&format!("{live}/master.m3u8"))
+        .expect("master");
     let master = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("master parses");
     let variant = &master.variants[0];
-    assert!(variant.codecs.as_deref().unwrap_or("").contains("mp4a.40.2"));
+    assert!(variant
+        .codecs
+        .as_deref()
+        .unwrap_or("")
+        .contains("mp4a.40.2"));
     assert!(variant.bandwidth > 0);
 
     // Every URI named by a manifest answers 200.
     let mut uris = vec![
         format!("{live}/{}", variant.uri),
-        format!("{live}/{}", master.alternatives[0].uri.clone().expect("audio URI")),
+        format!(
+            "{live}/{}",
+            master.alternatives[0].uri.clone().expect("audio URI")
+        ),
     ];
     uris.extend(playlist_uris(&format!("{live}/source"), &video));
     uris.extend(playlist_uris(&format!("{live}/audio"), &audio));
@@ -138,7 +161,10 @@ fn rtmp_publish_plays_as_hls_and_dash() {
         for rep in &set.representations {
             let id = rep.id.clone().unwrap_or_default();
             let init = template.initialization.clone().unwrap_or_default();
-            uris.push(format!("{live}/{}", init.replace("$RepresentationID$", &id)));
+            uris.push(format!(
+                "{live}/{}",
+                init.replace("$RepresentationID$", &id)
+            ));
             for n in start..start + count as u64 {
                 let media = template.media.clone().unwrap_or_default();
                 uris.push(format!(
@@ -172,7 +198,11 @@ fn rtmp_publish_plays_as_hls_and_dash() {
             file.to_str().unwrap_or_default(),
         ]);
         let first = &frames["frames"][0];
-        assert_eq!(first["key_frame"], 1, "segment {} starts with {first}", seg.uri);
+        assert_eq!(
+            first["key_frame"], 1,
+            "segment {} starts with {first}",
+            seg.uri
+        );
         assert_eq!(first["pict_type"], "I", "segment {}", seg.uri);
     }
 
@@ -212,7 +242,11 @@ fn origin_serves_ranges_etags_cors_and_refuses_odd_paths() {
         .build()
         .into();
 
-    let full = agent.get(&url).header("Origin", "https://player.example").call().expect("GET");
+    let full = agent
+        .get(&url)
+        .header("Origin", "https://player.example")
+        .call()
+        .expect("GET");
     assert_eq!(full.status(), 200);
     let h = |name: &str| {
         full.headers()
@@ -227,16 +261,31 @@ fn origin_serves_ranges_etags_cors_and_refuses_odd_paths() {
     let etag = h("etag");
     assert!(!etag.is_empty());
 
-    let mut part = agent.get(&url).header("Range", "bytes=0-7").call().expect("range");
+    let mut part = agent
+        .get(&url)
+        .header("Range", "bytes=0-7")
+        .call()
+        .expect("range");
     assert_eq!(part.status(), 206);
     assert_eq!(part.body_mut().read_to_vec().expect("body").len(), 8);
-    let not_modified = agent.get(&url).header("If-None-Match", &etag).call().expect("etag");
+    let not_modified = agent
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .call()
+        .expect("etag");
     assert_eq!(not_modified.status(), 304);
     let head = agent.head(&url).call().expect("HEAD");
     assert_eq!(head.status(), 200);
 
-    let playlist = agent.get(&server.url(&format!("{live}/master.m3u8"))).call().expect("master");
-    let cache = playlist.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let playlist = agent
+        .get(&server.url(&format!("{live}/master.m3u8")))
+        .call()
+        .expect("master");
+    let cache = playlist
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     assert!(cache.contains("max-age=1"), "{cache}");
 
     for bad in [

@@ -15,7 +15,9 @@ use support::{last_segment_number, publish, wait_for, Server};
 /// A TCP connection that has completed the RTMP handshake as a client.
 fn handshaken(server: &Server) -> TcpStream {
     let mut socket = TcpStream::connect(&server.rtmp).expect("connect");
-    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut handshake = Handshake::new(PeerType::Client);
     let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
     socket.write_all(&c0c1).expect("send c0c1");
@@ -149,7 +151,11 @@ fn hostile_clients_close_only_their_own_connection() {
     let attacks: [(&str, Vec<u8>, bool); 5] = [
         ("deep AMF0 nesting", deeply_nested_connect(), true),
         ("interleaved chunk streams", interleaved_messages(), false),
-        ("type-1 small extended timestamp", type1_small_extended_timestamp(), false),
+        (
+            "type-1 small extended timestamp",
+            type1_small_extended_timestamp(),
+            false,
+        ),
         ("chunk size 2^31-1", huge_chunk_size_and_lengths(), true),
         ("16 MiB message headers", huge_message_lengths(), true),
     ];
@@ -158,7 +164,11 @@ fn hostile_clients_close_only_their_own_connection() {
         if must_close {
             assert!(closed, "{name}: the server keeps a hostile connection open");
         }
-        assert!(server.is_running(), "{name}: the server process died\n{}", server.log());
+        assert!(
+            server.is_running(),
+            "{name}: the server process died\n{}",
+            server.log()
+        );
         let advanced = wait_for(Duration::from_secs(6), || {
             server
                 .get_text(&live)
@@ -192,13 +202,22 @@ fn a_wrong_key_is_refused_fast_and_writes_nothing() {
     if let Some(mut e) = ffmpeg.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
     }
-    assert!(stderr.contains("unknown stream key"), "ffmpeg said: {stderr}");
+    assert!(
+        stderr.contains("unknown stream key"),
+        "ffmpeg said: {stderr}"
+    );
     // includes ffmpeg's own start-up (lavfi + x264 init)
-    assert!(elapsed < Duration::from_secs(1), "refused after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "refused after {elapsed:?}"
+    );
     let live = server.media_dir().join("live");
     let written = std::fs::read_dir(&live).map(|d| d.count()).unwrap_or(0);
     assert_eq!(written, 0, "nothing may be written for a refused key");
     let log = server.log();
     assert!(log.contains("publish refused: unknown stream key"), "{log}");
-    assert!(!log.contains("sk_this_is_not_the_key"), "keys never appear in logs");
+    assert!(
+        !log.contains("sk_this_is_not_the_key"),
+        "keys never appear in logs"
+    );
 }

@@ -66,10 +66,15 @@ impl Db {
                 let _ = std::fs::create_dir_all(parent);
             }
         }
-        let pool = AnyPoolOptions::new().max_connections(8).connect(url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(url)
+            .await?;
         if url.starts_with("sqlite:") {
             // WAL lets the CLI add a stream while the server runs.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
         }
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
@@ -79,7 +84,9 @@ impl Db {
     pub async fn create_stream(&self, name: &str) -> Result<(Stream, String), DbError> {
         if name.is_empty()
             || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(DbError::BadName);
         }
@@ -110,8 +117,13 @@ impl Db {
 
     pub async fn list_streams(&self) -> Result<Vec<Stream>, DbError> {
         let sql = format!("SELECT {STREAM_COLUMNS} FROM streams ORDER BY created_at, name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(Stream::from_row).collect::<Result<_, _>>()?)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(Stream::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub async fn stream_by_name(&self, name: &str) -> Result<Option<Stream>, DbError> {
@@ -143,7 +155,11 @@ impl Db {
         Ok(())
     }
 
-    pub async fn start_recording(&self, stream_id: &str, recording_id: &str) -> Result<(), DbError> {
+    pub async fn start_recording(
+        &self,
+        stream_id: &str,
+        recording_id: &str,
+    ) -> Result<(), DbError> {
         sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
             .bind(recording_id)
             .bind(stream_id)
@@ -153,7 +169,11 @@ impl Db {
         Ok(())
     }
 
-    pub async fn finish_recording(&self, recording_id: &str, duration_ms: i64) -> Result<(), DbError> {
+    pub async fn finish_recording(
+        &self,
+        recording_id: &str,
+        duration_ms: i64,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
             .bind(now_ms())
             .bind(duration_ms)
@@ -185,7 +205,10 @@ mod tests {
             db.create_stream("demo").await,
             Err(DbError::NameTaken(_))
         ));
-        assert!(matches!(db.create_stream("../x").await, Err(DbError::BadName)));
+        assert!(matches!(
+            db.create_stream("../x").await,
+            Err(DbError::BadName)
+        ));
         assert_eq!(db.list_streams().await.unwrap(), vec![stream]);
     }
 

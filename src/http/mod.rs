@@ -17,13 +17,19 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Builds the server on an already-bound listener; the caller runs and stops it.
-pub fn server(listener: std::net::TcpListener, state: web::Data<HttpState>) -> std::io::Result<actix_web::dev::Server> {
+pub fn server(
+    listener: std::net::TcpListener,
+    state: web::Data<HttpState>,
+) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         let cors = actix_cors::Cors::default()
             .allow_any_origin()
             .send_wildcard()
             .allowed_methods(["GET", "HEAD", "OPTIONS"])
-            .allowed_headers([actix_web::http::header::RANGE, actix_web::http::header::IF_NONE_MATCH])
+            .allowed_headers([
+                actix_web::http::header::RANGE,
+                actix_web::http::header::IF_NONE_MATCH,
+            ])
             .expose_headers(["Content-Length", "Content-Range", "ETag"])
             .max_age(86_400);
         App::new()

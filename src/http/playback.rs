@@ -48,7 +48,8 @@ enum Kind {
 
 fn is_rendition(s: &str) -> bool {
     (1..=32).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn is_number(s: &str) -> bool {
@@ -120,7 +121,11 @@ fn parse_range(value: &HeaderValue) -> Option<GetRange> {
     }
 }
 
-async fn object(req: HttpRequest, state: web::Data<HttpState>, path: web::Path<(String, String)>) -> HttpResponse {
+async fn object(
+    req: HttpRequest,
+    state: web::Data<HttpState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (root, tail) = path.into_inner();
     let Some((location, kind)) = classify(&root, &tail) else {
         return not_found();
@@ -146,7 +151,12 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, path: web::Path<(
                 .finish()
         }
         Err(e) if is_range_error(&e) => {
-            let size = state.store.head(&location).await.map(|m| m.size).unwrap_or(0);
+            let size = state
+                .store
+                .head(&location)
+                .await
+                .map(|m| m.size)
+                .unwrap_or(0);
             return HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
                 .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
                 .finish();
@@ -164,7 +174,12 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, path: web::Path<(
         let mut r = HttpResponse::PartialContent();
         r.insert_header((
             header::CONTENT_RANGE,
-            format!("bytes {}-{}/{}", served.start, served.end.saturating_sub(1), meta.size),
+            format!(
+                "bytes {}-{}/{}",
+                served.start,
+                served.end.saturating_sub(1),
+                meta.size
+            ),
         ));
         r
     } else {
@@ -203,10 +218,22 @@ mod tests {
     #[test]
     fn only_paths_strata_writes_are_classified() {
         let id = "abcdefghij012345";
-        assert_eq!(classify("live", &format!("{id}/master.m3u8")).map(|c| c.1), Some(Kind::Playlist));
-        assert_eq!(classify("live", &format!("{id}/source/12.m4s")).map(|c| c.1), Some(Kind::Segment));
-        assert_eq!(classify("live", &format!("{id}/source/12.3.m4s")).map(|c| c.1), Some(Kind::Segment));
-        assert_eq!(classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1), Some(Kind::Init));
+        assert_eq!(
+            classify("live", &format!("{id}/master.m3u8")).map(|c| c.1),
+            Some(Kind::Playlist)
+        );
+        assert_eq!(
+            classify("live", &format!("{id}/source/12.m4s")).map(|c| c.1),
+            Some(Kind::Segment)
+        );
+        assert_eq!(
+            classify("live", &format!("{id}/source/12.3.m4s")).map(|c| c.1),
+            Some(Kind::Segment)
+        );
+        assert_eq!(
+            classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1),
+            Some(Kind::Init)
+        );
         for bad in [
             "../etc/passwd".to_string(),
             format!("{id}/../../x/master.m3u8"),
@@ -224,7 +251,10 @@ mod tests {
     #[test]
     fn ranges() {
         let h = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(parse_range(&h("bytes=0-99")), Some(GetRange::Bounded(0..100)));
+        assert_eq!(
+            parse_range(&h("bytes=0-99")),
+            Some(GetRange::Bounded(0..100))
+        );
         assert_eq!(parse_range(&h("bytes=100-")), Some(GetRange::Offset(100)));
         assert_eq!(parse_range(&h("bytes=-20")), Some(GetRange::Suffix(20)));
         assert_eq!(parse_range(&h("bytes=9-3")), None);

@@ -54,7 +54,11 @@ impl Hub {
     }
 
     /// Claims `stream_id`, cancelling a broadcast already live on it and waiting for it to end.
-    pub async fn begin(self: &Arc<Self>, stream_id: &str, parent: &CancellationToken) -> Result<Lease, HubError> {
+    pub async fn begin(
+        self: &Arc<Self>,
+        stream_id: &str,
+        parent: &CancellationToken,
+    ) -> Result<Lease, HubError> {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = parent.child_token();
         let writer = {
@@ -87,7 +91,11 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let mut slots = self.hub.lock();
         if let Some(slot) = slots.get_mut(&self.stream_id) {
-            if slot.current.as_ref().is_some_and(|(s, _)| *s == self.session) {
+            if slot
+                .current
+                .as_ref()
+                .is_some_and(|(s, _)| *s == self.session)
+            {
                 slot.current = None;
             }
         }

@@ -65,7 +65,11 @@ impl FlvDemuxer {
     }
 
     /// One video tag body with its RTMP timestamp (ms, decode time).
-    pub fn video(&mut self, body: Bytes, timestamp_ms: u32) -> Result<Option<StreamEvent>, FlvError> {
+    pub fn video(
+        &mut self,
+        body: Bytes,
+        timestamp_ms: u32,
+    ) -> Result<Option<StreamEvent>, FlvError> {
         let first = *body.first().ok_or(FlvError::Empty("video"))?;
         let frame_type = (first >> 4) & 0x07;
         let packet = if first & 0x80 != 0 {
@@ -110,7 +114,11 @@ impl FlvDemuxer {
     }
 
     /// One audio tag body with its RTMP timestamp (ms).
-    pub fn audio(&mut self, body: Bytes, timestamp_ms: u32) -> Result<Option<StreamEvent>, FlvError> {
+    pub fn audio(
+        &mut self,
+        body: Bytes,
+        timestamp_ms: u32,
+    ) -> Result<Option<StreamEvent>, FlvError> {
         let first = *body.first().ok_or(FlvError::Empty("audio"))?;
         let format = first >> 4;
         if format != AUDIO_FORMAT_AAC {
@@ -204,7 +212,9 @@ fn parse_enhanced_video(body: &Bytes) -> Result<VideoPacket, FlvError> {
             cts: 0,
             nalus: body.slice(5..),
         }),
-        6 => Err(FlvError::UnsupportedVideo("multitrack (Enhanced RTMP v2)".into())),
+        6 => Err(FlvError::UnsupportedVideo(
+            "multitrack (Enhanced RTMP v2)".into(),
+        )),
         _ => Ok(VideoPacket::Ignored),
     }
 }
@@ -304,7 +314,9 @@ mod tests {
     #[test]
     fn unsupported_codecs_are_fatal_and_named() {
         let mut d = FlvDemuxer::new();
-        let err = d.video(Bytes::from_static(&[0x14, 0, 0, 0, 0]), 0).unwrap_err();
+        let err = d
+            .video(Bytes::from_static(&[0x14, 0, 0, 0, 0]), 0)
+            .unwrap_err();
         assert!(err.is_fatal());
         assert!(err.to_string().contains("VP6"), "{err}");
         let err = d.audio(Bytes::from_static(&[0x2f, 0xff]), 0).unwrap_err();
@@ -321,7 +333,10 @@ mod tests {
     #[test]
     fn truncated_and_empty_tags_are_errors() {
         let mut d = FlvDemuxer::new();
-        assert_eq!(d.video(Bytes::new(), 0).unwrap_err(), FlvError::Empty("video"));
+        assert_eq!(
+            d.video(Bytes::new(), 0).unwrap_err(),
+            FlvError::Empty("video")
+        );
         assert_eq!(
             d.video(Bytes::from_static(&[0x17, 0x01]), 0).unwrap_err(),
             FlvError::Truncated("video")
@@ -340,11 +355,17 @@ mod tests {
     #[test]
     fn aac_config_and_frames() {
         let mut d = FlvDemuxer::new();
-        match d.audio(Bytes::from_static(&[0xaf, 0x00, 0x11, 0x90]), 0).unwrap() {
+        match d
+            .audio(Bytes::from_static(&[0xaf, 0x00, 0x11, 0x90]), 0)
+            .unwrap()
+        {
             Some(StreamEvent::Track(t)) => assert_eq!(t.codec.codec_string(), "mp4a.40.2"),
             other => panic!("unexpected {other:?}"),
         }
-        let f = frame(d.audio(Bytes::from_static(&[0xaf, 0x01, 0x21, 0x10]), 23).unwrap());
+        let f = frame(
+            d.audio(Bytes::from_static(&[0xaf, 0x01, 0x21, 0x10]), 23)
+                .unwrap(),
+        );
         assert_eq!(f.kind, TrackKind::Audio);
         assert_eq!(f.dts.ticks, 23);
         assert_eq!(&f.data[..], &[0x21, 0x10]);
@@ -372,8 +393,11 @@ mod tests {
         ));
         // CodedFramesX: no composition time
         let f = frame(
-            d.video(Bytes::from_static(&[0x93, b'a', b'v', b'c', b'1', 0, 0, 0, 1, 0x65]), 40)
-                .unwrap(),
+            d.video(
+                Bytes::from_static(&[0x93, b'a', b'v', b'c', b'1', 0, 0, 0, 1, 0x65]),
+                40,
+            )
+            .unwrap(),
         );
         assert!(f.keyframe);
         assert_eq!(f.pts, f.dts);

@@ -9,13 +9,16 @@ use crate::media::codec_test_data::AVC_RECORD_320X240;
 use crate::media::{AacConfig, AvcConfig};
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+        .single()
+        .unwrap()
 }
 
 fn presentation(kind: PresentationKind, ended: bool, window: Option<usize>) -> Presentation {
     let video_codec =
         CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
-    let audio_codec = CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap());
+    let audio_codec =
+        CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap());
     let mut video = Timeline::new("source", TrackKind::Video, video_codec);
     let mut audio = Timeline::new("audio", TrackKind::Audio, audio_codec);
     // five 2 s video segments (the third 2.4 s), numbered from 40
@@ -124,18 +127,28 @@ fn master_playlist_lists_variant_and_audio_group() {
     assert_eq!(v.audio.as_deref(), Some(hls::AUDIO_GROUP));
     assert_eq!(v.frame_rate, Some(25.0));
     assert!(v.bandwidth >= v.average_bandwidth.unwrap());
-    assert_eq!(parsed.alternatives[0].uri.as_deref(), Some("audio/index.m3u8"));
+    assert_eq!(
+        parsed.alternatives[0].uri.as_deref(),
+        Some("audio/index.m3u8")
+    );
 }
 
 #[test]
 fn dynamic_mpd_has_live_fields_and_compressed_timeline() {
     let p = presentation(PresentationKind::Live, false, Some(4));
-    let text = dash::mpd(&p, "http://origin.example/time", t0() + chrono::Duration::seconds(10));
+    let text = dash::mpd(
+        &p,
+        "http://origin.example/time",
+        t0() + chrono::Duration::seconds(10),
+    );
     check_golden("live.mpd", &text);
     let mpd = dash_mpd_core::parse(&text).unwrap();
     assert_eq!(mpd.mpdtype.as_deref(), Some("dynamic"));
     assert_eq!(mpd.availabilityStartTime, Some(t0()));
-    assert_eq!(mpd.UTCTiming[0].value.as_deref(), Some("http://origin.example/time"));
+    assert_eq!(
+        mpd.UTCTiming[0].value.as_deref(),
+        Some("http://origin.example/time")
+    );
     let video = &mpd.periods[0].adaptations[0];
     let template = video.SegmentTemplate.as_ref().unwrap();
     assert_eq!(template.startNumber, Some(41));

@@ -67,7 +67,9 @@ impl AvcConfig {
             .map_err(|e| CodecError::Avc(format!("{e:?}")))?;
         let nalu_length_size = avcc.length_size_minus_one() + 1;
         if nalu_length_size == 3 {
-            return Err(CodecError::Avc("3-byte NAL unit lengths are not allowed".into()));
+            return Err(CodecError::Avc(
+                "3-byte NAL unit lengths are not allowed".into(),
+            ));
         }
         let mut sps = Vec::new();
         for set in avcc.sequence_parameter_sets() {
@@ -92,9 +94,13 @@ impl AvcConfig {
             .pixel_dimensions()
             .map_err(|e| CodecError::Avc(format!("SPS dimensions: {e:?}")))?;
         if width == 0 || height == 0 || width > 16_384 || height > 16_384 {
-            return Err(CodecError::Avc(format!("implausible size {width}x{height}")));
+            return Err(CodecError::Avc(format!(
+                "implausible size {width}x{height}"
+            )));
         }
-        let frame_rate = parsed.fps().filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0);
+        let frame_rate = parsed
+            .fps()
+            .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1000.0);
         Ok(Self {
             profile_idc: record[1],
             constraint_flags: record[2],
@@ -221,7 +227,10 @@ mod tests {
     #[test]
     fn parses_aac_lc_48k_stereo() {
         let aac = AacConfig::parse(Bytes::from_static(&[0x11, 0x90, 0x56, 0xe5, 0x00])).unwrap();
-        assert_eq!((aac.object_type, aac.sample_rate, aac.channels), (2, 48_000, 2));
+        assert_eq!(
+            (aac.object_type, aac.sample_rate, aac.channels),
+            (2, 48_000, 2)
+        );
         assert_eq!(aac.codec_string(), "mp4a.40.2");
     }
 

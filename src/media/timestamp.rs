@@ -36,7 +36,10 @@ impl Timestamp {
         } else {
             (num - half) / den
         };
-        Self::new(rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64, timescale)
+        Self::new(
+            rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+            timescale,
+        )
     }
 
     pub fn as_secs_f64(self) -> f64 {

@@ -1,5 +1,5 @@
-//! CMAF boxes: one init segment (`ftyp` + `moov`) per track and media segments (`styp` + `moof`
-//! + `mdat`), one track per file. Pure functions over plain structs; the boxes themselves are
+//! CMAF boxes: one init segment (`ftyp` + `moov`) per track and media segments
+//! (`styp` + `moof` + `mdat`), one track per file. Pure functions over plain structs; the boxes themselves are
 //! written by `mp4-atom` (the `mp4` crate cannot write fragments).
 
 use bytes::Bytes;
@@ -254,7 +254,12 @@ pub fn media_segment(
     let styp = Styp {
         major_brand: b"msdh".into(),
         minor_version: 0,
-        compatible_brands: vec![b"msdh".into(), b"msix".into(), b"cmfs".into(), b"cmfc".into()],
+        compatible_brands: vec![
+            b"msdh".into(),
+            b"msix".into(),
+            b"cmfs".into(),
+            b"cmfc".into(),
+        ],
     };
     let mut out = Vec::with_capacity(offset + payload_len + 32);
     styp.encode(&mut out)?;
@@ -325,7 +330,10 @@ mod tests {
         assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, 1 << 40);
         let trun = &traf.trun[0];
         let offset = trun.data_offset.unwrap() as usize;
-        assert_eq!(&bytes[moof_start + offset..moof_start + offset + 8], b"KEYFRAME");
+        assert_eq!(
+            &bytes[moof_start + offset..moof_start + offset + 8],
+            b"KEYFRAME"
+        );
         let entries: Vec<_> = trun.samples.iter().collect();
         assert_eq!(entries[1].cts, Some(-3000));
         assert_eq!(entries[0].flags, Some(SYNC_SAMPLE_FLAGS));

@@ -3,4 +3,6 @@
 pub mod cmaf;
 pub mod segmenter;
 
-pub use segmenter::{Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput, TrackSegment};
+pub use segmenter::{
+    Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput, TrackSegment,
+};

@@ -228,7 +228,10 @@ impl Segmenter {
         self.base_ms = keyframe.dts.rescale(Timestamp::MILLIS).ticks;
         self.has_audio = self.audio_config.is_some();
         let mut inits = Vec::new();
-        for info in [&self.video_config, &self.audio_config].into_iter().flatten() {
+        for info in [&self.video_config, &self.audio_config]
+            .into_iter()
+            .flatten()
+        {
             inits.push((info.clone(), cmaf::init_segment(&info.codec)?));
         }
         Ok(SegmenterOutput::Init(inits))
@@ -342,10 +345,7 @@ impl Segmenter {
             let cut = Timestamp::new(front.cut_pts, VIDEO_TIMESCALE)
                 .rescale(audio_scale)
                 .ticks;
-            let audio_passed = self
-                .audio_queue
-                .back()
-                .is_some_and(|last| last.time >= cut);
+            let audio_passed = self.audio_queue.back().is_some_and(|last| last.time >= cut);
             let give_up = self.waiting.len() > MAX_SEGMENTS_WAITING_FOR_AUDIO;
             if self.has_audio && !audio_passed && !give_up && !flush {
                 break;
@@ -561,7 +561,10 @@ mod tests {
             assert!(cts.iter().any(|c| *c > 0));
         }
         // video adds up to exactly 12 s
-        let total: u64 = segs.iter().map(|s| s.track(TrackKind::Video).unwrap().duration).sum();
+        let total: u64 = segs
+            .iter()
+            .map(|s| s.track(TrackKind::Video).unwrap().duration)
+            .sum();
         assert_eq!(total, 12 * 90_000);
     }
 
@@ -585,7 +588,10 @@ mod tests {
             audio_total += a.duration;
         }
         let audio_secs = audio_total as f64 / 48_000.0;
-        assert!((audio_secs - 12.0).abs() < 0.1, "audio adds up to {audio_secs}");
+        assert!(
+            (audio_secs - 12.0).abs() < 0.1,
+            "audio adds up to {audio_secs}"
+        );
         // audio segments are contiguous
         for w in segs.windows(2) {
             let a0 = w[0].track(TrackKind::Audio).unwrap();
@@ -608,7 +614,8 @@ mod tests {
         assert!(matches!(out[0], SegmenterOutput::Init(_)));
         for i in 1..60 {
             seg.push(audio(520 + i * 21)).unwrap();
-            seg.push(video(520 + i * 40, 520 + i * 40, i == 50)).unwrap();
+            seg.push(video(520 + i * 40, 520 + i * 40, i == 50))
+                .unwrap();
         }
         let out = seg.push(StreamEvent::End).unwrap();
         let segs = segments(&out);
@@ -693,6 +700,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(segs, 2, "two segments are emitted live, without waiting for the end");
+        assert_eq!(
+            segs, 2,
+            "two segments are emitted live, without waiting for the end"
+        );
     }
 }

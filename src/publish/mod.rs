@@ -129,8 +129,11 @@ impl Publisher {
             let bytes = Bytes::from(bytes);
             let live = self.live_root.rendition_file(name, store::INIT_SEGMENT);
             self.put(&live, bytes.clone()).await?;
-            self.put(&self.vod_root.rendition_file(name, store::INIT_SEGMENT), bytes)
-                .await?;
+            self.put(
+                &self.vod_root.rendition_file(name, store::INIT_SEGMENT),
+                bytes,
+            )
+            .await?;
             let timeline = Timeline::new(name, info.kind, info.codec);
             match info.kind {
                 TrackKind::Video => video = Some(timeline),
@@ -171,7 +174,9 @@ impl Publisher {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not list leftovers of an earlier broadcast"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list leftovers of an earlier broadcast")
+            }
         }
     }
 
@@ -290,8 +295,11 @@ impl Publisher {
         vod.ended = true;
         vod.fit_target_duration();
         self.write_manifests(&self.vod_root, &vod).await?;
-        self.put(&self.vod_root.file(store::MASTER_PLAYLIST), hls::master_playlist(&vod))
-            .await?;
+        self.put(
+            &self.vod_root.file(store::MASTER_PLAYLIST),
+            hls::master_playlist(&vod),
+        )
+        .await?;
         self.put(
             &self.vod_root.file(store::MPD),
             dash::mpd(&vod, &self.plan.utc_timing_url, Utc::now()),
@@ -364,7 +372,13 @@ mod tests {
     }
 
     async fn text(store: &Arc<dyn ObjectStore>, path: &str) -> String {
-        let bytes = store.get(&Path::from(path)).await.unwrap().bytes().await.unwrap();
+        let bytes = store
+            .get(&Path::from(path))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -372,8 +386,12 @@ mod tests {
     async fn window_slides_retention_waits_and_the_recording_keeps_everything() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let mut publisher = Publisher::new(store.clone(), plan());
-        let codec = CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
-        let info = TrackInfo { kind: TrackKind::Video, codec: codec.clone() };
+        let codec =
+            CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
+        let info = TrackInfo {
+            kind: TrackKind::Video,
+            codec: codec.clone(),
+        };
         let init = crate::package::cmaf::init_segment(&codec).unwrap();
         let zero = Utc::now();
         publisher.start(vec![(info, init)], zero).await.unwrap();
@@ -385,22 +403,40 @@ mod tests {
         assert!(!playlist.contains("12.m4s"));
         // segments that left the window are still there during the grace period …
         publisher.delete_due(Instant::now()).await;
-        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s")).await.is_ok());
+        assert!(store
+            .head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s"))
+            .await
+            .is_ok());
         // … and gone after it
-        publisher.delete_due(Instant::now() + Duration::from_secs(3600)).await;
-        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s")).await.is_err());
-        assert!(store.head(&Path::from("live/aaaaaaaaaaaaaaaa/source/15.m4s")).await.is_ok());
+        publisher
+            .delete_due(Instant::now() + Duration::from_secs(3600))
+            .await;
+        assert!(store
+            .head(&Path::from("live/aaaaaaaaaaaaaaaa/source/10.m4s"))
+            .await
+            .is_err());
+        assert!(store
+            .head(&Path::from("live/aaaaaaaaaaaaaaaa/source/15.m4s"))
+            .await
+            .is_ok());
 
         let duration = publisher.finish().await.unwrap();
         assert_eq!(duration, 12.0);
         let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
         assert!(ended.contains("#EXT-X-ENDLIST"));
-        assert!(text(&store, "live/aaaaaaaaaaaaaaaa/manifest.mpd").await.contains("type=\"static\""));
+        assert!(text(&store, "live/aaaaaaaaaaaaaaaa/manifest.mpd")
+            .await
+            .contains("type=\"static\""));
         let vod = text(&store, "vod/rrrrrrrrrrrrrrrr/source/index.m3u8").await;
         for n in 10..16 {
             assert!(vod.contains(&format!("{n}.m4s")), "{vod}");
-            assert!(store.head(&Path::from(format!("vod/rrrrrrrrrrrrrrrr/source/{n}.m4s"))).await.is_ok());
+            assert!(store
+                .head(&Path::from(format!("vod/rrrrrrrrrrrrrrrr/source/{n}.m4s")))
+                .await
+                .is_ok());
         }
-        assert!(text(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8").await.contains("source/index.m3u8"));
+        assert!(text(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8")
+            .await
+            .contains("source/index.m3u8"));
     }
 }

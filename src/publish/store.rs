@@ -29,7 +29,10 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .map_err(|e| StoreError::BadUrl(url.into(), e.to_string()))?;
             Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
         }
-        other => Err(StoreError::BadUrl(url.into(), format!("unsupported scheme `{other}`"))),
+        other => Err(StoreError::BadUrl(
+            url.into(),
+            format!("unsupported scheme `{other}`"),
+        )),
     }
 }
 

@@ -74,9 +74,20 @@ impl Server {
             .args(["stream", "create", name, "--json"])
             .output()
             .expect("run strata stream create");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        for field in ["name", "key", "playback_id", "rtmp_url", "hls_url", "dash_url"] {
+        for field in [
+            "name",
+            "key",
+            "playback_id",
+            "rtmp_url",
+            "hls_url",
+            "dash_url",
+        ] {
             assert!(v.get(field).is_some(), "missing {field} in {v}");
         }
         StreamInfo {
@@ -146,8 +157,17 @@ pub fn publish(url: &str, seconds: u32) -> Child {
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60"])
-        .args(["-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p"])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60",
+        ])
+        .args([
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
         .args(["-f", "flv", url])
         .stdout(Stdio::null())

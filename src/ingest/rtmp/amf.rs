@@ -166,9 +166,18 @@ mod tests {
 
     #[test]
     fn refuses_lying_lengths() {
-        assert_eq!(check(&[0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x05], 16), Err(AmfError::Truncated));
-        assert_eq!(check(&[0x02, 0x00, 0x10, b'a'], 16), Err(AmfError::Truncated));
-        assert_eq!(check(&[0x0C, 0xFF, 0xFF, 0xFF, 0xFF], 16), Err(AmfError::Truncated));
+        assert_eq!(
+            check(&[0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x05], 16),
+            Err(AmfError::Truncated)
+        );
+        assert_eq!(
+            check(&[0x02, 0x00, 0x10, b'a'], 16),
+            Err(AmfError::Truncated)
+        );
+        assert_eq!(
+            check(&[0x0C, 0xFF, 0xFF, 0xFF, 0xFF], 16),
+            Err(AmfError::Truncated)
+        );
         assert_eq!(check(&[0x11], 16), Err(AmfError::UnsupportedMarker(0x11)));
     }
 }

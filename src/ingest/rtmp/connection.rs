@@ -70,7 +70,9 @@ pub async fn handle(mut socket: TcpStream, ctx: Arc<IngestContext>) -> Result<()
     let leftover = loop {
         let n = read_before(&mut socket, &mut buf, setup_deadline, setup_timeout).await?;
         if n == 0 {
-            return Err(ConnectionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(ConnectionError::Io(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
         match handshake.process_bytes(&buf[..n]) {
             Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
@@ -87,7 +89,8 @@ pub async fn handle(mut socket: TcpStream, ctx: Arc<IngestContext>) -> Result<()
         }
     };
 
-    let (mut session, hello) = GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
+    let (mut session, hello) =
+        GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
     socket.write_all(&hello).await?;
     let mut publishing: Option<Publishing> = None;
     // The setup deadline applies until the first publish is accepted, not after it ends.
@@ -120,7 +123,9 @@ pub async fn handle(mut socket: TcpStream, ctx: Arc<IngestContext>) -> Result<()
             }
         }
         let read = match &publishing {
-            None if !published => read_before(&mut socket, &mut buf, setup_deadline, setup_timeout).await,
+            None if !published => {
+                read_before(&mut socket, &mut buf, setup_deadline, setup_timeout).await
+            }
             None => tokio::time::timeout(IDLE_TIMEOUT, socket.read(&mut buf))
                 .await
                 .map_err(|_| ConnectionError::Idle(IDLE_TIMEOUT))
@@ -181,22 +186,40 @@ async fn on_event(
 ) -> Reply {
     let fail = |e: ConnectionError| (Vec::new(), e);
     match event {
-        ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+        ServerSessionEvent::ConnectionRequested {
+            request_id,
+            app_name,
+        } => {
             if app_name.trim_end_matches('/') == ctx.settings.app {
                 session.accept(request_id).map_err(|e| fail(e.into()))
             } else {
                 let bytes = session
-                    .reject(request_id, "NetConnection.Connect.Rejected", "unknown application")
+                    .reject(
+                        request_id,
+                        "NetConnection.Connect.Rejected",
+                        "unknown application",
+                    )
                     .unwrap_or_default();
                 Err((bytes, ConnectionError::UnknownApp(ctx.settings.app.clone())))
             }
         }
-        ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
+        ServerSessionEvent::PublishStreamRequested {
+            request_id,
+            stream_key,
+            ..
+        } => {
             if publishing.is_some() {
                 let bytes = session
-                    .reject(request_id, "NetStream.Publish.BadName", "already publishing")
+                    .reject(
+                        request_id,
+                        "NetStream.Publish.BadName",
+                        "already publishing",
+                    )
                     .unwrap_or_default();
-                return Err((bytes, ConnectionError::Refused("second publish on one connection".into())));
+                return Err((
+                    bytes,
+                    ConnectionError::Refused("second publish on one connection".into()),
+                ));
             }
             // Some encoders append `?options` to the key field.
             let key = stream_key.split('?').next().unwrap_or_default();
@@ -204,7 +227,11 @@ async fn on_event(
                 Ok(Some(stream)) => stream,
                 Ok(None) => {
                     let bytes = session
-                        .reject(request_id, "NetStream.Publish.BadName", "unknown stream key")
+                        .reject(
+                            request_id,
+                            "NetStream.Publish.BadName",
+                            "unknown stream key",
+                        )
                         .unwrap_or_default();
                     return Err((bytes, ConnectionError::BadKey));
                 }
@@ -237,12 +264,12 @@ async fn on_event(
             });
             session.accept(request_id).map_err(|e| fail(e.into()))
         }
-        ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-            forward(publishing, |d| d.video(data, timestamp.value)).await
-        }
-        ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-            forward(publishing, |d| d.audio(data, timestamp.value)).await
-        }
+        ServerSessionEvent::VideoDataReceived {
+            data, timestamp, ..
+        } => forward(publishing, |d| d.video(data, timestamp.value)).await,
+        ServerSessionEvent::AudioDataReceived {
+            data, timestamp, ..
+        } => forward(publishing, |d| d.audio(data, timestamp.value)).await,
         ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
             if let Some(p) = publishing {
                 tracing::info!(

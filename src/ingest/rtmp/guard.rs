@@ -164,11 +164,17 @@ impl ChunkGuard {
             return Ok(None);
         };
         let (previous, have, continuing) = match self.streams.get(&csid) {
-            Some(s) => (Some(s.header), s.partial.as_ref().map_or(0, BytesMut::len), s.partial.is_some()),
+            Some(s) => (
+                Some(s.header),
+                s.partial.as_ref().map_or(0, BytesMut::len),
+                s.partial.is_some(),
+            ),
             None => (None, 0, false),
         };
         if previous.is_none() && self.streams.len() >= self.limits.max_chunk_streams {
-            return Err(GuardError::TooManyChunkStreams(self.limits.max_chunk_streams));
+            return Err(GuardError::TooManyChunkStreams(
+                self.limits.max_chunk_streams,
+            ));
         }
         let state = match (fmt, previous) {
             (0, p) => p.unwrap_or_default(),
@@ -219,7 +225,9 @@ impl ChunkGuard {
         }
         // A new header while a message is unfinished abandons that message.
         let have = if fmt < 3 { 0 } else { have };
-        let want = (next.length as usize).saturating_sub(have).min(self.chunk_size as usize);
+        let want = (next.length as usize)
+            .saturating_sub(have)
+            .min(self.chunk_size as usize);
         let start = basic_len + header_len + ext_len;
         if data.len() < start + want {
             return Ok(None);
@@ -257,7 +265,8 @@ impl ChunkGuard {
         use message_type::*;
         match message.type_id {
             SET_CHUNK_SIZE => {
-                let size = read_u32(&message.payload).ok_or(GuardError::BadControl(SET_CHUNK_SIZE))?
+                let size = read_u32(&message.payload)
+                    .ok_or(GuardError::BadControl(SET_CHUNK_SIZE))?
                     & 0x7FFF_FFFF;
                 if size == 0 || size > self.limits.max_chunk_size {
                     return Err(GuardError::BadChunkSize {
@@ -360,13 +369,18 @@ mod tests {
     #[test]
     fn limits_are_checked_before_bytes_are_stored() {
         let mut g = guard();
-        let err = g.push(&type0(3, 0, 0xFF_FFFF, message_type::VIDEO)).unwrap_err();
+        let err = g
+            .push(&type0(3, 0, 0xFF_FFFF, message_type::VIDEO))
+            .unwrap_err();
         assert!(matches!(err, GuardError::MessageTooLarge { .. }));
 
         let mut g = guard();
         let mut set = type0(2, 0, 4, message_type::SET_CHUNK_SIZE);
         set.extend_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
-        assert!(matches!(g.push(&set).unwrap_err(), GuardError::BadChunkSize { .. }));
+        assert!(matches!(
+            g.push(&set).unwrap_err(),
+            GuardError::BadChunkSize { .. }
+        ));
 
         let mut g = guard();
         let mut many = Vec::new();
@@ -376,7 +390,10 @@ mod tests {
             many.extend_from_slice(&type0(0, 0, 100, message_type::VIDEO)[1..]);
             many.extend_from_slice(&[0; 100]);
         }
-        assert_eq!(g.push(&many).unwrap_err(), GuardError::TooManyChunkStreams(64));
+        assert_eq!(
+            g.push(&many).unwrap_err(),
+            GuardError::TooManyChunkStreams(64)
+        );
 
         let mut g = guard();
         assert_eq!(
@@ -396,6 +413,9 @@ mod tests {
             bytes.extend(type0(csid, 0, 500, message_type::VIDEO));
             bytes.extend_from_slice(&[0; 128]);
         }
-        assert_eq!(g.push(&bytes).unwrap_err(), GuardError::TooMuchBuffered(1_000));
+        assert_eq!(
+            g.push(&bytes).unwrap_err(),
+            GuardError::TooMuchBuffered(1_000)
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::messages::MessagePayload;
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionResult};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionResult,
+};
 use rml_rtmp::time::RtmpTimestamp;
 
 use super::guard::{ChunkGuard, GuardError, GuardLimits};
@@ -71,11 +73,17 @@ impl GuardedSession {
         Ok((this, out))
     }
 
-    fn collect(&mut self, results: Vec<ServerSessionResult>, out: &mut Vec<u8>) -> Vec<ServerSessionResult> {
+    fn collect(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+        out: &mut Vec<u8>,
+    ) -> Vec<ServerSessionResult> {
         let mut events = Vec::new();
         for r in results {
             match r {
-                ServerSessionResult::OutboundResponse(packet) => out.extend_from_slice(&packet.bytes),
+                ServerSessionResult::OutboundResponse(packet) => {
+                    out.extend_from_slice(&packet.bytes)
+                }
                 other => events.push(other),
             }
         }
@@ -83,7 +91,10 @@ impl GuardedSession {
     }
 
     /// Feeds received bytes. Returns bytes to send and the session's events/unhandled messages.
-    pub fn input(&mut self, bytes: &[u8]) -> Result<(Vec<u8>, Vec<ServerSessionResult>), SessionError> {
+    pub fn input(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, Vec<ServerSessionResult>), SessionError> {
         let mut out = Vec::new();
         let mut events = Vec::new();
         for message in self.guard.push(bytes)? {
@@ -112,7 +123,12 @@ impl GuardedSession {
     }
 
     /// Rejects a request with an `onStatus` error `code`; returns bytes to send.
-    pub fn reject(&mut self, request_id: u32, code: &str, description: &str) -> Result<Vec<u8>, SessionError> {
+    pub fn reject(
+        &mut self,
+        request_id: u32,
+        code: &str,
+        description: &str,
+    ) -> Result<Vec<u8>, SessionError> {
         let results = guarded(|| self.session.reject_request(request_id, code, description))?;
         let mut out = Vec::new();
         self.collect(results, &mut out);
