@@ -93,6 +93,7 @@ async fn run(
                 segmenter.push(StreamEvent::End).unwrap_or_default()
             }
         };
+        let published_before = segments;
         for output in outputs {
             let result = match output {
                 SegmenterOutput::Init(inits) => {
@@ -108,7 +109,8 @@ async fn run(
                 tracing::error!(error = %e, "publishing failed");
             }
         }
-        if segments > 0 {
+        // Numbers are stored as they are used, so a crash can never reuse one.
+        if segments > published_before {
             if let Err(e) = ctx
                 .db
                 .set_next_segment(&stream.id, segmenter.next_number())
