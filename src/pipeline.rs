@@ -85,11 +85,13 @@ async fn run(
                 continue;
             }
         };
-        let end = matches!(event, StreamEvent::End);
+        let mut end = matches!(event, StreamEvent::End);
         let outputs = match segmenter.push(event) {
             Ok(outputs) => outputs,
             Err(e) => {
+                // The stream cannot be packaged further: flush what is held and end here.
                 tracing::error!(error = %e, "ending broadcast");
+                end = true;
                 segmenter.push(StreamEvent::End).unwrap_or_default()
             }
         };
@@ -123,7 +125,8 @@ async fn run(
             break;
         }
     }
-    // Drop the receiver first: a still-connected publisher sees the broadcast is over.
+    // Drop the receiver first: a still-connected publisher's next send fails, so its
+    // connection closes.
     drop(events);
     match publisher.finish().await {
         Ok(duration) => {
@@ -132,10 +135,6 @@ async fn run(
                 duration_s = duration,
                 "broadcast ended; recording stored"
             );
-            let _ = ctx
-                .db
-                .set_next_segment(&stream.id, segmenter.next_number())
-                .await;
             if let Err(e) = ctx
                 .db
                 .finish_recording(&recording_id, (duration * 1000.0) as i64)
@@ -159,5 +158,93 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::media::codec_test_data::AVC_RECORD_320X240;
+    use crate::media::{AvcConfig, CodecConfig, MediaFrame, Timestamp, TrackInfo, TrackKind};
+    use bytes::Bytes;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::ObjectStoreExt;
+
+    fn video_track(width: u32) -> StreamEvent {
+        let mut avc = AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap();
+        avc.width = width;
+        StreamEvent::Track(TrackInfo {
+            kind: TrackKind::Video,
+            codec: CodecConfig::Avc(avc),
+        })
+    }
+
+    fn frame(ms: i64, key: bool) -> StreamEvent {
+        StreamEvent::Frame(MediaFrame {
+            kind: TrackKind::Video,
+            dts: Timestamp::from_millis(ms),
+            pts: Timestamp::from_millis(ms),
+            keyframe: key,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_fatal_stream_error_ends_the_broadcast_and_releases_the_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("t.db").display()
+        ))
+        .await
+        .unwrap();
+        let (stream, _) = db.create_stream("s").await.unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let shutdown = CancellationToken::new();
+        let ctx = PipelineContext {
+            store: store.clone(),
+            db,
+            segment_duration: 1.0,
+            window: 3,
+            utc_timing_url: "http://localhost/time".into(),
+            shutdown: shutdown.clone(),
+        };
+        let hub = Hub::new();
+        let lease = hub.begin(&stream.id, &shutdown).await.unwrap();
+        let tracker = TaskTracker::new();
+        let events = spawn(ctx, stream.clone(), lease, &tracker);
+        events.send(video_track(320)).await.unwrap();
+        for i in 0..60 {
+            events.send(frame(i * 40, i % 25 == 0)).await.unwrap();
+        }
+        // the encoder changes resolution mid-broadcast: passthrough cannot follow
+        events.send(video_track(640)).await.unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            for i in 60.. {
+                if events.send(frame(i * 40, i % 25 == 0)).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the pipeline must stop taking frames after a fatal error"
+        );
+        let playlist = format!("live/{}/source/index.m3u8", stream.playback_id);
+        let text = store
+            .get(&Path::from(playlist))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("#EXT-X-ENDLIST"));
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 }
