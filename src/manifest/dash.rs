@@ -13,7 +13,7 @@ use dash_mpd_core::{
     SegmentTimeline, UTCTiming, MPD, S,
 };
 
-use super::{hls::measured_frame_rate, Presentation, PresentationKind, Timeline};
+use super::{hls::measured_frame_rate, Presentation, SegmentEntry, Timeline};
 use crate::media::{CodecConfig, TrackKind};
 
 const LIVE_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
@@ -23,23 +23,20 @@ const CHANNEL_CONFIG_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configu
 /// Renders the MPD. `utc_timing_url` is the absolute URL of the origin's time endpoint;
 /// `now` becomes `publishTime`.
 pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String {
-    let dynamic = p.kind == PresentationKind::Live && !p.ended;
+    let dynamic = !p.is_vod() && !p.ended;
     let segment = secs(p.segment_duration);
-    let window = secs(p.video.duration_secs());
-    let mut adaptations = vec![adaptation_set(0, &p.video, dynamic)];
-    if let Some(audio) = &p.audio {
-        adaptations.push(adaptation_set(1, audio, dynamic));
-    }
+    let window = secs(p.listed_secs(&p.video));
+    let adaptations = p
+        .timelines()
+        .enumerate()
+        .map(|(id, timeline)| adaptation_set(id, p.listed(timeline), timeline, dynamic))
+        .collect();
     let mut mpd = MPD {
         xmlns: Some("urn:mpeg:dash:schema:mpd:2011".into()),
         profiles: Some(LIVE_PROFILE.into()),
         mpdtype: Some(if dynamic { "dynamic" } else { "static" }.into()),
         minBufferTime: Some(segment),
-        maxSegmentDuration: Some(secs(
-            p.timelines()
-                .map(Timeline::longest_segment_secs)
-                .fold(0.0, f64::max),
-        )),
+        maxSegmentDuration: Some(secs(p.longest_segment_secs())),
         periods: vec![Period {
             id: Some("0".into()),
             start: Some(Duration::ZERO),
@@ -69,8 +66,13 @@ fn secs(v: f64) -> Duration {
     Duration::from_millis((v.max(0.0) * 1000.0).round() as u64)
 }
 
-fn adaptation_set(id: u32, timeline: &Timeline, dynamic: bool) -> AdaptationSet {
-    let first = timeline.segments.front();
+fn adaptation_set(
+    id: usize,
+    listed: &[SegmentEntry],
+    timeline: &Timeline,
+    dynamic: bool,
+) -> AdaptationSet {
+    let first = listed.first();
     let template = SegmentTemplate {
         timescale: Some(u64::from(timeline.timescale)),
         initialization: Some("$RepresentationID$/init.mp4".into()),
@@ -79,7 +81,7 @@ fn adaptation_set(id: u32, timeline: &Timeline, dynamic: bool) -> AdaptationSet 
         // A static MPD of a window that started after media time 0 begins its presentation at
         // the first listed segment.
         presentationTimeOffset: (!dynamic).then(|| first.map_or(0, |s| s.start)),
-        SegmentTimeline: Some(segment_timeline(timeline)),
+        SegmentTimeline: Some(segment_timeline(listed)),
         ..Default::default()
     };
     let mut representation = Representation {
@@ -101,7 +103,8 @@ fn adaptation_set(id: u32, timeline: &Timeline, dynamic: bool) -> AdaptationSet 
             set.mimeType = Some("video/mp4".into());
             representation.width = Some(u64::from(avc.width));
             representation.height = Some(u64::from(avc.height));
-            representation.frameRate = measured_frame_rate(timeline).map(frame_rate_string);
+            representation.frameRate =
+                measured_frame_rate(listed, timeline.timescale).map(frame_rate_string);
         }
         (CodecConfig::Aac(aac), _) => {
             set.contentType = Some("audio".into());
@@ -121,10 +124,10 @@ fn adaptation_set(id: u32, timeline: &Timeline, dynamic: bool) -> AdaptationSet 
 }
 
 /// `S@t` on the first entry and after any gap; runs of equal, contiguous durations use `@r`.
-fn segment_timeline(timeline: &Timeline) -> SegmentTimeline {
+fn segment_timeline(listed: &[SegmentEntry]) -> SegmentTimeline {
     let mut entries: Vec<S> = Vec::new();
     let mut expected_start = None;
-    for seg in &timeline.segments {
+    for seg in listed {
         let contiguous = expected_start == Some(seg.start);
         match entries.last_mut() {
             Some(last) if contiguous && last.d == seg.duration => {

@@ -14,7 +14,7 @@ fn t0() -> DateTime<Utc> {
         .unwrap()
 }
 
-fn presentation(kind: PresentationKind, ended: bool, window: Option<usize>) -> Presentation {
+fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
     let video_codec =
         CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
     let audio_codec =
@@ -27,29 +27,23 @@ fn presentation(kind: PresentationKind, ended: bool, window: Option<usize>) -> P
     let mut a_start = 0;
     for (i, d) in video_durations.iter().enumerate() {
         let wall = t0() + chrono::Duration::milliseconds((v_start / 90) as i64);
-        video.push(
-            SegmentEntry {
-                number: 40 + i as u64,
-                start: v_start,
-                duration: *d,
-                wall_clock: wall,
-                bytes: 250_000,
-                samples: (*d / 3600) as u32,
-            },
-            window,
-        );
+        video.push(SegmentEntry {
+            number: 40 + i as u64,
+            start: v_start,
+            duration: *d,
+            wall_clock: wall,
+            bytes: 250_000,
+            samples: (*d / 3600) as u32,
+        });
         let a_d = if i % 2 == 0 { 96_256 } else { 95_232 };
-        audio.push(
-            SegmentEntry {
-                number: 40 + i as u64,
-                start: a_start,
-                duration: a_d,
-                wall_clock: wall,
-                bytes: 32_000,
-                samples: (a_d / 1024) as u32,
-            },
-            window,
-        );
+        audio.push(SegmentEntry {
+            number: 40 + i as u64,
+            start: a_start,
+            duration: a_d,
+            wall_clock: wall,
+            bytes: 32_000,
+            samples: (a_d / 1024) as u32,
+        });
         v_start += d;
         a_start += a_d;
     }
@@ -79,11 +73,12 @@ fn check_golden(name: &str, actual: &str) {
 
 #[test]
 fn live_media_playlist_slides_and_keeps_target_duration() {
-    let mut p = presentation(PresentationKind::Live, false, Some(4));
+    let mut p = presentation(PresentationKind::Live { window: 4 }, false);
     // 2.4 s rounds to 2: the target stays (players compare rounded durations)
     assert!(!p.fit_target_duration());
     let text = hls::media_playlist(&p, &p.video);
     check_golden("live_video.m3u8", &text);
+    assert_eq!(p.video.left_window(4).map(|s| s.number), Some(40));
     let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
     assert_eq!(parsed.media_sequence, 41);
     assert_eq!(parsed.segments.len(), 4);
@@ -95,22 +90,28 @@ fn live_media_playlist_slides_and_keeps_target_duration() {
 
 #[test]
 fn target_duration_rises_for_a_long_segment_and_never_falls() {
-    let mut p = presentation(PresentationKind::Live, false, Some(4));
-    let mut long = p.video.segments.back().unwrap().clone();
+    let mut p = presentation(PresentationKind::Live { window: 4 }, false);
+    let mut long = p.listed(&p.video).last().unwrap().clone();
     long.number += 1;
     long.start += long.duration;
     long.duration = 90_000 * 5 / 2; // 2.5 s rounds to 3
-    p.video.push(long, Some(4));
+    p.video.push(long.clone());
     assert!(p.fit_target_duration());
     assert_eq!(p.target_duration, 3);
-    p.video.segments.pop_back();
+    // the long segment scrolls out of the window: the target stays
+    for _ in 0..4 {
+        long.number += 1;
+        long.start += long.duration;
+        long.duration = 180_000;
+        p.video.push(long.clone());
+    }
     assert!(!p.fit_target_duration());
     assert_eq!(p.target_duration, 3);
 }
 
 #[test]
 fn ended_live_playlist_has_endlist() {
-    let p = presentation(PresentationKind::Live, true, Some(4));
+    let p = presentation(PresentationKind::Live { window: 4 }, true);
     let text = hls::media_playlist(&p, p.audio.as_ref().unwrap());
     check_golden("ended_audio.m3u8", &text);
     assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
@@ -118,7 +119,7 @@ fn ended_live_playlist_has_endlist() {
 
 #[test]
 fn master_playlist_lists_variant_and_audio_group() {
-    let p = presentation(PresentationKind::Live, false, Some(4));
+    let p = presentation(PresentationKind::Live { window: 4 }, false);
     let text = hls::master_playlist(&p);
     check_golden("master.m3u8", &text);
     let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
@@ -135,7 +136,7 @@ fn master_playlist_lists_variant_and_audio_group() {
 
 #[test]
 fn dynamic_mpd_has_live_fields_and_compressed_timeline() {
-    let p = presentation(PresentationKind::Live, false, Some(4));
+    let p = presentation(PresentationKind::Live { window: 4 }, false);
     let text = dash::mpd(
         &p,
         "http://origin.example/time",
@@ -159,7 +160,7 @@ fn dynamic_mpd_has_live_fields_and_compressed_timeline() {
 
 #[test]
 fn vod_mpd_is_static_with_duration() {
-    let p = presentation(PresentationKind::Vod, true, None);
+    let p = presentation(PresentationKind::Vod, true);
     let text = dash::mpd(&p, "http://origin.example/time", t0());
     check_golden("vod.mpd", &text);
     let mpd = dash_mpd_core::parse(&text).unwrap();

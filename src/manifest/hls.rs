@@ -9,7 +9,7 @@ use m3u8_rs::{
     MediaSegment, Resolution, VariantStream,
 };
 
-use super::{Presentation, PresentationKind, Timeline};
+use super::{Presentation, SegmentEntry, Timeline};
 use crate::media::CodecConfig;
 
 /// Group id of the audio rendition every variant references.
@@ -18,8 +18,8 @@ pub const AUDIO_GROUP: &str = "audio";
 /// The media playlist of one rendition.
 pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
     let scale = f64::from(timeline.timescale);
-    let segments = timeline
-        .segments
+    let listed = p.listed(timeline);
+    let segments = listed
         .iter()
         .enumerate()
         .map(|(i, s)| MediaSegment {
@@ -36,10 +36,10 @@ pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
     let playlist = MediaPlaylist {
         version: Some(7),
         target_duration: p.target_duration,
-        media_sequence: timeline.segments.front().map_or(0, |s| s.number),
+        media_sequence: listed.first().map_or(0, |s| s.number),
         segments,
-        end_list: p.ended || p.kind == PresentationKind::Vod,
-        playlist_type: (p.kind == PresentationKind::Vod).then_some(MediaPlaylistType::Vod),
+        end_list: p.ended || p.is_vod(),
+        playlist_type: p.is_vod().then_some(MediaPlaylistType::Vod),
         independent_segments: true,
         ..Default::default()
     };
@@ -82,7 +82,7 @@ pub fn master_playlist(p: &Presentation) -> String {
         average_bandwidth: Some(average),
         codecs: Some(codecs),
         resolution: Some(Resolution { width, height }),
-        frame_rate: measured_frame_rate(video),
+        frame_rate: measured_frame_rate(p.listed(video), video.timescale),
         audio: p.audio.as_ref().map(|_| AUDIO_GROUP.to_string()),
         ..Default::default()
     };
@@ -96,14 +96,14 @@ pub fn master_playlist(p: &Presentation) -> String {
     render(|w| playlist.write_to(w))
 }
 
-/// Frames per second over the listed segments, rounded to 3 decimals (HLS allows that many).
-pub fn measured_frame_rate(video: &Timeline) -> Option<f64> {
-    let frames: u64 = video.segments.iter().map(|s| u64::from(s.samples)).sum();
-    let ticks: u64 = video.segments.iter().map(|s| s.duration).sum();
+/// Frames per second over `segments`, rounded to 3 decimals (HLS allows that many).
+pub fn measured_frame_rate(segments: &[SegmentEntry], timescale: u32) -> Option<f64> {
+    let frames: u64 = segments.iter().map(|s| u64::from(s.samples)).sum();
+    let ticks: u64 = segments.iter().map(|s| s.duration).sum();
     if frames == 0 || ticks == 0 {
         return None;
     }
-    let fps = frames as f64 * f64::from(video.timescale) / ticks as f64;
+    let fps = frames as f64 * f64::from(timescale) / ticks as f64;
     Some((fps * 1000.0).round() / 1000.0)
 }
 

@@ -5,8 +5,6 @@
 pub mod dash;
 pub mod hls;
 
-use std::collections::VecDeque;
-
 use chrono::{DateTime, Utc};
 
 use crate::media::{CodecConfig, TrackKind};
@@ -25,7 +23,9 @@ pub struct SegmentEntry {
     pub samples: u32,
 }
 
-/// One rendition (a video variant or the audio track) and the segments a manifest lists for it.
+/// One rendition (a video variant or the audio track): every segment published for it, oldest
+/// first, and statistics over all of them. A live manifest lists only the last `window`
+/// entries (see `Presentation::listed`); the recording lists them all.
 #[derive(Debug, Clone)]
 pub struct Timeline {
     /// Path component and manifest id (`source`, `audio`).
@@ -33,9 +33,10 @@ pub struct Timeline {
     pub kind: TrackKind,
     pub codec: CodecConfig,
     pub timescale: u32,
-    pub segments: VecDeque<SegmentEntry>,
-    /// Measured bit rates over every segment published so far (not only the window).
+    segments: Vec<SegmentEntry>,
+    /// Highest bit rate of any one segment.
     pub peak_bps: u64,
+    longest_ticks: u64,
     total_bits: u128,
     total_ticks: u128,
 }
@@ -47,33 +48,36 @@ impl Timeline {
             kind,
             timescale: codec.timescale(),
             codec,
-            segments: VecDeque::new(),
+            segments: Vec::new(),
             peak_bps: 0,
+            longest_ticks: 0,
             total_bits: 0,
             total_ticks: 0,
         }
     }
 
-    /// Appends a segment; when `window` is set, drops segments from the head beyond it and
-    /// returns them (the caller schedules their deletion).
-    pub fn push(&mut self, entry: SegmentEntry, window: Option<usize>) -> Vec<SegmentEntry> {
+    pub fn push(&mut self, entry: SegmentEntry) {
         if entry.duration > 0 {
             let bps = (u128::from(entry.bytes) * 8 * u128::from(self.timescale))
                 .div_ceil(u128::from(entry.duration));
             self.peak_bps = self.peak_bps.max(bps.min(u128::from(u64::MAX)) as u64);
+            self.longest_ticks = self.longest_ticks.max(entry.duration);
             self.total_bits += u128::from(entry.bytes) * 8;
             self.total_ticks += u128::from(entry.duration);
         }
-        self.segments.push_back(entry);
-        let mut evicted = Vec::new();
-        if let Some(window) = window {
-            while self.segments.len() > window.max(1) {
-                if let Some(old) = self.segments.pop_front() {
-                    evicted.push(old);
-                }
-            }
-        }
-        evicted
+        self.segments.push(entry);
+    }
+
+    /// The last `window` segments, or all of them.
+    pub fn listed(&self, window: Option<usize>) -> &[SegmentEntry] {
+        let window = window.map_or(self.segments.len(), |w| w.max(1));
+        &self.segments[self.segments.len().saturating_sub(window)..]
+    }
+
+    /// The segment the latest `push` moved out of a window of `window` segments, if any.
+    pub fn left_window(&self, window: usize) -> Option<&SegmentEntry> {
+        let index = self.segments.len().checked_sub(window.max(1) + 1)?;
+        self.segments.get(index)
     }
 
     pub fn average_bps(&self) -> u64 {
@@ -85,23 +89,16 @@ impl Timeline {
             .min(u128::from(u64::MAX)) as u64
     }
 
-    pub fn duration_secs(&self) -> f64 {
-        let ticks: u64 = self.segments.iter().map(|s| s.duration).sum();
-        ticks as f64 / f64::from(self.timescale)
-    }
-
     pub fn longest_segment_secs(&self) -> f64 {
-        self.segments
-            .iter()
-            .map(|s| s.duration as f64 / f64::from(self.timescale))
-            .fold(0.0, f64::max)
+        self.longest_ticks as f64 / f64::from(self.timescale)
     }
 }
 
-/// Whether a presentation is the live one (sliding, may still grow) or a finished recording.
+/// Whether a presentation is the live one (a sliding window, may still grow) or a finished
+/// recording (every segment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresentationKind {
-    Live,
+    Live { window: usize },
     Vod,
 }
 
@@ -126,14 +123,41 @@ impl Presentation {
         std::iter::once(&self.video).chain(self.audio.as_ref())
     }
 
+    pub fn timeline_mut(&mut self, kind: TrackKind) -> Option<&mut Timeline> {
+        match kind {
+            TrackKind::Video => Some(&mut self.video),
+            TrackKind::Audio => self.audio.as_mut(),
+        }
+    }
+
+    pub fn is_vod(&self) -> bool {
+        self.kind == PresentationKind::Vod
+    }
+
+    /// The segments of `timeline` this presentation's manifests list.
+    pub fn listed<'a>(&self, timeline: &'a Timeline) -> &'a [SegmentEntry] {
+        match self.kind {
+            PresentationKind::Live { window } => timeline.listed(Some(window)),
+            PresentationKind::Vod => timeline.listed(None),
+        }
+    }
+
+    /// Duration of the listed segments of `timeline`.
+    pub fn listed_secs(&self, timeline: &Timeline) -> f64 {
+        let ticks: u64 = self.listed(timeline).iter().map(|s| s.duration).sum();
+        ticks as f64 / f64::from(timeline.timescale)
+    }
+
+    pub fn longest_segment_secs(&self) -> f64 {
+        self.timelines()
+            .map(Timeline::longest_segment_secs)
+            .fold(0.0, f64::max)
+    }
+
     /// Raises the target duration if a segment ran longer than it (rounded to the nearest
     /// second, as players check); returns true when it changed.
     pub fn fit_target_duration(&mut self) -> bool {
-        let longest = self
-            .timelines()
-            .map(Timeline::longest_segment_secs)
-            .fold(0.0, f64::max);
-        let needed = longest.round() as u64;
+        let needed = self.longest_segment_secs().round() as u64;
         if needed > self.target_duration {
             self.target_duration = needed;
             true

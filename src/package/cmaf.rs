@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    esds, Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd,
-    Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Styp, Tfdt, Tfhd,
-    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
+    esds, Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf,
+    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Styp, Tfdt, Tfhd, Tkhd,
+    Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
 
 use crate::media::{AacConfig, AvcConfig, CodecConfig};
@@ -264,11 +264,13 @@ pub fn media_segment(
     let mut out = Vec::with_capacity(offset + payload_len + 32);
     styp.encode(&mut out)?;
     moof.encode(&mut out)?;
-    let mut data = Vec::with_capacity(payload_len);
+    // The mdat header is written here because mp4-atom's `Mdat` owns its payload as one Vec,
+    // which would copy every sample once more; the size fits in 32 bits (checked above).
+    out.extend_from_slice(&((payload_len + 8) as u32).to_be_bytes());
+    out.extend_from_slice(b"mdat");
     for s in samples {
-        data.extend_from_slice(&s.data);
+        out.extend_from_slice(&s.data);
     }
-    Mdat { data }.encode(&mut out)?;
     Ok(out)
 }
 

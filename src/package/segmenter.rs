@@ -64,7 +64,7 @@ pub struct TrackSegment {
     pub start: u64,
     pub duration: u64,
     pub timescale: u32,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     pub samples: u32,
     pub starts_with_keyframe: bool,
 }
@@ -129,7 +129,6 @@ pub struct Segmenter {
     video_config: Option<TrackInfo>,
     audio_config: Option<TrackInfo>,
     started: bool,
-    has_audio: bool,
     /// Media time 0, in RTMP milliseconds.
     base_ms: i64,
     next_number: u64,
@@ -151,7 +150,6 @@ impl Segmenter {
             video_config: None,
             audio_config: None,
             started: false,
-            has_audio: false,
             base_ms: 0,
             open_video: Vec::new(),
             last_video_dts: None,
@@ -214,19 +212,19 @@ impl Segmenter {
                 self.on_video(frame)?;
             }
             TrackKind::Audio => {
-                if self.started && self.has_audio {
+                // after the start, an audio config exists only if it was part of the start
+                if self.started && self.audio_config.is_some() {
                     self.on_audio(frame);
                 }
             }
         }
-        self.emit_ready(false, &mut out);
+        self.emit_ready(false, &mut out)?;
         Ok(out)
     }
 
     fn start(&mut self, keyframe: &MediaFrame) -> Result<SegmenterOutput, SegmenterError> {
         self.started = true;
         self.base_ms = keyframe.dts.rescale(Timestamp::MILLIS).ticks;
-        self.has_audio = self.audio_config.is_some();
         let mut inits = Vec::new();
         for info in [&self.video_config, &self.audio_config]
             .into_iter()
@@ -299,7 +297,8 @@ impl Segmenter {
         let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
         let number = self.next_number;
         self.next_number += 1;
-        let bytes = cmaf::media_segment(clamp_u32(number as i64), start.max(0) as u64, &samples)?;
+        let bytes =
+            cmaf::media_segment(clamp_u32(number as i64), start.max(0) as u64, &samples)?.into();
         self.waiting.push_back(ClosedSegment {
             number,
             video: TrackSegment {
@@ -339,7 +338,12 @@ impl Segmenter {
     }
 
     /// Emits closed segments whose audio is complete (or all of them when `flush`).
-    fn emit_ready(&mut self, flush: bool, out: &mut Vec<SegmenterOutput>) {
+    fn emit_ready(
+        &mut self,
+        flush: bool,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<(), SegmenterError> {
+        let has_audio = self.audio_config.is_some();
         let audio_scale = self.audio_timescale();
         while let Some(front) = self.waiting.front() {
             let cut = Timestamp::new(front.cut_pts, VIDEO_TIMESCALE)
@@ -347,17 +351,15 @@ impl Segmenter {
                 .ticks;
             let audio_passed = self.audio_queue.back().is_some_and(|last| last.time >= cut);
             let give_up = self.waiting.len() > MAX_SEGMENTS_WAITING_FOR_AUDIO;
-            if self.has_audio && !audio_passed && !give_up && !flush {
+            if has_audio && !audio_passed && !give_up && !flush {
                 break;
             }
             let Some(closed) = self.waiting.pop_front() else {
                 break;
             };
             let mut tracks = vec![closed.video];
-            if self.has_audio {
-                if let Some(audio) = self.take_audio(closed.number, Some(cut)) {
-                    tracks.push(audio);
-                }
+            if has_audio {
+                tracks.extend(self.take_audio(closed.number, cut)?);
                 self.audio_emitted_until = cut;
             }
             out.push(SegmenterOutput::Segment(Segment {
@@ -365,19 +367,14 @@ impl Segmenter {
                 tracks,
             }));
         }
+        Ok(())
     }
 
-    /// Audio frames before `cut` (all of them when `None`) as one fragment.
-    fn take_audio(&mut self, number: u64, cut: Option<i64>) -> Option<TrackSegment> {
+    /// Audio frames before `cut` as one fragment (`None` when there are none).
+    fn take_audio(&mut self, number: u64, cut: i64) -> Result<Option<TrackSegment>, CmafError> {
         let mut samples = Vec::new();
         let mut start = None;
-        while let Some(front) = self.audio_queue.front() {
-            if cut.is_some_and(|c| front.time >= c) {
-                break;
-            }
-            let Some(frame) = self.audio_queue.pop_front() else {
-                break;
-            };
+        while let Some(frame) = self.audio_queue.pop_front_if(|f| f.time < cut) {
             start.get_or_insert(frame.time);
             samples.push(Sample {
                 duration: AAC_FRAME as u32,
@@ -386,17 +383,20 @@ impl Segmenter {
                 data: frame.data,
             });
         }
-        let start = start?.max(0) as u64;
-        let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples).ok()?;
-        Some(TrackSegment {
+        let Some(start) = start else {
+            return Ok(None);
+        };
+        let start = start.max(0) as u64;
+        let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples)?;
+        Ok(Some(TrackSegment {
             kind: TrackKind::Audio,
             start,
             duration: samples.len() as u64 * AAC_FRAME as u64,
             timescale: self.audio_timescale(),
-            bytes,
+            bytes: bytes.into(),
             samples: samples.len() as u32,
             starts_with_keyframe: true,
-        })
+        }))
     }
 
     /// End of stream: closes the open segment and emits everything still held.
@@ -413,7 +413,7 @@ impl Segmenter {
             }
         }
         // Everything left belongs to the last segment: the final cut is "infinitely late".
-        self.emit_ready(true, &mut out);
+        self.emit_ready(true, &mut out)?;
         Ok(out)
     }
 }

@@ -66,8 +66,8 @@ pub struct Publisher {
     plan: BroadcastPlan,
     live_root: Root,
     vod_root: Root,
-    live: Option<Presentation>,
-    vod: Option<Presentation>,
+    /// The broadcast so far (its live manifests list the window; the recording lists all).
+    presentation: Option<Presentation>,
     /// Objects to delete once their instant has passed.
     retention: VecDeque<(Instant, Path)>,
     /// BANDWIDTH last written into the multivariant playlist.
@@ -81,8 +81,7 @@ impl Publisher {
             live_root: Root::live(&plan.playback_id),
             vod_root: Root::vod(&plan.recording_id),
             plan,
-            live: None,
-            vod: None,
+            presentation: None,
             retention: VecDeque::new(),
             master_bandwidth: 0,
         }
@@ -143,20 +142,17 @@ impl Publisher {
         let Some(video) = video else {
             return Ok(());
         };
-        let live = Presentation {
-            kind: PresentationKind::Live,
+        self.presentation = Some(Presentation {
+            kind: PresentationKind::Live {
+                window: self.plan.window,
+            },
             availability_start: media_zero,
             target_duration: self.plan.segment_duration.ceil() as u64,
             segment_duration: self.plan.segment_duration,
             video,
             audio,
             ended: false,
-        };
-        self.vod = Some(Presentation {
-            kind: PresentationKind::Vod,
-            ..live.clone()
         });
-        self.live = Some(live);
         Ok(())
     }
 
@@ -186,7 +182,7 @@ impl Publisher {
         segment: Segment,
         media_zero: DateTime<Utc>,
     ) -> Result<(), PublishError> {
-        if self.live.is_none() {
+        if self.presentation.is_none() {
             return Err(PublishError::NotStarted(segment.number));
         }
         let mut entries = Vec::new();
@@ -196,6 +192,7 @@ impl Publisher {
             let size = track.bytes.len() as u64;
             let stored = async {
                 self.put(&live_path, track.bytes.clone()).await?;
+                // the recording keeps the same object (a hard link / server-side copy)
                 self.copy(&live_path, &self.vod_root.segment(name, segment.number))
                     .await
             }
@@ -219,58 +216,54 @@ impl Publisher {
         }
         let window = self.plan.window;
         let deadline = Instant::now() + self.grace();
-        for (kind, entry) in entries {
-            if let Some(timeline) = self.vod.as_mut().and_then(|v| timeline_mut(v, kind)) {
-                timeline.push(entry.clone(), None);
-            }
-            let Some(live) = self.live.as_mut() else {
-                continue;
-            };
-            let Some(timeline) = timeline_mut(live, kind) else {
-                continue;
-            };
-            let name = timeline.name.clone();
-            for old in timeline.push(entry, Some(window)) {
-                self.retention
-                    .push_back((deadline, self.live_root.segment(&name, old.number)));
+        if let Some(p) = self.presentation.as_mut() {
+            for (kind, entry) in entries {
+                let Some(timeline) = p.timeline_mut(kind) else {
+                    continue;
+                };
+                timeline.push(entry);
+                if let Some(old) = timeline.left_window(window) {
+                    let path = self.live_root.segment(&timeline.name, old.number);
+                    self.retention.push_back((deadline, path));
+                }
             }
         }
         self.write_live_manifests(false).await
     }
 
     async fn write_live_manifests(&mut self, force_master: bool) -> Result<(), PublishError> {
-        let Some(live) = self.live.as_mut() else {
+        let Some(p) = self.presentation.as_mut() else {
             return Ok(());
         };
-        if live.fit_target_duration() {
+        if p.fit_target_duration() {
             tracing::warn!(
-                target_duration = live.target_duration,
+                target_duration = p.target_duration,
                 "a segment ran longer than the target duration; raising EXT-X-TARGETDURATION \
                  (set the encoder's keyframe interval to the segment duration)"
             );
         }
-        let live = live.clone();
-        self.write_manifests(&self.live_root, &live).await?;
-        let bandwidth = live.timelines().map(|t| t.peak_bps).sum::<u64>();
+        let bandwidth = p.timelines().map(|t| t.peak_bps).sum::<u64>();
         // The multivariant playlist is written first with the first segment's rate, then again
         // only when the measured peak grew by 10 % (players read it once).
-        if force_master || bandwidth * 10 > self.master_bandwidth * 11 {
-            self.put(
-                &self.live_root.file(store::MASTER_PLAYLIST),
-                hls::master_playlist(&live),
-            )
-            .await?;
+        let write_master = force_master || bandwidth * 10 > self.master_bandwidth * 11;
+        if let Some(p) = &self.presentation {
+            self.write_manifests(&self.live_root, p, write_master)
+                .await?;
+        }
+        if write_master {
             self.master_bandwidth = bandwidth;
         }
-        self.put(
-            &self.live_root.file(store::MPD),
-            dash::mpd(&live, &self.plan.utc_timing_url, Utc::now()),
-        )
-        .await
+        Ok(())
     }
 
-    /// Media playlists of every rendition (objects are already stored).
-    async fn write_manifests(&self, root: &Root, p: &Presentation) -> Result<(), PublishError> {
+    /// The manifests of `p` under `root`, in order: every media playlist, then (when asked)
+    /// the multivariant playlist, then the MPD. Objects are already stored.
+    async fn write_manifests(
+        &self,
+        root: &Root,
+        p: &Presentation,
+        write_master: bool,
+    ) -> Result<(), PublishError> {
         for timeline in p.timelines() {
             self.put(
                 &root.rendition_file(&timeline.name, store::MEDIA_PLAYLIST),
@@ -278,34 +271,34 @@ impl Publisher {
             )
             .await?;
         }
-        Ok(())
+        if write_master {
+            self.put(&root.file(store::MASTER_PLAYLIST), hls::master_playlist(p))
+                .await?;
+        }
+        self.put(
+            &root.file(store::MPD),
+            dash::mpd(p, &self.plan.utc_timing_url, Utc::now()),
+        )
+        .await
     }
 
     /// The broadcast ended: live manifests get ENDLIST / a static MPD, and the recording gets
     /// its VOD manifests. Returns the recording's duration in seconds.
     pub async fn finish(&mut self) -> Result<f64, PublishError> {
-        let Some(live) = self.live.as_mut() else {
+        let Some(p) = self.presentation.as_mut() else {
             return Ok(0.0);
         };
-        live.ended = true;
+        p.ended = true;
         self.write_live_manifests(true).await?;
-        let Some(mut vod) = self.vod.clone() else {
+        let Some(p) = &self.presentation else {
             return Ok(0.0);
         };
-        vod.ended = true;
-        vod.fit_target_duration();
-        self.write_manifests(&self.vod_root, &vod).await?;
-        self.put(
-            &self.vod_root.file(store::MASTER_PLAYLIST),
-            hls::master_playlist(&vod),
-        )
-        .await?;
-        self.put(
-            &self.vod_root.file(store::MPD),
-            dash::mpd(&vod, &self.plan.utc_timing_url, Utc::now()),
-        )
-        .await?;
-        Ok(vod.video.duration_secs())
+        let vod = Presentation {
+            kind: PresentationKind::Vod,
+            ..p.clone()
+        };
+        self.write_manifests(&self.vod_root, &vod, true).await?;
+        Ok(vod.listed_secs(&vod.video))
     }
 
     /// When the next deletion is due.
@@ -328,13 +321,6 @@ impl Publisher {
                 }
             }
         }
-    }
-}
-
-fn timeline_mut(p: &mut Presentation, kind: TrackKind) -> Option<&mut Timeline> {
-    match kind {
-        TrackKind::Video => Some(&mut p.video),
-        TrackKind::Audio => p.audio.as_mut(),
     }
 }
 
@@ -364,7 +350,7 @@ mod tests {
                 start: number * 180_000,
                 duration: 180_000,
                 timescale: 90_000,
-                bytes: vec![number as u8; 100],
+                bytes: Bytes::from(vec![number as u8; 100]),
                 samples: 50,
                 starts_with_keyframe: true,
             }],
