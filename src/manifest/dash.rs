@@ -147,7 +147,7 @@ fn segment_timeline(listed: &[SegmentEntry]) -> SegmentTimeline {
 /// DASH frame rates are integers or ratios; keep three decimals as a ratio over 1000.
 fn frame_rate_string(fps: f64) -> String {
     let milli = (fps * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}/1000")
