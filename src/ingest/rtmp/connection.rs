@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::sessions::ServerSessionEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -52,6 +52,7 @@ pub enum ConnectionError {
     Cancelled,
 }
 
+/// A publish the server accepted: where its media goes.
 struct Publishing {
     playback_id: String,
     events: mpsc::Sender<StreamEvent>,
@@ -60,19 +61,58 @@ struct Publishing {
     dropped_tags: u64,
 }
 
-pub async fn handle(mut socket: TcpStream, ctx: Arc<IngestContext>) -> Result<(), ConnectionError> {
+/// Why a request is refused: the `onStatus` the client sees and the error that closes the
+/// connection.
+struct Refusal {
+    code: &'static str,
+    description: &'static str,
+    error: ConnectionError,
+}
+
+impl Refusal {
+    fn new(code: &'static str, description: &'static str, error: ConnectionError) -> Self {
+        Self {
+            code,
+            description,
+            error,
+        }
+    }
+}
+
+pub async fn handle(socket: TcpStream, ctx: Arc<IngestContext>) -> Result<(), ConnectionError> {
     let setup_timeout = Duration::from_secs_f64(ctx.settings.handshake_timeout);
     let setup_deadline = Instant::now() + setup_timeout;
-    let mut buf = vec![0u8; 64 * 1024];
+    let (socket, leftover) = handshake(socket, setup_deadline, setup_timeout).await?;
+    let (session, hello) = GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
+    let mut connection = Connection {
+        ctx,
+        socket,
+        session,
+        publishing: None,
+        setup: Some((setup_deadline, setup_timeout)),
+    };
+    connection.socket.write_all(&hello).await?;
+    let result = connection.run(&leftover).await;
+    // Whatever ended the connection, a broadcast it carried ends with it.
+    connection.end_broadcast().await;
+    result
+}
 
-    // Handshake (fixed sizes: C0+C1 1537 bytes, C2 1536 bytes).
+/// The RTMP handshake (fixed sizes: C0+C1 1537 bytes, C2 1536 bytes). Returns the bytes that
+/// followed it.
+async fn handshake(
+    mut socket: TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(TcpStream, Vec<u8>), ConnectionError> {
     let mut handshake = Handshake::new(PeerType::Server);
-    let leftover = loop {
-        let n = read_before(&mut socket, &mut buf, setup_deadline, setup_timeout).await?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut buf))
+            .await
+            .map_err(|_| ConnectionError::SetupTimeout(timeout))??;
         if n == 0 {
-            return Err(ConnectionError::Io(
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
         match handshake.process_bytes(&buf[..n]) {
             Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
@@ -83,237 +123,239 @@ pub async fn handle(mut socket: TcpStream, ctx: Arc<IngestContext>) -> Result<()
                 remaining_bytes,
             }) => {
                 socket.write_all(&response_bytes).await?;
-                break remaining_bytes;
+                return Ok((socket, remaining_bytes));
             }
             Err(e) => return Err(ConnectionError::Handshake(format!("{e:?}"))),
         }
-    };
+    }
+}
 
-    let (mut session, hello) =
-        GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
-    socket.write_all(&hello).await?;
-    let mut publishing: Option<Publishing> = None;
-    // The setup deadline applies until the first publish is accepted, not after it ends.
-    let mut published = false;
-    let mut pending = leftover;
-    loop {
-        if !pending.is_empty() {
-            let (out, results) = session.input(&pending)?;
-            pending.clear();
-            if !out.is_empty() {
-                socket.write_all(&out).await?;
-            }
-            for result in results {
-                let ServerSessionResult::RaisedEvent(event) = result else {
-                    continue;
-                };
-                let reply = on_event(&ctx, &mut session, &mut publishing, event).await;
-                let (bytes, outcome) = match reply {
-                    Ok(bytes) => (bytes, Ok(())),
-                    Err((bytes, e)) => (bytes, Err(e)),
-                };
-                if !bytes.is_empty() {
-                    socket.write_all(&bytes).await?;
-                }
-                if let Err(e) = outcome {
-                    end_broadcast(&mut publishing).await;
-                    return Err(e);
-                }
-                published |= publishing.is_some();
-            }
-        }
-        let read = match &publishing {
-            None if !published => {
-                read_before(&mut socket, &mut buf, setup_deadline, setup_timeout).await
-            }
-            None => tokio::time::timeout(IDLE_TIMEOUT, socket.read(&mut buf))
-                .await
-                .map_err(|_| ConnectionError::Idle(IDLE_TIMEOUT))
-                .and_then(|r| r.map_err(ConnectionError::from)),
-            Some(p) => {
-                tokio::select! {
-                    r = tokio::time::timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match r {
-                        Ok(r) => r.map_err(ConnectionError::from),
-                        Err(_) => Err(ConnectionError::Idle(IDLE_TIMEOUT)),
-                    },
-                    _ = p.cancel.cancelled() => Err(ConnectionError::Cancelled),
-                }
-            }
-        };
-        match read {
-            Ok(0) => {
-                end_broadcast(&mut publishing).await;
+struct Connection {
+    ctx: Arc<IngestContext>,
+    socket: TcpStream,
+    session: GuardedSession,
+    publishing: Option<Publishing>,
+    /// Until a publish is accepted, every read must finish before this deadline.
+    setup: Option<(Instant, Duration)>,
+}
+
+impl Connection {
+    async fn run(&mut self, leftover: &[u8]) -> Result<(), ConnectionError> {
+        self.feed(leftover).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.read(&mut buf).await?;
+            if n == 0 {
                 return Ok(());
             }
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                end_broadcast(&mut publishing).await;
-                return Err(e);
+            self.feed(&buf[..n]).await?;
+        }
+    }
+
+    /// One read, bounded by the setup deadline before publishing and by `IDLE_TIMEOUT` after;
+    /// a publisher that is taken over or shut down stops waiting at once.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        let cancel = self.publishing.as_ref().map(|p| p.cancel.clone());
+        let read = async {
+            match self.setup {
+                Some((deadline, timeout)) => {
+                    tokio::time::timeout_at(deadline, self.socket.read(buf))
+                        .await
+                        .map_err(|_| ConnectionError::SetupTimeout(timeout))?
+                }
+                None => tokio::time::timeout(IDLE_TIMEOUT, self.socket.read(buf))
+                    .await
+                    .map_err(|_| ConnectionError::Idle(IDLE_TIMEOUT))?,
             }
+            .map_err(ConnectionError::from)
+        };
+        match cancel {
+            Some(cancel) => tokio::select! {
+                r = read => r,
+                _ = cancel.cancelled() => Err(ConnectionError::Cancelled),
+            },
+            None => read.await,
         }
     }
-}
 
-async fn read_before(
-    socket: &mut TcpStream,
-    buf: &mut [u8],
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<usize, ConnectionError> {
-    match tokio::time::timeout_at(deadline, socket.read(buf)).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(ConnectionError::SetupTimeout(timeout)),
-    }
-}
-
-async fn end_broadcast(publishing: &mut Option<Publishing>) {
-    if let Some(p) = publishing.take() {
-        // Fails only when the pipeline already ended; nothing more to tell it then.
-        let _ = p.events.send(StreamEvent::End).await;
-        if p.dropped_tags > 0 {
-            tracing::warn!(playback_id = %p.playback_id, dropped = p.dropped_tags, "tags dropped during the broadcast");
+    /// Runs received bytes through the session; answers it and acts on its events.
+    async fn feed(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        if bytes.is_empty() {
+            return Ok(());
         }
+        let (out, events) = self.session.input(bytes)?;
+        self.send(&out).await?;
+        for event in events {
+            self.on_event(event).await?;
+        }
+        Ok(())
     }
-}
 
-type Reply = Result<Vec<u8>, (Vec<u8>, ConnectionError)>;
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        if !bytes.is_empty() {
+            self.socket.write_all(bytes).await?;
+        }
+        Ok(())
+    }
 
-async fn on_event(
-    ctx: &Arc<IngestContext>,
-    session: &mut GuardedSession,
-    publishing: &mut Option<Publishing>,
-    event: ServerSessionEvent,
-) -> Reply {
-    let fail = |e: ConnectionError| (Vec::new(), e);
-    match event {
-        ServerSessionEvent::ConnectionRequested {
-            request_id,
-            app_name,
-        } => {
-            if app_name.trim_end_matches('/') == ctx.settings.app {
-                session.accept(request_id).map_err(|e| fail(e.into()))
-            } else {
-                let bytes = session
-                    .reject(
-                        request_id,
+    /// Refuses request `request_id` with an `onStatus` error, then fails with the refusal.
+    async fn refuse(&mut self, request_id: u32, refusal: Refusal) -> Result<(), ConnectionError> {
+        // If even the refusal cannot be encoded, the connection still closes below.
+        let reply = self
+            .session
+            .reject(request_id, refusal.code, refusal.description)
+            .unwrap_or_default();
+        self.send(&reply).await?;
+        Err(refusal.error)
+    }
+
+    async fn accept(&mut self, request_id: u32) -> Result<(), ConnectionError> {
+        let reply = self.session.accept(request_id)?;
+        self.send(&reply).await
+    }
+
+    async fn on_event(&mut self, event: ServerSessionEvent) -> Result<(), ConnectionError> {
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                if app_name.trim_end_matches('/') == self.ctx.settings.app {
+                    self.accept(request_id).await
+                } else {
+                    let error = ConnectionError::UnknownApp(self.ctx.settings.app.clone());
+                    let refusal = Refusal::new(
                         "NetConnection.Connect.Rejected",
                         "unknown application",
-                    )
-                    .unwrap_or_default();
-                Err((bytes, ConnectionError::UnknownApp(ctx.settings.app.clone())))
+                        error,
+                    );
+                    self.refuse(request_id, refusal).await
+                }
             }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => match self.start_publishing(&stream_key).await {
+                Ok(publishing) => {
+                    self.publishing = Some(publishing);
+                    self.setup = None;
+                    self.accept(request_id).await
+                }
+                Err(refusal) => self.refuse(request_id, refusal).await,
+            },
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => self.forward(|d| d.video(data, timestamp.value)).await,
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => self.forward(|d| d.audio(data, timestamp.value)).await,
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Some(p) = &self.publishing {
+                    tracing::info!(
+                        playback_id = %p.playback_id,
+                        width = metadata.video_width,
+                        height = metadata.video_height,
+                        fps = metadata.video_frame_rate,
+                        encoder = metadata.encoder.as_deref().unwrap_or(""),
+                        "publisher metadata (advisory)"
+                    );
+                }
+                Ok(())
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                self.end_broadcast().await;
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        ServerSessionEvent::PublishStreamRequested {
-            request_id,
-            stream_key,
-            ..
-        } => {
-            if publishing.is_some() {
-                let bytes = session
-                    .reject(
-                        request_id,
-                        "NetStream.Publish.BadName",
-                        "already publishing",
-                    )
-                    .unwrap_or_default();
-                return Err((
-                    bytes,
-                    ConnectionError::Refused("second publish on one connection".into()),
+    }
+
+    /// Checks the key (by hash), claims the stream and starts its broadcast pipeline.
+    async fn start_publishing(&self, stream_key: &str) -> Result<Publishing, Refusal> {
+        const BAD_NAME: &str = "NetStream.Publish.BadName";
+        if self.publishing.is_some() {
+            let error = ConnectionError::Refused("second publish on one connection".into());
+            return Err(Refusal::new(BAD_NAME, "already publishing", error));
+        }
+        // Some encoders append `?options` to the key field.
+        let key = stream_key.split('?').next().unwrap_or_default();
+        let stream = match self.ctx.db.stream_by_key(key).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => {
+                return Err(Refusal::new(
+                    BAD_NAME,
+                    "unknown stream key",
+                    ConnectionError::BadKey,
+                ))
+            }
+            Err(e) => {
+                let error = ConnectionError::Refused(e.to_string());
+                return Err(Refusal::new(
+                    "NetStream.Publish.Failed",
+                    "server error",
+                    error,
                 ));
             }
-            // Some encoders append `?options` to the key field.
-            let key = stream_key.split('?').next().unwrap_or_default();
-            let stream = match ctx.db.stream_by_key(key).await {
-                Ok(Some(stream)) => stream,
-                Ok(None) => {
-                    let bytes = session
-                        .reject(
-                            request_id,
-                            "NetStream.Publish.BadName",
-                            "unknown stream key",
-                        )
-                        .unwrap_or_default();
-                    return Err((bytes, ConnectionError::BadKey));
-                }
-                Err(e) => {
-                    let bytes = session
-                        .reject(request_id, "NetStream.Publish.Failed", "server error")
-                        .unwrap_or_default();
-                    return Err((bytes, ConnectionError::Refused(e.to_string())));
-                }
-            };
-            let lease = match ctx.hub.begin(&stream.id, &ctx.pipeline.shutdown).await {
-                Ok(lease) => lease,
-                Err(e) => {
-                    let bytes = session
-                        .reject(request_id, "NetStream.Publish.BadName", "stream busy")
-                        .unwrap_or_default();
-                    return Err((bytes, ConnectionError::Refused(e.to_string())));
-                }
-            };
-            let cancel = lease.cancel.clone();
-            let playback_id = stream.playback_id.clone();
-            tracing::info!(%playback_id, "publish accepted");
-            let events = pipeline::spawn(ctx.pipeline.clone(), stream, lease, &ctx.tracker);
-            *publishing = Some(Publishing {
-                playback_id,
-                events,
-                cancel,
-                demuxer: FlvDemuxer::new(),
-                dropped_tags: 0,
-            });
-            session.accept(request_id).map_err(|e| fail(e.into()))
-        }
-        ServerSessionEvent::VideoDataReceived {
-            data, timestamp, ..
-        } => forward(publishing, |d| d.video(data, timestamp.value)).await,
-        ServerSessionEvent::AudioDataReceived {
-            data, timestamp, ..
-        } => forward(publishing, |d| d.audio(data, timestamp.value)).await,
-        ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-            if let Some(p) = publishing {
-                tracing::info!(
-                    playback_id = %p.playback_id,
-                    width = metadata.video_width,
-                    height = metadata.video_height,
-                    fps = metadata.video_frame_rate,
-                    encoder = metadata.encoder.as_deref().unwrap_or(""),
-                    "publisher metadata (advisory)"
-                );
-            }
-            Ok(Vec::new())
-        }
-        ServerSessionEvent::PublishStreamFinished { .. } => {
-            end_broadcast(publishing).await;
-            Ok(Vec::new())
-        }
-        _ => Ok(Vec::new()),
-    }
-}
-
-async fn forward(
-    publishing: &mut Option<Publishing>,
-    demux: impl FnOnce(&mut FlvDemuxer) -> Result<Option<StreamEvent>, FlvError>,
-) -> Reply {
-    // Media before an accepted publish is ignored (rml_rtmp only raises it for a publisher).
-    let Some(p) = publishing else {
-        return Ok(Vec::new());
-    };
-    match demux(&mut p.demuxer) {
-        Ok(Some(event)) => p
-            .events
-            .send(event)
+        };
+        let lease = self
+            .ctx
+            .hub
+            .begin(&stream.id, &self.ctx.pipeline.shutdown)
             .await
-            .map(|_| Vec::new())
-            .map_err(|_| (Vec::new(), ConnectionError::PipelineGone)),
-        Ok(None) => Ok(Vec::new()),
-        Err(e) if e.is_fatal() => Err((Vec::new(), ConnectionError::Unsupported(e))),
-        Err(e) => {
-            p.dropped_tags += 1;
-            if p.dropped_tags == 1 {
-                tracing::warn!(playback_id = %p.playback_id, error = %e, "dropping tag");
+            .map_err(|e| {
+                Refusal::new(
+                    BAD_NAME,
+                    "stream busy",
+                    ConnectionError::Refused(e.to_string()),
+                )
+            })?;
+        let cancel = lease.cancel.clone();
+        let playback_id = stream.playback_id.clone();
+        tracing::info!(%playback_id, "publish accepted");
+        let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);
+        Ok(Publishing {
+            playback_id,
+            events,
+            cancel,
+            demuxer: FlvDemuxer::new(),
+            dropped_tags: 0,
+        })
+    }
+
+    /// One FLV tag into the broadcast. Media before an accepted publish is ignored.
+    async fn forward(
+        &mut self,
+        demux: impl FnOnce(&mut FlvDemuxer) -> Result<Option<StreamEvent>, FlvError>,
+    ) -> Result<(), ConnectionError> {
+        let Some(p) = &mut self.publishing else {
+            return Ok(());
+        };
+        match demux(&mut p.demuxer) {
+            Ok(Some(event)) => p
+                .events
+                .send(event)
+                .await
+                .map_err(|_| ConnectionError::PipelineGone),
+            Ok(None) => Ok(()),
+            Err(e) if e.is_fatal() => Err(ConnectionError::Unsupported(e)),
+            Err(e) => {
+                p.dropped_tags += 1;
+                if p.dropped_tags == 1 {
+                    tracing::warn!(playback_id = %p.playback_id, error = %e, "dropping tag");
+                }
+                Ok(())
             }
-            Ok(Vec::new())
+        }
+    }
+
+    async fn end_broadcast(&mut self) {
+        if let Some(p) = self.publishing.take() {
+            // Fails only when the pipeline already ended; nothing more to tell it then.
+            let _ = p.events.send(StreamEvent::End).await;
+            if p.dropped_tags > 0 {
+                tracing::warn!(playback_id = %p.playback_id, dropped = p.dropped_tags, "tags dropped during the broadcast");
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::messages::MessagePayload;
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionResult,
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -63,38 +63,21 @@ impl GuardedSession {
             .set_max_chunk_size(FORWARD_CHUNK_SIZE, RtmpTimestamp::new(0))
             .map_err(|e| SessionError::Rml(e.to_string()))?;
         guarded(|| session.handle_input(&announce.bytes))?;
-        let mut this = Self {
+        let mut hello = Vec::new();
+        split_results(results, &mut hello);
+        let this = Self {
             guard: ChunkGuard::new(limits),
             forward,
             session,
         };
-        let mut out = Vec::new();
-        this.collect(results, &mut out);
-        Ok((this, out))
+        Ok((this, hello))
     }
 
-    fn collect(
-        &mut self,
-        results: Vec<ServerSessionResult>,
-        out: &mut Vec<u8>,
-    ) -> Vec<ServerSessionResult> {
-        let mut events = Vec::new();
-        for r in results {
-            match r {
-                ServerSessionResult::OutboundResponse(packet) => {
-                    out.extend_from_slice(&packet.bytes)
-                }
-                other => events.push(other),
-            }
-        }
-        events
-    }
-
-    /// Feeds received bytes. Returns bytes to send and the session's events/unhandled messages.
+    /// Feeds received bytes. Returns bytes to send and the session's events.
     pub fn input(
         &mut self,
         bytes: &[u8],
-    ) -> Result<(Vec<u8>, Vec<ServerSessionResult>), SessionError> {
+    ) -> Result<(Vec<u8>, Vec<ServerSessionEvent>), SessionError> {
         let mut out = Vec::new();
         let mut events = Vec::new();
         for message in self.guard.push(bytes)? {
@@ -109,7 +92,7 @@ impl GuardedSession {
                 .serialize(&payload, true, false)
                 .map_err(|e| SessionError::Rml(e.to_string()))?;
             let results = guarded(|| self.session.handle_input(&packet.bytes))?;
-            events.extend(self.collect(results, &mut out));
+            events.extend(split_results(results, &mut out));
         }
         Ok((out, events))
     }
@@ -118,7 +101,7 @@ impl GuardedSession {
     pub fn accept(&mut self, request_id: u32) -> Result<Vec<u8>, SessionError> {
         let results = guarded(|| self.session.accept_request(request_id))?;
         let mut out = Vec::new();
-        self.collect(results, &mut out);
+        split_results(results, &mut out);
         Ok(out)
     }
 
@@ -131,7 +114,21 @@ impl GuardedSession {
     ) -> Result<Vec<u8>, SessionError> {
         let results = guarded(|| self.session.reject_request(request_id, code, description))?;
         let mut out = Vec::new();
-        self.collect(results, &mut out);
+        split_results(results, &mut out);
         Ok(out)
     }
+}
+
+/// Appends outbound packets to `out`; returns the events. Messages rml_rtmp cannot handle
+/// (`releaseStream`, `FCPublish`, `_checkbw`, aggregate messages) are dropped here.
+fn split_results(results: Vec<ServerSessionResult>, out: &mut Vec<u8>) -> Vec<ServerSessionEvent> {
+    let mut events = Vec::new();
+    for result in results {
+        match result {
+            ServerSessionResult::OutboundResponse(packet) => out.extend_from_slice(&packet.bytes),
+            ServerSessionResult::RaisedEvent(event) => events.push(event),
+            ServerSessionResult::UnhandleableMessageReceived(_) => {}
+        }
+    }
+    events
 }
