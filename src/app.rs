@@ -54,7 +54,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         rtmp: settings.rtmp_url(http_addr, rtmp_addr),
     };
 
-    print_banner(&db, &urls, rtmp_addr, http_addr).await?;
+    let demo_key = create_demo_stream_if_empty(&db).await?;
+    print_banner(
+        &db.list_streams().await?,
+        demo_key.as_deref(),
+        &urls,
+        rtmp_addr,
+        http_addr,
+    );
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -101,23 +108,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_banner(
-    db: &Db,
+/// On an empty database, creates the stream `demo`; returns its key (shown once).
+async fn create_demo_stream_if_empty(db: &Db) -> anyhow::Result<Option<String>> {
+    if !db.list_streams().await?.is_empty() {
+        return Ok(None);
+    }
+    let (_, key) = db.create_stream("demo").await?;
+    Ok(Some(key))
+}
+
+/// Where to point OBS and where to watch; `demo_key` when the demo stream was just created.
+fn print_banner(
+    streams: &[Stream],
+    demo_key: Option<&str>,
     urls: &Urls,
     rtmp: SocketAddr,
     http: SocketAddr,
-) -> anyhow::Result<()> {
-    let mut streams = db.list_streams().await?;
-    let mut new_key = None;
-    if streams.is_empty() {
-        let (stream, key) = db.create_stream("demo").await?;
-        streams.push(stream);
-        new_key = Some(key);
-    }
+) {
     println!("Strata is running.");
     println!("  OBS → Settings → Stream → Service: Custom");
     println!("    Server:     {}", urls.rtmp);
-    match &new_key {
+    match demo_key {
         Some(key) => println!(
             "    Stream Key: {key}   (stream `demo`; shown once — keep it, only its hash is stored)"
         ),
@@ -125,15 +136,16 @@ async fn print_banner(
             "    Stream Key: the key printed when the stream was created (`strata stream create NAME` makes a new one)"
         ),
     }
-    for stream in &streams {
+    for stream in streams {
         println!("  Watch `{}`:", stream.name);
         println!("    HLS:  {}", urls.hls(stream));
         println!("    DASH: {}", urls.dash(stream));
     }
-    println!("    e.g.  ffplay {}", urls.hls(&streams[0]));
+    if let Some(first) = streams.first() {
+        println!("    e.g.  ffplay {}", urls.hls(first));
+    }
     // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
     println!("STRATA_READY rtmp={rtmp} http={http}");
-    Ok(())
 }
 
 async fn wait_for_signal() {

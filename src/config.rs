@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::db::ids;
+use crate::publish::store;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -136,77 +139,41 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let d = self.segment.duration;
-        if !d.is_finite() || !(1.0..=10.0).contains(&d) {
-            return Err(invalid(
-                "segment.duration",
-                format!("{d} is not between 1 and 10 seconds"),
-            ));
+        in_range(
+            "segment.duration",
+            self.segment.duration,
+            1.0..=10.0,
+            "seconds",
+        )?;
+        in_range("segment.window", self.segment.window, 3..=100, "segments")?;
+        in_range(
+            "rtmp.handshake_timeout",
+            self.rtmp.handshake_timeout,
+            0.5..=60.0,
+            "seconds",
+        )?;
+        in_range(
+            "rtmp.max_message_size",
+            self.rtmp.max_message_size,
+            65_536..=16_777_215,
+            "bytes",
+        )?;
+        in_range(
+            "rtmp.max_connections",
+            self.rtmp.max_connections,
+            1..=1_000_000,
+            "connections",
+        )?;
+        if !ids::is_name(&self.rtmp.app) {
+            return Err(invalid("rtmp.app", ids::NAME_RULE));
         }
-        if !(3..=100).contains(&self.segment.window) {
-            return Err(invalid(
-                "segment.window",
-                "must list between 3 and 100 segments",
-            ));
-        }
-        let t = self.rtmp.handshake_timeout;
-        if !t.is_finite() || !(0.5..=60.0).contains(&t) {
-            return Err(invalid(
-                "rtmp.handshake_timeout",
-                "must be between 0.5 and 60 seconds",
-            ));
-        }
-        if !(65_536..=16_777_215).contains(&self.rtmp.max_message_size) {
-            return Err(invalid(
-                "rtmp.max_message_size",
-                "must be between 65536 and 16777215 bytes",
-            ));
-        }
-        if self.rtmp.max_connections == 0 {
-            return Err(invalid("rtmp.max_connections", "must be at least 1"));
-        }
-        let app = &self.rtmp.app;
-        if app.is_empty()
-            || app.len() > 64
-            || !app
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(invalid(
-                "rtmp.app",
-                "must be 1-64 characters of [A-Za-z0-9_-]",
-            ));
-        }
-        if !self.http.public_url.is_empty() {
-            let url = url::Url::parse(&self.http.public_url)
-                .map_err(|e| invalid("http.public_url", e.to_string()))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(
-                    "http.public_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
-        if !self.storage.url.is_empty() {
-            let url = url::Url::parse(&self.storage.url)
-                .map_err(|e| invalid("storage.url", e.to_string()))?;
-            if !matches!(url.scheme(), "file" | "memory") {
-                return Err(invalid(
-                    "storage.url",
-                    format!("unsupported scheme `{}` (file://, memory://)", url.scheme()),
-                ));
-            }
-        }
-        if !self.database.url.is_empty()
-            && !self.database.url.starts_with("sqlite:")
-            && !self.database.url.starts_with("postgres://")
-            && !self.database.url.starts_with("postgresql://")
-        {
-            return Err(invalid(
-                "database.url",
-                "must start with sqlite: or postgres://",
-            ));
-        }
+        url_with_scheme("http.public_url", &self.http.public_url, &["http", "https"])?;
+        url_with_scheme("storage.url", &self.storage.url, store::SCHEMES)?;
+        url_with_scheme(
+            "database.url",
+            &self.database.url,
+            &["sqlite", "postgres", "postgresql"],
+        )?;
         Ok(())
     }
 
@@ -257,6 +224,43 @@ impl Settings {
     }
 }
 
+/// `value` must lie in `range` (NaN and infinities never do).
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let (low, high) = (range.start(), range.end());
+    Err(invalid(
+        key,
+        format!("{value} is not between {low} and {high} {unit}"),
+    ))
+}
+
+/// An optional URL (empty means "the default") whose scheme is one of `schemes`.
+fn url_with_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let url = url::Url::parse(value).map_err(|e| invalid(key, e.to_string()))?;
+    if schemes.contains(&url.scheme()) {
+        return Ok(());
+    }
+    let allowed: Vec<String> = schemes.iter().map(|s| format!("{s}:")).collect();
+    Err(invalid(
+        key,
+        format!(
+            "unsupported scheme `{}` (use {})",
+            url.scheme(),
+            allowed.join(", ")
+        ),
+    ))
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -291,5 +295,11 @@ mod tests {
         std::fs::write(&path, "[storage]\nurl = \"ftp://x\"\n").unwrap();
         let err = Settings::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("storage.url"), "{err}");
+        std::fs::write(&path, "[database]\nurl = \"mysql://x\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+        std::fs::write(&path, "[rtmp]\napp = \"a/b\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("rtmp.app"), "{err}");
     }
 }

@@ -268,6 +268,16 @@ fn origin_serves_ranges_etags_cors_and_refuses_odd_paths() {
         .expect("range");
     assert_eq!(part.status(), 206);
     assert_eq!(part.body_mut().read_to_vec().expect("body").len(), 8);
+    let beyond = agent
+        .get(&url)
+        .header("Range", "bytes=99999999-")
+        .call()
+        .expect("range");
+    assert_eq!(
+        beyond.status(),
+        416,
+        "a range past the end is unsatisfiable"
+    );
     let not_modified = agent
         .get(&url)
         .header("If-None-Match", &etag)

@@ -39,6 +39,16 @@ pub fn is_public_id(s: &str) -> bool {
     s.len() == PUBLIC_ID_LEN && s.bytes().all(|b| ALPHABET.contains(&b))
 }
 
+/// How names people choose (stream names, the RTMP application) may look.
+pub const NAME_RULE: &str = "must be 1-64 characters of letters, digits, `-` and `_`";
+
+/// Whether `s` follows `NAME_RULE`.
+pub fn is_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// What the database stores instead of the key.
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))

@@ -14,7 +14,7 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stream named `{0}` already exists")]
     NameTaken(String),
-    #[error("stream names are 1-64 characters of letters, digits, `-` and `_`")]
+    #[error("a stream name {}", ids::NAME_RULE)]
     BadName,
 }
 
@@ -82,12 +82,7 @@ impl Db {
 
     /// Creates a stream; returns it with its key, which is never retrievable again.
     pub async fn create_stream(&self, name: &str) -> Result<(Stream, String), DbError> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !ids::is_name(name) {
             return Err(DbError::BadName);
         }
         if self.stream_by_name(name).await?.is_some() {
@@ -127,19 +122,23 @@ impl Db {
     }
 
     pub async fn stream_by_name(&self, name: &str) -> Result<Option<Stream>, DbError> {
-        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(Stream::from_row).transpose()?)
+        self.stream_where("name", name).await
     }
 
     /// The stream a publisher's key opens, if any. Compares hashes, never keys.
     pub async fn stream_by_key(&self, key: &str) -> Result<Option<Stream>, DbError> {
-        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE key_hash = $1");
+        self.stream_where("key_hash", &ids::hash_key(key)).await
+    }
+
+    /// The stream whose unique `column` equals `value`.
+    async fn stream_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<Stream>, DbError> {
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM streams WHERE {column} = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids::hash_key(key))
+            .bind(value)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(Stream::from_row).transpose()?)

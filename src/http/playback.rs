@@ -150,22 +150,21 @@ async fn object(
                 .insert_header((header::CACHE_CONTROL, cache_control(&root, kind)))
                 .finish()
         }
-        Err(e) if is_range_error(&e) => {
-            let size = state
-                .store
-                .head(&location)
-                .await
-                .map(|m| m.size)
-                .unwrap_or(0);
-            return HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .finish();
-        }
         Err(e) => {
-            tracing::warn!(object = %location, error = %e, "store read failed");
-            return HttpResponse::ServiceUnavailable()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .finish();
+            // Stores word an unsatisfiable range differently; the object's size decides.
+            if let Some(range) = &range {
+                if let Ok(meta) = state.store.head(&location).await {
+                    if range.as_range(meta.size).is_err() {
+                        return HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                            .insert_header((
+                                header::CONTENT_RANGE,
+                                format!("bytes */{}", meta.size),
+                            ))
+                            .finish();
+                    }
+                }
+            }
+            return store_failure(&location, &e);
         }
     };
     let meta = result.meta.clone();
@@ -200,15 +199,16 @@ async fn object(
     }
     match result.bytes().await {
         Ok(body) => response.body(body),
-        Err(e) => {
-            tracing::warn!(object = %location, error = %e, "store read failed");
-            HttpResponse::ServiceUnavailable().finish()
-        }
+        Err(e) => store_failure(&location, &e),
     }
 }
 
-fn is_range_error(e: &object_store::Error) -> bool {
-    e.to_string().to_ascii_lowercase().contains("range")
+/// The store failed (not "not found"): 503, never cached.
+fn store_failure(location: &Path, error: &object_store::Error) -> HttpResponse {
+    tracing::warn!(object = %location, %error, "store read failed");
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 #[cfg(test)]

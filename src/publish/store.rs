@@ -16,6 +16,9 @@ pub enum StoreError {
     Store(#[from] object_store::Error),
 }
 
+/// The `storage.url` schemes `open` understands.
+pub const SCHEMES: &[&str] = &["file", "memory"];
+
 /// Opens `file:///dir` (created if missing) or `memory://`.
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let parsed = url::Url::parse(url).map_err(|e| StoreError::BadUrl(url.into(), e.to_string()))?;
