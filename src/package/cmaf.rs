@@ -336,6 +336,12 @@ mod tests {
             &bytes[moof_start + offset..moof_start + offset + 8],
             b"KEYFRAME"
         );
+        // the hand-written mdat header decodes as one box holding exactly the samples
+        match Any::decode(&mut cur).unwrap() {
+            Any::Mdat(mdat) => assert_eq!(mdat.data, b"KEYFRAMEb"),
+            other => panic!("expected mdat, got {other:?}"),
+        }
+        assert_eq!(cur.position() as usize, bytes.len());
         let entries: Vec<_> = trun.samples.iter().collect();
         assert_eq!(entries[1].cts, Some(-3000));
         assert_eq!(entries[0].flags, Some(SYNC_SAMPLE_FLAGS));
