@@ -286,20 +286,16 @@ mod tests {
     fn bad_values_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strata.toml");
-        std::fs::write(&path, "[segment]\nduration = 0.1\n").unwrap();
-        let err = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("segment.duration"), "{err}");
-        std::fs::write(&path, "[segment]\nduration = \"fast\"\n").unwrap();
-        let err = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("duration"), "{err}");
-        std::fs::write(&path, "[storage]\nurl = \"ftp://x\"\n").unwrap();
-        let err = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("storage.url"), "{err}");
-        std::fs::write(&path, "[database]\nurl = \"mysql://x\"\n").unwrap();
-        let err = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("database.url"), "{err}");
-        std::fs::write(&path, "[rtmp]\napp = \"a/b\"\n").unwrap();
-        let err = Settings::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("rtmp.app"), "{err}");
+        for (toml, key) in [
+            ("[segment]\nduration = 0.1\n", "segment.duration"),
+            ("[segment]\nduration = \"fast\"\n", "duration"),
+            ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[rtmp]\napp = \"a/b\"\n", "rtmp.app"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let err = Settings::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?} → {err}");
+        }
     }
 }
