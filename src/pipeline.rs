@@ -17,8 +17,8 @@ use tracing::Instrument;
 
 use crate::db::{ids, Db, Stream};
 use crate::hub::Lease;
-use crate::media::StreamEvent;
-use crate::package::{Segmenter, SegmenterConfig, SegmenterOutput};
+use crate::media::{RenditionEvent, StreamEvent};
+use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::publish::{BroadcastPlan, Publisher};
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
@@ -62,6 +62,8 @@ async fn run(
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: ctx.segment_duration,
         first_number: stream.next_segment,
+        video_renditions: 1,
+        cut: CutRule::AfterTarget,
     });
     let mut publisher = Publisher::new(
         ctx.store.clone(),
@@ -78,21 +80,21 @@ async fn run(
     tracing::info!("broadcast started");
     loop {
         let event = tokio::select! {
-            event = events.recv() => event.unwrap_or(StreamEvent::End),
-            _ = lease.cancel.cancelled() => StreamEvent::End,
+            event = events.recv() => RenditionEvent::from(event.unwrap_or(StreamEvent::End)),
+            _ = lease.cancel.cancelled() => RenditionEvent::End,
             _ = sleep_until(publisher.next_deletion()) => {
                 publisher.delete_due(std::time::Instant::now()).await;
                 continue;
             }
         };
-        let mut end = matches!(event, StreamEvent::End);
+        let mut end = matches!(event, RenditionEvent::End);
         let outputs = match segmenter.push(event) {
             Ok(outputs) => outputs,
             Err(e) => {
                 // The stream cannot be packaged further: flush what is held and end here.
                 tracing::error!(error = %e, "ending broadcast");
                 end = true;
-                segmenter.push(StreamEvent::End).unwrap_or_default()
+                segmenter.push(RenditionEvent::End).unwrap_or_default()
             }
         };
         let published_before = segments;

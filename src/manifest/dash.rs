@@ -25,12 +25,11 @@ const CHANNEL_CONFIG_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configu
 pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String {
     let dynamic = !p.is_vod() && !p.ended;
     let segment = secs(p.segment_duration);
-    let window = secs(p.listed_secs(&p.video));
-    let adaptations = p
-        .timelines()
-        .enumerate()
-        .map(|(id, timeline)| adaptation_set(id, p.listed(timeline), timeline, dynamic))
-        .collect();
+    let window = secs(p.duration_secs());
+    let mut adaptations = vec![adaptation_set(0, &p.videos, p, dynamic)];
+    if let Some(audio) = &p.audio {
+        adaptations.push(adaptation_set(1, std::slice::from_ref(audio), p, dynamic));
+    }
     let mut mpd = MPD {
         xmlns: Some("urn:mpeg:dash:schema:mpd:2011".into()),
         profiles: Some(LIVE_PROFILE.into()),
@@ -66,12 +65,41 @@ fn secs(v: f64) -> Duration {
     Duration::from_millis((v.max(0.0) * 1000.0).round() as u64)
 }
 
+/// One AdaptationSet of `timelines` (all video renditions, or the audio rendition). Each
+/// Representation carries its own SegmentTemplate, so its timeline is exact even where the
+/// last segment of a finished broadcast differs by a frame between renditions.
 fn adaptation_set(
     id: usize,
-    listed: &[SegmentEntry],
-    timeline: &Timeline,
+    timelines: &[Timeline],
+    p: &Presentation,
     dynamic: bool,
 ) -> AdaptationSet {
+    let mut set = AdaptationSet {
+        id: Some(id.to_string()),
+        segmentAlignment: Some(true),
+        startWithSAP: Some(1),
+        ..Default::default()
+    };
+    match timelines.first().map(|t| t.kind) {
+        Some(TrackKind::Video) => {
+            set.contentType = Some("video".into());
+            set.mimeType = Some("video/mp4".into());
+        }
+        Some(TrackKind::Audio) => {
+            set.contentType = Some("audio".into());
+            set.mimeType = Some("audio/mp4".into());
+            set.lang = Some("und".into());
+        }
+        None => {}
+    }
+    set.representations = timelines
+        .iter()
+        .map(|t| representation(p.listed(t), t, dynamic))
+        .collect();
+    set
+}
+
+fn representation(listed: &[SegmentEntry], timeline: &Timeline, dynamic: bool) -> Representation {
     let first = listed.first();
     let template = SegmentTemplate {
         timescale: Some(u64::from(timeline.timescale)),
@@ -88,28 +116,17 @@ fn adaptation_set(
         id: Some(timeline.name.clone()),
         bandwidth: Some(timeline.peak_bps.max(1)),
         codecs: Some(timeline.codec.codec_string()),
-        ..Default::default()
-    };
-    let mut set = AdaptationSet {
-        id: Some(id.to_string()),
-        segmentAlignment: Some(true),
-        startWithSAP: Some(1),
         SegmentTemplate: Some(template),
         ..Default::default()
     };
-    match (&timeline.codec, timeline.kind) {
-        (CodecConfig::Avc(avc), TrackKind::Video) => {
-            set.contentType = Some("video".into());
-            set.mimeType = Some("video/mp4".into());
+    match &timeline.codec {
+        CodecConfig::Avc(avc) => {
             representation.width = Some(u64::from(avc.width));
             representation.height = Some(u64::from(avc.height));
             representation.frameRate =
                 measured_frame_rate(listed, timeline.timescale).map(frame_rate_string);
         }
-        (CodecConfig::Aac(aac), _) => {
-            set.contentType = Some("audio".into());
-            set.mimeType = Some("audio/mp4".into());
-            set.lang = Some("und".into());
+        CodecConfig::Aac(aac) => {
             representation.audioSamplingRate = Some(aac.sample_rate.to_string());
             representation.AudioChannelConfiguration = vec![AudioChannelConfiguration {
                 schemeIdUri: CHANNEL_CONFIG_SCHEME.into(),
@@ -117,10 +134,8 @@ fn adaptation_set(
                 ..Default::default()
             }];
         }
-        _ => {}
     }
-    set.representations = vec![representation];
-    set
+    representation
 }
 
 /// `S@t` on the first entry and after any gap; runs of equal, contiguous durations use `@r`.

@@ -19,7 +19,10 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
         CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
     let audio_codec =
         CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap());
+    let mut low_codec = AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap();
+    (low_codec.width, low_codec.height) = (160, 120);
     let mut video = Timeline::new("source", TrackKind::Video, video_codec);
+    let mut low = Timeline::new("120p", TrackKind::Video, CodecConfig::Avc(low_codec));
     let mut audio = Timeline::new("audio", TrackKind::Audio, audio_codec);
     // five 2 s video segments (the third 2.4 s), numbered from 40
     let video_durations = [180_000u64, 180_000, 216_000, 180_000, 180_000];
@@ -27,14 +30,19 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
     let mut a_start = 0;
     for (i, d) in video_durations.iter().enumerate() {
         let wall = t0() + chrono::Duration::milliseconds((v_start / 90) as i64);
-        video.push(SegmentEntry {
+        let entry = SegmentEntry {
             number: 40 + i as u64,
             start: v_start,
             duration: *d,
             wall_clock: wall,
             bytes: 250_000,
             samples: (*d / 3600) as u32,
+        };
+        low.push(SegmentEntry {
+            bytes: 60_000,
+            ..entry.clone()
         });
+        video.push(entry);
         let a_d = if i % 2 == 0 { 96_256 } else { 95_232 };
         audio.push(SegmentEntry {
             number: 40 + i as u64,
@@ -52,7 +60,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
         availability_start: t0(),
         target_duration: 2,
         segment_duration: 2.0,
-        video,
+        videos: vec![video, low],
         audio: Some(audio),
         ended,
     }
@@ -76,9 +84,9 @@ fn live_media_playlist_slides_and_keeps_target_duration() {
     let mut p = presentation(PresentationKind::Live { window: 4 }, false);
     // 2.4 s rounds to 2: the target stays (players compare rounded durations)
     assert!(!p.fit_target_duration());
-    let text = hls::media_playlist(&p, &p.video);
+    let text = hls::media_playlist(&p, &p.videos[0]);
     check_golden("live_video.m3u8", &text);
-    assert_eq!(p.video.left_window(4).map(|s| s.number), Some(40));
+    assert_eq!(p.videos[0].left_window(4).map(|s| s.number), Some(40));
     let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
     assert_eq!(parsed.media_sequence, 41);
     assert_eq!(parsed.segments.len(), 4);
@@ -91,11 +99,11 @@ fn live_media_playlist_slides_and_keeps_target_duration() {
 #[test]
 fn target_duration_rises_for_a_long_segment_and_never_falls() {
     let mut p = presentation(PresentationKind::Live { window: 4 }, false);
-    let mut long = p.listed(&p.video).last().unwrap().clone();
+    let mut long = p.listed(&p.videos[0]).last().unwrap().clone();
     long.number += 1;
     long.start += long.duration;
     long.duration = 90_000 * 5 / 2; // 2.5 s rounds to 3
-    p.video.push(long.clone());
+    p.videos[0].push(long.clone());
     assert!(p.fit_target_duration());
     assert_eq!(p.target_duration, 3);
     // the long segment scrolls out of the window: the target stays
@@ -103,7 +111,7 @@ fn target_duration_rises_for_a_long_segment_and_never_falls() {
         long.number += 1;
         long.start += long.duration;
         long.duration = 180_000;
-        p.video.push(long.clone());
+        p.videos[0].push(long.clone());
     }
     assert!(!p.fit_target_duration());
     assert_eq!(p.target_duration, 3);
@@ -118,11 +126,19 @@ fn ended_live_playlist_has_endlist() {
 }
 
 #[test]
-fn master_playlist_lists_variant_and_audio_group() {
+fn master_playlist_lists_every_variant_and_the_audio_group() {
     let p = presentation(PresentationKind::Live { window: 4 }, false);
     let text = hls::master_playlist(&p);
     check_golden("master.m3u8", &text);
     let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(parsed.variants.len(), 2);
+    let low = &parsed.variants[1];
+    assert_eq!(low.uri, "120p/index.m3u8");
+    assert_eq!(
+        low.resolution.map(|r| (r.width, r.height)),
+        Some((160, 120))
+    );
+    assert!(low.bandwidth < parsed.variants[0].bandwidth);
     let v = &parsed.variants[0];
     assert_eq!(v.codecs.as_deref(), Some("avc1.4d400d,mp4a.40.2"));
     assert_eq!(v.audio.as_deref(), Some(hls::AUDIO_GROUP));
@@ -151,11 +167,15 @@ fn dynamic_mpd_has_live_fields_and_compressed_timeline() {
         Some("http://origin.example/time")
     );
     let video = &mpd.periods[0].adaptations[0];
-    let template = video.SegmentTemplate.as_ref().unwrap();
-    assert_eq!(template.startNumber, Some(41));
-    let timeline = template.SegmentTimeline.as_ref().unwrap();
-    let count: i64 = timeline.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum();
-    assert_eq!(count, 4);
+    assert_eq!(video.representations.len(), 2, "both renditions in one set");
+    assert_eq!(video.segmentAlignment, Some(true));
+    for representation in &video.representations {
+        let template = representation.SegmentTemplate.as_ref().unwrap();
+        assert_eq!(template.startNumber, Some(41));
+        let timeline = template.SegmentTimeline.as_ref().unwrap();
+        let count: i64 = timeline.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum();
+        assert_eq!(count, 4);
+    }
 }
 
 #[test]
@@ -169,7 +189,7 @@ fn vod_mpd_is_static_with_duration() {
         mpd.mediaPresentationDuration,
         Some(std::time::Duration::from_millis(10_400))
     );
-    let vod = hls::media_playlist(&p, &p.video);
+    let vod = hls::media_playlist(&p, &p.videos[0]);
     check_golden("vod_video.m3u8", &vod);
     assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
 }

@@ -46,21 +46,12 @@ pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
     render(|w| playlist.write_to(w))
 }
 
-/// The multivariant playlist.
+/// The multivariant playlist: one variant per video rendition (highest first), each
+/// referencing the one audio rendition. BANDWIDTH is the measured peak segment bit rate of the
+/// variant plus audio; AVERAGE-BANDWIDTH the measured average.
 pub fn master_playlist(p: &Presentation) -> String {
-    let video = &p.video;
-    let (width, height) = match &video.codec {
-        CodecConfig::Avc(avc) => (u64::from(avc.width), u64::from(avc.height)),
-        CodecConfig::Aac(_) => (0, 0),
-    };
-    let mut codecs = video.codec.codec_string();
-    let mut bandwidth = video.peak_bps;
-    let mut average = video.average_bps();
     let mut alternatives = Vec::new();
     if let Some(audio) = &p.audio {
-        codecs = format!("{codecs},{}", audio.codec.codec_string());
-        bandwidth += audio.peak_bps;
-        average += audio.average_bps();
         let channels = match &audio.codec {
             CodecConfig::Aac(aac) => Some(aac.channels.to_string()),
             CodecConfig::Avc(_) => None,
@@ -76,7 +67,31 @@ pub fn master_playlist(p: &Presentation) -> String {
             ..Default::default()
         });
     }
-    let variant = VariantStream {
+    let variants = p.videos.iter().map(|video| variant(p, video)).collect();
+    let playlist = MasterPlaylist {
+        version: Some(7),
+        independent_segments: true,
+        alternatives,
+        variants,
+        ..Default::default()
+    };
+    render(|w| playlist.write_to(w))
+}
+
+fn variant(p: &Presentation, video: &Timeline) -> VariantStream {
+    let (width, height) = match &video.codec {
+        CodecConfig::Avc(avc) => (u64::from(avc.width), u64::from(avc.height)),
+        CodecConfig::Aac(_) => (0, 0),
+    };
+    let mut codecs = video.codec.codec_string();
+    let mut bandwidth = video.peak_bps;
+    let mut average = video.average_bps();
+    if let Some(audio) = &p.audio {
+        codecs = format!("{codecs},{}", audio.codec.codec_string());
+        bandwidth += audio.peak_bps;
+        average += audio.average_bps();
+    }
+    VariantStream {
         uri: format!("{}/index.m3u8", video.name),
         bandwidth,
         average_bandwidth: Some(average),
@@ -85,15 +100,7 @@ pub fn master_playlist(p: &Presentation) -> String {
         frame_rate: measured_frame_rate(p.listed(video), video.timescale),
         audio: p.audio.as_ref().map(|_| AUDIO_GROUP.to_string()),
         ..Default::default()
-    };
-    let playlist = MasterPlaylist {
-        version: Some(7),
-        independent_segments: true,
-        alternatives,
-        variants: vec![variant],
-        ..Default::default()
-    };
-    render(|w| playlist.write_to(w))
+    }
 }
 
 /// Frames per second over `segments`, rounded to 3 decimals (HLS allows that many).

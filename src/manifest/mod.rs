@@ -7,7 +7,7 @@ pub mod hls;
 
 use chrono::{DateTime, Utc};
 
-use crate::media::{CodecConfig, TrackKind};
+use crate::media::{CodecConfig, TrackId, TrackKind};
 
 /// One published segment of one rendition.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub struct SegmentEntry {
 /// entries (see `Presentation::listed`); the recording lists them all.
 #[derive(Debug, Clone)]
 pub struct Timeline {
-    /// Path component and manifest id (`source`, `audio`).
+    /// Path component and manifest id (`720p`, `source`, `audio`).
     pub name: String,
     pub kind: TrackKind,
     pub codec: CodecConfig,
@@ -112,7 +112,8 @@ pub struct Presentation {
     pub target_duration: u64,
     /// Configured segment duration (DASH update period, presentation delay).
     pub segment_duration: f64,
-    pub video: Timeline,
+    /// Video renditions, highest first (never empty).
+    pub videos: Vec<Timeline>,
     pub audio: Option<Timeline>,
     /// The publisher stopped: HLS `EXT-X-ENDLIST`, DASH `type="static"`.
     pub ended: bool,
@@ -120,14 +121,24 @@ pub struct Presentation {
 
 impl Presentation {
     pub fn timelines(&self) -> impl Iterator<Item = &Timeline> {
-        std::iter::once(&self.video).chain(self.audio.as_ref())
+        self.videos.iter().chain(self.audio.as_ref())
     }
 
-    pub fn timeline_mut(&mut self, kind: TrackKind) -> Option<&mut Timeline> {
-        match kind {
-            TrackKind::Video => Some(&mut self.video),
-            TrackKind::Audio => self.audio.as_mut(),
+    pub fn timeline_mut(&mut self, id: TrackId) -> Option<&mut Timeline> {
+        match id {
+            TrackId::Video(index) => self.videos.get_mut(index),
+            TrackId::Audio => self.audio.as_mut(),
         }
+    }
+
+    /// The first (highest) video rendition: its listed duration is the presentation's.
+    pub fn lead(&self) -> Option<&Timeline> {
+        self.videos.first()
+    }
+
+    /// Duration of what the manifests list.
+    pub fn duration_secs(&self) -> f64 {
+        self.lead().map_or(0.0, |t| self.listed_secs(t))
     }
 
     pub fn is_vod(&self) -> bool {

@@ -7,9 +7,11 @@
 mod codec;
 #[cfg(test)]
 pub(crate) mod codec_test_data;
+mod rendition;
 mod timestamp;
 
 pub use codec::{AacConfig, AvcConfig, CodecConfig, CodecError, AAC_FRAME_SAMPLES};
+pub use rendition::{RenditionEvent, TrackId, AUDIO_RENDITION, SOURCE_RENDITION};
 pub use timestamp::{Timestamp, TimestampUnwrapper};
 
 use bytes::Bytes;

@@ -4,5 +4,6 @@ pub mod cmaf;
 pub mod segmenter;
 
 pub use segmenter::{
-    Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput, TrackSegment,
+    CutRule, InitSegment, Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput,
+    TrackSegment,
 };

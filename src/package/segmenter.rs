@@ -1,17 +1,26 @@
-//! The segmenter: `StreamEvent`s in, CMAF init and media segments out. Sans-IO and clock-free.
+//! The segmenter: `RenditionEvent`s in, CMAF init and media segments out. Sans-IO and clock-free.
 //!
 //! Rules it keeps:
-//! - The track set is fixed at the first video keyframe (a video config is required; audio is
-//!   included if its config arrived before that keyframe — ffmpeg and OBS send both first).
-//!   Frames before that keyframe are dropped: a segment must start with a keyframe.
-//! - A segment is cut at the first video keyframe whose decode time is at least the target
-//!   duration after the segment start. Audio is cut at the same presentation time (the keyframe's
-//!   PTS), so segment `n` of every track covers the same interval. A closed segment waits until
-//!   audio has passed the cut (audio may lag video in the RTMP interleave); if audio is more than
-//!   two segments late, the segment is emitted with the audio that exists.
-//! - Timestamps are rebased so the first keyframe is media time 0. Video uses a 90 kHz
-//!   timescale; audio uses its sample rate and counts 1024 samples per AAC frame, re-anchoring
-//!   to the RTMP clock only when it drifts by more than two frames (a real gap).
+//! - The track set is fixed at the first video keyframe: every video rendition the config asks
+//!   for must have announced its configuration by then; audio is included if its config arrived
+//!   before that keyframe (ffmpeg and OBS send both first). Frames before a rendition's first
+//!   keyframe are dropped: a segment must start with a keyframe.
+//! - Media time 0 is the presentation time of the first keyframe. Each video rendition's decode
+//!   times are shifted by its first keyframe's decode delay (PTS − DTS), so its first sample's
+//!   decode time equals its presentation time and B-frames show up as signed composition
+//!   offsets (CMAF's `trun` v1), without an edit list. Renditions whose keyframes share
+//!   presentation times therefore cut at identical media times, whatever their B-frame delay.
+//! - Where a segment is cut (`CutRule`): passthrough cuts at the first keyframe at least the
+//!   target duration after the segment start; a transcoded ladder marks exactly the frames that
+//!   start a segment as keyframes (the same presentation times in every rendition) and the
+//!   segmenter cuts at each of them.
+//! - Segment `n` is emitted once every video rendition has closed its `n`-th segment and audio
+//!   has passed the cut (audio is cut at the same presentation time). Audio may lag video in
+//!   the RTMP interleave; if it is more than two segments late, the segment is emitted with the
+//!   audio that exists. A rendition more than `MAX_SEGMENTS_AHEAD` segments ahead of another is
+//!   an error (the other one stalled), so memory stays bounded.
+//! - Video uses a 90 kHz timescale; audio uses its sample rate and counts 1024 samples per AAC
+//!   frame, re-anchoring to the source clock only when it drifts by more than two frames.
 //! - Decode times are kept strictly increasing (a broken encoder's repeated DTS is nudged by one
 //!   tick) so the fragments stay valid.
 //! - A segment that would grow past `MAX_SEGMENT_SECS` without a keyframe, or a codec change
@@ -21,7 +30,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::media::{CodecConfig, MediaFrame, StreamEvent, Timestamp, TrackInfo, TrackKind};
+use crate::media::{
+    CodecConfig, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind,
+};
 use crate::package::cmaf::{self, CmafError, Sample};
 
 /// A segment longer than this without a keyframe ends the broadcast (memory bound, and the
@@ -29,6 +40,8 @@ use crate::package::cmaf::{self, CmafError, Sample};
 pub const MAX_SEGMENT_SECS: f64 = 20.0;
 /// How many closed segments may wait for late audio before they are emitted regardless.
 const MAX_SEGMENTS_WAITING_FOR_AUDIO: usize = 2;
+/// How many closed segments one video rendition may hold while another has none.
+const MAX_SEGMENTS_AHEAD: usize = 4;
 const VIDEO_TIMESCALE: u32 = 90_000;
 const AAC_FRAME: i64 = crate::media::AAC_FRAME_SAMPLES as i64;
 
@@ -40,12 +53,26 @@ pub enum SegmenterError {
     )]
     NoKeyframe(f64),
     #[error(
-        "the {0} configuration changed mid-stream ({1}); passthrough cannot switch codec \
-         parameters inside one broadcast — reconnect the encoder to start a new one"
+        "the {0} configuration changed mid-stream ({1}); an untouched source rendition cannot \
+         switch codec parameters inside one broadcast — reconnect the encoder to start a new one"
     )]
     ConfigChanged(&'static str, String),
+    #[error("rendition {0} stopped producing frames while the others went on")]
+    RenditionStalled(String),
+    #[error("video rendition {0} is outside the {1} renditions this broadcast was planned with")]
+    UnknownRendition(usize, usize),
     #[error(transparent)]
     Cmaf(#[from] CmafError),
+}
+
+/// Where video segments are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutRule {
+    /// At the first keyframe at least the target duration after the segment start
+    /// (passthrough: the encoder chose its keyframes).
+    AfterTarget,
+    /// At every keyframe: the producer marked only segment starts as keyframes (the ladder).
+    EveryKeyframe,
 }
 
 #[derive(Debug, Clone)]
@@ -54,12 +81,15 @@ pub struct SegmenterConfig {
     pub target_duration: f64,
     /// Number given to the first segment (numbers never repeat for one stream).
     pub first_number: u64,
+    /// How many video renditions the broadcast publishes.
+    pub video_renditions: usize,
+    pub cut: CutRule,
 }
 
 /// One track's part of a segment.
 #[derive(Debug, Clone)]
 pub struct TrackSegment {
-    pub kind: TrackKind,
+    pub id: TrackId,
     /// Decode time of the first sample, in `timescale` ticks since the broadcast's media time 0.
     pub start: u64,
     pub duration: u64,
@@ -70,6 +100,10 @@ pub struct TrackSegment {
 }
 
 impl TrackSegment {
+    pub fn kind(&self) -> TrackKind {
+        self.id.kind()
+    }
+
     pub fn start_secs(&self) -> f64 {
         self.start as f64 / f64::from(self.timescale)
     }
@@ -82,20 +116,29 @@ impl TrackSegment {
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub number: u64,
-    /// Video first; audio absent only when the audio track stalled.
+    /// Video renditions in order, then audio (absent only when the audio track stalled).
     pub tracks: Vec<TrackSegment>,
 }
 
 impl Segment {
-    pub fn track(&self, kind: TrackKind) -> Option<&TrackSegment> {
-        self.tracks.iter().find(|t| t.kind == kind)
+    pub fn track(&self, id: TrackId) -> Option<&TrackSegment> {
+        self.tracks.iter().find(|t| t.id == id)
     }
+}
+
+/// One rendition's init segment.
+#[derive(Debug, Clone)]
+pub struct InitSegment {
+    pub id: TrackId,
+    pub name: String,
+    pub info: TrackInfo,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
 pub enum SegmenterOutput {
     /// The tracks are fixed: one init segment per track. Emitted once, before any segment.
-    Init(Vec<(TrackInfo, Vec<u8>)>),
+    Init(Vec<InitSegment>),
     Segment(Segment),
 }
 
@@ -114,50 +157,64 @@ struct PendingAudio {
     data: Bytes,
 }
 
-/// Video part of a segment that is closed but waits for audio to pass its cut.
+/// A video segment that is closed but waits for the other renditions and for audio.
 #[derive(Debug)]
-struct ClosedSegment {
+struct ClosedVideo {
+    segment: TrackSegment,
     number: u64,
-    video: TrackSegment,
     /// The cut, in 90 kHz ticks (presentation time of the keyframe that closed it).
     cut_pts: i64,
+}
+
+/// One video rendition's state.
+#[derive(Debug, Default)]
+struct VideoTrack {
+    name: String,
+    info: Option<TrackInfo>,
+    /// PTS − DTS of this rendition's first keyframe (90 kHz); `None` until it arrived.
+    decode_delay: Option<i64>,
+    open: Vec<PendingVideo>,
+    last_dts: Option<i64>,
+    last_duration: i64,
+    closed: VecDeque<ClosedVideo>,
+    next_number: u64,
 }
 
 #[derive(Debug)]
 pub struct Segmenter {
     config: SegmenterConfig,
-    video_config: Option<TrackInfo>,
+    videos: Vec<VideoTrack>,
+    audio_name: String,
     audio_config: Option<TrackInfo>,
     started: bool,
-    /// Media time 0, in RTMP milliseconds.
+    /// Media time 0, in source milliseconds.
     base_ms: i64,
     next_number: u64,
-    open_video: Vec<PendingVideo>,
-    last_video_dts: Option<i64>,
-    last_video_duration: i64,
     audio_queue: VecDeque<PendingAudio>,
     next_audio_time: Option<i64>,
     /// Audio frames older than this (in audio ticks) belong to segments already emitted.
     audio_emitted_until: i64,
-    waiting: VecDeque<ClosedSegment>,
 }
 
 impl Segmenter {
     pub fn new(config: SegmenterConfig) -> Self {
+        let videos = (0..config.video_renditions.max(1))
+            .map(|_| VideoTrack {
+                next_number: config.first_number,
+                ..Default::default()
+            })
+            .collect();
         Self {
             next_number: config.first_number,
             config,
-            video_config: None,
+            videos,
+            audio_name: String::new(),
             audio_config: None,
             started: false,
             base_ms: 0,
-            open_video: Vec::new(),
-            last_video_dts: None,
-            last_video_duration: 0,
             audio_queue: VecDeque::new(),
             next_audio_time: None,
             audio_emitted_until: i64::MIN,
-            waiting: VecDeque::new(),
         }
     }
 
@@ -166,52 +223,78 @@ impl Segmenter {
         self.next_number
     }
 
-    pub fn push(&mut self, event: StreamEvent) -> Result<Vec<SegmenterOutput>, SegmenterError> {
+    pub fn push(&mut self, event: RenditionEvent) -> Result<Vec<SegmenterOutput>, SegmenterError> {
         match event {
-            StreamEvent::Track(info) => self.on_track(info),
-            StreamEvent::Frame(frame) => self.on_frame(frame),
-            StreamEvent::End => self.finish(),
+            RenditionEvent::Track { id, name, info } => self.on_track(id, name, info),
+            RenditionEvent::Frame { id, frame } => self.on_frame(id, frame),
+            RenditionEvent::End => self.finish(),
         }
     }
 
-    fn on_track(&mut self, info: TrackInfo) -> Result<Vec<SegmenterOutput>, SegmenterError> {
-        if self.started {
-            let current = match info.kind {
-                TrackKind::Video => &self.video_config,
-                TrackKind::Audio => &self.audio_config,
-            };
-            match current {
+    fn video_mut(&mut self, index: usize) -> Result<&mut VideoTrack, SegmenterError> {
+        let count = self.videos.len();
+        self.videos
+            .get_mut(index)
+            .ok_or(SegmenterError::UnknownRendition(index, count))
+    }
+
+    fn on_track(
+        &mut self,
+        id: TrackId,
+        name: String,
+        info: TrackInfo,
+    ) -> Result<Vec<SegmenterOutput>, SegmenterError> {
+        let started = self.started;
+        let slot = match id {
+            TrackId::Video(index) => {
+                let track = self.video_mut(index)?;
+                if !started {
+                    track.name = name;
+                }
+                &mut track.info
+            }
+            TrackId::Audio => {
+                if !started {
+                    self.audio_name = name;
+                }
+                &mut self.audio_config
+            }
+        };
+        if started {
+            match slot {
                 Some(current) if current.codec != info.codec => {
                     return Err(SegmenterError::ConfigChanged(
                         info.kind.as_str(),
                         describe_change(&current.codec, &info.codec),
                     ));
                 }
-                Some(_) => return Ok(Vec::new()),
-                // An audio track announced after the start is not added to this broadcast.
-                None => return Ok(Vec::new()),
+                // Unchanged, or an audio track announced after the start: not added.
+                _ => return Ok(Vec::new()),
             }
         }
-        match info.kind {
-            TrackKind::Video => self.video_config = Some(info),
-            TrackKind::Audio => self.audio_config = Some(info),
-        }
+        *slot = Some(info);
         Ok(Vec::new())
     }
 
-    fn on_frame(&mut self, frame: MediaFrame) -> Result<Vec<SegmenterOutput>, SegmenterError> {
+    fn on_frame(
+        &mut self,
+        id: TrackId,
+        frame: MediaFrame,
+    ) -> Result<Vec<SegmenterOutput>, SegmenterError> {
         let mut out = Vec::new();
-        match frame.kind {
-            TrackKind::Video => {
+        match id {
+            TrackId::Video(index) => {
+                self.video_mut(index)?;
                 if !self.started {
-                    if !frame.keyframe || self.video_config.is_none() {
+                    let all_configured = self.videos.iter().all(|v| v.info.is_some());
+                    if !frame.keyframe || !all_configured {
                         return Ok(out);
                     }
                     out.push(self.start(&frame)?);
                 }
-                self.on_video(frame)?;
+                self.on_video(index, frame)?;
             }
-            TrackKind::Audio => {
+            TrackId::Audio => {
                 // after the start, an audio config exists only if it was part of the start
                 if self.started && self.audio_config.is_some() {
                     self.on_audio(frame);
@@ -224,13 +307,25 @@ impl Segmenter {
 
     fn start(&mut self, keyframe: &MediaFrame) -> Result<SegmenterOutput, SegmenterError> {
         self.started = true;
-        self.base_ms = keyframe.dts.rescale(Timestamp::MILLIS).ticks;
+        self.base_ms = keyframe.pts.rescale(Timestamp::MILLIS).ticks;
         let mut inits = Vec::new();
-        for info in [&self.video_config, &self.audio_config]
-            .into_iter()
-            .flatten()
-        {
-            inits.push((info.clone(), cmaf::init_segment(&info.codec)?));
+        for (index, video) in self.videos.iter().enumerate() {
+            if let Some(info) = &video.info {
+                inits.push(InitSegment {
+                    id: TrackId::Video(index),
+                    name: video.name.clone(),
+                    info: info.clone(),
+                    bytes: cmaf::init_segment(&info.codec)?,
+                });
+            }
+        }
+        if let Some(info) = &self.audio_config {
+            inits.push(InitSegment {
+                id: TrackId::Audio,
+                name: self.audio_name.clone(),
+                info: info.clone(),
+                bytes: cmaf::init_segment(&info.codec)?,
+            });
         }
         Ok(SegmenterOutput::Init(inits))
     }
@@ -240,77 +335,52 @@ impl Segmenter {
         Timestamp::from_millis(ms).rescale(timescale).ticks
     }
 
-    fn on_video(&mut self, frame: MediaFrame) -> Result<(), SegmenterError> {
-        let mut dts = self.to_media_ticks(frame.dts, VIDEO_TIMESCALE);
+    fn on_video(&mut self, index: usize, frame: MediaFrame) -> Result<(), SegmenterError> {
+        let raw_dts = self.to_media_ticks(frame.dts, VIDEO_TIMESCALE);
         let pts = self.to_media_ticks(frame.pts, VIDEO_TIMESCALE);
-        if let Some(last) = self.last_video_dts {
+        let target = (self.config.target_duration * f64::from(VIDEO_TIMESCALE)) as i64;
+        let cut_rule = self.config.cut;
+        let track = self.video_mut(index)?;
+        let delay = match track.decode_delay {
+            Some(delay) => delay,
+            // a rendition starts at its first keyframe at or after media time 0
+            None if frame.keyframe && pts >= 0 => {
+                let delay = (pts - raw_dts).max(0);
+                track.decode_delay = Some(delay);
+                delay
+            }
+            None => return Ok(()),
+        };
+        let mut dts = raw_dts + delay;
+        if let Some(last) = track.last_dts {
             if dts <= last {
                 dts = last + 1;
             }
         }
-        if let Some(first) = self.open_video.first() {
+        if let Some(first) = track.open.first() {
             let elapsed = dts - first.dts;
-            let target = (self.config.target_duration * f64::from(VIDEO_TIMESCALE)) as i64;
-            if frame.keyframe && elapsed >= target {
-                self.close_video(dts, pts)?;
+            let cut = frame.keyframe
+                && match cut_rule {
+                    CutRule::AfterTarget => elapsed >= target,
+                    CutRule::EveryKeyframe => true,
+                };
+            if cut {
+                track.close(TrackId::Video(index), dts, pts)?;
             } else if elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
                 return Err(SegmenterError::NoKeyframe(
                     elapsed as f64 / f64::from(VIDEO_TIMESCALE),
                 ));
             }
         }
-        if let Some(last) = self.last_video_dts {
-            self.last_video_duration = dts - last;
+        if let Some(last) = track.last_dts {
+            track.last_duration = dts - last;
         }
-        self.last_video_dts = Some(dts);
-        self.open_video.push(PendingVideo {
+        track.last_dts = Some(dts);
+        track.open.push(PendingVideo {
             dts,
             pts,
             keyframe: frame.keyframe,
             data: frame.data,
-        });
-        Ok(())
-    }
-
-    /// Closes the open video segment; `next_dts`/`cut_pts` are those of the frame that follows.
-    fn close_video(&mut self, next_dts: i64, cut_pts: i64) -> Result<(), SegmenterError> {
-        let frames = std::mem::take(&mut self.open_video);
-        let Some(first) = frames.first() else {
-            return Ok(());
-        };
-        let start = first.dts;
-        let starts_with_keyframe = first.keyframe;
-        let samples: Vec<Sample> = frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let next = frames.get(i + 1).map_or(next_dts, |n| n.dts);
-                Sample {
-                    duration: clamp_u32(next - f.dts),
-                    composition_offset: (f.pts - f.dts).clamp(i32::MIN as i64, i32::MAX as i64)
-                        as i32,
-                    sync: f.keyframe,
-                    data: f.data.clone(),
-                }
-            })
-            .collect();
-        let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
-        let number = self.next_number;
-        self.next_number += 1;
-        let bytes =
-            cmaf::media_segment(clamp_u32(number as i64), start.max(0) as u64, &samples)?.into();
-        self.waiting.push_back(ClosedSegment {
-            number,
-            video: TrackSegment {
-                kind: TrackKind::Video,
-                start: start.max(0) as u64,
-                duration,
-                timescale: VIDEO_TIMESCALE,
-                bytes,
-                samples: samples.len() as u32,
-                starts_with_keyframe,
-            },
-            cut_pts,
         });
         Ok(())
     }
@@ -337,7 +407,8 @@ impl Segmenter {
         });
     }
 
-    /// Emits closed segments whose audio is complete (or all of them when `flush`).
+    /// Emits segments every rendition has closed and whose audio is complete (or, when
+    /// `flush`, everything closed).
     fn emit_ready(
         &mut self,
         flush: bool,
@@ -345,29 +416,51 @@ impl Segmenter {
     ) -> Result<(), SegmenterError> {
         let has_audio = self.audio_config.is_some();
         let audio_scale = self.audio_timescale();
-        while let Some(front) = self.waiting.front() {
-            let cut = Timestamp::new(front.cut_pts, VIDEO_TIMESCALE)
+        loop {
+            let ready = self.videos.iter().filter(|v| !v.closed.is_empty()).count();
+            if ready == 0 || (ready < self.videos.len() && !flush) {
+                if let Some(ahead) = self
+                    .videos
+                    .iter()
+                    .find(|v| v.closed.len() > MAX_SEGMENTS_AHEAD)
+                {
+                    let stalled = self.videos.iter().find(|v| v.closed.is_empty());
+                    let name = stalled.map_or(&ahead.name, |v| &v.name);
+                    return Err(SegmenterError::RenditionStalled(name.clone()));
+                }
+                return Ok(());
+            }
+            let (number, cut_pts, waiting) = self
+                .videos
+                .iter()
+                .filter_map(|v| {
+                    v.closed
+                        .front()
+                        .map(|c| (c.number, c.cut_pts, v.closed.len()))
+                })
+                .min()
+                .unwrap_or_default();
+            let cut = Timestamp::new(cut_pts, VIDEO_TIMESCALE)
                 .rescale(audio_scale)
                 .ticks;
             let audio_passed = self.audio_queue.back().is_some_and(|last| last.time >= cut);
-            let give_up = self.waiting.len() > MAX_SEGMENTS_WAITING_FOR_AUDIO;
+            let give_up = waiting > MAX_SEGMENTS_WAITING_FOR_AUDIO;
             if has_audio && !audio_passed && !give_up && !flush {
-                break;
+                return Ok(());
             }
-            let Some(closed) = self.waiting.pop_front() else {
-                break;
-            };
-            let mut tracks = vec![closed.video];
+            let mut tracks = Vec::new();
+            for video in &mut self.videos {
+                if let Some(closed) = video.closed.pop_front_if(|c| c.number == number) {
+                    tracks.push(closed.segment);
+                }
+            }
             if has_audio {
-                tracks.extend(self.take_audio(closed.number, cut)?);
+                tracks.extend(self.take_audio(number, cut)?);
                 self.audio_emitted_until = cut;
             }
-            out.push(SegmenterOutput::Segment(Segment {
-                number: closed.number,
-                tracks,
-            }));
+            self.next_number = number + 1;
+            out.push(SegmenterOutput::Segment(Segment { number, tracks }));
         }
-        Ok(())
     }
 
     /// Audio frames before `cut` as one fragment (`None` when there are none).
@@ -389,7 +482,7 @@ impl Segmenter {
         let start = start.max(0) as u64;
         let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples)?;
         Ok(Some(TrackSegment {
-            kind: TrackKind::Audio,
+            id: TrackId::Audio,
             start,
             duration: samples.len() as u64 * AAC_FRAME as u64,
             timescale: self.audio_timescale(),
@@ -399,22 +492,67 @@ impl Segmenter {
         }))
     }
 
-    /// End of stream: closes the open segment and emits everything still held.
+    /// End of stream: closes every open segment and emits everything still held.
     fn finish(&mut self) -> Result<Vec<SegmenterOutput>, SegmenterError> {
         let mut out = Vec::new();
         if !self.started {
             return Ok(out);
         }
-        if let Some(last) = self.last_video_dts {
-            let duration = self.last_video_duration.max(1);
-            let end = last + duration;
-            if !self.open_video.is_empty() {
-                self.close_video(end, i64::MAX)?;
+        for (index, video) in self.videos.iter_mut().enumerate() {
+            if let Some(last) = video.last_dts {
+                let end = last + video.last_duration.max(1);
+                if !video.open.is_empty() {
+                    video.close(TrackId::Video(index), end, i64::MAX)?;
+                }
             }
         }
-        // Everything left belongs to the last segment: the final cut is "infinitely late".
+        // Everything left belongs to the last segments: the final cut is "infinitely late".
         self.emit_ready(true, &mut out)?;
         Ok(out)
+    }
+}
+
+impl VideoTrack {
+    /// Closes the open segment; `next_dts`/`cut_pts` are those of the frame that follows.
+    fn close(&mut self, id: TrackId, next_dts: i64, cut_pts: i64) -> Result<(), SegmenterError> {
+        let frames = std::mem::take(&mut self.open);
+        let Some(first) = frames.first() else {
+            return Ok(());
+        };
+        let start = first.dts.max(0) as u64;
+        let starts_with_keyframe = first.keyframe;
+        let samples: Vec<Sample> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let next = frames.get(i + 1).map_or(next_dts, |n| n.dts);
+                Sample {
+                    duration: clamp_u32(next - f.dts),
+                    composition_offset: (f.pts - f.dts).clamp(i32::MIN as i64, i32::MAX as i64)
+                        as i32,
+                    sync: f.keyframe,
+                    data: f.data.clone(),
+                }
+            })
+            .collect();
+        let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+        let number = self.next_number;
+        self.next_number += 1;
+        let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples)?.into();
+        self.closed.push_back(ClosedVideo {
+            segment: TrackSegment {
+                id,
+                start,
+                duration,
+                timescale: VIDEO_TIMESCALE,
+                bytes,
+                samples: samples.len() as u32,
+                starts_with_keyframe,
+            },
+            number,
+            cut_pts,
+        });
+        Ok(())
     }
 }
 
@@ -446,51 +584,61 @@ mod tests {
     use super::*;
     use crate::ingest::flv::FlvDemuxer;
     use crate::media::codec_test_data::AVC_RECORD_320X240;
-    use crate::media::{AacConfig, AvcConfig};
+    use crate::media::{AacConfig, AvcConfig, StreamEvent};
     use mp4_atom::{Any, Decode, Moof};
 
     const FPS_MS: i64 = 40; // 25 fps keeps frame times whole milliseconds
 
-    fn video_track() -> StreamEvent {
-        StreamEvent::Track(TrackInfo {
+    fn video_track() -> RenditionEvent {
+        RenditionEvent::from(StreamEvent::Track(TrackInfo {
             kind: TrackKind::Video,
             codec: CodecConfig::Avc(
                 AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap(),
             ),
-        })
+        }))
     }
 
-    fn audio_track() -> StreamEvent {
+    fn audio_track() -> RenditionEvent {
         StreamEvent::Track(TrackInfo {
             kind: TrackKind::Audio,
             codec: CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()),
         })
+        .into()
     }
 
-    fn video(dts: i64, pts: i64, key: bool) -> StreamEvent {
-        StreamEvent::Frame(MediaFrame {
-            kind: TrackKind::Video,
-            dts: Timestamp::from_millis(dts),
-            pts: Timestamp::from_millis(pts),
-            keyframe: key,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
-        })
+    fn video(dts: i64, pts: i64, key: bool) -> RenditionEvent {
+        video_of(0, dts, pts, key)
     }
 
-    fn audio(ms: i64) -> StreamEvent {
-        StreamEvent::Frame(MediaFrame {
+    fn video_of(rendition: usize, dts: i64, pts: i64, key: bool) -> RenditionEvent {
+        RenditionEvent::Frame {
+            id: TrackId::Video(rendition),
+            frame: MediaFrame {
+                kind: TrackKind::Video,
+                dts: Timestamp::from_millis(dts),
+                pts: Timestamp::from_millis(pts),
+                keyframe: key,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            },
+        }
+    }
+
+    fn audio(ms: i64) -> RenditionEvent {
+        RenditionEvent::from(StreamEvent::Frame(MediaFrame {
             kind: TrackKind::Audio,
             dts: Timestamp::from_millis(ms),
             pts: Timestamp::from_millis(ms),
             keyframe: true,
             data: Bytes::from_static(&[0x21, 0x10]),
-        })
+        }))
     }
 
     fn segmenter() -> Segmenter {
         Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
             first_number: 100,
+            video_renditions: 1,
+            cut: CutRule::AfterTarget,
         })
     }
 
@@ -517,7 +665,7 @@ mod tests {
             }
             out.extend(seg.push(video(dts, pts, pos == 0)).unwrap());
         }
-        out.extend(seg.push(StreamEvent::End).unwrap());
+        out.extend(seg.push(RenditionEvent::End).unwrap());
         out
     }
 
@@ -551,7 +699,7 @@ mod tests {
         let mut expected_start = 0;
         for (i, s) in segs.iter().enumerate() {
             assert_eq!(s.number, 100 + i as u64);
-            let v = s.track(TrackKind::Video).unwrap();
+            let v = s.track(TrackId::Video(0)).unwrap();
             assert!(v.starts_with_keyframe);
             assert_eq!(v.start, expected_start, "segment {i} video start");
             assert_eq!(v.duration, 180_000, "segment {i} is 2 s");
@@ -563,7 +711,7 @@ mod tests {
         // video adds up to exactly 12 s
         let total: u64 = segs
             .iter()
-            .map(|s| s.track(TrackKind::Video).unwrap().duration)
+            .map(|s| s.track(TrackId::Video(0)).unwrap().duration)
             .sum();
         assert_eq!(total, 12 * 90_000);
     }
@@ -575,8 +723,8 @@ mod tests {
         let segs = segments(&out);
         let mut audio_total = 0;
         for s in &segs {
-            let v = s.track(TrackKind::Video).unwrap();
-            let a = s.track(TrackKind::Audio).expect("every segment has audio");
+            let v = s.track(TrackId::Video(0)).unwrap();
+            let a = s.track(TrackId::Audio).expect("every segment has audio");
             let frame = 1024.0 / 48_000.0;
             assert!(
                 (a.start_secs() - v.start_secs()).abs() <= frame + 0.041,
@@ -594,8 +742,8 @@ mod tests {
         );
         // audio segments are contiguous
         for w in segs.windows(2) {
-            let a0 = w[0].track(TrackKind::Audio).unwrap();
-            let a1 = w[1].track(TrackKind::Audio).unwrap();
+            let a0 = w[0].track(TrackId::Audio).unwrap();
+            let a1 = w[1].track(TrackId::Audio).unwrap();
             assert_eq!(a0.start + a0.duration, a1.start);
         }
     }
@@ -617,11 +765,11 @@ mod tests {
             seg.push(video(520 + i * 40, 520 + i * 40, i == 50))
                 .unwrap();
         }
-        let out = seg.push(StreamEvent::End).unwrap();
+        let out = seg.push(RenditionEvent::End).unwrap();
         let segs = segments(&out);
         let first = segs[0];
-        let a = first.track(TrackKind::Audio).unwrap();
-        assert_eq!(first.track(TrackKind::Video).unwrap().start, 0);
+        let a = first.track(TrackId::Audio).unwrap();
+        assert_eq!(first.track(TrackId::Video(0)).unwrap().start, 0);
         // the first audio frame kept is the one at 541 ms, i.e. 21 ms after media time 0
         assert_eq!(a.start, 21 * 48);
     }
@@ -634,7 +782,7 @@ mod tests {
         header.extend_from_slice(AVC_RECORD_320X240);
         let mut outs = Vec::new();
         if let Some(ev) = demux.video(Bytes::from(header), 0).unwrap() {
-            outs.extend(seg.push(ev).unwrap());
+            outs.extend(seg.push(ev.into()).unwrap());
         }
         let start = u32::MAX - 3_000; // the RTMP clock wraps 3 s in
         for i in 0..250u32 {
@@ -642,15 +790,15 @@ mod tests {
             let first = if i % 50 == 0 { 0x17 } else { 0x27 };
             let tag = Bytes::from(vec![first, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
             if let Some(ev) = demux.video(tag, ts).unwrap() {
-                outs.extend(seg.push(ev).unwrap());
+                outs.extend(seg.push(ev.into()).unwrap());
             }
         }
-        outs.extend(seg.push(StreamEvent::End).unwrap());
+        outs.extend(seg.push(RenditionEvent::End).unwrap());
         let segs = segments(&outs);
         assert_eq!(segs.len(), 5);
         for w in segs.windows(2) {
-            let v0 = w[0].track(TrackKind::Video).unwrap();
-            let v1 = w[1].track(TrackKind::Video).unwrap();
+            let v0 = w[0].track(TrackId::Video(0)).unwrap();
+            let v1 = w[1].track(TrackId::Video(0)).unwrap();
             assert_eq!(v0.start + v0.duration, v1.start);
             assert_eq!(v0.duration, 180_000);
         }
@@ -664,10 +812,13 @@ mod tests {
         let mut changed = AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap();
         changed.width = 640;
         let err = seg
-            .push(StreamEvent::Track(TrackInfo {
-                kind: TrackKind::Video,
-                codec: CodecConfig::Avc(changed),
-            }))
+            .push(
+                StreamEvent::Track(TrackInfo {
+                    kind: TrackKind::Video,
+                    codec: CodecConfig::Avc(changed),
+                })
+                .into(),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("320x240"), "{err}");
     }
@@ -704,5 +855,106 @@ mod tests {
             segs, 2,
             "two segments are emitted live, without waiting for the end"
         );
+    }
+
+    /// Two renditions with different B-frame delays whose keyframes share presentation times,
+    /// delivered out of step (one runs ahead, as separate encoder threads do).
+    #[test]
+    fn ladder_renditions_cut_at_the_same_media_times() {
+        let mut seg = Segmenter::new(SegmenterConfig {
+            target_duration: 2.0,
+            first_number: 7,
+            video_renditions: 2,
+            cut: CutRule::EveryKeyframe,
+        });
+        for r in 0..2 {
+            let RenditionEvent::Track { info, .. } = video_track() else {
+                unreachable!()
+            };
+            seg.push(RenditionEvent::Track {
+                id: TrackId::Video(r),
+                name: format!("r{r}"),
+                info,
+            })
+            .unwrap();
+        }
+        let frames = 250; // 10 s at 25 fps, a marked keyframe every 50 frames
+        let mut events: Vec<RenditionEvent> = Vec::new();
+        for i in 0..frames {
+            let pts = 5_000 + i * FPS_MS;
+            let key = i % 50 == 0;
+            events.push(video_of(0, pts - 80, pts, key)); // two-frame decode delay
+            events.push(video_of(1, pts, pts, key)); // no B-frames
+        }
+        // rendition 1 runs 60 frames ahead of rendition 0
+        let (r0, r1): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| {
+            matches!(
+                e,
+                RenditionEvent::Frame {
+                    id: TrackId::Video(0),
+                    ..
+                }
+            )
+        });
+        let mut out = Vec::new();
+        for e in r1.iter().take(60).cloned() {
+            out.extend(seg.push(e).unwrap());
+        }
+        for (a, b) in r0.into_iter().zip(
+            r1.into_iter()
+                .skip(60)
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        ) {
+            out.extend(seg.push(a).unwrap());
+            if let Some(b) = b {
+                out.extend(seg.push(b).unwrap());
+            }
+        }
+        out.extend(seg.push(RenditionEvent::End).unwrap());
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 5);
+        for (i, s) in segs.iter().enumerate() {
+            assert_eq!(s.number, 7 + i as u64);
+            let a = s.track(TrackId::Video(0)).unwrap();
+            let b = s.track(TrackId::Video(1)).unwrap();
+            assert_eq!(a.start, i as u64 * 180_000, "segment {i}");
+            assert_eq!(a.start, b.start, "segment {i} starts at the same time");
+            assert_eq!(a.duration, b.duration);
+            assert!(a.starts_with_keyframe && b.starts_with_keyframe);
+        }
+    }
+
+    #[test]
+    fn a_rendition_that_stops_is_reported_before_memory_grows() {
+        let mut seg = Segmenter::new(SegmenterConfig {
+            target_duration: 2.0,
+            first_number: 0,
+            video_renditions: 2,
+            cut: CutRule::EveryKeyframe,
+        });
+        for r in 0..2 {
+            let RenditionEvent::Track { info, .. } = video_track() else {
+                unreachable!()
+            };
+            seg.push(RenditionEvent::Track {
+                id: TrackId::Video(r),
+                name: format!("r{r}"),
+                info,
+            })
+            .unwrap();
+        }
+        seg.push(video_of(1, 0, 0, true)).unwrap();
+        let mut result = Ok(Vec::new());
+        for i in 1..1000 {
+            result = seg.push(video_of(0, i * 40, i * 40, i % 50 == 0));
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Err(SegmenterError::RenditionStalled(name)) => assert_eq!(name, "r1"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -23,8 +23,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
-use crate::media::{TrackInfo, TrackKind};
-use crate::package::Segment;
+use crate::media::TrackId;
+use crate::package::{InitSegment, Segment};
 use store::Root;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,17 +36,6 @@ pub enum PublishError {
     },
     #[error("segment {0} arrived before the init segments")]
     NotStarted(u64),
-}
-
-/// Rendition names: path components and manifest ids.
-pub const VIDEO_RENDITION: &str = "source";
-pub const AUDIO_RENDITION: &str = "audio";
-
-pub fn rendition_name(kind: TrackKind) -> &'static str {
-    match kind {
-        TrackKind::Video => VIDEO_RENDITION,
-        TrackKind::Audio => AUDIO_RENDITION,
-    }
 }
 
 /// What one broadcast publishes, and where.
@@ -117,31 +106,34 @@ impl Publisher {
     /// deletion, then writes the init segments. `media_zero` is the wall clock of media time 0.
     pub async fn start(
         &mut self,
-        inits: Vec<(TrackInfo, Vec<u8>)>,
+        inits: Vec<InitSegment>,
         media_zero: DateTime<Utc>,
     ) -> Result<(), PublishError> {
         self.schedule_leftovers().await;
-        let mut video = None;
+        let mut videos = Vec::new();
         let mut audio = None;
-        for (info, bytes) in inits {
-            let name = rendition_name(info.kind);
-            let bytes = Bytes::from(bytes);
-            let live = self.live_root.rendition_file(name, store::INIT_SEGMENT);
+        for init in inits {
+            let bytes = Bytes::from(init.bytes);
+            let live = self
+                .live_root
+                .rendition_file(&init.name, store::INIT_SEGMENT);
             self.put(&live, bytes.clone()).await?;
             self.put(
-                &self.vod_root.rendition_file(name, store::INIT_SEGMENT),
+                &self
+                    .vod_root
+                    .rendition_file(&init.name, store::INIT_SEGMENT),
                 bytes,
             )
             .await?;
-            let timeline = Timeline::new(name, info.kind, info.codec);
-            match info.kind {
-                TrackKind::Video => video = Some(timeline),
-                TrackKind::Audio => audio = Some(timeline),
+            let timeline = Timeline::new(init.name, init.info.kind, init.info.codec);
+            match init.id {
+                TrackId::Video(_) => videos.push(timeline),
+                TrackId::Audio => audio = Some(timeline),
             }
         }
-        let Some(video) = video else {
+        if videos.is_empty() {
             return Ok(());
-        };
+        }
         self.presentation = Some(Presentation {
             kind: PresentationKind::Live {
                 window: self.plan.window,
@@ -149,7 +141,7 @@ impl Publisher {
             availability_start: media_zero,
             target_duration: self.plan.segment_duration.ceil() as u64,
             segment_duration: self.plan.segment_duration,
-            video,
+            videos,
             audio,
             ended: false,
         });
@@ -187,13 +179,15 @@ impl Publisher {
         }
         let mut entries = Vec::new();
         for track in &segment.tracks {
-            let name = rendition_name(track.kind);
-            let live_path = self.live_root.segment(name, segment.number);
+            let Some(name) = self.rendition_name(track.id) else {
+                continue;
+            };
+            let live_path = self.live_root.segment(&name, segment.number);
             let size = track.bytes.len() as u64;
             let stored = async {
                 self.put(&live_path, track.bytes.clone()).await?;
                 // the recording keeps the same object (a hard link / server-side copy)
-                self.copy(&live_path, &self.vod_root.segment(name, segment.number))
+                self.copy(&live_path, &self.vod_root.segment(&name, segment.number))
                     .await
             }
             .await;
@@ -203,7 +197,7 @@ impl Publisher {
             }
             let offset_ms = (track.start_secs() * 1000.0).round() as i64;
             entries.push((
-                track.kind,
+                track.id,
                 SegmentEntry {
                     number: segment.number,
                     start: track.start,
@@ -217,8 +211,8 @@ impl Publisher {
         let window = self.plan.window;
         let deadline = Instant::now() + self.grace();
         if let Some(p) = self.presentation.as_mut() {
-            for (kind, entry) in entries {
-                let Some(timeline) = p.timeline_mut(kind) else {
+            for (id, entry) in entries {
+                let Some(timeline) = p.timeline_mut(id) else {
                     continue;
                 };
                 timeline.push(entry);
@@ -298,7 +292,16 @@ impl Publisher {
             ..p.clone()
         };
         self.write_manifests(&self.vod_root, &vod, true).await?;
-        Ok(vod.listed_secs(&vod.video))
+        Ok(vod.duration_secs())
+    }
+
+    fn rendition_name(&self, id: TrackId) -> Option<String> {
+        let p = self.presentation.as_ref()?;
+        match id {
+            TrackId::Video(index) => p.videos.get(index),
+            TrackId::Audio => p.audio.as_ref(),
+        }
+        .map(|t| t.name.clone())
     }
 
     /// When the next deletion is due.
@@ -328,7 +331,7 @@ impl Publisher {
 mod tests {
     use super::*;
     use crate::media::codec_test_data::AVC_RECORD_320X240;
-    use crate::media::{AvcConfig, CodecConfig};
+    use crate::media::{AvcConfig, CodecConfig, TrackInfo, TrackKind};
     use crate::package::TrackSegment;
     use object_store::memory::InMemory;
 
@@ -346,7 +349,7 @@ mod tests {
         Segment {
             number,
             tracks: vec![TrackSegment {
-                kind: TrackKind::Video,
+                id: TrackId::Video(0),
                 start: number * 180_000,
                 duration: 180_000,
                 timescale: 90_000,
@@ -374,13 +377,17 @@ mod tests {
         let mut publisher = Publisher::new(store.clone(), plan());
         let codec =
             CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
-        let info = TrackInfo {
-            kind: TrackKind::Video,
-            codec: codec.clone(),
+        let init = InitSegment {
+            id: TrackId::Video(0),
+            name: "source".into(),
+            bytes: crate::package::cmaf::init_segment(&codec).unwrap(),
+            info: TrackInfo {
+                kind: TrackKind::Video,
+                codec,
+            },
         };
-        let init = crate::package::cmaf::init_segment(&codec).unwrap();
         let zero = Utc::now();
-        publisher.start(vec![(info, init)], zero).await.unwrap();
+        publisher.start(vec![init], zero).await.unwrap();
         for n in 10..16 {
             publisher.publish_segment(segment(n), zero).await.unwrap();
         }
