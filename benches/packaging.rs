@@ -7,8 +7,8 @@ use std::process::Command;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata::ingest::flv::FlvDemuxer;
-use strata::media::StreamEvent;
-use strata::package::{Segmenter, SegmenterConfig};
+use strata::media::RenditionEvent;
+use strata::package::{CutRule, Segmenter, SegmenterConfig};
 
 struct Tag {
     video: bool,
@@ -75,6 +75,8 @@ fn package(tags: &[Tag]) -> usize {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: 2.0,
         first_number: 0,
+        video_renditions: 1,
+        cut: CutRule::AfterTarget,
     });
     let mut outputs = 0;
     for tag in tags {
@@ -84,12 +86,12 @@ fn package(tags: &[Tag]) -> usize {
             demuxer.audio(tag.body.clone(), tag.timestamp)
         };
         if let Ok(Some(event)) = event {
-            outputs += segmenter.push(event).map(|o| o.len()).unwrap_or(0);
+            outputs += segmenter.push(event.into()).map(|o| o.len()).unwrap_or(0);
         }
     }
     outputs
         + segmenter
-            .push(StreamEvent::End)
+            .push(RenditionEvent::End)
             .map(|o| o.len())
             .unwrap_or(0)
 }
