@@ -15,3 +15,4 @@ pub mod media;
 pub mod package;
 pub mod pipeline;
 pub mod publish;
+pub mod transcode;
