@@ -1,4 +1,6 @@
 //! Transcoding: ladders (`ladder`), the pure planner (`plan`) and the FFmpeg workers.
+pub mod avc;
+pub mod cadence;
 pub mod ladder;
 pub mod plan;
 
