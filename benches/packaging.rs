@@ -75,7 +75,6 @@ fn package(tags: &[Tag]) -> usize {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: 2.0,
         first_number: 0,
-        video_renditions: 1,
         cut: CutRule::AfterTarget,
     });
     let mut outputs = 0;

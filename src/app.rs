@@ -36,6 +36,8 @@ impl Urls {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let ladders = Arc::new(settings.load_ladders()?);
+    crate::transcode::init().context("initialising FFmpeg")?;
     let db = Db::connect(&settings.database_url())
         .await
         .context("opening the database")?;
@@ -54,7 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         rtmp: settings.rtmp_url(http_addr, rtmp_addr),
     };
 
-    let demo_key = create_demo_stream_if_empty(&db).await?;
+    let demo_key = create_demo_stream_if_empty(&db, &settings.transcode.default_ladder).await?;
     print_banner(
         &db.list_streams().await?,
         demo_key.as_deref(),
@@ -80,6 +82,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             segment_duration: settings.segment.duration,
             window: settings.segment.window,
             utc_timing_url: format!("{}/time", urls.public),
+            ladders,
+            default_ladder: settings.transcode.default_ladder.clone(),
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),
@@ -109,11 +113,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// On an empty database, creates the stream `demo`; returns its key (shown once).
-async fn create_demo_stream_if_empty(db: &Db) -> anyhow::Result<Option<String>> {
+async fn create_demo_stream_if_empty(db: &Db, ladder: &str) -> anyhow::Result<Option<String>> {
     if !db.list_streams().await?.is_empty() {
         return Ok(None);
     }
-    let (_, key) = db.create_stream("demo").await?;
+    let (_, key) = db.create_stream("demo", ladder).await?;
     Ok(Some(key))
 }
 

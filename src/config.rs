@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::db::ids;
 use crate::publish::store;
+use crate::transcode::Ladders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,6 +35,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
     pub segment: SegmentSettings,
+    pub transcode: TranscodeSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +82,15 @@ pub struct SegmentSettings {
     pub window: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodeSettings {
+    /// Directory of extra ladder files (`*.toml`); the shipped ladders are built in.
+    pub ladders: PathBuf,
+    /// Ladder of streams created without `--ladder`.
+    pub default_ladder: String,
+}
+
 const DEFAULTS: &str = r#"
 data_dir = "./data"
 
@@ -103,6 +114,10 @@ url = ""
 [segment]
 duration = 2.0
 window = 6
+
+[transcode]
+ladders = "./ladders"
+default_ladder = "default"
 "#;
 
 impl Settings {
@@ -175,6 +190,16 @@ impl Settings {
             &["sqlite", "postgres", "postgresql"],
         )?;
         Ok(())
+    }
+
+    /// The shipped ladders plus those in `transcode.ladders`; the default ladder must exist.
+    pub fn load_ladders(&self) -> Result<Ladders, ConfigError> {
+        let ladders = Ladders::load(&self.transcode.ladders)
+            .map_err(|e| invalid("transcode.ladders", e.to_string()))?;
+        ladders
+            .get(&self.transcode.default_ladder)
+            .map_err(|e| invalid("transcode.default_ladder", e.to_string()))?;
+        Ok(ladders)
     }
 
     pub fn storage_url(&self) -> String {
@@ -297,5 +322,34 @@ mod tests {
             let err = Settings::load(Some(&path)).unwrap_err().to_string();
             assert!(err.contains(key), "{toml:?} → {err}");
         }
+    }
+
+    #[test]
+    fn ladder_settings_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        let ladders = dir.path().join("ladders");
+        std::fs::create_dir(&ladders).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[transcode]\nladders = \"{}\"\ndefault_ladder = \"tiny\"\n",
+                ladders.display()
+            ),
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        let err = settings.load_ladders().unwrap_err().to_string();
+        assert!(
+            err.contains("transcode.default_ladder") && err.contains("tiny"),
+            "{err}"
+        );
+        std::fs::write(
+            ladders.join("tiny.toml"),
+            "[[rungs]]\nname = \"a\"\nheight = 3\nbitrate = \"1M\"",
+        )
+        .unwrap();
+        let err = settings.load_ladders().unwrap_err().to_string();
+        assert!(err.contains("tiny.toml: rungs[0].height"), "{err}");
     }
 }

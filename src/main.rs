@@ -1,4 +1,4 @@
-//! The `strata` command: `serve`, and `stream create|list`.
+//! The `strata` command: `serve`, `stream create|list`, `ladder check|list`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata::config::{ConfigError, Settings};
 use strata::db::Db;
+use strata::transcode::{Ladders, Plan, Source};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,24 @@ enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
+    /// Inspect transcoding ladders.
+    Ladder {
+        #[command(subcommand)]
+        command: LadderCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LadderCommand {
+    /// Validate a ladder file and print the renditions it yields for a source.
+    Check {
+        file: PathBuf,
+        /// The source to plan for, `WIDTHxHEIGHT[@FPS]`.
+        #[arg(long, default_value = "1920x1080@30")]
+        source: String,
+    },
+    /// List the ladders this server knows (shipped and from `transcode.ladders`).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -37,6 +56,9 @@ enum StreamCommand {
     /// Create a stream; prints its key (once), the RTMP URL and the playback URLs.
     Create {
         name: String,
+        /// The ladder its broadcasts use (default: `transcode.default_ladder`).
+        #[arg(long)]
+        ladder: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -68,6 +90,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => strata::app::run(settings).await,
             Command::Stream { command } => stream_command(settings, command).await,
+            Command::Ladder { command } => ladder_command(settings, command),
         }
     });
     match result {
@@ -103,20 +126,27 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
         rtmp: settings.rtmp_url(settings.http.listen, settings.rtmp.listen),
     };
     match command {
-        StreamCommand::Create { name, json } => {
-            let (stream, key) = db.create_stream(&name).await?;
+        StreamCommand::Create { name, ladder, json } => {
+            let ladders = settings.load_ladders()?;
+            let ladder = ladder.unwrap_or_else(|| settings.transcode.default_ladder.clone());
+            ladders.get(&ladder)?;
+            let (stream, key) = db.create_stream(&name, &ladder).await?;
             if json {
                 let value = serde_json::json!({
                     "name": stream.name,
                     "key": key,
                     "playback_id": stream.playback_id,
+                    "ladder": stream.ladder,
                     "rtmp_url": urls.rtmp,
                     "hls_url": urls.hls(&stream),
                     "dash_url": urls.dash(&stream),
                 });
                 println!("{value}");
             } else {
-                println!("Stream `{}` created.", stream.name);
+                println!(
+                    "Stream `{}` created (ladder `{}`).",
+                    stream.name, stream.ladder
+                );
                 println!("  OBS Server:     {}", urls.rtmp);
                 println!("  OBS Stream Key: {key}   (shown once)");
                 println!("  HLS:  {}", urls.hls(&stream));
@@ -129,8 +159,47 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                 println!("{}", serde_json::to_string(&streams)?);
             } else {
                 for s in streams {
-                    println!("{}\t{}\t{}", s.name, s.playback_id, urls.hls(&s));
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        s.name,
+                        s.playback_id,
+                        s.ladder,
+                        urls.hls(&s)
+                    );
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ladder_command(settings: Settings, command: LadderCommand) -> anyhow::Result<()> {
+    match command {
+        LadderCommand::Check { file, source } => {
+            let ladder = Ladders::read_file(&file)?;
+            let source = Source::parse(&source).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--source `{source}`: write WIDTHxHEIGHT or WIDTHxHEIGHT@FPS, e.g. 1280x720@30"
+                )
+            })?;
+            println!(
+                "{}: valid ladder `{}` ({})",
+                file.display(),
+                ladder.name,
+                ladder.description
+            );
+            println!("{}", Plan::new(&ladder, source));
+        }
+        LadderCommand::List => {
+            let ladders = settings.load_ladders()?;
+            for name in ladders.names() {
+                let ladder = ladders.get(name)?;
+                let default = if *name == settings.transcode.default_ladder {
+                    " (default)"
+                } else {
+                    ""
+                };
+                println!("{name}{default}\t{}", ladder.description);
             }
         }
     }

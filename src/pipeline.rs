@@ -1,10 +1,14 @@
-//! One broadcast's path after ingest: `StreamEvent`s → segmenter → publisher, in one task.
+//! One broadcast's path after ingest: `StreamEvent`s → (the ladder's transcoder threads, unless
+//! the ladder is passthrough) → segmenter → publisher, the last two in one async task.
 //!
-//! Queue: ingest sends into a bounded channel of `EVENT_QUEUE` events. When it is full
-//! (storage slower than real time), the sender waits, the RTMP connection stops reading its
-//! socket and TCP pushes back on that one publisher; other streams are unaffected. After the
-//! end, the task finishes the manifests, releases the stream (a new broadcast may start) and
-//! keeps running only to delete segments whose grace period has not yet passed.
+//! Queues: ingest sends into a bounded channel of `EVENT_QUEUE` events, read by this task
+//! (passthrough) or by the transcoder's decode thread; the transcoder's threads write into a
+//! bounded channel of `transcode::OUTPUT_QUEUE` events read by this task. When a queue is full
+//! (transcoding or storage slower than real time), its writers wait; in the end the RTMP
+//! connection stops reading its socket and TCP pushes back on that one publisher; other streams
+//! are unaffected. After the end, the task finishes the manifests, releases the stream (a new
+//! broadcast may start) and keeps running only to delete segments whose grace period has not
+//! yet passed.
 
 use std::sync::Arc;
 
@@ -20,6 +24,7 @@ use crate::hub::Lease;
 use crate::media::{RenditionEvent, StreamEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::publish::{BroadcastPlan, Publisher};
+use crate::transcode::{self, Ladders, TranscodeJob};
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
 pub const EVENT_QUEUE: usize = 512;
@@ -32,7 +37,27 @@ pub struct PipelineContext {
     pub segment_duration: f64,
     pub window: usize,
     pub utc_timing_url: String,
+    pub ladders: Arc<Ladders>,
+    /// Used when a stream names a ladder that no longer exists.
+    pub default_ladder: String,
     pub shutdown: CancellationToken,
+}
+
+/// Where the task reads the broadcast from.
+enum Input {
+    /// Straight from ingest: the source is the only video rendition.
+    Passthrough(mpsc::Receiver<StreamEvent>),
+    /// From the ladder's transcoder threads.
+    Ladder(mpsc::Receiver<RenditionEvent>),
+}
+
+impl Input {
+    async fn recv(&mut self) -> RenditionEvent {
+        match self {
+            Input::Passthrough(rx) => rx.recv().await.map_or(RenditionEvent::End, Into::into),
+            Input::Ladder(rx) => rx.recv().await.unwrap_or(RenditionEvent::End),
+        }
+    }
 }
 
 /// Starts a broadcast of `stream`; returns the sender ingest feeds.
@@ -45,7 +70,38 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let recording_id = ids::new_recording_id();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
-    tracker.spawn(run(ctx, stream, recording_id, lease, rx).instrument(span));
+    let ladder = match ctx.ladders.get(&stream.ladder) {
+        Ok(ladder) => ladder.clone(),
+        Err(e) => {
+            let _entered = span.enter();
+            tracing::warn!(error = %e, fallback = %ctx.default_ladder, "using the default ladder");
+            match ctx.ladders.get(&ctx.default_ladder) {
+                Ok(ladder) => ladder.clone(),
+                Err(_) => return tx, // checked at start-up; rx is dropped, the publisher closes
+            }
+        }
+    };
+    let (input, cut) = if ladder.transcodes() {
+        let (out_tx, out_rx) = mpsc::channel(transcode::OUTPUT_QUEUE);
+        let job = TranscodeJob {
+            ladder,
+            segment_duration: ctx.segment_duration,
+            playback_id: stream.playback_id.clone(),
+        };
+        let started = {
+            let _entered = span.enter();
+            transcode::spawn(job, rx, out_tx)
+        };
+        if let Err(e) = started {
+            let _entered = span.enter();
+            tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
+            return tx;
+        }
+        (Input::Ladder(out_rx), CutRule::EveryKeyframe)
+    } else {
+        (Input::Passthrough(rx), CutRule::AfterTarget)
+    };
+    tracker.spawn(run(ctx, stream, recording_id, lease, input, cut).instrument(span));
     tx
 }
 
@@ -54,7 +110,8 @@ async fn run(
     stream: Stream,
     recording_id: String,
     lease: Lease,
-    mut events: mpsc::Receiver<StreamEvent>,
+    mut events: Input,
+    cut: CutRule,
 ) {
     if let Err(e) = ctx.db.start_recording(&stream.id, &recording_id).await {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");
@@ -62,8 +119,7 @@ async fn run(
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: ctx.segment_duration,
         first_number: stream.next_segment,
-        video_renditions: 1,
-        cut: CutRule::AfterTarget,
+        cut,
     });
     let mut publisher = Publisher::new(
         ctx.store.clone(),
@@ -80,7 +136,7 @@ async fn run(
     tracing::info!("broadcast started");
     loop {
         let event = tokio::select! {
-            event = events.recv() => RenditionEvent::from(event.unwrap_or(StreamEvent::End)),
+            event = events.recv() => event,
             _ = lease.cancel.cancelled() => RenditionEvent::End,
             _ = sleep_until(publisher.next_deletion()) => {
                 publisher.delete_due(std::time::Instant::now()).await;
@@ -127,8 +183,9 @@ async fn run(
             break;
         }
     }
-    // Drop the receiver first: a still-connected publisher's next send fails, so its
-    // connection closes.
+    // Drop the receiver first: a still-connected publisher's next send fails (directly, or
+    // through the transcoder threads, which stop when their output closes), so its connection
+    // closes.
     drop(events);
     match publisher.finish().await {
         Ok(duration) => {
@@ -202,7 +259,7 @@ mod tests {
         ))
         .await
         .unwrap();
-        let (stream, _) = db.create_stream("s").await.unwrap();
+        let (stream, _) = db.create_stream("s", "passthrough").await.unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();
         let ctx = PipelineContext {
@@ -211,6 +268,8 @@ mod tests {
             segment_duration: 1.0,
             window: 3,
             utc_timing_url: "http://localhost/time".into(),
+            ladders: Arc::new(Ladders::shipped()),
+            default_ladder: "default".into(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

@@ -31,6 +31,8 @@ pub struct Stream {
     pub id: String,
     pub name: String,
     pub playback_id: String,
+    /// Name of the ladder its broadcasts use.
+    pub ladder: String,
     pub next_segment: u64,
     pub created_at: i64,
 }
@@ -41,13 +43,14 @@ impl Stream {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             playback_id: row.try_get("playback_id")?,
+            ladder: row.try_get("ladder")?,
             next_segment: row.try_get::<i64, _>("next_segment")?.max(0) as u64,
             created_at: row.try_get("created_at")?,
         })
     }
 }
 
-const STREAM_COLUMNS: &str = "id, name, playback_id, next_segment, created_at";
+const STREAM_COLUMNS: &str = "id, name, playback_id, ladder, next_segment, created_at";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -80,8 +83,13 @@ impl Db {
         Ok(Self { pool })
     }
 
-    /// Creates a stream; returns it with its key, which is never retrievable again.
-    pub async fn create_stream(&self, name: &str) -> Result<(Stream, String), DbError> {
+    /// Creates a stream that uses `ladder` (the caller checked it exists); returns it with its
+    /// key, which is never retrievable again.
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        ladder: &str,
+    ) -> Result<(Stream, String), DbError> {
         if !ids::is_name(name) {
             return Err(DbError::BadName);
         }
@@ -93,17 +101,19 @@ impl Db {
             id: ids::new_stream_id(),
             name: name.to_string(),
             playback_id: ids::new_playback_id(),
+            ladder: ladder.to_string(),
             next_segment: 0,
             created_at: now_ms(),
         };
         sqlx::query(
-            "INSERT INTO streams (id, name, playback_id, key_hash, next_segment, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5)",
+            "INSERT INTO streams (id, name, playback_id, key_hash, ladder, next_segment, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6)",
         )
         .bind(&stream.id)
         .bind(&stream.name)
         .bind(&stream.playback_id)
         .bind(ids::hash_key(&key))
+        .bind(&stream.ladder)
         .bind(stream.created_at)
         .execute(&self.pool)
         .await?;
@@ -197,15 +207,15 @@ mod tests {
     #[tokio::test]
     async fn keys_open_their_stream_and_nothing_else() {
         let (_dir, db) = db().await;
-        let (stream, key) = db.create_stream("demo").await.unwrap();
+        let (stream, key) = db.create_stream("demo", "default").await.unwrap();
         assert_eq!(db.stream_by_key(&key).await.unwrap(), Some(stream.clone()));
         assert_eq!(db.stream_by_key("sk_wrong").await.unwrap(), None);
         assert!(matches!(
-            db.create_stream("demo").await,
+            db.create_stream("demo", "default").await,
             Err(DbError::NameTaken(_))
         ));
         assert!(matches!(
-            db.create_stream("../x").await,
+            db.create_stream("../x", "default").await,
             Err(DbError::BadName)
         ));
         assert_eq!(db.list_streams().await.unwrap(), vec![stream]);
@@ -214,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn segment_numbers_only_move_forward() {
         let (_dir, db) = db().await;
-        let (stream, _) = db.create_stream("s").await.unwrap();
+        let (stream, _) = db.create_stream("s", "default").await.unwrap();
         db.set_next_segment(&stream.id, 10).await.unwrap();
         db.set_next_segment(&stream.id, 4).await.unwrap();
         let s = db.stream_by_name("s").await.unwrap().unwrap();

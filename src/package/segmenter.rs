@@ -1,8 +1,8 @@
 //! The segmenter: `RenditionEvent`s in, CMAF init and media segments out. Sans-IO and clock-free.
 //!
 //! Rules it keeps:
-//! - The track set is fixed at the first video keyframe: every video rendition the config asks
-//!   for must have announced its configuration by then; audio is included if its config arrived
+//! - The track set is fixed at the first video keyframe: the video renditions are those whose
+//!   configuration was announced by then; audio is included if its config arrived
 //!   before that keyframe (ffmpeg and OBS send both first). Frames before a rendition's first
 //!   keyframe are dropped: a segment must start with a keyframe.
 //! - Media time 0 is the presentation time of the first keyframe. Each video rendition's decode
@@ -40,6 +40,8 @@ use crate::package::cmaf::{self, CmafError, Sample};
 pub const MAX_SEGMENT_SECS: f64 = 20.0;
 /// How many closed segments may wait for late audio before they are emitted regardless.
 const MAX_SEGMENTS_WAITING_FOR_AUDIO: usize = 2;
+/// Video renditions one broadcast may announce.
+const MAX_VIDEO_RENDITIONS: usize = 16;
 /// How many closed segments one video rendition may hold while another has none.
 const MAX_SEGMENTS_AHEAD: usize = 4;
 const VIDEO_TIMESCALE: u32 = 90_000;
@@ -59,7 +61,7 @@ pub enum SegmenterError {
     ConfigChanged(&'static str, String),
     #[error("rendition {0} stopped producing frames while the others went on")]
     RenditionStalled(String),
-    #[error("video rendition {0} is outside the {1} renditions this broadcast was planned with")]
+    #[error("video rendition {0} was not announced before the start (limit {1})")]
     UnknownRendition(usize, usize),
     #[error(transparent)]
     Cmaf(#[from] CmafError),
@@ -81,8 +83,6 @@ pub struct SegmenterConfig {
     pub target_duration: f64,
     /// Number given to the first segment (numbers never repeat for one stream).
     pub first_number: u64,
-    /// How many video renditions the broadcast publishes.
-    pub video_renditions: usize,
     pub cut: CutRule,
 }
 
@@ -198,16 +198,10 @@ pub struct Segmenter {
 
 impl Segmenter {
     pub fn new(config: SegmenterConfig) -> Self {
-        let videos = (0..config.video_renditions.max(1))
-            .map(|_| VideoTrack {
-                next_number: config.first_number,
-                ..Default::default()
-            })
-            .collect();
         Self {
             next_number: config.first_number,
             config,
-            videos,
+            videos: Vec::new(),
             audio_name: String::new(),
             audio_config: None,
             started: false,
@@ -247,6 +241,19 @@ impl Segmenter {
         let started = self.started;
         let slot = match id {
             TrackId::Video(index) => {
+                if !started && index >= self.videos.len() {
+                    if index >= MAX_VIDEO_RENDITIONS {
+                        return Err(SegmenterError::UnknownRendition(
+                            index,
+                            MAX_VIDEO_RENDITIONS,
+                        ));
+                    }
+                    let first_number = self.config.first_number;
+                    self.videos.resize_with(index + 1, || VideoTrack {
+                        next_number: first_number,
+                        ..Default::default()
+                    });
+                }
                 let track = self.video_mut(index)?;
                 if !started {
                     track.name = name;
@@ -284,10 +291,9 @@ impl Segmenter {
         let mut out = Vec::new();
         match id {
             TrackId::Video(index) => {
-                self.video_mut(index)?;
                 if !self.started {
                     let all_configured = self.videos.iter().all(|v| v.info.is_some());
-                    if !frame.keyframe || !all_configured {
+                    if !frame.keyframe || !all_configured || index >= self.videos.len() {
                         return Ok(out);
                     }
                     out.push(self.start(&frame)?);
@@ -637,7 +643,6 @@ mod tests {
         Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
             first_number: 100,
-            video_renditions: 1,
             cut: CutRule::AfterTarget,
         })
     }
@@ -864,7 +869,6 @@ mod tests {
         let mut seg = Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
             first_number: 7,
-            video_renditions: 2,
             cut: CutRule::EveryKeyframe,
         });
         for r in 0..2 {
@@ -930,7 +934,6 @@ mod tests {
         let mut seg = Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
             first_number: 0,
-            video_renditions: 2,
             cut: CutRule::EveryKeyframe,
         });
         for r in 0..2 {

@@ -73,7 +73,14 @@ pub fn config_from_annex_b(extradata: &[u8]) -> Result<AvcConfig, CodecError> {
     let first = sps
         .first()
         .ok_or_else(|| CodecError::Avc("the encoder wrote no SPS".into()))?;
-    let mut record = vec![1, first[1], first[2], first[3], 0xFF, 0xE0 | sps.len() as u8];
+    let mut record = vec![
+        1,
+        first[1],
+        first[2],
+        first[3],
+        0xFF,
+        0xE0 | sps.len() as u8,
+    ];
     for set in &sps {
         record.extend_from_slice(&(set.len() as u16).to_be_bytes());
         record.extend_from_slice(set);

@@ -51,7 +51,10 @@ const LEVELS: [&str; 16] = [
 ];
 const SHIPPED: [(&str, &str); 3] = [
     ("default", include_str!("../../ladders/default.toml")),
-    ("passthrough", include_str!("../../ladders/passthrough.toml")),
+    (
+        "passthrough",
+        include_str!("../../ladders/passthrough.toml"),
+    ),
     ("low-cpu", include_str!("../../ladders/low-cpu.toml")),
 ];
 
@@ -202,9 +205,8 @@ impl Ladder {
         }
         let mut rungs = Vec::new();
         for (i, r) in raw.rungs.into_iter().enumerate() {
-            let rung = validate_rung(r).map_err(|(field, message)| {
-                invalid(format!("rungs[{i}].{field}"), message)
-            })?;
+            let rung = validate_rung(r)
+                .map_err(|(field, message)| invalid(format!("rungs[{i}].{field}"), message))?;
             if rungs.iter().any(|o: &Rung| o.name == rung.name) {
                 return Err(invalid(
                     format!("rungs[{i}].name"),
@@ -271,7 +273,10 @@ fn validate_rung(r: RawRung) -> Result<Rung, FieldError> {
         if allowed.contains(&value) {
             Ok(value.to_string())
         } else {
-            Err((field, format!("`{value}` is not one of {}", allowed.join(", "))))
+            Err((
+                field,
+                format!("`{value}` is not one of {}", allowed.join(", ")),
+            ))
         }
     };
     let level = r.level.trim_end_matches(".0").to_string();
@@ -314,7 +319,10 @@ fn validate_audio(a: RawAudio) -> Result<AudioRung, FieldError> {
     if !RATES.contains(&a.sample_rate) {
         return Err((
             "sample_rate",
-            format!("{} must be one of 22050, 32000, 44100, 48000", a.sample_rate),
+            format!(
+                "{} must be one of 22050, 32000, 44100, 48000",
+                a.sample_rate
+            ),
         ));
     }
     Ok(AudioRung {
@@ -452,7 +460,9 @@ mod tests {
             ("source = true\nspeed = 2", "unknown field `speed`"),
         ];
         for (text, field) in cases {
-            let err = Ladder::parse("ladders/x.toml", text).unwrap_err().to_string();
+            let err = Ladder::parse("ladders/x.toml", text)
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("ladders/x.toml: "), "{err}");
             assert!(err.contains(field), "{text:?} → {err}");
         }
@@ -469,7 +479,11 @@ mod tests {
         let ladders = Ladders::load(dir.path()).unwrap();
         assert_eq!(ladders.get("tiny").unwrap().rungs[0].max_rate, 428_000);
         assert!(ladders.get("default").is_ok());
-        assert!(ladders.get("nope").unwrap_err().to_string().contains("tiny"));
+        assert!(ladders
+            .get("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("tiny"));
         std::fs::write(dir.path().join("bad.toml"), "rungs = 3").unwrap();
         let err = Ladders::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml"), "{err}");

@@ -180,7 +180,9 @@ mod tests {
             .iter()
             .map(|v| match v {
                 PlannedVideo::Source => "source".to_string(),
-                PlannedVideo::Encode(e) => format!("{}:{}x{}@{}", e.rung.name, e.width, e.height, e.fps),
+                PlannedVideo::Encode(e) => {
+                    format!("{}:{}x{}@{}", e.rung.name, e.width, e.height, e.fps)
+                }
             })
             .collect()
     }
@@ -201,7 +203,10 @@ mod tests {
     #[test]
     fn a_640x360_source_gets_exactly_one_rung_unless_the_source_is_offered() {
         let source = Source::parse("640x360@30").unwrap();
-        assert_eq!(names(&Plan::new(&default_ladder(), source)), ["360p:640x360@30"]);
+        assert_eq!(
+            names(&Plan::new(&default_ladder(), source)),
+            ["360p:640x360@30"]
+        );
         let mut with_source = default_ladder();
         with_source.source = true;
         assert_eq!(names(&Plan::new(&with_source, source)), ["source"]);

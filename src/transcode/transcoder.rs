@@ -1,0 +1,436 @@
+//! The decode thread of one broadcast: it owns the ingest queue, makes the plan when the first
+//! keyframe arrives, decodes the source video once, decides the segment starts, and fans the
+//! decoded frames out to one encoder thread per rung; source audio goes to the audio thread.
+//!
+//! Order on the output queue: every rendition's `Track` first (before any frame), then frames
+//! from all threads, then `End` once every thread has flushed. Queues:
+//! - ingest → here: `pipeline::EVENT_QUEUE` events; when full, ingest waits (TCP back-pressure
+//!   on that one publisher).
+//! - here → each rung: `RUNG_QUEUE` decoded frames; when full, that rung skips the frame (its
+//!   frame rate drops and a warning with its speed is logged); segment starts are never
+//!   skipped — for those the decode thread waits.
+//! - here → audio: `AUDIO_QUEUE` frames; when full, the decode thread waits.
+//! - all threads → packaging: `OUTPUT_QUEUE` events; when full, they wait.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ffmpeg_next as ffmpeg;
+use tokio::sync::mpsc;
+
+use super::audio::{self, AudioInput, AUDIO_QUEUE};
+use super::cadence::{Cadence, FrameRateCap, SegmentCadence};
+use super::ffi;
+use super::ladder::Ladder;
+use super::plan::{Plan, PlannedVideo, Source};
+use super::rung::{self, RungEncoder, RungInput, RUNG_QUEUE};
+use super::TranscodeError;
+use crate::media::{
+    AvcConfig, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo,
+    TrackKind, AUDIO_RENDITION, SOURCE_RENDITION,
+};
+
+/// Events buffered between the encoder threads and packaging.
+pub const OUTPUT_QUEUE: usize = 256;
+/// How often dropped-frame counts are logged.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// What a broadcast's transcoder needs to know.
+#[derive(Debug, Clone)]
+pub struct TranscodeJob {
+    pub ladder: Ladder,
+    pub segment_duration: f64,
+    /// For logs and metric labels (public).
+    pub playback_id: String,
+}
+
+/// Starts the decode thread; it reads `input` and writes `output` until the broadcast ends.
+pub fn spawn(
+    job: TranscodeJob,
+    input: mpsc::Receiver<StreamEvent>,
+    output: mpsc::Sender<RenditionEvent>,
+) -> std::io::Result<JoinHandle<()>> {
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("strata-decode".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            let mut transcoder = Transcoder::new(job, output);
+            let result = transcoder.run(input);
+            if let Err(e) = &result {
+                if !matches!(e, TranscodeError::OutputClosed) {
+                    tracing::error!(error = %e, "transcoding stopped; ending the broadcast");
+                }
+            }
+            transcoder.finish();
+        })
+}
+
+struct RungLane {
+    name: String,
+    queue: Option<std_mpsc::SyncSender<RungInput>>,
+    thread: Option<JoinHandle<()>>,
+    cap: FrameRateCap,
+    dropped: u64,
+}
+
+struct Transcoder {
+    job: TranscodeJob,
+    output: mpsc::Sender<RenditionEvent>,
+    source_video: Option<AvcConfig>,
+    source_audio: Option<crate::media::AacConfig>,
+    plan: Option<Plan>,
+    decoder: Option<ffmpeg::decoder::Video>,
+    cadence: SegmentCadence,
+    lanes: Vec<RungLane>,
+    /// Index of the untouched source among the video renditions.
+    source_rendition: Option<usize>,
+    audio: Option<(std_mpsc::SyncSender<AudioInput>, JoinHandle<()>)>,
+    last_drop_report: Instant,
+}
+
+impl Transcoder {
+    fn new(job: TranscodeJob, output: mpsc::Sender<RenditionEvent>) -> Self {
+        Self {
+            cadence: SegmentCadence::new(
+                if job.ladder.source {
+                    Cadence::SourceKeyframes
+                } else {
+                    Cadence::Clock
+                },
+                job.segment_duration,
+            ),
+            job,
+            output,
+            source_video: None,
+            source_audio: None,
+            plan: None,
+            decoder: None,
+            lanes: Vec::new(),
+            source_rendition: None,
+            audio: None,
+            last_drop_report: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, mut input: mpsc::Receiver<StreamEvent>) -> Result<(), TranscodeError> {
+        while let Some(event) = input.blocking_recv() {
+            match event {
+                StreamEvent::Track(info) => self.on_track(info)?,
+                StreamEvent::Frame(frame) => match frame.kind {
+                    TrackKind::Video => self.on_video(frame)?,
+                    TrackKind::Audio => self.on_audio(frame)?,
+                },
+                StreamEvent::End => break,
+            }
+        }
+        self.drain_decoder()
+    }
+
+    fn emit(&self, event: RenditionEvent) -> Result<(), TranscodeError> {
+        self.output
+            .blocking_send(event)
+            .map_err(|_| TranscodeError::OutputClosed)
+    }
+
+    fn on_track(&mut self, info: TrackInfo) -> Result<(), TranscodeError> {
+        match info.codec {
+            CodecConfig::Avc(avc) => {
+                let changed = self.source_video.as_ref().is_some_and(|old| *old != avc);
+                self.source_video = Some(avc.clone());
+                if self.plan.is_none() {
+                    return Ok(());
+                }
+                if let Some(index) = self.source_rendition {
+                    // the untouched rendition cannot change mid-broadcast: packaging ends it
+                    return self.emit(RenditionEvent::Track {
+                        id: TrackId::Video(index),
+                        name: SOURCE_RENDITION.into(),
+                        info: TrackInfo {
+                            kind: TrackKind::Video,
+                            codec: CodecConfig::Avc(avc),
+                        },
+                    });
+                }
+                if changed {
+                    tracing::info!(
+                        width = avc.width,
+                        height = avc.height,
+                        "the source changed its video configuration; decoding it, every \
+                         rendition keeps its size"
+                    );
+                    self.drain_decoder()?;
+                    self.decoder = Some(open_decoder(&avc)?);
+                }
+            }
+            CodecConfig::Aac(aac) => {
+                self.source_audio = Some(aac.clone());
+                if let Some((queue, _)) = &self.audio {
+                    queue
+                        .send(AudioInput::Config(aac))
+                        .map_err(|_| TranscodeError::WorkerGone("audio".into()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first keyframe: plan the ladder, open every encoder, announce every rendition.
+    fn start(&mut self, source: &AvcConfig) -> Result<(), TranscodeError> {
+        let plan = Plan::new(
+            &self.job.ladder,
+            Source {
+                width: source.width,
+                height: source.height,
+                fps: source.frame_rate,
+            },
+        );
+        tracing::info!(ladder = %self.job.ladder.name, "{plan}");
+        let cadence = self.cadence_kind();
+        let segment_duration = self.job.segment_duration;
+        let keyint = |fps: f64| match cadence {
+            Cadence::Clock => (fps * segment_duration).round().max(1.0) as u32,
+            Cadence::SourceKeyframes => 0,
+        };
+        let mut tracks = Vec::new();
+        let mut encoders = Vec::new();
+        for (index, video) in plan.video.iter().enumerate() {
+            let id = TrackId::Video(index);
+            match video {
+                PlannedVideo::Source => {
+                    self.source_rendition = Some(index);
+                    tracks.push(RenditionEvent::Track {
+                        id,
+                        name: SOURCE_RENDITION.into(),
+                        info: avc_track(source.clone()),
+                    });
+                }
+                PlannedVideo::Encode(rung) => {
+                    let encoder = RungEncoder::open(rung, keyint(rung.fps))?;
+                    tracks.push(RenditionEvent::Track {
+                        id,
+                        name: rung.rung.name.clone(),
+                        info: avc_track(encoder.config.clone()),
+                    });
+                    encoders.push((index, rung.clone(), encoder));
+                }
+            }
+        }
+        if let Some(source_audio) = self.source_audio.clone() {
+            let config = audio::output_config(&plan.audio)?;
+            tracks.push(RenditionEvent::Track {
+                id: TrackId::Audio,
+                name: AUDIO_RENDITION.into(),
+                info: audio::track(config),
+            });
+            let (queue, receiver) = std_mpsc::sync_channel(AUDIO_QUEUE);
+            let output = self.output.clone();
+            let settings = plan.audio.clone();
+            let thread = std::thread::Builder::new()
+                .name("strata-audio".into())
+                .spawn(move || audio::run(settings, receiver, output))
+                .map_err(TranscodeError::Thread)?;
+            queue
+                .send(AudioInput::Config(source_audio))
+                .map_err(|_| TranscodeError::WorkerGone("audio".into()))?;
+            self.audio = Some((queue, thread));
+        }
+        for track in tracks {
+            self.emit(track)?;
+        }
+        for (index, rung, encoder) in encoders {
+            let (queue, receiver) = std_mpsc::sync_channel(RUNG_QUEUE);
+            let output = self.output.clone();
+            let label = self.job.playback_id.clone();
+            let span = tracing::Span::current();
+            let thread = std::thread::Builder::new()
+                .name(format!("strata-{}", rung.rung.name))
+                .spawn(move || {
+                    let _entered = span.enter();
+                    rung::run(encoder, TrackId::Video(index), receiver, output, label)
+                })
+                .map_err(TranscodeError::Thread)?;
+            self.lanes.push(RungLane {
+                name: rung.rung.name.clone(),
+                queue: Some(queue),
+                thread: Some(thread),
+                cap: FrameRateCap::new(rung.fps, source.frame_rate),
+                dropped: 0,
+            });
+        }
+        if !self.lanes.is_empty() {
+            self.decoder = Some(open_decoder(source)?);
+        }
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    fn cadence_kind(&self) -> Cadence {
+        if self.job.ladder.source {
+            Cadence::SourceKeyframes
+        } else {
+            Cadence::Clock
+        }
+    }
+
+    fn on_video(&mut self, frame: MediaFrame) -> Result<(), TranscodeError> {
+        if self.plan.is_none() {
+            let Some(source) = self.source_video.clone() else {
+                return Ok(());
+            };
+            if !frame.keyframe {
+                return Ok(()); // nothing decodes before the first keyframe
+            }
+            self.start(&source)?;
+        }
+        let dts_ms = frame.dts.rescale(Timestamp::MILLIS).ticks;
+        let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
+        let starts_segment = self.cadence.on_packet(dts_ms, pts_ms, frame.keyframe);
+        if let Some(index) = self.source_rendition {
+            self.emit(RenditionEvent::Frame {
+                id: TrackId::Video(index),
+                frame: MediaFrame {
+                    keyframe: starts_segment,
+                    ..frame.clone()
+                },
+            })?;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        let mut packet = ffmpeg::Packet::copy(&frame.data);
+        packet.set_pts(Some(pts_ms));
+        packet.set_dts(Some(dts_ms));
+        if frame.keyframe {
+            packet.set_flags(ffmpeg::packet::Flags::KEY);
+        }
+        if let Err(e) = decoder.send_packet(&packet) {
+            // a corrupt access unit: the decoder conceals it; the broadcast goes on
+            tracing::debug!(error = %e, "the decoder rejected a video frame");
+        }
+        self.receive_decoded()
+    }
+
+    fn drain_decoder(&mut self) -> Result<(), TranscodeError> {
+        if let Some(decoder) = self.decoder.as_mut() {
+            let _ = decoder.send_eof();
+            self.receive_decoded()?;
+        }
+        Ok(())
+    }
+
+    /// Fans every frame the decoder has ready out to the rungs.
+    fn receive_decoded(&mut self) -> Result<(), TranscodeError> {
+        loop {
+            let mut decoded = ffmpeg::frame::Video::empty();
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(());
+            };
+            if decoder.receive_frame(&mut decoded).is_err() {
+                return Ok(());
+            }
+            let Some(pts_ms) = decoded.timestamp().or(decoded.pts()) else {
+                continue;
+            };
+            let segment_start = self.cadence.on_decoded(pts_ms);
+            let frame = Arc::new(decoded);
+            for lane in &mut self.lanes {
+                if !lane.cap.keep(pts_ms, segment_start) {
+                    continue;
+                }
+                let Some(queue) = &lane.queue else { continue };
+                let item = RungInput {
+                    frame: frame.clone(),
+                    pts_ms,
+                    segment_start,
+                };
+                let sent = if segment_start {
+                    queue.send(item).map_err(|_| ())
+                } else {
+                    match queue.try_send(item) {
+                        Err(std_mpsc::TrySendError::Full(_)) => {
+                            lane.dropped += 1;
+                            Ok(())
+                        }
+                        other => other.map_err(|_| ()),
+                    }
+                };
+                if sent.is_err() {
+                    return Err(TranscodeError::WorkerGone(lane.name.clone()));
+                }
+            }
+            self.report_drops();
+        }
+    }
+
+    fn report_drops(&mut self) {
+        if self.last_drop_report.elapsed() < DROP_REPORT_EVERY {
+            return;
+        }
+        self.last_drop_report = Instant::now();
+        for lane in &mut self.lanes {
+            if lane.dropped > 0 {
+                metrics::counter!(
+                    "strata_transcode_dropped_frames_total",
+                    "stream" => self.job.playback_id.clone(),
+                    "rendition" => lane.name.clone()
+                )
+                .increment(lane.dropped);
+                tracing::warn!(
+                    rendition = %lane.name,
+                    dropped = lane.dropped,
+                    "rung cannot keep up with real time: frames skipped (lower frame rate; \
+                     segment starts are kept). Use a faster preset or fewer rungs"
+                );
+                lane.dropped = 0;
+            }
+        }
+    }
+
+    fn on_audio(&mut self, frame: MediaFrame) -> Result<(), TranscodeError> {
+        // before the plan, audio has nowhere to go (its rendition starts with the video)
+        let Some((queue, _)) = &self.audio else {
+            return Ok(());
+        };
+        queue
+            .send(AudioInput::Frame(frame))
+            .map_err(|_| TranscodeError::WorkerGone("audio".into()))
+    }
+
+    /// Closes every worker queue, waits for each thread to flush, then ends the output.
+    fn finish(&mut self) {
+        for lane in &mut self.lanes {
+            lane.queue = None;
+        }
+        if let Some((queue, thread)) = self.audio.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
+        for lane in &mut self.lanes {
+            if let Some(thread) = lane.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        let _ = self.output.blocking_send(RenditionEvent::End);
+    }
+}
+
+fn avc_track(config: AvcConfig) -> TrackInfo {
+    TrackInfo {
+        kind: TrackKind::Video,
+        codec: CodecConfig::Avc(config),
+    }
+}
+
+fn open_decoder(config: &AvcConfig) -> Result<ffmpeg::decoder::Video, TranscodeError> {
+    let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(TranscodeError::NoH264)?;
+    let mut context = ffmpeg::codec::Context::new_with_codec(codec);
+    ffi::set_extradata(&mut context, &config.record)
+        .map_err(|e| TranscodeError::open("video decoder", e))?;
+    context
+        .decoder()
+        .video()
+        .map_err(|e| TranscodeError::open("video decoder", e))
+}
