@@ -3,8 +3,10 @@
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# ffmpeg gives ffplay/ffprobe to watch and the publisher the tests use.
-RUN_APT := pkg-config ffmpeg
+# FFmpeg's libraries (and clang for their bindings) build the transcoder; the ffmpeg package
+# gives ffplay/ffprobe to watch and the publisher the tests use.
+RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
+	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
 TEST_APT := $(RUN_APT) time bc
 CARGO ?= cargo
 

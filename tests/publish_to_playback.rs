@@ -36,7 +36,7 @@ fn stream_types(probe: &serde_json::Value) -> Vec<String> {
 #[test]
 fn rtmp_publish_plays_as_hls_and_dash() {
     let server = Server::start();
-    let stream = server.create_stream("e2e");
+    let stream = server.create_stream("e2e", "passthrough");
     let live = format!("live/{}", stream.playback_id);
     let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 12);
 
@@ -151,14 +151,14 @@ fn rtmp_publish_plays_as_hls_and_dash() {
     uris.extend(playlist_uris(&format!("{live}/source"), &video));
     uris.extend(playlist_uris(&format!("{live}/audio"), &audio));
     for set in &mpd.periods[0].adaptations {
-        let template = set.SegmentTemplate.as_ref().expect("template");
-        let start = template.startNumber.unwrap_or(1);
-        let count: i64 = template
-            .SegmentTimeline
-            .as_ref()
-            .map(|t| t.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum())
-            .unwrap_or(0);
         for rep in &set.representations {
+            let template = rep.SegmentTemplate.as_ref().expect("template");
+            let start = template.startNumber.unwrap_or(1);
+            let count: i64 = template
+                .SegmentTimeline
+                .as_ref()
+                .map(|t| t.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum())
+                .unwrap_or(0);
             let id = rep.id.clone().unwrap_or_default();
             let init = template.initialization.clone().unwrap_or_default();
             uris.push(format!(
@@ -225,7 +225,7 @@ fn rtmp_publish_plays_as_hls_and_dash() {
 #[test]
 fn origin_serves_ranges_etags_cors_and_refuses_odd_paths() {
     let server = Server::start();
-    let stream = server.create_stream("origin");
+    let stream = server.create_stream("origin", "passthrough");
     let live = format!("live/{}", stream.playback_id);
     let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 4);
     assert!(ffmpeg.wait().expect("ffmpeg").success());

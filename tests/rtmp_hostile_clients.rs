@@ -140,7 +140,7 @@ fn huge_message_lengths() -> Vec<u8> {
 #[test]
 fn hostile_clients_close_only_their_own_connection() {
     let mut server = Server::start();
-    let stream = server.create_stream("good");
+    let stream = server.create_stream("good", "passthrough");
     let live = format!("live/{}/source/index.m3u8", stream.playback_id);
     let mut good = publish(&server.rtmp_url(&stream.key), 20);
     let mut last = wait_for(Duration::from_secs(15), || {
@@ -192,7 +192,7 @@ fn hostile_clients_close_only_their_own_connection() {
 #[test]
 fn a_wrong_key_is_refused_fast_and_writes_nothing() {
     let server = Server::start();
-    let _stream = server.create_stream("real");
+    let _stream = server.create_stream("real", "passthrough");
     let started = Instant::now();
     let mut ffmpeg = publish(&server.rtmp_url("sk_this_is_not_the_key"), 5);
     let status = ffmpeg.wait().expect("ffmpeg");

@@ -69,9 +69,10 @@ impl Server {
         }
     }
 
-    pub fn create_stream(&self, name: &str) -> StreamInfo {
+    /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).
+    pub fn create_stream(&self, name: &str, ladder: &str) -> StreamInfo {
         let out = strata(self.dir.path())
-            .args(["stream", "create", name, "--json"])
+            .args(["stream", "create", name, "--ladder", ladder, "--json"])
             .output()
             .expect("run strata stream create");
         assert!(
@@ -150,11 +151,22 @@ pub fn get_url(url: &str) -> (u16, Vec<u8>) {
     }
 }
 
-/// Publishes `seconds` of testsrc2 + sine in real time: H.264 with B-frames, 2 s GOPs, AAC.
+/// Publishes `seconds` of 640x360 testsrc2 + sine in real time: H.264 with B-frames, 2 s
+/// GOPs, AAC.
 pub fn publish(url: &str, seconds: u32) -> Child {
+    publish_sized(url, seconds, "640x360")
+}
+
+/// `publish` with another picture size (`WIDTHxHEIGHT`).
+pub fn publish_sized(url: &str, seconds: u32, size: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
         .args([
@@ -210,4 +222,90 @@ pub fn last_segment_number(playlist: &str) -> Option<u64> {
     let parsed = m3u8_rs::parse_media_playlist_res(playlist.as_bytes()).ok()?;
     let count = parsed.segments.len() as u64;
     (count > 0).then(|| parsed.media_sequence + count - 1)
+}
+
+/// Writes `seconds` of testsrc2 + sine at `size` as an FLV file (no real-time pacing).
+pub fn make_flv(path: &Path, seconds: u32, size: &str) {
+    let status = Command::new("ffmpeg")
+        .args(["-y", "-hide_banner", "-loglevel", "error"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv"])
+        .arg(path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(
+        status.success(),
+        "ffmpeg could not write {}",
+        path.display()
+    );
+}
+
+/// The tags of an FLV file: (type, timestamp ms, body).
+fn flv_tags(data: &[u8]) -> Vec<(u8, u32, &[u8])> {
+    let mut tags = Vec::new();
+    let mut i = 9 + 4;
+    while i + 11 <= data.len() {
+        let size = u32::from_be_bytes([0, data[i + 1], data[i + 2], data[i + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[i + 7], data[i + 4], data[i + 5], data[i + 6]]);
+        let Some(body) = data.get(i + 11..i + 11 + size) else {
+            break;
+        };
+        tags.push((data[i], ts, body));
+        i += 11 + size + 4;
+    }
+    tags
+}
+
+/// One FLV that plays `first` and then `second` (its metadata dropped, its clock shifted), so
+/// the second part's codec configuration arrives mid-stream, as when an encoder changes
+/// resolution without reconnecting.
+pub fn concat_flv(first: &Path, second: &Path, out: &Path) {
+    let a = std::fs::read(first).expect("read first flv");
+    let b = std::fs::read(second).expect("read second flv");
+    let a_tags = flv_tags(&a);
+    let end = a_tags.iter().map(|t| t.1).max().unwrap_or(0) + 33;
+    let mut flv = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+    let shifted = flv_tags(&b)
+        .into_iter()
+        .filter(|t| t.0 != 18)
+        .map(|(kind, ts, body)| (kind, ts + end, body));
+    for (kind, ts, body) in a_tags.into_iter().chain(shifted) {
+        flv.push(kind);
+        flv.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        flv.extend_from_slice(&ts.to_be_bytes()[1..]);
+        flv.push((ts >> 24) as u8);
+        flv.extend_from_slice(&[0, 0, 0]);
+        flv.extend_from_slice(body);
+        flv.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+    }
+    std::fs::write(out, flv).expect("write combined flv");
+}
+
+/// Sends an FLV file to `url` in real time without re-encoding.
+pub fn publish_file(url: &str, path: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(path)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
 }

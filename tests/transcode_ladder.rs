@@ -1,0 +1,323 @@
+//! The transcoding ladder end to end: the real ffmpeg CLI publishes over RTMP, Strata
+//! transcodes with the shipped `default` ladder, and the renditions are checked over HTTP with
+//! ffprobe (decoding every frame), m3u8-rs and mp4-atom.
+//!
+//! The tests share the machine's cores with the publisher, so they run one at a time.
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mp4_atom::{Any, Decode, Moof};
+use support::*;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A rendition as the master playlist declares it.
+struct Variant {
+    name: String,
+    width: u64,
+    height: u64,
+}
+
+/// What one media segment says about itself.
+struct SegmentFacts {
+    uri: String,
+    start: u64,
+    duration: f64,
+    bytes: usize,
+    first_video_nal: u8,
+    first_sample_is_sync: bool,
+}
+
+fn master(server: &Server, live: &str) -> Vec<Variant> {
+    let text = server
+        .get_text(&format!("{live}/master.m3u8"))
+        .expect("master playlist");
+    let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).expect("valid master");
+    parsed
+        .variants
+        .iter()
+        .map(|v| {
+            let resolution = v.resolution.expect("RESOLUTION on every variant");
+            assert!(v.frame_rate.is_some(), "FRAME-RATE on {}", v.uri);
+            assert!(
+                v.average_bandwidth.is_some(),
+                "AVERAGE-BANDWIDTH on {}",
+                v.uri
+            );
+            assert!(
+                v.codecs
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("avc1.") && c.contains("mp4a.40.2")),
+                "CODECS on {}: {:?}",
+                v.uri,
+                v.codecs
+            );
+            Variant {
+                name: v.uri.trim_end_matches("/index.m3u8").to_string(),
+                width: resolution.width,
+                height: resolution.height,
+            }
+        })
+        .collect()
+}
+
+/// Waits until every rendition's playlist (and audio's) has ENDLIST.
+fn wait_for_end(server: &Server, live: &str, names: &[&str]) {
+    let ended = wait_for(Duration::from_secs(60), || {
+        names
+            .iter()
+            .all(|n| {
+                server
+                    .get_text(&format!("{live}/{n}/index.m3u8"))
+                    .is_some_and(|t| t.contains("#EXT-X-ENDLIST"))
+            })
+            .then_some(())
+    });
+    assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
+}
+
+/// Every segment of a rendition, parsed with mp4-atom (a second parser next to ffprobe).
+fn segments(server: &Server, live: &str, name: &str) -> Vec<SegmentFacts> {
+    let text = server
+        .get_text(&format!("{live}/{name}/index.m3u8"))
+        .expect("media playlist");
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("valid playlist");
+    playlist
+        .segments
+        .iter()
+        .map(|seg| {
+            let (status, bytes) = server.get(&format!("{live}/{name}/{}", seg.uri));
+            assert_eq!(status, 200, "{name}/{}", seg.uri);
+            let mut cursor = std::io::Cursor::new(&bytes[..]);
+            assert!(matches!(
+                Any::decode(&mut cursor).expect("styp"),
+                Any::Styp(_)
+            ));
+            let moof = Moof::decode(&mut cursor).expect("moof");
+            let traf = &moof.traf[0];
+            let first = traf.trun[0].samples.iter().next().expect("a sample");
+            let mdat_payload = cursor.position() as usize + 8;
+            SegmentFacts {
+                uri: seg.uri.clone(),
+                start: traf.tfdt.as_ref().expect("tfdt").base_media_decode_time,
+                duration: f64::from(seg.duration),
+                bytes: bytes.len(),
+                first_video_nal: first_vcl_nal_type(&bytes[mdat_payload..]),
+                first_sample_is_sync: first.flags.is_some_and(|f| f & 0x0001_0000 == 0),
+            }
+        })
+        .collect()
+}
+
+/// NAL type of the first slice (VCL unit) in a length-prefixed sample (x264 puts SEI first).
+fn first_vcl_nal_type(mut sample: &[u8]) -> u8 {
+    while sample.len() > 4 {
+        let len = u32::from_be_bytes([sample[0], sample[1], sample[2], sample[3]]) as usize;
+        let Some(unit) = sample.get(4..4 + len) else {
+            break;
+        };
+        let kind = unit.first().map_or(0, |b| b & 0x1f);
+        if (1..=5).contains(&kind) {
+            return kind;
+        }
+        sample = &sample[4 + len..];
+    }
+    0
+}
+
+/// Every decoded frame of a rendition's playlist has `width`x`height`; returns how many.
+fn decode_all_frames(url: &str, width: u64, height: u64) -> usize {
+    let probe = ffprobe(&[
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "frame=width,height",
+        url,
+    ]);
+    let frames = probe["frames"].as_array().cloned().unwrap_or_default();
+    for f in &frames {
+        assert_eq!(
+            (f["width"].as_u64(), f["height"].as_u64()),
+            (Some(width), Some(height)),
+            "{url}: a frame has another size"
+        );
+    }
+    frames.len()
+}
+
+fn probe_sizes(url: &str) -> Vec<(u64, u64, String)> {
+    let probe = ffprobe(&["-show_entries", "stream=codec_name,width,height", url]);
+    let mut sizes: Vec<(u64, u64, String)> = probe["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["width"].as_u64().unwrap_or(0),
+                s["height"].as_u64().unwrap_or(0),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    sizes
+}
+
+#[test]
+fn a_720p_source_yields_an_aligned_720_480_360_ladder() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("ladder", "default");
+    let live = format!("live/{}", stream.playback_id);
+    let mut publisher = publish_sized(&server.rtmp_url(&stream.key), 12, "1280x720");
+    assert!(
+        publisher.wait().expect("ffmpeg ran").success(),
+        "ffmpeg failed"
+    );
+    wait_for_end(&server, &live, &["720p", "480p", "360p", "audio"]);
+
+    let variants = master(&server, &live);
+    let declared: Vec<(&str, u64, u64)> = variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.width, v.height))
+        .collect();
+    assert_eq!(
+        declared,
+        [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)],
+        "no 1080p (no upscale), highest first"
+    );
+
+    let targets = [
+        ("720p", 2_800_000.0),
+        ("480p", 1_400_000.0),
+        ("360p", 800_000.0),
+    ];
+    let mut timelines = Vec::new();
+    for (variant, (name, target)) in variants.iter().zip(targets) {
+        let url = server.url(&format!("{live}/{name}/index.m3u8"));
+        let frames = decode_all_frames(&url, variant.width, variant.height);
+        assert!(
+            (330..=370).contains(&frames),
+            "{name}: {frames} frames decoded for 12 s at 30 fps"
+        );
+        let segs = segments(&server, &live, name);
+        for s in &segs {
+            assert_eq!(
+                s.first_video_nal, 5,
+                "{name}/{} starts with an IDR slice",
+                s.uri
+            );
+            assert!(
+                s.first_sample_is_sync,
+                "{name}/{} first sample is a sync sample",
+                s.uri
+            );
+        }
+        let seconds: f64 = segs.iter().map(|s| s.duration).sum();
+        let bits: f64 = segs.iter().map(|s| s.bytes as f64 * 8.0).sum();
+        let rate = bits / seconds;
+        assert!(
+            (rate - target).abs() <= 0.25 * target,
+            "{name}: measured {rate:.0} b/s, target {target} b/s"
+        );
+        assert!((seconds - 12.0).abs() < 0.5, "{name}: {seconds} s listed");
+        timelines.push((name, segs));
+    }
+    let (lead_name, lead) = &timelines[0];
+    for (name, segs) in &timelines[1..] {
+        assert_eq!(
+            segs.len(),
+            lead.len(),
+            "{name} and {lead_name} segment counts"
+        );
+        for (a, b) in lead.iter().zip(segs) {
+            assert_eq!(a.uri, b.uri);
+            let apart = a.start.abs_diff(b.start);
+            assert!(
+                apart <= 3_000,
+                "{name}/{} starts {apart} ticks from {lead_name}",
+                b.uri
+            );
+        }
+    }
+
+    // ffprobe reads the whole ladder through both manifests
+    let expected = [
+        (0, 0, "aac".to_string()),
+        (640, 360, "h264".to_string()),
+        (854, 480, "h264".to_string()),
+        (1280, 720, "h264".to_string()),
+    ];
+    assert_eq!(
+        probe_sizes(&server.url(&format!("{live}/master.m3u8"))),
+        expected
+    );
+    assert_eq!(
+        probe_sizes(&server.url(&format!("{live}/manifest.mpd"))),
+        expected
+    );
+    let mpd = server
+        .get_text(&format!("{live}/manifest.mpd"))
+        .expect("mpd");
+    let mpd = dash_mpd_core::parse(&mpd).expect("valid MPD");
+    let video = &mpd.periods[0].adaptations[0];
+    assert_eq!(video.representations.len(), 3, "one video AdaptationSet");
+    assert_eq!(video.segmentAlignment, Some(true));
+}
+
+#[test]
+fn a_640x360_source_publishes_exactly_one_360p_rung() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("small", "default");
+    let live = format!("live/{}", stream.playback_id);
+    let mut publisher = publish(&server.rtmp_url(&stream.key), 6);
+    assert!(
+        publisher.wait().expect("ffmpeg ran").success(),
+        "ffmpeg failed"
+    );
+    wait_for_end(&server, &live, &["360p", "audio"]);
+    let variants = master(&server, &live);
+    let declared: Vec<(&str, u64, u64)> = variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.width, v.height))
+        .collect();
+    assert_eq!(declared, [("360p", 640, 360)]);
+    assert_eq!(server.get(&format!("{live}/source/index.m3u8")).0, 404);
+}
+
+#[test]
+fn a_resolution_change_mid_stream_keeps_every_rendition_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("switch", "default");
+    let live = format!("live/{}", stream.playback_id);
+    let dir = server.dir.path();
+    make_flv(&dir.join("a.flv"), 5, "1280x720");
+    make_flv(&dir.join("b.flv"), 5, "640x360");
+    concat_flv(&dir.join("a.flv"), &dir.join("b.flv"), &dir.join("ab.flv"));
+    let mut publisher = publish_file(&server.rtmp_url(&stream.key), &dir.join("ab.flv"));
+    assert!(
+        publisher.wait().expect("ffmpeg ran").success(),
+        "ffmpeg failed"
+    );
+    wait_for_end(&server, &live, &["720p", "480p", "360p", "audio"]);
+    assert!(
+        server
+            .log()
+            .contains("the source changed its video configuration"),
+        "{}",
+        server.log()
+    );
+    for (name, width, height) in [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)] {
+        let url = server.url(&format!("{live}/{name}/index.m3u8"));
+        let frames = decode_all_frames(&url, width, height);
+        // both halves are there: 10 s at 30 fps
+        assert!((280..=310).contains(&frames), "{name}: {frames} frames");
+    }
+}
