@@ -37,6 +37,9 @@ impl Urls {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let ladders = Arc::new(settings.load_ladders()?);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     crate::transcode::init().context("initialising FFmpeg")?;
     let db = Db::connect(&settings.database_url())
         .await
@@ -91,7 +94,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
     let http = crate::http::server(
         http_listener,
-        actix_web::web::Data::new(crate::http::HttpState { store }),
+        actix_web::web::Data::new(crate::http::HttpState {
+            store,
+            metrics: Some(metrics),
+        }),
     )?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);

@@ -24,6 +24,7 @@ struct Variant {
 /// What one media segment says about itself.
 struct SegmentFacts {
     uri: String,
+    /// Presentation time of the first frame, 90 kHz.
     start: u64,
     duration: f64,
     bytes: usize,
@@ -102,7 +103,13 @@ fn segments(server: &Server, live: &str, name: &str) -> Vec<SegmentFacts> {
             let mdat_payload = cursor.position() as usize + 8;
             SegmentFacts {
                 uri: seg.uri.clone(),
-                start: traf.tfdt.as_ref().expect("tfdt").base_media_decode_time,
+                // earliest presentation time: decode time + the keyframe's composition offset
+                start: traf
+                    .tfdt
+                    .as_ref()
+                    .expect("tfdt")
+                    .base_media_decode_time
+                    .saturating_add_signed(first.cts.unwrap_or(0)),
                 duration: f64::from(seg.duration),
                 bytes: bytes.len(),
                 first_video_nal: first_vcl_nal_type(&bytes[mdat_payload..]),
@@ -319,5 +326,82 @@ fn a_resolution_change_mid_stream_keeps_every_rendition_size() {
         let frames = decode_all_frames(&url, width, height);
         // both halves are there: 10 s at 30 fps
         assert!((280..=310).contains(&frames), "{name}: {frames} frames");
+    }
+}
+
+/// Eight rungs near 720p at x264 `medium` are far more than two cores encode in real time.
+const HEAVY_LADDER: &str = r#"
+description = "more than this machine can encode in real time"
+[[rungs]]
+name = "r1"
+height = 720
+bitrate = "2M"
+preset = "medium"
+"#;
+
+#[test]
+fn a_ladder_slower_than_real_time_says_so_and_stays_aligned() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start_with(|dir| {
+        let mut ladder = HEAVY_LADDER.to_string();
+        for i in 2..=8 {
+            // one rung per height: the planner keeps one rung at the source's height
+            let rung = &HEAVY_LADDER[HEAVY_LADDER.find("[[rungs]]").unwrap_or(0)..];
+            ladder.push_str(
+                &rung
+                    .replace("r1", &format!("r{i}"))
+                    .replace("720", &(720 - 16 * i).to_string()),
+            );
+        }
+        std::fs::create_dir_all(dir.join("ladders")).expect("ladders dir");
+        std::fs::write(dir.join("ladders/heavy.toml"), ladder).expect("write ladder");
+    });
+    let stream = server.create_stream("heavy", "heavy");
+    let live = format!("live/{}", stream.playback_id);
+    let mut publisher = publish_sized(&server.rtmp_url(&stream.key), 16, "1280x720");
+    assert!(
+        publisher.wait().expect("ffmpeg ran").success(),
+        "ffmpeg failed"
+    );
+    let names: Vec<String> = (1..=8).map(|i| format!("r{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_for_end(&server, &live, &refs);
+
+    let log = server.log();
+    assert!(log.contains("rung cannot keep up with real time"), "{log}");
+    let (_, metrics) = server.get("metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let dropped: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("strata_transcode_dropped_frames_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(dropped > 0.0, "{metrics}");
+    let slowest = metrics
+        .lines()
+        .filter(|l| l.starts_with("strata_transcode_speed{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(f64::MAX, f64::min);
+    assert!(
+        slowest < 1.0,
+        "a rung reports its speed below real time: {metrics}"
+    );
+
+    // degraded, not broken: every rendition has the same segments, each starting with an IDR
+    let lead = segments(&server, &live, "r1");
+    assert!(lead.len() >= 6, "{} segments", lead.len());
+    for name in &names[1..] {
+        let segs = segments(&server, &live, name);
+        assert_eq!(segs.len(), lead.len(), "{name}");
+        for (a, b) in lead.iter().zip(&segs) {
+            assert_eq!(b.first_video_nal, 5, "{name}/{}", b.uri);
+            assert!(
+                a.start.abs_diff(b.start) <= 3_000,
+                "{name}/{} starts at {} but r1 at {}",
+                b.uri,
+                b.start,
+                a.start
+            );
+        }
     }
 }

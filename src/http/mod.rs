@@ -1,5 +1,5 @@
 //! The HTTP origin (actix-web): one `configure` per area. Playback is public with open CORS
-//! (no credentials); `/healthz` answers for load balancers.
+//! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text.
 
 pub mod playback;
 
@@ -10,10 +10,21 @@ use object_store::ObjectStore;
 
 pub struct HttpState {
     pub store: Arc<dyn ObjectStore>,
+    /// Renders the process's metrics (`None` when no recorder is installed, e.g. in tests).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    match &state.metrics {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
 }
 
 /// Builds the server on an already-bound listener; the caller runs and stops it.
@@ -35,6 +46,7 @@ pub fn server(
         App::new()
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
             .service(web::scope("").wrap(cors).configure(playback::configure))
     })
     .workers(2)

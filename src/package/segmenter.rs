@@ -5,11 +5,12 @@
 //!   configuration was announced by then; audio is included if its config arrived
 //!   before that keyframe (ffmpeg and OBS send both first). Frames before a rendition's first
 //!   keyframe are dropped: a segment must start with a keyframe.
-//! - Media time 0 is the presentation time of the first keyframe. Each video rendition's decode
-//!   times are shifted by its first keyframe's decode delay (PTS − DTS), so its first sample's
-//!   decode time equals its presentation time and B-frames show up as signed composition
-//!   offsets (CMAF's `trun` v1), without an edit list. Renditions whose keyframes share
-//!   presentation times therefore cut at identical media times, whatever their B-frame delay.
+//! - Media time 0 is the presentation time of the first keyframe. At every segment start a video
+//!   rendition's decode times are shifted by that keyframe's decode delay (PTS − DTS), so each
+//!   segment's first decode time equals its presentation time and B-frames show up as signed
+//!   composition offsets (CMAF's `trun` v1), without an edit list. Renditions whose keyframes
+//!   share presentation times therefore cut at identical media times, whatever their B-frame
+//!   delay, even when an encoder's delay changes mid-stream.
 //! - Where a segment is cut (`CutRule`): passthrough cuts at the first keyframe at least the
 //!   target duration after the segment start; a transcoded ladder marks exactly the frames that
 //!   start a segment as keyframes (the same presentation times in every rendition) and the
@@ -90,7 +91,9 @@ pub struct SegmenterConfig {
 #[derive(Debug, Clone)]
 pub struct TrackSegment {
     pub id: TrackId,
-    /// Decode time of the first sample, in `timescale` ticks since the broadcast's media time 0.
+    /// Presentation time of the first sample (video: the keyframe; it is also the `tfdt` decode
+    /// time unless the encoder's decode delay grew mid-stream), in `timescale` ticks since the
+    /// broadcast's media time 0. Segment `n + 1` starts at `start + duration` of segment `n`.
     pub start: u64,
     pub duration: u64,
     pub timescale: u32,
@@ -171,8 +174,9 @@ struct ClosedVideo {
 struct VideoTrack {
     name: String,
     info: Option<TrackInfo>,
-    /// PTS − DTS of this rendition's first keyframe (90 kHz); `None` until it arrived.
-    decode_delay: Option<i64>,
+    /// Added to source decode times: makes the current segment's first decode time equal its
+    /// keyframe's presentation time (90 kHz); `None` until the first keyframe arrived.
+    dts_offset: Option<i64>,
     open: Vec<PendingVideo>,
     last_dts: Option<i64>,
     last_duration: i64,
@@ -347,35 +351,38 @@ impl Segmenter {
         let target = (self.config.target_duration * f64::from(VIDEO_TIMESCALE)) as i64;
         let cut_rule = self.config.cut;
         let track = self.video_mut(index)?;
-        let delay = match track.decode_delay {
-            Some(delay) => delay,
+        let offset = match track.dts_offset {
+            Some(offset) => offset,
             // a rendition starts at its first keyframe at or after media time 0
-            None if frame.keyframe && pts >= 0 => {
-                let delay = (pts - raw_dts).max(0);
-                track.decode_delay = Some(delay);
-                delay
-            }
+            None if frame.keyframe && pts >= 0 => pts - raw_dts,
             None => return Ok(()),
         };
-        let mut dts = raw_dts + delay;
-        if let Some(last) = track.last_dts {
-            if dts <= last {
-                dts = last + 1;
+        let monotonic = |dts: i64, last: Option<i64>| last.map_or(dts, |l| dts.max(l + 1));
+        let mut dts = monotonic(raw_dts + offset, track.last_dts);
+        let cut = match track.open.first() {
+            Some(first) => {
+                let elapsed = dts - first.dts;
+                let cut = frame.keyframe
+                    && match cut_rule {
+                        CutRule::AfterTarget => elapsed >= target,
+                        CutRule::EveryKeyframe => true,
+                    };
+                if !cut && elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
+                    return Err(SegmenterError::NoKeyframe(
+                        elapsed as f64 / f64::from(VIDEO_TIMESCALE),
+                    ));
+                }
+                cut
             }
-        }
-        if let Some(first) = track.open.first() {
-            let elapsed = dts - first.dts;
-            let cut = frame.keyframe
-                && match cut_rule {
-                    CutRule::AfterTarget => elapsed >= target,
-                    CutRule::EveryKeyframe => true,
-                };
-            if cut {
+            None => true,
+        };
+        if cut {
+            // Each segment's first decode time is its keyframe's presentation time, however
+            // the encoder's decode delay moved (x264's DTS shifts when frames are skipped).
+            track.dts_offset = Some(pts - raw_dts);
+            dts = monotonic(pts, track.last_dts);
+            if !track.open.is_empty() {
                 track.close(TrackId::Video(index), dts, pts)?;
-            } else if elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
-                return Err(SegmenterError::NoKeyframe(
-                    elapsed as f64 / f64::from(VIDEO_TIMESCALE),
-                ));
             }
         }
         if let Some(last) = track.last_dts {
@@ -525,7 +532,9 @@ impl VideoTrack {
         let Some(first) = frames.first() else {
             return Ok(());
         };
-        let start = first.dts.max(0) as u64;
+        let decode_start = first.dts.max(0) as u64;
+        // Manifests and players place segments by presentation time: the keyframe's.
+        let start = first.pts.max(0);
         let starts_with_keyframe = first.keyframe;
         let samples: Vec<Sample> = frames
             .iter()
@@ -541,14 +550,20 @@ impl VideoTrack {
                 }
             })
             .collect();
-        let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+        let decode_span: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+        // until the next segment's keyframe; the last segment of a broadcast has no next one
+        let duration = if cut_pts == i64::MAX {
+            decode_span
+        } else {
+            (cut_pts - start).max(0) as u64
+        };
         let number = self.next_number;
         self.next_number += 1;
-        let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples)?.into();
+        let bytes = cmaf::media_segment(clamp_u32(number as i64), decode_start, &samples)?.into();
         self.closed.push_back(ClosedVideo {
             segment: TrackSegment {
                 id,
-                start,
+                start: start as u64,
                 duration,
                 timescale: VIDEO_TIMESCALE,
                 bytes,
@@ -887,7 +902,10 @@ mod tests {
         for i in 0..frames {
             let pts = 5_000 + i * FPS_MS;
             let key = i % 50 == 0;
-            events.push(video_of(0, pts - 80, pts, key)); // two-frame decode delay
+            // a two-frame decode delay that drops to one frame for odd GOPs (as x264's does
+            // when frames are skipped)
+            let delay = if (i / 50) % 2 == 0 { 80 } else { 40 };
+            events.push(video_of(0, pts - delay, pts, key));
             events.push(video_of(1, pts, pts, key)); // no B-frames
         }
         // rendition 1 runs 60 frames ahead of rendition 0

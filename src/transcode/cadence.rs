@@ -12,6 +12,7 @@
 //! interval, and always keeps segment-start frames.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cadence {
@@ -117,9 +118,40 @@ impl FrameRateCap {
     }
 }
 
+/// How far the ladder's media clock has fallen behind the wall clock since the first frame.
+/// A source pushed faster than real time (a file) is never "behind".
+#[derive(Debug, Default)]
+pub struct RealTimeLag {
+    origin: Option<(Instant, i64)>,
+}
+
+impl RealTimeLag {
+    /// Seconds behind real time at `now` for a frame at `pts_ms` (negative: ahead).
+    pub fn behind(&mut self, pts_ms: i64, now: Instant) -> f64 {
+        let (wall0, media0) = *self.origin.get_or_insert((now, pts_ms));
+        let wall = now.saturating_duration_since(wall0).as_secs_f64();
+        let media = (pts_ms - media0) as f64 / 1000.0;
+        wall - media
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lag_is_wall_time_minus_media_time() {
+        let mut lag = RealTimeLag::default();
+        let t0 = Instant::now();
+        assert_eq!(lag.behind(5_000, t0), 0.0);
+        // real time: not behind
+        assert!(lag.behind(7_000, t0 + Duration::from_secs(2)).abs() < 1e-9);
+        // a slow ladder: 3 s of wall time for 1 s of media
+        assert!((lag.behind(8_000, t0 + Duration::from_secs(5)) - 2.0).abs() < 1e-9);
+        // a file pushed faster than real time is ahead
+        assert!(lag.behind(60_000, t0 + Duration::from_secs(6)) < 0.0);
+    }
 
     #[test]
     fn the_clock_cadence_starts_a_segment_every_target_duration() {

@@ -6,9 +6,12 @@
 //! from all threads, then `End` once every thread has flushed. Queues:
 //! - ingest → here: `pipeline::EVENT_QUEUE` events; when full, ingest waits (TCP back-pressure
 //!   on that one publisher).
-//! - here → each rung: `RUNG_QUEUE` decoded frames; when full, that rung skips the frame (its
-//!   frame rate drops and a warning with its speed is logged); segment starts are never
-//!   skipped — for those the decode thread waits.
+//! - here → each rung: `RUNG_QUEUE` decoded frames; when full, the decode thread waits — unless
+//!   the ladder has fallen more than `MAX_LAG_SECS` behind real time, in which case a full
+//!   rung skips that frame (its frame rate drops; a warning and a counter say so). Segment
+//!   starts are never skipped. So a file pushed faster than real time is transcoded completely,
+//!   and a live source on a machine too slow for its ladder loses frames on the slow rungs
+//!   instead of growing latency and memory.
 //! - here → audio: `AUDIO_QUEUE` frames; when full, the decode thread waits.
 //! - all threads → packaging: `OUTPUT_QUEUE` events; when full, they wait.
 
@@ -21,7 +24,7 @@ use ffmpeg_next as ffmpeg;
 use tokio::sync::mpsc;
 
 use super::audio::{self, AudioInput, AUDIO_QUEUE};
-use super::cadence::{Cadence, FrameRateCap, SegmentCadence};
+use super::cadence::{Cadence, FrameRateCap, RealTimeLag, SegmentCadence};
 use super::ffi;
 use super::ladder::Ladder;
 use super::plan::{Plan, PlannedVideo, Source};
@@ -34,6 +37,8 @@ use crate::media::{
 
 /// Events buffered between the encoder threads and packaging.
 pub const OUTPUT_QUEUE: usize = 256;
+/// Behind real time by more than this, a full rung queue skips frames instead of waiting.
+const MAX_LAG_SECS: f64 = 1.0;
 /// How often dropped-frame counts are logged.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(5);
 
@@ -88,6 +93,7 @@ struct Transcoder {
     /// Index of the untouched source among the video renditions.
     source_rendition: Option<usize>,
     audio: Option<(std_mpsc::SyncSender<AudioInput>, JoinHandle<()>)>,
+    lag: RealTimeLag,
     last_drop_report: Instant,
 }
 
@@ -111,6 +117,7 @@ impl Transcoder {
             lanes: Vec::new(),
             source_rendition: None,
             audio: None,
+            lag: RealTimeLag::default(),
             last_drop_report: Instant::now(),
         }
     }
@@ -335,6 +342,7 @@ impl Transcoder {
                 continue;
             };
             let segment_start = self.cadence.on_decoded(pts_ms);
+            let may_skip = !segment_start && self.lag.behind(pts_ms, Instant::now()) > MAX_LAG_SECS;
             let frame = Arc::new(decoded);
             for lane in &mut self.lanes {
                 if !lane.cap.keep(pts_ms, segment_start) {
@@ -346,7 +354,7 @@ impl Transcoder {
                     pts_ms,
                     segment_start,
                 };
-                let sent = if segment_start {
+                let sent = if !may_skip {
                     queue.send(item).map_err(|_| ())
                 } else {
                     match queue.try_send(item) {

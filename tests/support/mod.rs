@@ -33,7 +33,14 @@ fn strata(dir: &Path) -> Command {
 
 impl Server {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts the server after `prepare` has written files into its working directory (e.g.
+    /// `ladders/*.toml`).
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let mut child = strata(dir.path())
             .arg("serve")
