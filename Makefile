@@ -44,3 +44,4 @@ bench: test-deps
 	$(CARGO) bench --locked --bench packaging
 	$(CARGO) build --release --locked
 	bash benches/passthrough_vs_ffmpeg.sh
+	bash benches/ladder_vs_ffmpeg.sh

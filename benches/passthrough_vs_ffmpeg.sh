@@ -20,7 +20,7 @@ cpu_seconds() { # utime+stime of a pid, in seconds
 }
 
 export STRATA__DATA_DIR="$work/data" STRATA__RTMP__LISTEN=127.0.0.1:0 STRATA__HTTP__LISTEN=127.0.0.1:0 RUST_LOG=warn
-key=$($BIN stream create bench --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
+key=$($BIN stream create bench --ladder passthrough --json | sed 's/.*"key":"\([^"]*\)".*/\1/')
 $BIN serve > "$work/out.txt" 2> "$work/err.txt" &
 server=$!
 for _ in $(seq 50); do grep -q STRATA_READY "$work/out.txt" && break; sleep 0.1; done

@@ -1,6 +1,7 @@
 //! The only `unsafe` in Strata's FFmpeg code, audited in one place. ffmpeg-next 9 has no safe
 //! accessor for a codec context's extradata (a decoder's AVCDecoderConfigurationRecord or
-//! AudioSpecificConfig; an encoder's SPS/PPS), nor for `av_frame_make_writable`.
+//! AudioSpecificConfig; an encoder's SPS/PPS), nor for `av_frame_make_writable` and
+//! `av_frame_ref`.
 
 use ffmpeg::ffi;
 use ffmpeg_next as ffmpeg;
@@ -57,6 +58,19 @@ pub fn make_writable(frame: &mut ffmpeg::frame::Video) -> Result<(), ffmpeg::Err
     // replaces its buffers with new ones it allocates, keeping the frame valid.
     match unsafe { ffi::av_frame_make_writable(frame.as_mut_ptr()) } {
         0 => Ok(()),
+        e => Err(ffmpeg::Error::from(e)),
+    }
+}
+
+/// A new frame that shares `frame`'s buffers (reference-counted, no pixel copy) and has its
+/// own properties (timestamp, picture type) to set.
+pub fn share(frame: &ffmpeg::frame::Video) -> Result<ffmpeg::frame::Video, ffmpeg::Error> {
+    let mut shared = ffmpeg::frame::Video::empty();
+    // SAFETY: both frames are valid AVFrames; `shared` is freshly allocated and empty, which is
+    // what av_frame_ref requires of its destination. On success it holds new references to
+    // `frame`'s buffers, released when `shared` is dropped; `frame` is only read.
+    match unsafe { ffi::av_frame_ref(shared.as_mut_ptr(), frame.as_ptr()) } {
+        0 => Ok(shared),
         e => Err(ffmpeg::Error::from(e)),
     }
 }

@@ -1,5 +1,6 @@
-//! One rung's worker thread: scale the shared decoded frame to the rung's size (swscale), encode
-//! it with libx264, and hand length-prefixed access units to packaging.
+//! One rung's worker thread: scale the shared decoded frame to the rung's size (swscale; a rung
+//! at the source's size and pixel format takes the decoded frame as is), encode it with
+//! libx264, and hand length-prefixed access units to packaging.
 //!
 //! x264 settings that keep renditions aligned: closed GOPs (`CLOSED_GOP`; FFmpeg's wrapper
 //! makes open GOPs otherwise), `scenecut=0`, `keyint` = the segment duration in frames, and an
@@ -146,6 +147,38 @@ impl Worker {
     fn encode(&mut self, rung: &mut RungEncoder, item: RungInput) -> Result<(), TranscodeError> {
         let name = &rung.rung.rung.name;
         let source = &*item.frame;
+        let same_picture = (source.format(), source.width(), source.height())
+            == (Pixel::YUV420P, rung.rung.width, rung.rung.height);
+        let mut shared;
+        let frame = if same_picture {
+            // a rung at the source's size: no scaling, no pixel copy
+            shared = ffi::share(source).map_err(|e| TranscodeError::encode(name, e))?;
+            &mut shared
+        } else {
+            self.scale(rung, source)?;
+            &mut self.target
+        };
+        frame.set_pts(Some(item.pts_ms));
+        frame.set_kind(if item.segment_start {
+            self.segment_starts.push_back(item.pts_ms);
+            ffmpeg::picture::Type::I
+        } else {
+            ffmpeg::picture::Type::None
+        });
+        rung.encoder
+            .send_frame(frame)
+            .map_err(|e| TranscodeError::encode(name, e))?;
+        self.speed.add_media(item.pts_ms);
+        self.drain(rung)
+    }
+
+    /// Scales `source` into `self.target` at the rung's size.
+    fn scale(
+        &mut self,
+        rung: &RungEncoder,
+        source: &ffmpeg::frame::Video,
+    ) -> Result<(), TranscodeError> {
+        let name = &rung.rung.rung.name;
         let stale = self.scaler.as_ref().is_none_or(|s| {
             let input = s.input();
             (input.format, input.width, input.height)
@@ -172,18 +205,7 @@ impl Worker {
                 .run(source, &mut self.target)
                 .map_err(|e| TranscodeError::encode(name, e))?;
         }
-        self.target.set_pts(Some(item.pts_ms));
-        self.target.set_kind(if item.segment_start {
-            self.segment_starts.push_back(item.pts_ms);
-            ffmpeg::picture::Type::I
-        } else {
-            ffmpeg::picture::Type::None
-        });
-        rung.encoder
-            .send_frame(&self.target)
-            .map_err(|e| TranscodeError::encode(name, e))?;
-        self.speed.add_media(item.pts_ms);
-        self.drain(rung)
+        Ok(())
     }
 
     /// Hands every packet the encoder has ready to packaging.
