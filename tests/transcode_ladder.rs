@@ -299,14 +299,14 @@ fn a_640x360_source_publishes_exactly_one_360p_rung() {
 }
 
 #[test]
-fn a_resolution_change_mid_stream_keeps_every_rendition_size() {
+fn a_resolution_and_sample_rate_change_mid_stream_keeps_every_rendition_format() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start();
     let stream = server.create_stream("switch", "default");
     let live = format!("live/{}", stream.playback_id);
     let dir = server.dir.path();
-    make_flv(&dir.join("a.flv"), 5, "1280x720");
-    make_flv(&dir.join("b.flv"), 5, "640x360");
+    make_flv(&dir.join("a.flv"), 5, "1280x720", 48_000);
+    make_flv(&dir.join("b.flv"), 5, "640x360", 44_100);
     concat_flv(&dir.join("a.flv"), &dir.join("b.flv"), &dir.join("ab.flv"));
     let mut publisher = publish_file(&server.rtmp_url(&stream.key), &dir.join("ab.flv"));
     assert!(
@@ -327,6 +327,121 @@ fn a_resolution_change_mid_stream_keeps_every_rendition_size() {
         // both halves are there: 10 s at 30 fps
         assert!((280..=310).contains(&frames), "{name}: {frames} frames");
     }
+    // the audio rendition went on through the new sample rate, still 48 kHz
+    let audio = ffprobe(&[
+        "-show_entries",
+        "stream=sample_rate:format=duration",
+        &server.url(&format!("{live}/audio/index.m3u8")),
+    ]);
+    assert_eq!(audio["streams"][0]["sample_rate"].as_str(), Some("48000"));
+    let seconds: f64 = audio["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!((9.0..=11.0).contains(&seconds), "audio lasts {seconds} s");
+}
+
+#[test]
+fn a_ladder_offering_the_source_cuts_every_rung_at_the_source_keyframes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start_with(|dir| {
+        std::fs::create_dir_all(dir.join("ladders")).expect("ladders dir");
+        std::fs::write(
+            dir.join("ladders/with-source.toml"),
+            "source = true\n[[rungs]]\nname = \"180p\"\nheight = 180\nbitrate = \"300k\"\nmax_fps = 15\n",
+        )
+        .expect("write ladder");
+    });
+    let stream = server.create_stream("both", "with-source");
+    let live = format!("live/{}", stream.playback_id);
+    let mut publisher = publish(&server.rtmp_url(&stream.key), 10);
+    assert!(
+        publisher.wait().expect("ffmpeg ran").success(),
+        "ffmpeg failed"
+    );
+    wait_for_end(&server, &live, &["source", "180p", "audio"]);
+    let variants = master(&server, &live);
+    let declared: Vec<(&str, u64, u64)> = variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.width, v.height))
+        .collect();
+    assert_eq!(declared, [("source", 640, 360), ("180p", 320, 180)]);
+    let source = segments(&server, &live, "source");
+    let low = segments(&server, &live, "180p");
+    assert_eq!(source.len(), low.len());
+    assert!(source.len() >= 4, "{} segments", source.len());
+    for (a, b) in source.iter().zip(&low) {
+        assert_eq!(a.first_video_nal, 5, "source/{}", a.uri);
+        assert_eq!(b.first_video_nal, 5, "180p/{}", b.uri);
+        assert!(
+            a.start.abs_diff(b.start) <= 3_000,
+            "{}: {} vs {}",
+            a.uri,
+            a.start,
+            b.start
+        );
+    }
+    // the 15 fps cap halves the 30 fps source
+    let frames = decode_all_frames(&server.url(&format!("{live}/180p/index.m3u8")), 320, 180);
+    assert!(
+        (140..=160).contains(&frames),
+        "180p has {frames} frames in 10 s"
+    );
+}
+
+#[test]
+fn ladder_files_are_checked_by_the_cli_and_streams_need_a_known_ladder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[rungs]]\nname = \"540p\"\nheight = 540\nbitrate = \"2M\"\n[[rungs]]\nname = \"1440p\"\nheight = 1440\nbitrate = \"9M\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(strata)
+        .current_dir(dir.path())
+        .args(["ladder", "check"])
+        .arg(&good)
+        .args(["--source", "1280x720@30"])
+        .output()
+        .expect("run strata");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("540p") && text.contains("960x540"), "{text}");
+    assert!(!text.contains("1440p"), "no upscale: {text}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rungs]]\nname = \"x\"\nheight = 720\nbitrate = \"2M\"\nprofile = \"extreme\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(strata)
+        .current_dir(dir.path())
+        .args(["ladder", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run strata");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("rungs[0].profile") && err.contains("extreme"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(strata)
+        .current_dir(dir.path())
+        .env("STRATA__DATA_DIR", dir.path().join("data"))
+        .args(["stream", "create", "s", "--ladder", "nonexistent"])
+        .output()
+        .expect("run strata");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no ladder named `nonexistent`") && err.contains("default"),
+        "{err}"
+    );
 }
 
 /// Eight rungs near 720p at x264 `medium` are far more than two cores encode in real time.

@@ -128,6 +128,12 @@ impl Worker {
 
     fn configure(&mut self, config: &AacConfig) -> Result<(), TranscodeError> {
         if self.decoder.is_some() {
+            tracing::info!(
+                sample_rate = config.sample_rate,
+                channels = config.channels,
+                "the source changed its audio configuration; decoding it, the audio rendition \
+                 keeps its format"
+            );
             self.flush_decoder()?;
         }
         let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::AAC).ok_or(TranscodeError::NoAac)?;

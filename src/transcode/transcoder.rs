@@ -173,6 +173,9 @@ impl Transcoder {
                 }
             }
             CodecConfig::Aac(aac) => {
+                if self.source_audio.as_ref() == Some(&aac) {
+                    return Ok(()); // repeated, unchanged
+                }
                 self.source_audio = Some(aac.clone());
                 if let Some((queue, _)) = &self.audio {
                     queue

@@ -231,8 +231,9 @@ pub fn last_segment_number(playlist: &str) -> Option<u64> {
     (count > 0).then(|| parsed.media_sequence + count - 1)
 }
 
-/// Writes `seconds` of testsrc2 + sine at `size` as an FLV file (no real-time pacing).
-pub fn make_flv(path: &Path, seconds: u32, size: &str) {
+/// Writes `seconds` of testsrc2 at `size` + a sine at `sample_rate` Hz as an FLV file (no
+/// real-time pacing).
+pub fn make_flv(path: &Path, seconds: u32, size: &str, sample_rate: u32) {
     let status = Command::new("ffmpeg")
         .args(["-y", "-hide_banner", "-loglevel", "error"])
         .args([
@@ -241,7 +242,12 @@ pub fn make_flv(path: &Path, seconds: u32, size: &str) {
             "-i",
             &format!("testsrc2=size={size}:rate=30"),
         ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency=440:sample_rate={sample_rate}"),
+        ])
         .args(["-t", &seconds.to_string()])
         .args([
             "-c:v",
