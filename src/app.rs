@@ -147,7 +147,7 @@ fn print_banner(
         ),
     }
     for stream in streams {
-        println!("  Watch `{}`:", stream.name);
+        println!("  Watch `{}` (ladder `{}`):", stream.name, stream.ladder);
         println!("    HLS:  {}", urls.hls(stream));
         println!("    DASH: {}", urls.dash(stream));
     }

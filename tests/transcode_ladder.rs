@@ -520,3 +520,23 @@ fn a_ladder_slower_than_real_time_says_so_and_stays_aligned() {
         }
     }
 }
+
+#[test]
+fn a_source_too_large_to_decode_is_refused_with_a_reason() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("huge", "default");
+    let dir = server.dir.path();
+    make_flv(&dir.join("huge.flv"), 1, "4160x2340", 48_000);
+    let mut publisher = publish_file(&server.rtmp_url(&stream.key), &dir.join("huge.flv"));
+    let _ = publisher.wait();
+    let refused = wait_for(Duration::from_secs(20), || {
+        server
+            .log()
+            .contains("the source is 4160x2340, larger than the 4096x2304")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", server.log());
+    let live = format!("live/{}", stream.playback_id);
+    assert_eq!(server.get(&format!("{live}/master.m3u8")).0, 404);
+}

@@ -41,6 +41,11 @@ pub enum TranscodeError {
     EncoderConfig(String, String),
     #[error("the ladder's audio sample rate {0} Hz has no AAC frequency index")]
     AudioFormat(u32),
+    #[error(
+        "the source is {0}x{1}, larger than the 4096x2304 the transcoder decodes; lower the \
+         encoder's output resolution or give the stream the passthrough ladder"
+    )]
+    SourceTooLarge(u32, u32),
     #[error("the {0} worker thread ended unexpectedly")]
     WorkerGone(String),
     #[error("cannot start a transcoding thread: {0}")]

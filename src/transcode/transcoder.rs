@@ -37,6 +37,9 @@ use crate::media::{
 
 /// Events buffered between the encoder threads and packaging.
 pub const OUTPUT_QUEUE: usize = 256;
+/// Largest source picture decoded (4096x2304): a hostile SPS could declare 16384x16384 and make
+/// the decoder allocate gigabytes. Bigger sources can use the passthrough ladder.
+const MAX_SOURCE_PIXELS: u64 = 4096 * 2304;
 /// Behind real time by more than this, a full rung queue skips frames instead of waiting.
 const MAX_LAG_SECS: f64 = 1.0;
 /// How often dropped-frame counts are logged.
@@ -162,6 +165,9 @@ impl Transcoder {
                     });
                 }
                 if changed {
+                    if u64::from(avc.width) * u64::from(avc.height) > MAX_SOURCE_PIXELS {
+                        return Err(TranscodeError::SourceTooLarge(avc.width, avc.height));
+                    }
                     tracing::info!(
                         width = avc.width,
                         height = avc.height,
@@ -189,6 +195,9 @@ impl Transcoder {
 
     /// The first keyframe: plan the ladder, open every encoder, announce every rendition.
     fn start(&mut self, source: &AvcConfig) -> Result<(), TranscodeError> {
+        if u64::from(source.width) * u64::from(source.height) > MAX_SOURCE_PIXELS {
+            return Err(TranscodeError::SourceTooLarge(source.width, source.height));
+        }
         let plan = Plan::new(
             &self.job.ladder,
             Source {
