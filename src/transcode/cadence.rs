@@ -44,6 +44,21 @@ impl SegmentCadence {
         }
     }
 
+    /// The cadence a ladder needs: the source's keyframes when the source is one of its
+    /// renditions (it can only be cut there), else the clock.
+    pub fn for_ladder(ladder: &super::Ladder, target_secs: f64) -> Self {
+        let cadence = if ladder.source {
+            Cadence::SourceKeyframes
+        } else {
+            Cadence::Clock
+        };
+        Self::new(cadence, target_secs)
+    }
+
+    pub fn kind(&self) -> Cadence {
+        self.cadence
+    }
+
     /// A source packet, in decode order. Returns whether it starts a segment (only ever true
     /// when following the source's keyframes).
     pub fn on_packet(&mut self, dts_ms: i64, pts_ms: i64, keyframe: bool) -> bool {

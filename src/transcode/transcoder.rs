@@ -103,14 +103,7 @@ struct Transcoder {
 impl Transcoder {
     fn new(job: TranscodeJob, output: mpsc::Sender<RenditionEvent>) -> Self {
         Self {
-            cadence: SegmentCadence::new(
-                if job.ladder.source {
-                    Cadence::SourceKeyframes
-                } else {
-                    Cadence::Clock
-                },
-                job.segment_duration,
-            ),
+            cadence: SegmentCadence::for_ladder(&job.ladder, job.segment_duration),
             job,
             output,
             source_video: None,
@@ -207,7 +200,7 @@ impl Transcoder {
             },
         );
         tracing::info!(ladder = %self.job.ladder.name, "{plan}");
-        let cadence = self.cadence_kind();
+        let cadence = self.cadence.kind();
         let segment_duration = self.job.segment_duration;
         let keyint = |fps: f64| match cadence {
             Cadence::Clock => (fps * segment_duration).round().max(1.0) as u32,
@@ -284,14 +277,6 @@ impl Transcoder {
         }
         self.plan = Some(plan);
         Ok(())
-    }
-
-    fn cadence_kind(&self) -> Cadence {
-        if self.job.ladder.source {
-            Cadence::SourceKeyframes
-        } else {
-            Cadence::Clock
-        }
     }
 
     fn on_video(&mut self, frame: MediaFrame) -> Result<(), TranscodeError> {
