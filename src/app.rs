@@ -10,8 +10,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::collections::HashSet;
+
 use crate::config::Settings;
+use crate::db::admin::token_hash;
 use crate::db::{Db, Stream};
+use crate::events::EventBus;
+use crate::http::api::ApiState;
 use crate::hub::Hub;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
 use crate::pipeline::PipelineContext;
@@ -41,9 +46,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     crate::transcode::init().context("initialising FFmpeg")?;
-    let db = Db::connect(&settings.database_url())
+    let db = Db::connect(&settings.database_url(), settings.key_hasher()?)
         .await
         .context("opening the database")?;
+    let ended = db.end_orphaned_sessions().await?;
+    if ended > 0 {
+        tracing::warn!(
+            sessions = ended,
+            "sessions left live by an earlier process marked ended"
+        );
+    }
+    let (token_hashes, new_admin_token) = admin_tokens(&settings, &db).await?;
     let store = store::open(&settings.storage_url()).context("opening storage")?;
 
     let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
@@ -63,6 +76,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     print_banner(
         &db.list_streams().await?,
         demo_key.as_deref(),
+        new_admin_token.as_deref(),
         &urls,
         rtmp_addr,
         http_addr,
@@ -70,6 +84,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let hub = Hub::new();
+    let events = EventBus::default();
+    let api = actix_web::web::Data::new(ApiState {
+        db: db.clone(),
+        hub: hub.clone(),
+        ladders: ladders.clone(),
+        default_ladder: settings.transcode.default_ladder.clone(),
+        token_hashes,
+        rtmp_url: urls.rtmp.clone(),
+        public_url: urls.public.clone(),
+        events: events.clone(),
+    });
+    tokio::spawn(crate::events::send_stats(
+        hub.clone(),
+        events.clone(),
+        shutdown.clone(),
+    ));
     let ingest = Arc::new(IngestContext {
         settings: IngestSettings {
             app: settings.rtmp.app.clone(),
@@ -78,7 +109,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_connections: settings.rtmp.max_connections,
         },
         db: db.clone(),
-        hub: Hub::new(),
+        hub,
         pipeline: PipelineContext {
             store: store.clone(),
             db: db.clone(),
@@ -87,6 +118,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             utc_timing_url: format!("{}/time", urls.public),
             ladders,
             default_ladder: settings.transcode.default_ladder.clone(),
+            events,
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),
@@ -98,6 +130,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             store,
             metrics: Some(metrics),
         }),
+        api,
     )?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);
@@ -118,6 +151,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hashes of every accepted admin token: those in `auth.admin_tokens`, plus those stored.
+/// With none configured and none stored, creates one and returns it too (printed once).
+async fn admin_tokens(
+    settings: &Settings,
+    db: &Db,
+) -> anyhow::Result<(HashSet<String>, Option<String>)> {
+    let mut hashes: HashSet<String> = settings
+        .auth
+        .admin_tokens
+        .iter()
+        .map(|t| token_hash(t))
+        .collect();
+    let mut created = None;
+    if hashes.is_empty() && db.admin_token_count().await? == 0 {
+        created = Some(db.create_admin_token().await?);
+    }
+    hashes.extend(db.admin_token_hashes().await?);
+    Ok((hashes, created))
+}
+
 /// On an empty database, creates the stream `demo`; returns its key (shown once).
 async fn create_demo_stream_if_empty(db: &Db, ladder: &str) -> anyhow::Result<Option<String>> {
     if !db.list_streams().await?.is_empty() {
@@ -131,6 +184,7 @@ async fn create_demo_stream_if_empty(db: &Db, ladder: &str) -> anyhow::Result<Op
 fn print_banner(
     streams: &[Stream],
     demo_key: Option<&str>,
+    admin_token: Option<&str>,
     urls: &Urls,
     rtmp: SocketAddr,
     http: SocketAddr,
@@ -153,6 +207,13 @@ fn print_banner(
     }
     if let Some(first) = streams.first() {
         println!("    e.g.  ffplay {}", urls.hls(first));
+    }
+    println!(
+        "  Admin API: {}/api/v1 (OpenAPI: {}/api/v1/openapi.json)",
+        urls.public, urls.public
+    );
+    if let Some(token) = admin_token {
+        println!("    Admin token: {token}   (shown once — keep it, only its hash is stored)");
     }
     // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
     println!("STRATA_READY rtmp={rtmp} http={http}");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::db::ids;
+use crate::db::ids::{self, KeyHasher};
 use crate::publish::store;
 use crate::transcode::Ladders;
 
@@ -36,6 +36,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub segment: SegmentSettings,
     pub transcode: TranscodeSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +92,26 @@ pub struct TranscodeSettings {
     pub default_ladder: String,
 }
 
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Key of the HMAC that stream keys are stored as. Empty: generated once into
+    /// `{data_dir}/secret`. Nodes sharing a database must share it.
+    pub secret: String,
+    /// Admin API bearer tokens. Empty: one is generated at first start, printed once, and only
+    /// its hash stored.
+    pub admin_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("secret", &"…")
+            .field("admin_tokens", &self.admin_tokens.len())
+            .finish()
+    }
+}
+
 const DEFAULTS: &str = r#"
 data_dir = "./data"
 
@@ -118,6 +139,10 @@ window = 6
 [transcode]
 ladders = "./ladders"
 default_ladder = "default"
+
+[auth]
+secret = ""
+admin_tokens = []
 "#;
 
 impl Settings {
@@ -145,6 +170,8 @@ impl Settings {
                 config::Environment::with_prefix("STRATA")
                     .prefix_separator("__")
                     .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("auth.admin_tokens")
                     .try_parsing(true),
             )
             .build()?
@@ -182,6 +209,18 @@ impl Settings {
         if !ids::is_name(&self.rtmp.app) {
             return Err(invalid("rtmp.app", ids::NAME_RULE));
         }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
+            return Err(invalid(
+                "auth.secret",
+                "must be at least 32 characters (or empty to generate one)",
+            ));
+        }
+        if self.auth.admin_tokens.iter().any(|t| t.len() < 20) {
+            return Err(invalid(
+                "auth.admin_tokens",
+                "every token must be at least 20 characters",
+            ));
+        }
         url_with_scheme("http.public_url", &self.http.public_url, &["http", "https"])?;
         url_with_scheme("storage.url", &self.storage.url, store::SCHEMES)?;
         url_with_scheme(
@@ -200,6 +239,44 @@ impl Settings {
             .get(&self.transcode.default_ladder)
             .map_err(|e| invalid("transcode.default_ladder", e.to_string()))?;
         Ok(ladders)
+    }
+
+    /// The stream-key hasher: keyed with `auth.secret`, or with `{data_dir}/secret`, which is
+    /// created (mode 0600) on first use.
+    pub fn key_hasher(&self) -> Result<KeyHasher, ConfigError> {
+        if !self.auth.secret.is_empty() {
+            return Ok(KeyHasher::new(self.auth.secret.as_bytes()));
+        }
+        let path = self.data_dir.join("secret");
+        let fail = |e: std::io::Error| invalid("auth.secret", format!("{}: {e}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(secret) if secret.trim().len() >= 32 => {
+                return Ok(KeyHasher::new(secret.trim().as_bytes()))
+            }
+            Ok(_) => {
+                return Err(invalid(
+                    "auth.secret",
+                    format!("{} is too short", path.display()),
+                ))
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(fail)?;
+        let secret = ids::new_secret();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut file) => {
+                std::io::Write::write_all(&mut file, secret.as_bytes()).map_err(fail)?;
+                Ok(KeyHasher::new(secret.as_bytes()))
+            }
+            // another process created it first: use theirs
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.key_hasher(),
+            Err(e) => Err(fail(e)),
+        }
     }
 
     pub fn storage_url(&self) -> String {

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -1,4 +1,4 @@
-//! The `strata` command: `serve`, `stream create|list`, `ladder check|list`.
+//! The `strata` command: `serve`, `stream create|list|rotate-key|delete`, `ladder check|list`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +67,10 @@ enum StreamCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give a stream a new key (printed once); the old key stops working.
+    RotateKey { name: String },
+    /// Delete a stream (its recordings' media stays in storage).
+    Delete { name: String },
 }
 
 fn main() -> ExitCode {
@@ -120,7 +124,7 @@ fn init_logging() {
 }
 
 async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::Result<()> {
-    let db = Db::connect(&settings.database_url()).await?;
+    let db = Db::connect(&settings.database_url(), settings.key_hasher()?).await?;
     let urls = strata::app::Urls {
         public: settings.public_url(settings.http.listen),
         rtmp: settings.rtmp_url(settings.http.listen, settings.rtmp.listen),
@@ -152,6 +156,27 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                 println!("  HLS:  {}", urls.hls(&stream));
                 println!("  DASH: {}", urls.dash(&stream));
             }
+        }
+        StreamCommand::RotateKey { name } => {
+            let stream = db
+                .stream_by_name(&name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no stream named `{name}`"))?;
+            let key = db
+                .rotate_key(&stream.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("stream `{name}` was deleted meanwhile"))?;
+            println!("New key for `{name}` (shown once; the old key no longer publishes):");
+            println!("  OBS Server:     {}", urls.rtmp);
+            println!("  OBS Stream Key: {key}");
+        }
+        StreamCommand::Delete { name } => {
+            let stream = db
+                .stream_by_name(&name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no stream named `{name}`"))?;
+            db.delete_stream(&stream.id).await?;
+            println!("Stream `{name}` deleted.");
         }
         StreamCommand::List { json } => {
             let streams = db.list_streams().await?;

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::db::{ids, Db, Stream};
+use crate::db::{Db, Stream};
+use crate::events::{Ended, Event, EventBus, SegmentPublished};
 use crate::hub::Lease;
 use crate::media::{RenditionEvent, StreamEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
@@ -40,6 +41,7 @@ pub struct PipelineContext {
     pub ladders: Arc<Ladders>,
     /// Used when a stream names a ladder that no longer exists.
     pub default_ladder: String,
+    pub events: EventBus,
     pub shutdown: CancellationToken,
 }
 
@@ -68,7 +70,7 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) -> mpsc::Sender<StreamEvent> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let recording_id = ids::new_recording_id();
+    let recording_id = lease.stats.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
     let ladder = match ctx.ladders.get(&stream.ladder) {
         Ok(ladder) => ladder.clone(),
@@ -87,6 +89,7 @@ pub fn spawn(
             ladder,
             segment_duration: ctx.segment_duration,
             playback_id: stream.playback_id.clone(),
+            stats: lease.stats.clone(),
         };
         let started = {
             let _entered = span.enter();
@@ -113,7 +116,12 @@ async fn run(
     mut events: Input,
     cut: CutRule,
 ) {
-    if let Err(e) = ctx.db.start_recording(&stream.id, &recording_id).await {
+    let stats = lease.stats.clone();
+    if let Err(e) = ctx
+        .db
+        .start_session(&recording_id, &stream.id, &stats.ladder)
+        .await
+    {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");
     }
     let mut segmenter = Segmenter::new(SegmenterConfig {
@@ -134,6 +142,7 @@ async fn run(
     let mut media_zero = Utc::now();
     let mut segments = 0u64;
     tracing::info!("broadcast started");
+    ctx.events.send(Event::Live(stats.snapshot()));
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -162,7 +171,29 @@ async fn run(
                 }
                 SegmenterOutput::Segment(segment) => {
                     segments += 1;
-                    publisher.publish_segment(segment, media_zero).await
+                    let published = SegmentPublished {
+                        session_id: recording_id.clone(),
+                        stream_id: stream.id.clone(),
+                        playback_id: stream.playback_id.clone(),
+                        number: segment.number,
+                        duration_secs: segment.tracks.first().map_or(0.0, |t| t.duration_secs()),
+                    };
+                    stats.add_segment();
+                    if segments == 1 {
+                        // the source is known by now (its configs came before the first frame)
+                        if let Err(e) = ctx
+                            .db
+                            .set_session_source(&recording_id, &stats.source())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not store the session's source");
+                        }
+                    }
+                    let result = publisher.publish_segment(segment, media_zero).await;
+                    if result.is_ok() {
+                        ctx.events.send(Event::Segment(published));
+                    }
+                    result
                 }
             };
             if let Err(e) = result {
@@ -187,23 +218,36 @@ async fn run(
     // through the transcoder threads, which stop when their output closes), so its connection
     // closes.
     drop(events);
-    match publisher.finish().await {
+    let duration = match publisher.finish().await {
         Ok(duration) => {
             tracing::info!(
                 segments,
                 duration_s = duration,
                 "broadcast ended; recording stored"
             );
-            if let Err(e) = ctx
-                .db
-                .finish_recording(&recording_id, (duration * 1000.0) as i64)
-                .await
-            {
-                tracing::warn!(error = %e, "could not record the broadcast end");
-            }
+            duration
         }
-        Err(e) => tracing::error!(error = %e, "could not write the final manifests"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not write the final manifests");
+            0.0
+        }
+    };
+    let bitrate = (duration > 0.0).then(|| (stats.bytes_in() as f64 * 8.0 / duration) as i64);
+    if let Err(e) = ctx
+        .db
+        .finish_session(&recording_id, (duration * 1000.0) as i64, bitrate)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the broadcast end");
     }
+    // after the database knows, so a client reacting to the event finds the recording
+    ctx.events.send(Event::Ended(Ended {
+        session_id: recording_id.clone(),
+        stream_id: stream.id.clone(),
+        playback_id: stream.playback_id.clone(),
+        duration_secs: duration,
+        segments,
+    }));
     drop(lease);
     while let Some(at) = publisher.next_deletion() {
         tokio::select! {
@@ -253,10 +297,10 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_stream_error_ends_the_broadcast_and_releases_the_publisher() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("t.db").display()
-        ))
+        let db = Db::connect(
+            &format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            crate::db::ids::KeyHasher::new(b"test secret"),
+        )
         .await
         .unwrap();
         let (stream, _) = db.create_stream("s", "passthrough").await.unwrap();
@@ -270,10 +314,12 @@ mod tests {
             utc_timing_url: "http://localhost/time".into(),
             ladders: Arc::new(Ladders::shipped()),
             default_ladder: "default".into(),
+            events: EventBus::default(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();
-        let lease = hub.begin(&stream.id, &shutdown).await.unwrap();
+        let stats = Arc::new(crate::hub::LiveStats::new("rec".into(), &stream));
+        let lease = hub.begin(stats, &shutdown).await.unwrap();
         let tracker = TaskTracker::new();
         let events = spawn(ctx, stream.clone(), lease, &tracker);
         events.send(video_track(320)).await.unwrap();

@@ -1,6 +1,9 @@
 //! Identifiers the server generates: stream ids, public playback ids, recording ids and secret
 //! stream keys. Object keys and URLs are built only from these, never from client strings.
 
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -49,9 +52,55 @@ pub fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// What the database stores instead of the key.
-pub fn hash_key(key: &str) -> String {
+/// What the database stores instead of a stream key: HMAC-SHA256 keyed with the server secret,
+/// so a copy of the database alone cannot be used to test guesses offline.
+#[derive(Clone)]
+pub struct KeyHasher {
+    secret: Arc<[u8]>,
+}
+
+/// Marks keyed hashes; a bare 64-hex value is the unkeyed SHA-256 of earlier versions.
+const KEYED_PREFIX: &str = "h1:";
+
+impl KeyHasher {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.into(),
+        }
+    }
+
+    pub fn hash(&self, key: &str) -> String {
+        // HMAC accepts a key of any length; `new_from_slice` cannot fail for it.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.secret) {
+            Ok(mac) => mac,
+            Err(_) => return legacy_hash(key),
+        };
+        mac.update(key.as_bytes());
+        format!("{KEYED_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(..)")
+    }
+}
+
+/// The unkeyed SHA-256 that databases created before keyed hashes hold; accepted once, then
+/// replaced by the keyed hash.
+pub fn legacy_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random secret (hex, 256 bits) for key hashing or admin tokens.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// A new admin API token (`st_` + 40 characters).
+pub fn new_admin_token() -> String {
+    format!("st_{}", random_string(40))
 }
 
 #[cfg(test)]
@@ -65,5 +114,15 @@ mod tests {
         assert_ne!(new_stream_key(), new_stream_key());
         assert!(!is_public_id("../../etc/passwd"));
         assert!(!is_public_id("ABCDEFGHIJKLMNOP"));
+    }
+
+    #[test]
+    fn key_hashes_depend_on_the_server_secret() {
+        let a = KeyHasher::new(b"one secret");
+        let b = KeyHasher::new(b"another secret");
+        assert_eq!(a.hash("sk_x"), a.hash("sk_x"));
+        assert_ne!(a.hash("sk_x"), b.hash("sk_x"));
+        assert_ne!(a.hash("sk_x"), legacy_hash("sk_x"));
+        assert!(!a.hash("sk_x").contains("sk_x"));
     }
 }

@@ -1,7 +1,9 @@
 //! The database: sqlx's `Any` driver over `migrations/` (SQLite by default; PostgreSQL when
 //! several nodes share state). Repositories are plain async functions over the pool.
 
+pub mod admin;
 pub mod ids;
+pub mod sessions;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -23,18 +25,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    keys: ids::KeyHasher,
 }
 
 /// A stream as the server sees it (the key exists only as a hash).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stream {
     pub id: String,
     pub name: String,
     pub playback_id: String,
     /// Name of the ladder its broadcasts use.
     pub ladder: String,
+    /// The next segment number its broadcasts will use.
     pub next_segment: u64,
+    /// Unix milliseconds.
     pub created_at: i64,
+    /// Unix milliseconds (0 if never updated).
+    pub updated_at: i64,
 }
 
 impl Stream {
@@ -46,19 +53,21 @@ impl Stream {
             ladder: row.try_get("ladder")?,
             next_segment: row.try_get::<i64, _>("next_segment")?.max(0) as u64,
             created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
         })
     }
 }
 
-const STREAM_COLUMNS: &str = "id, name, playback_id, ladder, next_segment, created_at";
+const STREAM_COLUMNS: &str = "id, name, playback_id, ladder, next_segment, created_at, updated_at";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 impl Db {
-    /// Connects, creating the SQLite file if needed, and runs pending migrations.
-    pub async fn connect(url: &str) -> Result<Self, DbError> {
+    /// Connects, creating the SQLite file if needed, and runs pending migrations. `keys` hashes
+    /// stream keys (keyed with the server secret).
+    pub async fn connect(url: &str, keys: ids::KeyHasher) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -80,7 +89,7 @@ impl Db {
                 .await?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, keys })
     }
 
     /// Creates a stream that uses `ladder` (the caller checked it exists); returns it with its
@@ -104,6 +113,7 @@ impl Db {
             ladder: ladder.to_string(),
             next_segment: 0,
             created_at: now_ms(),
+            updated_at: 0,
         };
         sqlx::query(
             "INSERT INTO streams (id, name, playback_id, key_hash, ladder, next_segment, created_at) \
@@ -112,7 +122,7 @@ impl Db {
         .bind(&stream.id)
         .bind(&stream.name)
         .bind(&stream.playback_id)
-        .bind(ids::hash_key(&key))
+        .bind(self.keys.hash(&key))
         .bind(&stream.ladder)
         .bind(stream.created_at)
         .execute(&self.pool)
@@ -135,9 +145,96 @@ impl Db {
         self.stream_where("name", name).await
     }
 
-    /// The stream a publisher's key opens, if any. Compares hashes, never keys.
+    /// The stream a publisher's key opens, if any. Compares hashes, never keys. A key stored
+    /// with the unkeyed hash of earlier versions is accepted and re-stored keyed.
     pub async fn stream_by_key(&self, key: &str) -> Result<Option<Stream>, DbError> {
-        self.stream_where("key_hash", &ids::hash_key(key)).await
+        let keyed = self.keys.hash(key);
+        if let Some(stream) = self.stream_where("key_hash", &keyed).await? {
+            return Ok(Some(stream));
+        }
+        let legacy = ids::legacy_hash(key);
+        let Some(stream) = self.stream_where("key_hash", &legacy).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE streams SET key_hash = $1 WHERE id = $2 AND key_hash = $3")
+            .bind(&keyed)
+            .bind(&stream.id)
+            .bind(&legacy)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(stream))
+    }
+
+    pub async fn stream_by_id(&self, id: &str) -> Result<Option<Stream>, DbError> {
+        self.stream_where("id", id).await
+    }
+
+    /// Renames a stream and/or changes its ladder (the caller checked the ladder exists).
+    pub async fn update_stream(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        ladder: Option<&str>,
+    ) -> Result<Option<Stream>, DbError> {
+        let Some(current) = self.stream_by_id(id).await? else {
+            return Ok(None);
+        };
+        let name = name.unwrap_or(&current.name);
+        if !ids::is_name(name) {
+            return Err(DbError::BadName);
+        }
+        if name != current.name && self.stream_by_name(name).await?.is_some() {
+            return Err(DbError::NameTaken(name.to_string()));
+        }
+        sqlx::query("UPDATE streams SET name = $1, ladder = $2, updated_at = $3 WHERE id = $4")
+            .bind(name)
+            .bind(ladder.unwrap_or(&current.ladder))
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.stream_by_id(id).await
+    }
+
+    /// Deletes a stream with its sessions and recording rows; false if there was none.
+    pub async fn delete_stream(&self, id: &str) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["sessions", "recordings"] {
+            let sql = format!("DELETE FROM {table} WHERE stream_id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM streams WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the stream's key with a new one, returned once; the old key stops working.
+    pub async fn rotate_key(&self, id: &str) -> Result<Option<String>, DbError> {
+        let key = ids::new_stream_key();
+        let done = sqlx::query("UPDATE streams SET key_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(self.keys.hash(&key))
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok((done.rows_affected() > 0).then_some(key))
+    }
+
+    /// Revokes the stream's key without a replacement (rotate to publish again).
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("UPDATE streams SET key_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(format!("revoked:{id}"))
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The stream whose unique `column` equals `value`.
@@ -163,34 +260,6 @@ impl Db {
             .await?;
         Ok(())
     }
-
-    pub async fn start_recording(
-        &self,
-        stream_id: &str,
-        recording_id: &str,
-    ) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
-            .bind(recording_id)
-            .bind(stream_id)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn finish_recording(
-        &self,
-        recording_id: &str,
-        duration_ms: i64,
-    ) -> Result<(), DbError> {
-        sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
-            .bind(now_ms())
-            .bind(duration_ms)
-            .bind(recording_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -200,7 +269,9 @@ mod tests {
     async fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Db::connect(&url).await.unwrap();
+        let db = Db::connect(&url, ids::KeyHasher::new(b"test secret"))
+            .await
+            .unwrap();
         (dir, db)
     }
 

@@ -1,6 +1,9 @@
 //! The HTTP origin (actix-web): one `configure` per area. Playback is public with open CORS
-//! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text.
+//! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text;
+//! `/api/v1` is the admin API (bearer token), with its events stream.
 
+pub mod api;
+pub mod events;
 pub mod playback;
 
 use std::sync::Arc;
@@ -31,6 +34,7 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
 pub fn server(
     listener: std::net::TcpListener,
     state: web::Data<HttpState>,
+    api: web::Data<api::ApiState>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         let cors = actix_cors::Cors::default()
@@ -45,8 +49,10 @@ pub fn server(
             .max_age(86_400);
         App::new()
             .app_data(state.clone())
+            .app_data(api.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
+            .configure(api::configure)
             .service(web::scope("").wrap(cors).configure(playback::configure))
     })
     .workers(2)

@@ -5,6 +5,8 @@
 //! broadcast is cancelled, and the new one waits — at most `TAKEOVER_WAIT` — until the old
 //! one has written its final manifests, so two writers never race on one stream's objects.
 
+pub mod live;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,18 @@ pub enum HubError {
     TakeoverTimeout(Duration),
 }
 
+pub use live::{LiveStats, SessionStats};
+
 #[derive(Default)]
 struct Slot {
     writer: Arc<tokio::sync::Mutex<()>>,
-    current: Option<(u64, CancellationToken)>,
+    current: Option<Current>,
+}
+
+struct Current {
+    lease: u64,
+    cancel: CancellationToken,
+    stats: Arc<LiveStats>,
 }
 
 #[derive(Default)]
@@ -40,6 +50,7 @@ pub struct Lease {
     stream_id: String,
     session: u64,
     pub cancel: CancellationToken,
+    pub stats: Arc<LiveStats>,
     _writer: OwnedMutexGuard<()>,
 }
 
@@ -53,19 +64,26 @@ impl Hub {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `stream_id`, cancelling a broadcast already live on it and waiting for it to end.
+    /// Claims the stream of `stats`, cancelling a broadcast already live on it and waiting for
+    /// it to end.
     pub async fn begin(
         self: &Arc<Self>,
-        stream_id: &str,
+        stats: Arc<LiveStats>,
         parent: &CancellationToken,
     ) -> Result<Lease, HubError> {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = parent.child_token();
+        let stream_id = stats.stream_id.clone();
         let writer = {
             let mut slots = self.lock();
-            let slot = slots.entry(stream_id.to_string()).or_default();
-            if let Some((_, previous)) = slot.current.replace((session, cancel.clone())) {
-                previous.cancel();
+            let slot = slots.entry(stream_id.clone()).or_default();
+            let current = Current {
+                lease: session,
+                cancel: cancel.clone(),
+                stats: stats.clone(),
+            };
+            if let Some(previous) = slot.current.replace(current) {
+                previous.cancel.cancel();
             }
             slot.writer.clone()
         };
@@ -74,9 +92,10 @@ impl Hub {
             .map_err(|_| HubError::TakeoverTimeout(TAKEOVER_WAIT))?;
         Ok(Lease {
             hub: self.clone(),
-            stream_id: stream_id.to_string(),
+            stream_id,
             session,
             cancel,
+            stats,
             _writer: guard,
         })
     }
@@ -84,6 +103,28 @@ impl Hub {
     /// Number of streams with a live broadcast.
     pub fn live_count(&self) -> usize {
         self.lock().values().filter(|s| s.current.is_some()).count()
+    }
+
+    /// Every live broadcast's statistics.
+    pub fn live(&self) -> Vec<Arc<LiveStats>> {
+        self.lock()
+            .values()
+            .filter_map(|s| s.current.as_ref().map(|c| c.stats.clone()))
+            .collect()
+    }
+
+    /// Stops the broadcast of session `session_id` (its publisher is disconnected); false if no
+    /// such broadcast is live.
+    pub fn stop(&self, session_id: &str) -> bool {
+        let slots = self.lock();
+        let current = slots
+            .values()
+            .filter_map(|s| s.current.as_ref())
+            .find(|c| c.stats.session_id == session_id);
+        if let Some(current) = current {
+            current.cancel.cancel();
+        }
+        current.is_some()
     }
 }
 
@@ -94,7 +135,7 @@ impl Drop for Lease {
             if slot
                 .current
                 .as_ref()
-                .is_some_and(|(s, _)| *s == self.session)
+                .is_some_and(|c| c.lease == self.session)
             {
                 slot.current = None;
             }
@@ -106,19 +147,47 @@ impl Drop for Lease {
 mod tests {
     use super::*;
 
+    fn stats(session: &str) -> Arc<LiveStats> {
+        let stream = crate::db::Stream {
+            id: "s".into(),
+            name: "s".into(),
+            playback_id: "p".into(),
+            ladder: "default".into(),
+            next_segment: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        Arc::new(LiveStats::new(session.into(), &stream))
+    }
+
     #[tokio::test]
     async fn a_second_publisher_takes_over_after_the_first_finishes() {
         let hub = Hub::new();
         let root = CancellationToken::new();
-        let first = hub.begin("s", &root).await.unwrap();
+        let first = hub.begin(stats("one"), &root).await.unwrap();
         assert_eq!(hub.live_count(), 1);
         let hub2 = hub.clone();
         let root2 = root.clone();
-        let second = tokio::spawn(async move { hub2.begin("s", &root2).await.map(|l| l.session) });
+        let second =
+            tokio::spawn(async move { hub2.begin(stats("two"), &root2).await.map(|l| l.session) });
         first.cancel.cancelled().await; // the old broadcast is told to stop …
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!second.is_finished(), "… and the new one waits for it");
         drop(first);
         assert!(second.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn stopping_a_session_cancels_only_its_broadcast() {
+        let hub = Hub::new();
+        let root = CancellationToken::new();
+        let lease = hub.begin(stats("one"), &root).await.unwrap();
+        assert!(!hub.stop("other"));
+        assert!(!lease.cancel.is_cancelled());
+        assert!(hub.stop("one"));
+        assert!(lease.cancel.is_cancelled());
+        assert_eq!(hub.live()[0].session_id, "one");
+        drop(lease);
+        assert!(hub.live().is_empty());
     }
 }

@@ -23,6 +23,7 @@ use super::avc;
 use super::ffi;
 use super::plan::EncodeRung;
 use super::TranscodeError;
+use crate::hub::LiveStats;
 use crate::media::{AvcConfig, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackKind};
 
 /// Decoded frames queued per rung. When a rung's queue is full the decode thread drops that
@@ -95,13 +96,20 @@ impl RungEncoder {
     }
 }
 
+/// Where a rung reports its speed.
+pub struct Report {
+    /// The stream's playback id (metric label).
+    pub stream: String,
+    pub stats: Arc<LiveStats>,
+}
+
 /// The worker: runs until its input closes (then flushes) or packaging goes away.
 pub fn run(
     mut rung: RungEncoder,
     id: TrackId,
     input: std_mpsc::Receiver<RungInput>,
     output: mpsc::Sender<RenditionEvent>,
-    label: String,
+    report: Report,
 ) {
     let mut worker = Worker {
         id,
@@ -111,7 +119,7 @@ pub fn run(
         target: ffmpeg::frame::Video::new(Pixel::YUV420P, rung.rung.width, rung.rung.height),
         segment_starts: VecDeque::new(),
         speed: SpeedMeter::new(),
-        label,
+        report,
     };
     let result = (|| {
         while let Ok(item) = input.recv() {
@@ -140,7 +148,7 @@ struct Worker {
     /// Presentation times (ms) of forced IDRs not yet out of the encoder.
     segment_starts: VecDeque<i64>,
     speed: SpeedMeter,
-    label: String,
+    report: Report,
 }
 
 impl Worker {
@@ -239,10 +247,11 @@ impl Worker {
         if let Some(speed) = self.speed.report() {
             metrics::gauge!(
                 "strata_transcode_speed",
-                "stream" => self.label.clone(),
+                "stream" => self.report.stream.clone(),
                 "rendition" => self.name.clone()
             )
             .set(speed);
+            self.report.stats.set_speed(&self.name, speed);
             if speed < 1.0 {
                 tracing::warn!(
                     rendition = %self.name,

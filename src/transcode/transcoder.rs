@@ -30,6 +30,7 @@ use super::ladder::Ladder;
 use super::plan::{Plan, PlannedVideo, Source};
 use super::rung::{self, RungEncoder, RungInput, RUNG_QUEUE};
 use super::TranscodeError;
+use crate::hub::LiveStats;
 use crate::media::{
     AvcConfig, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo,
     TrackKind, AUDIO_RENDITION, SOURCE_RENDITION,
@@ -52,6 +53,8 @@ pub struct TranscodeJob {
     pub segment_duration: f64,
     /// For logs and metric labels (public).
     pub playback_id: String,
+    /// Where rungs report their speed.
+    pub stats: Arc<LiveStats>,
 }
 
 /// Starts the decode thread; it reads `input` and writes `output` until the broadcast ends.
@@ -255,13 +258,16 @@ impl Transcoder {
         for (index, rung, encoder) in encoders {
             let (queue, receiver) = std_mpsc::sync_channel(RUNG_QUEUE);
             let output = self.output.clone();
-            let label = self.job.playback_id.clone();
+            let report = rung::Report {
+                stream: self.job.playback_id.clone(),
+                stats: self.job.stats.clone(),
+            };
             let span = tracing::Span::current();
             let thread = std::thread::Builder::new()
                 .name(format!("strata-{}", rung.rung.name))
                 .spawn(move || {
                     let _entered = span.enter();
-                    rung::run(encoder, TrackId::Video(index), receiver, output, label)
+                    rung::run(encoder, TrackId::Video(index), receiver, output, report)
                 })
                 .map_err(TranscodeError::Thread)?;
             self.lanes.push(RungLane {

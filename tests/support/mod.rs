@@ -13,6 +13,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub rtmp: String,
     pub http: String,
+    /// The admin token printed at first start.
+    pub admin_token: String,
 }
 
 pub struct StreamInfo {
@@ -50,11 +52,19 @@ impl Server {
             .expect("spawn strata");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut admin_token = String::new();
         let ready = loop {
             let line = lines
                 .next()
                 .expect("strata exited before it was ready")
                 .expect("read stdout");
+            if let Some(rest) = line.trim().strip_prefix("Admin token: ") {
+                admin_token = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
             if let Some(rest) = line.strip_prefix("STRATA_READY ") {
                 break rest.to_string();
             }
@@ -71,6 +81,7 @@ impl Server {
         Self {
             rtmp: field("rtmp"),
             http: field("http"),
+            admin_token,
             child,
             dir,
         }
@@ -139,6 +150,45 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An API request: `method` on `path` with an optional bearer token and JSON body; status and
+/// body.
+pub fn api(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(server.url(path));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let result = match body {
+        Some(json) => agent.run(
+            request
+                .header("Content-Type", "application/json")
+                .body(json.to_string())
+                .expect("request"),
+        ),
+        None => agent.run(request.body(()).expect("request")),
+    };
+    match result {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_to_string().unwrap_or_default())
+        }
+        Err(e) => panic!("{method} {path}: {e}"),
     }
 }
 

@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::guard::GuardLimits;
 use super::session::{GuardedSession, SessionError};
 use super::IngestContext;
+use crate::db::ids;
+use crate::hub::LiveStats;
 use crate::ingest::flv::{FlvDemuxer, FlvError};
-use crate::media::StreamEvent;
+use crate::media::{StreamEvent, TrackKind};
 use crate::pipeline;
 
 /// A publishing connection that sends nothing for this long is closed.
@@ -55,6 +57,7 @@ pub enum ConnectionError {
 /// A publish the server accepted: where its media goes.
 struct Publishing {
     playback_id: String,
+    stats: Arc<LiveStats>,
     events: mpsc::Sender<StreamEvent>,
     cancel: CancellationToken,
     demuxer: FlvDemuxer,
@@ -298,10 +301,11 @@ impl Connection {
                 ));
             }
         };
+        let stats = Arc::new(LiveStats::new(ids::new_recording_id(), &stream));
         let lease = self
             .ctx
             .hub
-            .begin(&stream.id, &self.ctx.pipeline.shutdown)
+            .begin(stats.clone(), &self.ctx.pipeline.shutdown)
             .await
             .map_err(|e| {
                 Refusal::new(
@@ -316,6 +320,7 @@ impl Connection {
         let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);
         Ok(Publishing {
             playback_id,
+            stats,
             events,
             cancel,
             demuxer: FlvDemuxer::new(),
@@ -332,11 +337,19 @@ impl Connection {
             return Ok(());
         };
         match demux(&mut p.demuxer) {
-            Ok(Some(event)) => p
-                .events
-                .send(event)
-                .await
-                .map_err(|_| ConnectionError::PipelineGone),
+            Ok(Some(event)) => {
+                match &event {
+                    StreamEvent::Track(info) => p.stats.set_track(info),
+                    StreamEvent::Frame(frame) => p
+                        .stats
+                        .add_input(frame.data.len(), frame.kind == TrackKind::Video),
+                    StreamEvent::End => {}
+                }
+                p.events
+                    .send(event)
+                    .await
+                    .map_err(|_| ConnectionError::PipelineGone)
+            }
             Ok(None) => Ok(()),
             Err(e) if e.is_fatal() => Err(ConnectionError::Unsupported(e)),
             Err(e) => {

@@ -1,0 +1,235 @@
+//! Sessions (one per broadcast: its source, ladder, state and last segment) and recordings (the
+//! VOD each session leaves). A session's id is its recording's id.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{now_ms, Db, DbError};
+
+/// What a broadcast reports about its source once it is known.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct SourceInfo {
+    /// e.g. `avc1.64001f`
+    pub video_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
+    /// e.g. `mp4a.40.2`
+    pub audio_codec: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub stream_id: String,
+    /// `live`, `reconnecting` or `ended`.
+    pub state: String,
+    pub ladder: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    #[serde(flatten)]
+    pub source: SourceInfo,
+    /// Average input bit rate over the session (written when it ends).
+    pub bitrate: Option<i64>,
+    pub last_segment: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Recording {
+    pub id: String,
+    pub stream_id: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+const SESSION_COLUMNS: &str = "id, stream_id, state, ladder, started_at, ended_at, video_codec, \
+     width, height, fps, audio_codec, bitrate, last_segment";
+
+fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
+    let dimension = |column| -> Result<Option<u32>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<i64>, _>(column)?
+            .map(|v| v.clamp(0, i64::from(u32::MAX)) as u32))
+    };
+    Ok(Session {
+        id: row.try_get("id")?,
+        stream_id: row.try_get("stream_id")?,
+        state: row.try_get("state")?,
+        ladder: row.try_get("ladder")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        source: SourceInfo {
+            video_codec: row.try_get("video_codec")?,
+            width: dimension("width")?,
+            height: dimension("height")?,
+            fps: row.try_get("fps")?,
+            audio_codec: row.try_get("audio_codec")?,
+        },
+        bitrate: row.try_get("bitrate")?,
+        last_segment: row.try_get("last_segment")?,
+    })
+}
+
+impl Db {
+    /// A broadcast of `stream_id` started: its session (state `live`) and its recording.
+    pub async fn start_session(
+        &self,
+        id: &str,
+        stream_id: &str,
+        ladder: &str,
+    ) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, stream_id, state, ladder, started_at) \
+             VALUES ($1, $2, 'live', $3, $4)",
+        )
+        .bind(id)
+        .bind(stream_id)
+        .bind(ladder)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(stream_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_session_source(&self, id: &str, source: &SourceInfo) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE sessions SET video_codec = $1, width = $2, height = $3, fps = $4, \
+             audio_codec = $5 WHERE id = $6",
+        )
+        .bind(source.video_codec.clone())
+        .bind(source.width.map(i64::from))
+        .bind(source.height.map(i64::from))
+        .bind(source.fps)
+        .bind(source.audio_codec.clone())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_session_last_segment(&self, id: &str, number: u64) -> Result<(), DbError> {
+        sqlx::query("UPDATE sessions SET last_segment = $1 WHERE id = $2")
+            .bind(number as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The broadcast ended: the session is `ended` and its recording has a duration.
+    pub async fn finish_session(
+        &self,
+        id: &str,
+        duration_ms: i64,
+        bitrate: Option<i64>,
+    ) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1, bitrate = $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind(bitrate)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
+            .bind(now)
+            .bind(duration_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sessions whose state is `state` (all when `None`), newest first.
+    pub async fn list_sessions(&self, state: Option<&str>) -> Result<Vec<Session>, DbError> {
+        let rows = match state {
+            Some(state) => {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE state = $1 ORDER BY started_at DESC"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(state)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(session).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<Session>, DbError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(session).transpose()?)
+    }
+
+    /// Sessions a crashed process left `live`: ended now (called at start-up).
+    pub async fn end_orphaned_sessions(&self) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET state = 'ended', ended_at = $1 WHERE state <> 'ended'",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Finished recordings, newest first (of one stream when `stream_id` is given).
+    pub async fn list_recordings(
+        &self,
+        stream_id: Option<&str>,
+    ) -> Result<Vec<Recording>, DbError> {
+        let base = "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings \
+                    WHERE ended_at IS NOT NULL";
+        let rows = match stream_id {
+            Some(stream) => {
+                let sql = format!("{base} AND stream_id = $1 ORDER BY started_at DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(stream)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("{base} ORDER BY started_at DESC");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(Recording {
+                    id: row.try_get("id")?,
+                    stream_id: row.try_get("stream_id")?,
+                    started_at: row.try_get("started_at")?,
+                    ended_at: row.try_get("ended_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+}

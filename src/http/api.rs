@@ -1,0 +1,403 @@
+//! The admin REST API under `/api/v1` (JSON), described by an OpenAPI document at
+//! `/api/v1/openapi.json` (utoipa). Every route needs `Authorization: Bearer TOKEN`; a missing
+//! or wrong token gets 401 before any handler runs. Errors are `{"error": "…"}` with a message
+//! a person can act on. Stream keys appear only in the answers that create them (create,
+//! rotate), never elsewhere.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::db::admin::token_hash;
+use crate::db::sessions::{Recording, Session, SourceInfo};
+use crate::db::{Db, DbError, Stream};
+use crate::events::EventBus;
+use crate::hub::{Hub, SessionStats};
+use crate::transcode::Ladders;
+
+/// What the API handlers share.
+pub struct ApiState {
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub ladders: Arc<Ladders>,
+    pub default_ladder: String,
+    /// SHA-256 of every accepted admin token.
+    pub token_hashes: HashSet<String>,
+    /// OBS "Server" (`rtmp://host:port/app`) and the public base URL, for create answers.
+    pub rtmp_url: String,
+    pub public_url: String,
+    pub events: EventBus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(ApiError {
+        error: message.into(),
+    })
+}
+
+fn db_error(e: DbError) -> HttpResponse {
+    match e {
+        DbError::NameTaken(_) => error(StatusCode::CONFLICT, e.to_string()),
+        DbError::BadName => error(StatusCode::BAD_REQUEST, e.to_string()),
+        e => {
+            tracing::error!(error = %e, "API request failed on the database");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; try again shortly",
+            )
+        }
+    }
+}
+
+fn not_found(what: &str, id: &str) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, format!("no {what} with id `{id}`"))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// 1–64 letters, digits, `-`, `_`; unique.
+    pub name: String,
+    /// A ladder name (default: the server's default ladder).
+    pub ladder: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStream {
+    pub name: Option<String>,
+    pub ladder: Option<String>,
+}
+
+/// A new stream key, shown only in this answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamKey {
+    /// Starts with `sk_`. Only its hash is stored: keep it now.
+    pub key: String,
+    /// The OBS "Server" field.
+    pub rtmp_url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedStream {
+    pub stream: Stream,
+    pub key: String,
+    pub rtmp_url: String,
+    pub hls_url: String,
+    pub dash_url: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RecordingQuery {
+    /// Only this stream's recordings.
+    pub stream_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SessionQuery {
+    /// `live` (default): live broadcasts with their statistics; `all`: every session, with what
+    /// was stored about it.
+    pub state: Option<String>,
+}
+
+/// The 400 answer for a ladder that does not exist, if it does not.
+fn unknown_ladder(state: &ApiState, ladder: &str) -> Option<HttpResponse> {
+    state
+        .ladders
+        .get(ladder)
+        .err()
+        .map(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+#[utoipa::path(post, path = "/api/v1/streams", request_body = CreateStream,
+    responses((status = 201, body = CreatedStream), (status = 400, body = ApiError), (status = 409, body = ApiError)),
+    security(("bearer" = [])))]
+async fn create_stream(state: web::Data<ApiState>, body: web::Json<CreateStream>) -> HttpResponse {
+    let ladder = body
+        .ladder
+        .clone()
+        .unwrap_or_else(|| state.default_ladder.clone());
+    if let Some(response) = unknown_ladder(&state, &ladder) {
+        return response;
+    }
+    match state.db.create_stream(&body.name, &ladder).await {
+        Ok((stream, key)) => HttpResponse::Created().json(CreatedStream {
+            hls_url: format!(
+                "{}/live/{}/master.m3u8",
+                state.public_url, stream.playback_id
+            ),
+            dash_url: format!(
+                "{}/live/{}/manifest.mpd",
+                state.public_url, stream.playback_id
+            ),
+            rtmp_url: state.rtmp_url.clone(),
+            stream,
+            key,
+        }),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/streams",
+    responses((status = 200, body = Vec<Stream>)), security(("bearer" = [])))]
+async fn list_streams(state: web::Data<ApiState>) -> HttpResponse {
+    match state.db.list_streams().await {
+        Ok(streams) => HttpResponse::Ok().json(streams),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/streams/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Stream), (status = 404, body = ApiError)),
+    security(("bearer" = [])))]
+async fn get_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    match state.db.stream_by_id(&id).await {
+        Ok(Some(stream)) => HttpResponse::Ok().json(stream),
+        Ok(None) => not_found("stream", &id),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(patch, path = "/api/v1/streams/{id}", params(("id" = String, Path)),
+    request_body = UpdateStream,
+    responses((status = 200, body = Stream), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)),
+    security(("bearer" = [])))]
+async fn update_stream(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: web::Json<UpdateStream>,
+) -> HttpResponse {
+    if let Some(ladder) = &body.ladder {
+        if let Some(response) = unknown_ladder(&state, ladder) {
+            return response;
+        }
+    }
+    match state
+        .db
+        .update_stream(&id, body.name.as_deref(), body.ladder.as_deref())
+        .await
+    {
+        Ok(Some(stream)) => HttpResponse::Ok().json(stream),
+        Ok(None) => not_found("stream", &id),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/streams/{id}", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
+async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    for live in state.hub.live() {
+        if live.stream_id == *id {
+            state.hub.stop(&live.session_id);
+        }
+    }
+    match state.db.delete_stream(&id).await {
+        Ok(true) => HttpResponse::NoContent().finish(),
+        Ok(false) => not_found("stream", &id),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/streams/{id}/key", params(("id" = String, Path)),
+    responses((status = 200, body = StreamKey, description = "the new key, shown once; the old one no longer publishes"),
+        (status = 404, body = ApiError)),
+    security(("bearer" = [])))]
+async fn rotate_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    match state.db.rotate_key(&id).await {
+        Ok(Some(key)) => HttpResponse::Ok().json(StreamKey {
+            key,
+            rtmp_url: state.rtmp_url.clone(),
+        }),
+        Ok(None) => not_found("stream", &id),
+        Err(e) => db_error(e),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/streams/{id}/key", params(("id" = String, Path)),
+    responses((status = 204, description = "the key no longer publishes; rotate to get a new one"),
+        (status = 404, body = ApiError)),
+    security(("bearer" = [])))]
+async fn revoke_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    match state.db.revoke_key(&id).await {
+        Ok(true) => HttpResponse::NoContent().finish(),
+        Ok(false) => not_found("stream", &id),
+        Err(e) => db_error(e),
+    }
+}
+
+/// A session as the API lists it: live statistics, or what was stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SessionView {
+    Live(SessionStats),
+    Stored(Session),
+}
+
+#[utoipa::path(get, path = "/api/v1/sessions", params(SessionQuery),
+    responses((status = 200, body = Vec<SessionView>), (status = 400, body = ApiError)),
+    security(("bearer" = [])))]
+async fn list_sessions(
+    state: web::Data<ApiState>,
+    query: web::Query<SessionQuery>,
+) -> HttpResponse {
+    match query.state.as_deref().unwrap_or("live") {
+        "live" => {
+            let mut live: Vec<SessionView> = state
+                .hub
+                .live()
+                .iter()
+                .map(|s| SessionView::Live(s.snapshot()))
+                .collect();
+            live.sort_by_key(|s| match s {
+                SessionView::Live(s) => -s.started_at,
+                SessionView::Stored(s) => -s.started_at,
+            });
+            HttpResponse::Ok().json(live)
+        }
+        "all" => match state.db.list_sessions(None).await {
+            Ok(all) => HttpResponse::Ok()
+                .json(all.into_iter().map(SessionView::Stored).collect::<Vec<_>>()),
+            Err(e) => db_error(e),
+        },
+        other => error(
+            StatusCode::BAD_REQUEST,
+            format!("state `{other}` is not `live` or `all`"),
+        ),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", params(("id" = String, Path)),
+    responses((status = 204, description = "the publisher is disconnected and the broadcast ends"),
+        (status = 404, body = ApiError)),
+    security(("bearer" = [])))]
+async fn stop_session(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    if state.hub.stop(&id) {
+        HttpResponse::NoContent().finish()
+    } else {
+        not_found("live session", &id)
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/recordings", params(RecordingQuery),
+    responses((status = 200, body = Vec<Recording>)), security(("bearer" = [])))]
+async fn list_recordings(
+    state: web::Data<ApiState>,
+    query: web::Query<RecordingQuery>,
+) -> HttpResponse {
+    match state.db.list_recordings(query.stream_id.as_deref()).await {
+        Ok(recordings) => HttpResponse::Ok().json(recordings),
+        Err(e) => db_error(e),
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Strata admin API", description = "Streams, keys, sessions and recordings."),
+    paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
+        revoke_key, list_sessions, stop_session, list_recordings, super::events::events),
+    components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
+        SessionStats, Session, SourceInfo, SessionView, Recording)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+/// 401 unless the request carries a known admin token.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let authorized = req
+        .app_data::<web::Data<ApiState>>()
+        .zip(req.headers().get(actix_web::http::header::AUTHORIZATION))
+        .and_then(|(state, value)| {
+            let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+            Some(state.token_hashes.contains(&token_hash(token)))
+        })
+        .unwrap_or(false);
+    if !authorized {
+        let response = error(
+            StatusCode::UNAUTHORIZED,
+            "send `Authorization: Bearer TOKEN` with an admin token (printed at first start, or \
+             from `auth.admin_tokens`)",
+        );
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// A request body or query that does not parse, answered as a JSON error.
+#[derive(Debug, thiserror::Error)]
+#[error("bad request: {0}")]
+struct BadRequest(String);
+
+impl actix_web::ResponseError for BadRequest {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error(self.status_code(), self.to_string())
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> actix_web::Error {
+    BadRequest(e.to_string()).into()
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| bad_request(e)),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e)));
+    cfg.route("/api/v1/openapi.json", web::get().to(openapi))
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(require_token))
+                .route("/streams", web::post().to(create_stream))
+                .route("/streams", web::get().to(list_streams))
+                .route("/streams/{id}", web::get().to(get_stream))
+                .route("/streams/{id}", web::patch().to(update_stream))
+                .route("/streams/{id}", web::delete().to(delete_stream))
+                .route("/streams/{id}/key", web::post().to(rotate_key))
+                .route("/streams/{id}/key", web::delete().to(revoke_key))
+                .route("/sessions", web::get().to(list_sessions))
+                .route("/sessions/{id}", web::delete().to(stop_session))
+                .route("/recordings", web::get().to(list_recordings))
+                .route("/events", web::get().to(super::events::events)),
+        );
+}

@@ -1,0 +1,167 @@
+//! Live statistics of one broadcast, shared by the threads and tasks that touch it: ingest counts
+//! bytes and frames and records the source, packaging counts segments, the transcoder reports
+//! its speed. Readers (the API, the events stream) take a `SessionStats` snapshot; `sample`
+//! (called once a second) turns the counters into rates.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::db::sessions::SourceInfo;
+use crate::db::Stream;
+use crate::media::{CodecConfig, TrackInfo};
+
+/// What the API and the events stream show about a live broadcast.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionStats {
+    pub session_id: String,
+    pub stream_id: String,
+    pub stream_name: String,
+    pub playback_id: String,
+    pub ladder: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub uptime_secs: f64,
+    /// Input bits per second over the last second.
+    pub input_bitrate: u64,
+    /// Input video frames per second over the last second.
+    pub input_fps: f64,
+    #[serde(flatten)]
+    pub source: SourceInfo,
+    /// The slowest rung's speed (media seconds encoded per second of work); absent in
+    /// passthrough or before the first report.
+    pub transcode_speed: Option<f64>,
+    pub segments_published: u64,
+    pub bytes_in: u64,
+}
+
+#[derive(Debug)]
+struct Rates {
+    at: Instant,
+    bytes: u64,
+    frames: u64,
+    bitrate: u64,
+    fps: f64,
+}
+
+#[derive(Debug)]
+pub struct LiveStats {
+    pub session_id: String,
+    pub stream_id: String,
+    pub stream_name: String,
+    pub playback_id: String,
+    pub ladder: String,
+    pub started_at: i64,
+    started: Instant,
+    bytes_in: AtomicU64,
+    video_frames_in: AtomicU64,
+    segments: AtomicU64,
+    source: Mutex<SourceInfo>,
+    speeds: Mutex<BTreeMap<String, f64>>,
+    rates: Mutex<Rates>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // every update is a plain overwrite, so a poisoned value is still consistent
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LiveStats {
+    pub fn new(session_id: String, stream: &Stream) -> Self {
+        let now = Instant::now();
+        Self {
+            session_id,
+            stream_id: stream.id.clone(),
+            stream_name: stream.name.clone(),
+            playback_id: stream.playback_id.clone(),
+            ladder: stream.ladder.clone(),
+            started_at: chrono::Utc::now().timestamp_millis(),
+            started: now,
+            bytes_in: AtomicU64::new(0),
+            video_frames_in: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+            source: Mutex::new(SourceInfo::default()),
+            speeds: Mutex::new(BTreeMap::new()),
+            rates: Mutex::new(Rates {
+                at: now,
+                bytes: 0,
+                frames: 0,
+                bitrate: 0,
+                fps: 0.0,
+            }),
+        }
+    }
+
+    pub fn add_input(&self, bytes: usize, video_frame: bool) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        if video_frame {
+            self.video_frames_in.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_track(&self, info: &TrackInfo) {
+        let mut source = lock(&self.source);
+        match &info.codec {
+            CodecConfig::Avc(avc) => {
+                source.video_codec = Some(avc.codec_string());
+                source.width = Some(avc.width);
+                source.height = Some(avc.height);
+                source.fps = avc.frame_rate;
+            }
+            CodecConfig::Aac(aac) => source.audio_codec = Some(aac.codec_string()),
+        }
+    }
+
+    pub fn source(&self) -> SourceInfo {
+        lock(&self.source).clone()
+    }
+
+    pub fn add_segment(&self) {
+        self.segments.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_speed(&self, rendition: &str, speed: f64) {
+        lock(&self.speeds).insert(rendition.to_string(), speed);
+    }
+
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Turns the counters into per-second rates since the previous call.
+    pub fn sample(&self, now: Instant) {
+        let bytes = self.bytes_in.load(Ordering::Relaxed);
+        let frames = self.video_frames_in.load(Ordering::Relaxed);
+        let mut rates = lock(&self.rates);
+        let secs = now.saturating_duration_since(rates.at).as_secs_f64();
+        if secs < 0.2 {
+            return;
+        }
+        rates.bitrate = ((bytes - rates.bytes) as f64 * 8.0 / secs) as u64;
+        rates.fps = ((frames - rates.frames) as f64 / secs * 100.0).round() / 100.0;
+        (rates.at, rates.bytes, rates.frames) = (now, bytes, frames);
+    }
+
+    pub fn snapshot(&self) -> SessionStats {
+        let (bitrate, fps) = {
+            let rates = lock(&self.rates);
+            (rates.bitrate, rates.fps)
+        };
+        SessionStats {
+            session_id: self.session_id.clone(),
+            stream_id: self.stream_id.clone(),
+            stream_name: self.stream_name.clone(),
+            playback_id: self.playback_id.clone(),
+            ladder: self.ladder.clone(),
+            started_at: self.started_at,
+            uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            input_bitrate: bitrate,
+            input_fps: fps,
+            source: self.source(),
+            transcode_speed: lock(&self.speeds).values().copied().reduce(f64::min),
+            segments_published: self.segments.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in(),
+        }
+    }
+}
