@@ -877,13 +877,11 @@ mod tests {
         );
     }
 
-    /// Two renditions with different B-frame delays whose keyframes share presentation times,
-    /// delivered out of step (one runs ahead, as separate encoder threads do).
-    #[test]
-    fn ladder_renditions_cut_at_the_same_media_times() {
+    /// A ladder segmenter with renditions `r0` and `r1` announced.
+    fn two_rendition_ladder(first_number: u64) -> Segmenter {
         let mut seg = Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
-            first_number: 7,
+            first_number,
             cut: CutRule::EveryKeyframe,
         });
         for r in 0..2 {
@@ -897,6 +895,14 @@ mod tests {
             })
             .unwrap();
         }
+        seg
+    }
+
+    /// Two renditions with different B-frame delays whose keyframes share presentation times,
+    /// delivered out of step (one runs ahead, as separate encoder threads do).
+    #[test]
+    fn ladder_renditions_cut_at_the_same_media_times() {
+        let mut seg = two_rendition_ladder(7);
         let frames = 250; // 10 s at 25 fps, a marked keyframe every 50 frames
         let mut events: Vec<RenditionEvent> = Vec::new();
         for i in 0..frames {
@@ -949,22 +955,7 @@ mod tests {
 
     #[test]
     fn a_rendition_that_stops_is_reported_before_memory_grows() {
-        let mut seg = Segmenter::new(SegmenterConfig {
-            target_duration: 2.0,
-            first_number: 0,
-            cut: CutRule::EveryKeyframe,
-        });
-        for r in 0..2 {
-            let RenditionEvent::Track { info, .. } = video_track() else {
-                unreachable!()
-            };
-            seg.push(RenditionEvent::Track {
-                id: TrackId::Video(r),
-                name: format!("r{r}"),
-                info,
-            })
-            .unwrap();
-        }
+        let mut seg = two_rendition_ladder(0);
         seg.push(video_of(1, 0, 0, true)).unwrap();
         let mut result = Ok(Vec::new());
         for i in 1..1000 {
