@@ -70,7 +70,7 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) -> mpsc::Sender<StreamEvent> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let recording_id = lease.stats.session_id.clone();
+    let recording_id = lease.stats.id.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
     let ladder = match ctx.ladders.get(&stream.ladder) {
         Ok(ladder) => ladder.clone(),
@@ -88,7 +88,6 @@ pub fn spawn(
         let job = TranscodeJob {
             ladder,
             segment_duration: ctx.segment_duration,
-            playback_id: stream.playback_id.clone(),
             stats: lease.stats.clone(),
         };
         let started = {
@@ -119,7 +118,7 @@ async fn run(
     let stats = lease.stats.clone();
     if let Err(e) = ctx
         .db
-        .start_session(&recording_id, &stream.id, &stats.ladder)
+        .start_session(&recording_id, &stream.id, &stats.id.ladder)
         .await
     {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");

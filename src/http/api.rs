@@ -20,7 +20,7 @@ use crate::db::admin::token_hash;
 use crate::db::sessions::{Recording, Session, SourceInfo};
 use crate::db::{Db, DbError, Stream};
 use crate::events::EventBus;
-use crate::hub::{Hub, SessionStats};
+use crate::hub::{Hub, SessionIdentity, SessionStats};
 use crate::transcode::Ladders;
 
 /// What the API handlers share.
@@ -200,8 +200,8 @@ async fn update_stream(
     responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     for live in state.hub.live() {
-        if live.stream_id == *id {
-            state.hub.stop(&live.session_id);
+        if live.id.stream_id == *id {
+            state.hub.stop(&live.id.session_id);
         }
     }
     match state.db.delete_stream(&id).await {
@@ -255,17 +255,9 @@ async fn list_sessions(
 ) -> HttpResponse {
     match query.state.as_deref().unwrap_or("live") {
         "live" => {
-            let mut live: Vec<SessionView> = state
-                .hub
-                .live()
-                .iter()
-                .map(|s| SessionView::Live(s.snapshot()))
-                .collect();
-            live.sort_by_key(|s| match s {
-                SessionView::Live(s) => -s.started_at,
-                SessionView::Stored(s) => -s.started_at,
-            });
-            HttpResponse::Ok().json(live)
+            let mut live: Vec<SessionStats> = state.hub.live().iter().map(|s| s.snapshot()).collect();
+            live.sort_by_key(|s| std::cmp::Reverse(s.id.started_at));
+            HttpResponse::Ok().json(live.into_iter().map(SessionView::Live).collect::<Vec<_>>())
         }
         "all" => match state.db.list_sessions(None).await {
             Ok(all) => HttpResponse::Ok()
@@ -321,7 +313,7 @@ impl Modify for BearerAuth {
     paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
         revoke_key, list_sessions, stop_session, list_recordings, super::events::events),
     components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
-        SessionStats, Session, SourceInfo, SessionView, Recording)),
+        SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -12,9 +12,9 @@ use crate::db::sessions::SourceInfo;
 use crate::db::Stream;
 use crate::media::{CodecConfig, TrackInfo};
 
-/// What the API and the events stream show about a live broadcast.
+/// Which broadcast this is: fixed when the publish is accepted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct SessionStats {
+pub struct SessionIdentity {
     pub session_id: String,
     pub stream_id: String,
     pub stream_name: String,
@@ -22,6 +22,13 @@ pub struct SessionStats {
     pub ladder: String,
     /// Unix milliseconds.
     pub started_at: i64,
+}
+
+/// What the API and the events stream show about a live broadcast.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionStats {
+    #[serde(flatten)]
+    pub id: SessionIdentity,
     pub uptime_secs: f64,
     /// Input bits per second over the last second.
     pub input_bitrate: u64,
@@ -47,12 +54,7 @@ struct Rates {
 
 #[derive(Debug)]
 pub struct LiveStats {
-    pub session_id: String,
-    pub stream_id: String,
-    pub stream_name: String,
-    pub playback_id: String,
-    pub ladder: String,
-    pub started_at: i64,
+    pub id: SessionIdentity,
     started: Instant,
     bytes_in: AtomicU64,
     video_frames_in: AtomicU64,
@@ -71,12 +73,14 @@ impl LiveStats {
     pub fn new(session_id: String, stream: &Stream) -> Self {
         let now = Instant::now();
         Self {
-            session_id,
-            stream_id: stream.id.clone(),
-            stream_name: stream.name.clone(),
-            playback_id: stream.playback_id.clone(),
-            ladder: stream.ladder.clone(),
-            started_at: chrono::Utc::now().timestamp_millis(),
+            id: SessionIdentity {
+                session_id,
+                stream_id: stream.id.clone(),
+                stream_name: stream.name.clone(),
+                playback_id: stream.playback_id.clone(),
+                ladder: stream.ladder.clone(),
+                started_at: chrono::Utc::now().timestamp_millis(),
+            },
             started: now,
             bytes_in: AtomicU64::new(0),
             video_frames_in: AtomicU64::new(0),
@@ -149,12 +153,7 @@ impl LiveStats {
             (rates.bitrate, rates.fps)
         };
         SessionStats {
-            session_id: self.session_id.clone(),
-            stream_id: self.stream_id.clone(),
-            stream_name: self.stream_name.clone(),
-            playback_id: self.playback_id.clone(),
-            ladder: self.ladder.clone(),
-            started_at: self.started_at,
+            id: self.id.clone(),
             uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             input_bitrate: bitrate,
             input_fps: fps,

@@ -23,7 +23,7 @@ pub enum HubError {
     TakeoverTimeout(Duration),
 }
 
-pub use live::{LiveStats, SessionStats};
+pub use live::{LiveStats, SessionIdentity, SessionStats};
 
 #[derive(Default)]
 struct Slot {
@@ -73,7 +73,7 @@ impl Hub {
     ) -> Result<Lease, HubError> {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = parent.child_token();
-        let stream_id = stats.stream_id.clone();
+        let stream_id = stats.id.stream_id.clone();
         let writer = {
             let mut slots = self.lock();
             let slot = slots.entry(stream_id.clone()).or_default();
@@ -120,7 +120,7 @@ impl Hub {
         let current = slots
             .values()
             .filter_map(|s| s.current.as_ref())
-            .find(|c| c.stats.session_id == session_id);
+            .find(|c| c.stats.id.session_id == session_id);
         if let Some(current) = current {
             current.cancel.cancel();
         }
@@ -186,7 +186,7 @@ mod tests {
         assert!(!lease.cancel.is_cancelled());
         assert!(hub.stop("one"));
         assert!(lease.cancel.is_cancelled());
-        assert_eq!(hub.live()[0].session_id, "one");
+        assert_eq!(hub.live()[0].id.session_id, "one");
         drop(lease);
         assert!(hub.live().is_empty());
     }

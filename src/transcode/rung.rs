@@ -96,20 +96,13 @@ impl RungEncoder {
     }
 }
 
-/// Where a rung reports its speed.
-pub struct Report {
-    /// The stream's playback id (metric label).
-    pub stream: String,
-    pub stats: Arc<LiveStats>,
-}
-
 /// The worker: runs until its input closes (then flushes) or packaging goes away.
 pub fn run(
     mut rung: RungEncoder,
     id: TrackId,
     input: std_mpsc::Receiver<RungInput>,
     output: mpsc::Sender<RenditionEvent>,
-    report: Report,
+    stats: Arc<LiveStats>,
 ) {
     let mut worker = Worker {
         id,
@@ -119,7 +112,7 @@ pub fn run(
         target: ffmpeg::frame::Video::new(Pixel::YUV420P, rung.rung.width, rung.rung.height),
         segment_starts: VecDeque::new(),
         speed: SpeedMeter::new(),
-        report,
+        stats,
     };
     let result = (|| {
         while let Ok(item) = input.recv() {
@@ -148,7 +141,8 @@ struct Worker {
     /// Presentation times (ms) of forced IDRs not yet out of the encoder.
     segment_starts: VecDeque<i64>,
     speed: SpeedMeter,
-    report: Report,
+    /// The broadcast's live statistics (speed reports; its playback id labels the metric).
+    stats: Arc<LiveStats>,
 }
 
 impl Worker {
@@ -247,11 +241,11 @@ impl Worker {
         if let Some(speed) = self.speed.report() {
             metrics::gauge!(
                 "strata_transcode_speed",
-                "stream" => self.report.stream.clone(),
+                "stream" => self.stats.id.playback_id.clone(),
                 "rendition" => self.name.clone()
             )
             .set(speed);
-            self.report.stats.set_speed(&self.name, speed);
+            self.stats.set_speed(&self.name, speed);
             if speed < 1.0 {
                 tracing::warn!(
                     rendition = %self.name,

@@ -51,9 +51,8 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(5);
 pub struct TranscodeJob {
     pub ladder: Ladder,
     pub segment_duration: f64,
-    /// For logs and metric labels (public).
-    pub playback_id: String,
-    /// Where rungs report their speed.
+    /// The broadcast's live statistics: rungs report their speed there, and its playback id
+    /// labels metrics.
     pub stats: Arc<LiveStats>,
 }
 
@@ -63,11 +62,7 @@ pub fn spawn(
     input: mpsc::Receiver<StreamEvent>,
     output: mpsc::Sender<RenditionEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let span = tracing::Span::current();
-    std::thread::Builder::new()
-        .name("strata-decode".into())
-        .spawn(move || {
-            let _entered = span.enter();
+    spawn_in_span("strata-decode".into(), move || {
             let mut transcoder = Transcoder::new(job, output);
             let result = transcoder.run(input);
             if let Err(e) = &result {
@@ -77,6 +72,18 @@ pub fn spawn(
             }
             transcoder.finish();
         })
+}
+
+/// A named thread that logs within the caller's span (the broadcast's).
+fn spawn_in_span(
+    name: String,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let span = tracing::Span::current();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let _entered = span.enter();
+        work()
+    })
 }
 
 struct RungLane {
@@ -92,7 +99,8 @@ struct Transcoder {
     output: mpsc::Sender<RenditionEvent>,
     source_video: Option<AvcConfig>,
     source_audio: Option<crate::media::AacConfig>,
-    plan: Option<Plan>,
+    /// The plan is made and every rendition announced (at the first keyframe).
+    started: bool,
     decoder: Option<ffmpeg::decoder::Video>,
     cadence: SegmentCadence,
     lanes: Vec<RungLane>,
@@ -111,7 +119,7 @@ impl Transcoder {
             output,
             source_video: None,
             source_audio: None,
-            plan: None,
+            started: false,
             decoder: None,
             lanes: Vec::new(),
             source_rendition: None,
@@ -146,7 +154,7 @@ impl Transcoder {
             CodecConfig::Avc(avc) => {
                 let changed = self.source_video.as_ref().is_some_and(|old| *old != avc);
                 self.source_video = Some(avc.clone());
-                if self.plan.is_none() {
+                if !self.started {
                     return Ok(());
                 }
                 if let Some(index) = self.source_rendition {
@@ -243,10 +251,10 @@ impl Transcoder {
             let (queue, receiver) = std_mpsc::sync_channel(AUDIO_QUEUE);
             let output = self.output.clone();
             let settings = plan.audio.clone();
-            let thread = std::thread::Builder::new()
-                .name("strata-audio".into())
-                .spawn(move || audio::run(settings, receiver, output))
-                .map_err(TranscodeError::Thread)?;
+            let thread = spawn_in_span("strata-audio".into(), move || {
+                audio::run(settings, receiver, output)
+            })
+            .map_err(TranscodeError::Thread)?;
             queue
                 .send(AudioInput::Config(source_audio))
                 .map_err(|_| TranscodeError::WorkerGone("audio".into()))?;
@@ -258,18 +266,11 @@ impl Transcoder {
         for (index, rung, encoder) in encoders {
             let (queue, receiver) = std_mpsc::sync_channel(RUNG_QUEUE);
             let output = self.output.clone();
-            let report = rung::Report {
-                stream: self.job.playback_id.clone(),
-                stats: self.job.stats.clone(),
-            };
-            let span = tracing::Span::current();
-            let thread = std::thread::Builder::new()
-                .name(format!("strata-{}", rung.rung.name))
-                .spawn(move || {
-                    let _entered = span.enter();
-                    rung::run(encoder, TrackId::Video(index), receiver, output, report)
-                })
-                .map_err(TranscodeError::Thread)?;
+            let stats = self.job.stats.clone();
+            let thread = spawn_in_span(format!("strata-{}", rung.rung.name), move || {
+                rung::run(encoder, TrackId::Video(index), receiver, output, stats)
+            })
+            .map_err(TranscodeError::Thread)?;
             self.lanes.push(RungLane {
                 name: rung.rung.name.clone(),
                 queue: Some(queue),
@@ -281,12 +282,12 @@ impl Transcoder {
         if !self.lanes.is_empty() {
             self.decoder = Some(open_decoder(source)?);
         }
-        self.plan = Some(plan);
+        self.started = true;
         Ok(())
     }
 
     fn on_video(&mut self, frame: MediaFrame) -> Result<(), TranscodeError> {
-        if self.plan.is_none() {
+        if !self.started {
             let Some(source) = self.source_video.clone() else {
                 return Ok(());
             };
@@ -385,7 +386,7 @@ impl Transcoder {
             if lane.dropped > 0 {
                 metrics::counter!(
                     "strata_transcode_dropped_frames_total",
-                    "stream" => self.job.playback_id.clone(),
+                    "stream" => self.job.stats.id.playback_id.clone(),
                     "rendition" => lane.name.clone()
                 )
                 .increment(lane.dropped);

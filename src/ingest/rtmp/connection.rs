@@ -56,7 +56,7 @@ pub enum ConnectionError {
 
 /// A publish the server accepted: where its media goes.
 struct Publishing {
-    playback_id: String,
+    /// Identifies the broadcast (its playback id labels log lines) and counts its input.
     stats: Arc<LiveStats>,
     events: mpsc::Sender<StreamEvent>,
     cancel: CancellationToken,
@@ -256,7 +256,7 @@ impl Connection {
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 if let Some(p) = &self.publishing {
                     tracing::info!(
-                        playback_id = %p.playback_id,
+                        playback_id = %p.stats.id.playback_id,
                         width = metadata.video_width,
                         height = metadata.video_height,
                         fps = metadata.video_frame_rate,
@@ -315,11 +315,9 @@ impl Connection {
                 )
             })?;
         let cancel = lease.cancel.clone();
-        let playback_id = stream.playback_id.clone();
-        tracing::info!(%playback_id, "publish accepted");
+        tracing::info!(playback_id = %stream.playback_id, "publish accepted");
         let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);
         Ok(Publishing {
-            playback_id,
             stats,
             events,
             cancel,
@@ -355,7 +353,7 @@ impl Connection {
             Err(e) => {
                 p.dropped_tags += 1;
                 if p.dropped_tags == 1 {
-                    tracing::warn!(playback_id = %p.playback_id, error = %e, "dropping tag");
+                    tracing::warn!(playback_id = %p.stats.id.playback_id, error = %e, "dropping tag");
                 }
                 Ok(())
             }
@@ -367,7 +365,7 @@ impl Connection {
             // Fails only when the pipeline already ended; nothing more to tell it then.
             let _ = p.events.send(StreamEvent::End).await;
             if p.dropped_tags > 0 {
-                tracing::warn!(playback_id = %p.playback_id, dropped = p.dropped_tags, "tags dropped during the broadcast");
+                tracing::warn!(playback_id = %p.stats.id.playback_id, dropped = p.dropped_tags, "tags dropped during the broadcast");
             }
         }
     }
