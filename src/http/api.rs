@@ -255,7 +255,8 @@ async fn list_sessions(
 ) -> HttpResponse {
     match query.state.as_deref().unwrap_or("live") {
         "live" => {
-            let mut live: Vec<SessionStats> = state.hub.live().iter().map(|s| s.snapshot()).collect();
+            let mut live: Vec<SessionStats> =
+                state.hub.live().iter().map(|s| s.snapshot()).collect();
             live.sort_by_key(|s| std::cmp::Reverse(s.id.started_at));
             HttpResponse::Ok().json(live.into_iter().map(SessionView::Live).collect::<Vec<_>>())
         }

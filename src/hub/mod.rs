@@ -8,7 +8,6 @@
 pub mod live;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +31,6 @@ struct Slot {
 }
 
 struct Current {
-    lease: u64,
     cancel: CancellationToken,
     stats: Arc<LiveStats>,
 }
@@ -40,7 +38,6 @@ struct Current {
 #[derive(Default)]
 pub struct Hub {
     slots: Mutex<HashMap<String, Slot>>,
-    next_session: AtomicU64,
 }
 
 /// The right to publish one stream. Cancelled when another publisher takes over or the server
@@ -48,7 +45,6 @@ pub struct Hub {
 pub struct Lease {
     hub: Arc<Hub>,
     stream_id: String,
-    session: u64,
     pub cancel: CancellationToken,
     pub stats: Arc<LiveStats>,
     _writer: OwnedMutexGuard<()>,
@@ -71,14 +67,12 @@ impl Hub {
         stats: Arc<LiveStats>,
         parent: &CancellationToken,
     ) -> Result<Lease, HubError> {
-        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = parent.child_token();
         let stream_id = stats.id.stream_id.clone();
         let writer = {
             let mut slots = self.lock();
             let slot = slots.entry(stream_id.clone()).or_default();
             let current = Current {
-                lease: session,
                 cancel: cancel.clone(),
                 stats: stats.clone(),
             };
@@ -93,7 +87,6 @@ impl Hub {
         Ok(Lease {
             hub: self.clone(),
             stream_id,
-            session,
             cancel,
             stats,
             _writer: guard,
@@ -135,7 +128,7 @@ impl Drop for Lease {
             if slot
                 .current
                 .as_ref()
-                .is_some_and(|c| c.lease == self.session)
+                .is_some_and(|c| Arc::ptr_eq(&c.stats, &self.stats))
             {
                 slot.current = None;
             }
@@ -168,8 +161,11 @@ mod tests {
         assert_eq!(hub.live_count(), 1);
         let hub2 = hub.clone();
         let root2 = root.clone();
-        let second =
-            tokio::spawn(async move { hub2.begin(stats("two"), &root2).await.map(|l| l.session) });
+        let second = tokio::spawn(async move {
+            hub2.begin(stats("two"), &root2)
+                .await
+                .map(|l| l.stats.id.session_id.clone())
+        });
         first.cancel.cancelled().await; // the old broadcast is told to stop …
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!second.is_finished(), "… and the new one waits for it");

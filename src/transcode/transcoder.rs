@@ -63,15 +63,15 @@ pub fn spawn(
     output: mpsc::Sender<RenditionEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
     spawn_in_span("strata-decode".into(), move || {
-            let mut transcoder = Transcoder::new(job, output);
-            let result = transcoder.run(input);
-            if let Err(e) = &result {
-                if !matches!(e, TranscodeError::OutputClosed) {
-                    tracing::error!(error = %e, "transcoding stopped; ending the broadcast");
-                }
+        let mut transcoder = Transcoder::new(job, output);
+        let result = transcoder.run(input);
+        if let Err(e) = &result {
+            if !matches!(e, TranscodeError::OutputClosed) {
+                tracing::error!(error = %e, "transcoding stopped; ending the broadcast");
             }
-            transcoder.finish();
-        })
+        }
+        transcoder.finish();
+    })
 }
 
 /// A named thread that logs within the caller's span (the broadcast's).
