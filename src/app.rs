@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use std::collections::HashSet;
 
 use crate::config::Settings;
-use crate::db::admin::token_hash;
+use crate::db::ids::sha256_hex;
 use crate::db::{Db, Stream};
 use crate::events::EventBus;
 use crate::http::api::ApiState;
@@ -161,7 +161,7 @@ async fn admin_tokens(
         .auth
         .admin_tokens
         .iter()
-        .map(|t| token_hash(t))
+        .map(|t| sha256_hex(t))
         .collect();
     let mut created = None;
     if hashes.is_empty() && db.admin_token_count().await? == 0 {

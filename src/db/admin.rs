@@ -1,13 +1,8 @@
-//! Admin API tokens: only their SHA-256 is stored (a token is long and random, so an unkeyed
-//! hash suffices); tokens from the configuration are compared the same way.
-
-use sha2::{Digest, Sha256};
+//! Admin API tokens: only their SHA-256 (`ids::sha256_hex`) is stored (a token is long and
+//! random, so an unkeyed hash suffices); tokens from the configuration are compared the same
+//! way.
 
 use super::{ids, now_ms, Db, DbError};
-
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 impl Db {
     pub async fn admin_token_count(&self) -> Result<i64, DbError> {
@@ -22,7 +17,7 @@ impl Db {
         let token = ids::new_admin_token();
         sqlx::query("INSERT INTO admin_tokens (id, token_hash, created_at) VALUES ($1, $2, $3)")
             .bind(ids::new_recording_id())
-            .bind(token_hash(&token))
+            .bind(ids::sha256_hex(&token))
             .bind(now_ms())
             .execute(&self.pool)
             .await?;

@@ -73,7 +73,7 @@ impl KeyHasher {
         // HMAC accepts a key of any length; `new_from_slice` cannot fail for it.
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.secret) {
             Ok(mac) => mac,
-            Err(_) => return legacy_hash(key),
+            Err(_) => return sha256_hex(key),
         };
         mac.update(key.as_bytes());
         format!("{KEYED_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
@@ -86,9 +86,10 @@ impl std::fmt::Debug for KeyHasher {
     }
 }
 
-/// The unkeyed SHA-256 that databases created before keyed hashes hold; accepted once, then
-/// replaced by the keyed hash.
-pub fn legacy_hash(key: &str) -> String {
+/// Unkeyed SHA-256, hex: what databases created before keyed hashes hold for stream keys
+/// (accepted once, then replaced by the keyed hash), and how admin tokens are stored (long and
+/// random, so no key is needed).
+pub fn sha256_hex(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -122,7 +123,7 @@ mod tests {
         let b = KeyHasher::new(b"another secret");
         assert_eq!(a.hash("sk_x"), a.hash("sk_x"));
         assert_ne!(a.hash("sk_x"), b.hash("sk_x"));
-        assert_ne!(a.hash("sk_x"), legacy_hash("sk_x"));
+        assert_ne!(a.hash("sk_x"), sha256_hex("sk_x"));
         assert!(!a.hash("sk_x").contains("sk_x"));
     }
 }

@@ -152,7 +152,7 @@ impl Db {
         if let Some(stream) = self.stream_where("key_hash", &keyed).await? {
             return Ok(Some(stream));
         }
-        let legacy = ids::legacy_hash(key);
+        let legacy = ids::sha256_hex(key);
         let Some(stream) = self.stream_where("key_hash", &legacy).await? else {
             return Ok(None);
         };

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::db::admin::token_hash;
+use crate::db::ids::sha256_hex;
 use crate::db::sessions::{Recording, Session, SourceInfo};
 use crate::db::{Db, DbError, Stream};
 use crate::events::EventBus;
@@ -335,7 +335,7 @@ async fn require_token(
         .zip(req.headers().get(actix_web::http::header::AUTHORIZATION))
         .and_then(|(state, value)| {
             let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-            Some(state.token_hashes.contains(&token_hash(token)))
+            Some(state.token_hashes.contains(&sha256_hex(token)))
         })
         .unwrap_or(false);
     if !authorized {
