@@ -234,7 +234,15 @@ async fn run(
     let bitrate = (duration > 0.0).then(|| (stats.bytes_in() as f64 * 8.0 / duration) as i64);
     if let Err(e) = ctx
         .db
-        .finish_session(&recording_id, (duration * 1000.0) as i64, bitrate)
+        .finish_session(
+            &recording_id,
+            (duration * 1000.0) as i64,
+            bitrate,
+            segmenter
+                .next_number()
+                .checked_sub(1)
+                .filter(|_| segments > 0),
+        )
         .await
     {
         tracing::warn!(error = %e, "could not record the broadcast end");

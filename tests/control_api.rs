@@ -196,6 +196,21 @@ fn streams_keys_sessions_and_events_through_the_api() {
         "{recordings}"
     );
 
+    let filtered = |stream: &str| -> Value {
+        let path = format!("/api/v1/recordings?stream_id={stream}");
+        serde_json::from_str(&api(&server, "GET", &path, auth, None).1).expect("json")
+    };
+    assert_eq!(filtered(&id)[0]["id"], recordings[0]["id"]);
+    assert_eq!(filtered("str_other"), json!([]));
+    let (_, body) = api(&server, "GET", "/api/v1/sessions?state=all", auth, None);
+    let history: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(history[0]["state"].as_str(), Some("ended"), "{history}");
+    assert!(history[0]["last_segment"].as_i64().is_some(), "{history}");
+    assert!(
+        history[0]["bitrate"].as_i64().unwrap_or(0) > 50_000,
+        "{history}"
+    );
+
     // rotation: the old key is refused at the next publish, the new one works
     let (status, body) = api(
         &server,

@@ -217,19 +217,20 @@ impl Db {
     /// Replaces the stream's key with a new one, returned once; the old key stops working.
     pub async fn rotate_key(&self, id: &str) -> Result<Option<String>, DbError> {
         let key = ids::new_stream_key();
-        let done = sqlx::query("UPDATE streams SET key_hash = $1, updated_at = $2 WHERE id = $3")
-            .bind(self.keys.hash(&key))
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok((done.rows_affected() > 0).then_some(key))
+        let found = self.set_key_hash(id, &self.keys.hash(&key)).await?;
+        Ok(found.then_some(key))
     }
 
     /// Revokes the stream's key without a replacement (rotate to publish again).
     pub async fn revoke_key(&self, id: &str) -> Result<bool, DbError> {
+        // never the shape of a hash, so no key matches it
+        self.set_key_hash(id, &format!("revoked:{id}")).await
+    }
+
+    /// Stores the stream's key hash; false if there is no such stream.
+    async fn set_key_hash(&self, id: &str, hash: &str) -> Result<bool, DbError> {
         let done = sqlx::query("UPDATE streams SET key_hash = $1, updated_at = $2 WHERE id = $3")
-            .bind(format!("revoked:{id}"))
+            .bind(hash)
             .bind(now_ms())
             .bind(id)
             .execute(&self.pool)

@@ -118,29 +118,24 @@ impl Db {
         Ok(())
     }
 
-    pub async fn set_session_last_segment(&self, id: &str, number: u64) -> Result<(), DbError> {
-        sqlx::query("UPDATE sessions SET last_segment = $1 WHERE id = $2")
-            .bind(number as i64)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The broadcast ended: the session is `ended` and its recording has a duration.
+    /// The broadcast ended: the session is `ended` with its average input bit rate and last
+    /// segment number, and its recording has a duration.
     pub async fn finish_session(
         &self,
         id: &str,
         duration_ms: i64,
         bitrate: Option<i64>,
+        last_segment: Option<u64>,
     ) -> Result<(), DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE sessions SET state = 'ended', ended_at = $1, bitrate = $2 WHERE id = $3",
+            "UPDATE sessions SET state = 'ended', ended_at = $1, bitrate = $2, \
+             last_segment = $3 WHERE id = $4",
         )
         .bind(now)
         .bind(bitrate)
+        .bind(last_segment.map(|n| n as i64))
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -154,36 +149,13 @@ impl Db {
         Ok(())
     }
 
-    /// Sessions whose state is `state` (all when `None`), newest first.
-    pub async fn list_sessions(&self, state: Option<&str>) -> Result<Vec<Session>, DbError> {
-        let rows = match state {
-            Some(state) => {
-                let sql = format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE state = $1 ORDER BY started_at DESC"
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(state)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql =
-                    format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        Ok(rows.iter().map(session).collect::<Result<_, _>>()?)
-    }
-
-    pub async fn session(&self, id: &str) -> Result<Option<Session>, DbError> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
+    /// Every session, newest first.
+    pub async fn list_sessions(&self) -> Result<Vec<Session>, DbError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
             .await?;
-        Ok(row.as_ref().map(session).transpose()?)
+        Ok(rows.iter().map(session).collect::<Result<_, _>>()?)
     }
 
     /// Sessions a crashed process left `live`: ended now (called at start-up).
@@ -202,23 +174,15 @@ impl Db {
         &self,
         stream_id: Option<&str>,
     ) -> Result<Vec<Recording>, DbError> {
-        let base = "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings \
-                    WHERE ended_at IS NOT NULL";
-        let rows = match stream_id {
-            Some(stream) => {
-                let sql = format!("{base} AND stream_id = $1 ORDER BY started_at DESC");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(stream)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!("{base} ORDER BY started_at DESC");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        // an empty filter matches every stream (ids are never empty)
+        let rows = sqlx::query(
+            "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings \
+             WHERE ended_at IS NOT NULL AND ($1 = '' OR stream_id = $1) \
+             ORDER BY started_at DESC",
+        )
+        .bind(stream_id.unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(Recording {

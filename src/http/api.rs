@@ -260,7 +260,7 @@ async fn list_sessions(
             live.sort_by_key(|s| std::cmp::Reverse(s.id.started_at));
             HttpResponse::Ok().json(live.into_iter().map(SessionView::Live).collect::<Vec<_>>())
         }
-        "all" => match state.db.list_sessions(None).await {
+        "all" => match state.db.list_sessions().await {
             Ok(all) => HttpResponse::Ok()
                 .json(all.into_iter().map(SessionView::Stored).collect::<Vec<_>>()),
             Err(e) => db_error(e),
