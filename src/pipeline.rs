@@ -72,50 +72,50 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let recording_id = lease.stats.id.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
-    let ladder = match ctx.ladders.get(&stream.ladder) {
-        Ok(ladder) => ladder.clone(),
-        Err(e) => {
-            let _entered = span.enter();
-            tracing::warn!(error = %e, fallback = %ctx.default_ladder, "using the default ladder");
-            match ctx.ladders.get(&ctx.default_ladder) {
-                Ok(ladder) => ladder.clone(),
-                Err(_) => return tx, // checked at start-up; rx is dropped, the publisher closes
-            }
-        }
+    // Without an input (a ladder that cannot start), `rx` is dropped: the publisher closes.
+    let Some((input, cut)) = span.in_scope(|| open_input(&ctx, &stream, &lease, rx)) else {
+        return tx;
     };
-    let (input, cut) = if ladder.transcodes() {
-        let (out_tx, out_rx) = mpsc::channel(transcode::OUTPUT_QUEUE);
-        let job = TranscodeJob {
-            ladder,
-            segment_duration: ctx.segment_duration,
-            stats: lease.stats.clone(),
-        };
-        let started = {
-            let _entered = span.enter();
-            transcode::spawn(job, rx, out_tx)
-        };
-        if let Err(e) = started {
-            let _entered = span.enter();
-            tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
-            return tx;
-        }
-        (Input::Ladder(out_rx), CutRule::EveryKeyframe)
-    } else {
-        (Input::Passthrough(rx), CutRule::AfterTarget)
-    };
-    tracker.spawn(run(ctx, stream, recording_id, lease, input, cut).instrument(span));
+    tracker.spawn(run(ctx, stream, lease, input, cut).instrument(span));
     tx
 }
 
-async fn run(
-    ctx: PipelineContext,
-    stream: Stream,
-    recording_id: String,
-    lease: Lease,
-    mut events: Input,
-    cut: CutRule,
-) {
+/// Where the broadcast's task reads from: ingest directly (passthrough), or the transcoder it
+/// starts here for the stream's ladder (the default ladder if the stream's no longer exists).
+fn open_input(
+    ctx: &PipelineContext,
+    stream: &Stream,
+    lease: &Lease,
+    rx: mpsc::Receiver<StreamEvent>,
+) -> Option<(Input, CutRule)> {
+    let ladder = ctx
+        .ladders
+        .get(&stream.ladder)
+        .or_else(|e| {
+            tracing::warn!(error = %e, fallback = %ctx.default_ladder, "using the default ladder");
+            ctx.ladders.get(&ctx.default_ladder)
+        })
+        .ok()? // the default is checked at start-up
+        .clone();
+    if !ladder.transcodes() {
+        return Some((Input::Passthrough(rx), CutRule::AfterTarget));
+    }
+    let (out_tx, out_rx) = mpsc::channel(transcode::OUTPUT_QUEUE);
+    let job = TranscodeJob {
+        ladder,
+        segment_duration: ctx.segment_duration,
+        stats: lease.stats.clone(),
+    };
+    if let Err(e) = transcode::spawn(job, rx, out_tx) {
+        tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
+        return None;
+    }
+    Some((Input::Ladder(out_rx), CutRule::EveryKeyframe))
+}
+
+async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Input, cut: CutRule) {
     let stats = lease.stats.clone();
+    let recording_id = stats.id.session_id.clone();
     if let Err(e) = ctx
         .db
         .start_session(&recording_id, &stream.id, &stats.id.ladder)
