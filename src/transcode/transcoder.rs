@@ -169,9 +169,6 @@ impl Transcoder {
                     });
                 }
                 if changed {
-                    if u64::from(avc.width) * u64::from(avc.height) > MAX_SOURCE_PIXELS {
-                        return Err(TranscodeError::SourceTooLarge(avc.width, avc.height));
-                    }
                     tracing::info!(
                         width = avc.width,
                         height = avc.height,
@@ -199,9 +196,6 @@ impl Transcoder {
 
     /// The first keyframe: plan the ladder, open every encoder, announce every rendition.
     fn start(&mut self, source: &AvcConfig) -> Result<(), TranscodeError> {
-        if u64::from(source.width) * u64::from(source.height) > MAX_SOURCE_PIXELS {
-            return Err(TranscodeError::SourceTooLarge(source.width, source.height));
-        }
         let plan = Plan::new(
             &self.job.ladder,
             Source {
@@ -211,6 +205,10 @@ impl Transcoder {
             },
         );
         tracing::info!(ladder = %self.job.ladder.name, "{plan}");
+        if plan.encodes().next().is_some() {
+            // before any encoder opens: a source too large to decode is refused right here
+            self.decoder = Some(open_decoder(source)?);
+        }
         let cadence = self.cadence.kind();
         let segment_duration = self.job.segment_duration;
         let keyint = |fps: f64| match cadence {
@@ -278,9 +276,6 @@ impl Transcoder {
                 cap: FrameRateCap::new(rung.fps, source.frame_rate),
                 dropped: 0,
             });
-        }
-        if !self.lanes.is_empty() {
-            self.decoder = Some(open_decoder(source)?);
         }
         self.started = true;
         Ok(())
@@ -436,7 +431,12 @@ fn avc_track(config: AvcConfig) -> TrackInfo {
     }
 }
 
+/// A decoder for `config`; refuses pictures above `MAX_SOURCE_PIXELS`, at the start or after a
+/// mid-stream change alike.
 fn open_decoder(config: &AvcConfig) -> Result<ffmpeg::decoder::Video, TranscodeError> {
+    if u64::from(config.width) * u64::from(config.height) > MAX_SOURCE_PIXELS {
+        return Err(TranscodeError::SourceTooLarge(config.width, config.height));
+    }
     let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(TranscodeError::NoH264)?;
     let mut context = ffmpeg::codec::Context::new_with_codec(codec);
     ffi::set_extradata(&mut context, &config.record)
