@@ -65,6 +65,14 @@ fn master(server: &Server, live: &str) -> Vec<Variant> {
         .collect()
 }
 
+/// (name, width, height) of each variant, in playlist order.
+fn declared(variants: &[Variant]) -> Vec<(&str, u64, u64)> {
+    variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.width, v.height))
+        .collect()
+}
+
 /// Waits until every rendition's playlist (and audio's) has ENDLIST.
 fn wait_for_end(server: &Server, live: &str, names: &[&str]) {
     let ended = wait_for(Duration::from_secs(60), || {
@@ -189,10 +197,7 @@ fn a_720p_source_yields_an_aligned_720_480_360_ladder() {
     wait_for_end(&server, &live, &["720p", "480p", "360p", "audio"]);
 
     let variants = master(&server, &live);
-    let declared: Vec<(&str, u64, u64)> = variants
-        .iter()
-        .map(|v| (v.name.as_str(), v.width, v.height))
-        .collect();
+    let declared = declared(&variants);
     assert_eq!(
         declared,
         [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)],
@@ -290,10 +295,7 @@ fn a_640x360_source_publishes_exactly_one_360p_rung() {
     );
     wait_for_end(&server, &live, &["360p", "audio"]);
     let variants = master(&server, &live);
-    let declared: Vec<(&str, u64, u64)> = variants
-        .iter()
-        .map(|v| (v.name.as_str(), v.width, v.height))
-        .collect();
+    let declared = declared(&variants);
     assert_eq!(declared, [("360p", 640, 360)]);
     assert_eq!(server.get(&format!("{live}/source/index.m3u8")).0, 404);
 }
@@ -361,10 +363,7 @@ fn a_ladder_offering_the_source_cuts_every_rung_at_the_source_keyframes() {
     );
     wait_for_end(&server, &live, &["source", "180p", "audio"]);
     let variants = master(&server, &live);
-    let declared: Vec<(&str, u64, u64)> = variants
-        .iter()
-        .map(|v| (v.name.as_str(), v.width, v.height))
-        .collect();
+    let declared = declared(&variants);
     assert_eq!(declared, [("source", 640, 360), ("180p", 320, 180)]);
     let source = segments(&server, &live, "source");
     let low = segments(&server, &live, "180p");
