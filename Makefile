@@ -7,10 +7,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # gives ffplay/ffprobe to watch and the publisher the tests use.
 RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
-TEST_APT := $(RUN_APT) time bc
+TEST_APT := $(RUN_APT) time bc postgresql
+# The API tests also run against a real PostgreSQL: `make postgres` starts Debian's cluster and
+# creates a role that may create one database per test.
+PG_VERSION := 15
+PG_URL := postgres://strata:strata@127.0.0.1:5432/postgres
+AS_POSTGRES := $(if $(SUDO),sudo -u postgres,runuser -u postgres --)
 CARGO ?= cargo
 
-.PHONY: run test bench deps test-deps fmt lint unit integration
+.PHONY: run test bench deps test-deps postgres fmt lint unit integration
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -37,8 +42,16 @@ fmt: test-deps
 lint: test-deps
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: test-deps fmt lint
-	$(CARGO) test --locked --all-targets
+postgres: test-deps
+	@pg_lsclusters -h | grep -q '^$(PG_VERSION) *main ' || $(SUDO) pg_createcluster $(PG_VERSION) main >/dev/null
+	@pg_lsclusters -h | grep -q '^$(PG_VERSION) *main .* online ' || $(SUDO) pg_ctlcluster $(PG_VERSION) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+		pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start: see /var/log/postgresql/"; exit 1; }
+	@$(AS_POSTGRES) psql -qAt -c "SELECT 1 FROM pg_roles WHERE rolname='strata'" | grep -q 1 || \
+		$(AS_POSTGRES) psql -q -c "CREATE ROLE strata LOGIN CREATEDB PASSWORD 'strata'"
+
+test: test-deps postgres fmt lint
+	STRATA_TEST_POSTGRES=$(PG_URL) $(CARGO) test --locked --all-targets
 
 bench: test-deps
 	$(CARGO) bench --locked --bench packaging

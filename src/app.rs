@@ -21,6 +21,7 @@ use crate::hub::Hub;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
 use crate::pipeline::PipelineContext;
 use crate::publish::store;
+use crate::webhooks::Webhooks;
 
 /// How long shutdown waits for broadcasts to finish their manifests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -119,6 +120,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ladders,
             default_ladder: settings.transcode.default_ladder.clone(),
             events,
+            webhooks: Webhooks::new(&settings.webhooks, &urls.public)
+                .context("setting up webhooks")?,
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),

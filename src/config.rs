@@ -37,6 +37,7 @@ pub struct Settings {
     pub segment: SegmentSettings,
     pub transcode: TranscodeSettings,
     pub auth: AuthSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +104,20 @@ pub struct AuthSettings {
     pub admin_tokens: Vec<String>,
 }
 
+/// Publish webhooks (see `webhooks`); an empty URL means no hook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Asked before every publish; only a 2xx answer within `timeout` lets it start.
+    pub on_publish: String,
+    /// Told when a broadcast ends.
+    pub on_unpublish: String,
+    /// Told when a broadcast's recording (VOD manifests) is written.
+    pub on_recording_ready: String,
+    /// Seconds a hook may take to answer.
+    pub timeout: f64,
+}
+
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSettings")
@@ -143,6 +158,12 @@ default_ladder = "default"
 [auth]
 secret = ""
 admin_tokens = []
+
+[webhooks]
+on_publish = ""
+on_unpublish = ""
+on_recording_ready = ""
+timeout = 2.0
 "#;
 
 impl Settings {
@@ -222,6 +243,19 @@ impl Settings {
             ));
         }
         url_with_scheme("http.public_url", &self.http.public_url, &["http", "https"])?;
+        for (key, url) in [
+            ("webhooks.on_publish", &self.webhooks.on_publish),
+            ("webhooks.on_unpublish", &self.webhooks.on_unpublish),
+            ("webhooks.on_recording_ready", &self.webhooks.on_recording_ready),
+        ] {
+            url_with_scheme(key, url, &["http", "https"])?;
+        }
+        in_range(
+            "webhooks.timeout",
+            self.webhooks.timeout,
+            0.1..=30.0,
+            "seconds",
+        )?;
         url_with_scheme("storage.url", &self.storage.url, store::SCHEMES)?;
         url_with_scheme(
             "database.url",

@@ -17,3 +17,4 @@ pub mod package;
 pub mod pipeline;
 pub mod publish;
 pub mod transcode;
+pub mod webhooks;

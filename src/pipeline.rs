@@ -26,6 +26,7 @@ use crate::media::{RenditionEvent, StreamEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::publish::{BroadcastPlan, Publisher};
 use crate::transcode::{self, Ladders, TranscodeJob};
+use crate::webhooks::{BroadcastEnded, Webhooks};
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
 pub const EVENT_QUEUE: usize = 512;
@@ -42,6 +43,7 @@ pub struct PipelineContext {
     /// Used when a stream names a ladder that no longer exists.
     pub default_ladder: String,
     pub events: EventBus,
+    pub webhooks: Webhooks,
     pub shutdown: CancellationToken,
 }
 
@@ -140,6 +142,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     );
     let mut media_zero = Utc::now();
     let mut segments = 0u64;
+    let mut published_secs = 0.0;
     tracing::info!("broadcast started");
     ctx.events.send(Event::Live(stats.snapshot()));
     loop {
@@ -190,6 +193,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                     }
                     let result = publisher.publish_segment(segment, media_zero).await;
                     if result.is_ok() {
+                        published_secs += published.duration_secs;
                         ctx.events.send(Event::Segment(published));
                     }
                     result
@@ -217,6 +221,13 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     // through the transcoder threads, which stop when their output closes), so its connection
     // closes.
     drop(events);
+    let mut ended = BroadcastEnded {
+        session_id: recording_id.clone(),
+        stream: (&stream).into(),
+        duration_secs: published_secs,
+        segments,
+    };
+    ctx.webhooks.broadcast_ended(&ended);
     let duration = match publisher.finish().await {
         Ok(duration) => {
             tracing::info!(
@@ -248,6 +259,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         tracing::warn!(error = %e, "could not record the broadcast end");
     }
     // after the database knows, so a client reacting to the event finds the recording
+    ended.duration_secs = duration;
+    ctx.webhooks.recording_ready(&ended);
     ctx.events.send(Event::Ended(Ended {
         session_id: recording_id.clone(),
         stream_id: stream.id.clone(),
@@ -322,6 +335,7 @@ mod tests {
             ladders: Arc::new(Ladders::shipped()),
             default_ladder: "default".into(),
             events: EventBus::default(),
+            webhooks: Webhooks::disabled(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

@@ -1,6 +1,7 @@
-//! The admin API against a real server (SQLite): every documented path refuses a request
-//! without the token; streams, key rotation, live sessions and the events stream work with a
-//! real ffmpeg publisher; the stream key used throughout never leaks.
+//! The admin API against a real server, on SQLite and on a real PostgreSQL (`make test` starts
+//! it; without it these tests fail): every documented path refuses a request without the
+//! token; streams, key rotation and revocation, live sessions and the events stream work with
+//! a real ffmpeg publisher; the stream key used throughout never leaks.
 
 mod support;
 
@@ -18,8 +19,27 @@ fn now_ms() -> i64 {
 }
 
 #[test]
-fn every_documented_path_needs_the_admin_token() {
-    let server = Server::start();
+fn every_documented_path_needs_the_admin_token_on_sqlite() {
+    every_documented_path_needs_the_admin_token(Database::Sqlite);
+}
+
+#[test]
+fn every_documented_path_needs_the_admin_token_on_postgres() {
+    every_documented_path_needs_the_admin_token(Database::Postgres);
+}
+
+#[test]
+fn streams_keys_sessions_and_events_through_the_api_on_sqlite() {
+    streams_keys_sessions_and_events_through_the_api(Database::Sqlite);
+}
+
+#[test]
+fn streams_keys_sessions_and_events_through_the_api_on_postgres() {
+    streams_keys_sessions_and_events_through_the_api(Database::Postgres);
+}
+
+fn every_documented_path_needs_the_admin_token(database: Database) {
+    let server = Server::start_on(database, &[]);
     assert!(
         server.admin_token.starts_with("st_"),
         "a token is printed at first start"
@@ -95,9 +115,13 @@ fn wait_event(
     None
 }
 
-#[test]
-fn streams_keys_sessions_and_events_through_the_api() {
-    let server = Server::start();
+fn streams_keys_sessions_and_events_through_the_api(database: Database) {
+    let server = Server::start_on(database, &[]);
+    assert_eq!(
+        server.dir.path().join("data/strata.db").exists(),
+        database == Database::Sqlite,
+        "the server keeps its state in {database:?}"
+    );
     let token = server.admin_token.clone();
     let auth = Some(token.as_str());
     let events = subscribe(&server);

@@ -15,6 +15,76 @@ pub struct Server {
     pub http: String,
     /// The admin token printed at first start.
     pub admin_token: String,
+    /// Extra environment (settings) the server and its CLI runs share.
+    env: Vec<(String, String)>,
+    /// The PostgreSQL database the server uses, dropped after it.
+    database: Option<PostgresDatabase>,
+}
+
+/// Which database a test server keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// A file in the server's data directory (the default).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server `make test` starts (`STRATA_TEST_POSTGRES`).
+    Postgres,
+}
+
+/// Where `make postgres` lets tests create databases.
+const DEFAULT_POSTGRES: &str = "postgres://strata:strata@127.0.0.1:5432/postgres";
+
+/// A database created for one test server; dropped with it.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    /// Creates an empty database. Panics (the test fails, never skips) when PostgreSQL is not
+    /// reachable.
+    fn create() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let admin_url =
+            std::env::var("STRATA_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        let name = format!(
+            "strata_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let database = Self { admin_url, name };
+        database.psql(&format!("DROP DATABASE IF EXISTS {}", database.name));
+        database.psql(&format!("CREATE DATABASE {}", database.name));
+        database
+    }
+
+    fn url(&self) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{}", self.name),
+            None => panic!("STRATA_TEST_POSTGRES has no database part"),
+        }
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = Command::new("psql")
+            .args([&self.admin_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+            .output()
+            .expect("psql (package postgresql-client) runs");
+        assert!(
+            out.status.success(),
+            "PostgreSQL at STRATA_TEST_POSTGRES / {DEFAULT_POSTGRES} refused `{sql}` (`make \
+             postgres` starts it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = Command::new("psql")
+            .args([&self.admin_url, "-qAtc", &sql])
+            .output();
+    }
 }
 
 pub struct StreamInfo {
@@ -22,8 +92,9 @@ pub struct StreamInfo {
     pub playback_id: String,
 }
 
-fn strata(dir: &Path) -> Command {
+fn strata(dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.current_dir(dir)
         .env("STRATA__DATA_DIR", dir.join("data"))
         .env("STRATA__RTMP__LISTEN", "127.0.0.1:0")
@@ -41,10 +112,33 @@ impl Server {
     /// Starts the server after `prepare` has written files into its working directory (e.g.
     /// `ladders/*.toml`).
     pub fn start_with(prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_with_env(&[], prepare)
+    }
+
+    /// Starts the server on `database` with extra settings in its environment.
+    pub fn start_on(database: Database, env: &[(&str, &str)]) -> Self {
+        let Database::Postgres = database else {
+            return Self::start_with_env(env, |_| {});
+        };
+        let database = PostgresDatabase::create();
+        let url = database.url();
+        let mut env = env.to_vec();
+        env.push(("STRATA__DATABASE__URL", &url));
+        let mut server = Self::start_with_env(&env, |_| {});
+        server.database = Some(database);
+        server
+    }
+
+    /// Starts the server with extra settings in its environment (`STRATA__…`), after `prepare`.
+    pub fn start_with_env(env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         prepare(dir.path());
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = strata(dir.path())
+        let mut child = strata(dir.path(), &env)
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -84,12 +178,14 @@ impl Server {
             admin_token,
             child,
             dir,
+            env,
+            database: None,
         }
     }
 
     /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).
     pub fn create_stream(&self, name: &str, ladder: &str) -> StreamInfo {
-        let out = strata(self.dir.path())
+        let out = strata(self.dir.path(), &self.env)
             .args(["stream", "create", name, "--ladder", ladder, "--json"])
             .output()
             .expect("run strata stream create");

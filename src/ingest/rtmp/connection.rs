@@ -24,6 +24,7 @@ use crate::hub::LiveStats;
 use crate::ingest::flv::{FlvDemuxer, FlvError};
 use crate::media::{StreamEvent, TrackKind};
 use crate::pipeline;
+use crate::webhooks::PublishRequest;
 
 /// A publishing connection that sends nothing for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -83,12 +84,14 @@ impl Refusal {
 }
 
 pub async fn handle(socket: TcpStream, ctx: Arc<IngestContext>) -> Result<(), ConnectionError> {
+    let peer = socket.peer_addr()?.ip();
     let setup_timeout = Duration::from_secs_f64(ctx.settings.handshake_timeout);
     let setup_deadline = Instant::now() + setup_timeout;
     let (socket, leftover) = handshake(socket, setup_deadline, setup_timeout).await?;
     let (session, hello) = GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
     let mut connection = Connection {
         ctx,
+        peer,
         socket,
         session,
         publishing: None,
@@ -135,6 +138,7 @@ async fn handshake(
 
 struct Connection {
     ctx: Arc<IngestContext>,
+    peer: std::net::IpAddr,
     socket: TcpStream,
     session: GuardedSession,
     publishing: Option<Publishing>,
@@ -301,7 +305,17 @@ impl Connection {
                 ));
             }
         };
-        let stats = Arc::new(LiveStats::new(ids::new_recording_id(), &stream));
+        let session_id = ids::new_recording_id();
+        let hook = PublishRequest::new(&session_id, &stream, self.peer);
+        if let Err(e) = self.ctx.pipeline.webhooks.authorize_publish(&hook).await {
+            tracing::warn!(playback_id = %stream.playback_id, error = %e, "publish refused by the on_publish webhook");
+            return Err(Refusal::new(
+                "NetStream.Publish.Rejected",
+                "refused by the server's publish hook",
+                ConnectionError::Refused(format!("on_publish webhook: {e}")),
+            ));
+        }
+        let stats = Arc::new(LiveStats::new(session_id, &stream));
         let lease = self
             .ctx
             .hub

@@ -1,0 +1,235 @@
+//! Publish webhooks: HTTP POSTs of JSON to URLs from the `[webhooks]` settings.
+//!
+//! - `on_publish` decides: a publish is accepted only if the hook answers 2xx within the
+//!   timeout; any other status, an unreachable hook or no answer refuses it (fail closed).
+//! - `on_unpublish` (the publisher's broadcast ended) and `on_recording_ready` (its VOD
+//!   manifests are written) inform: they are sent from a spawned task, retried up to
+//!   `NOTIFY_ATTEMPTS` times, and a failure is logged; broadcasting never waits for them.
+//!
+//! Payloads carry ids and names, never the stream key.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::WebhookSettings;
+use crate::db::Stream;
+
+/// Attempts for an informational hook (the publish hook is asked once: the publisher waits).
+pub const NOTIFY_ATTEMPTS: u32 = 3;
+/// Wait before the second attempt; doubled for each next one.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the hook answered HTTP {0}")]
+    Refused(u16),
+    #[error("no answer from the hook within {0:?}")]
+    Timeout(Duration),
+    #[error("the hook could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the webhook client could not be built: {0}")]
+    Client(String),
+}
+
+/// The configured hooks (each optional) and the client that calls them.
+#[derive(Clone, Debug)]
+pub struct Webhooks {
+    client: reqwest::Client,
+    on_publish: Option<String>,
+    on_unpublish: Option<String>,
+    on_recording_ready: Option<String>,
+    timeout: Duration,
+    /// Base of the recording URLs sent to `on_recording_ready`.
+    public_url: String,
+}
+
+/// The stream as hooks see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStream {
+    pub id: String,
+    pub name: String,
+    pub playback_id: String,
+    pub ladder: String,
+}
+
+impl From<&Stream> for HookStream {
+    fn from(stream: &Stream) -> Self {
+        Self {
+            id: stream.id.clone(),
+            name: stream.name.clone(),
+            playback_id: stream.playback_id.clone(),
+            ladder: stream.ladder.clone(),
+        }
+    }
+}
+
+/// `on_publish`: a publisher presented a valid key for `stream`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishRequest {
+    event: &'static str,
+    /// The session (and recording) id the broadcast will have if accepted.
+    session_id: String,
+    stream: HookStream,
+    /// The publisher's IP address.
+    client_ip: String,
+}
+
+impl PublishRequest {
+    pub fn new(session_id: &str, stream: &Stream, client_ip: std::net::IpAddr) -> Self {
+        Self {
+            event: "publish",
+            session_id: session_id.to_string(),
+            stream: stream.into(),
+            client_ip: client_ip.to_string(),
+        }
+    }
+}
+
+/// `on_unpublish` and `on_recording_ready`: a broadcast ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct BroadcastEnded {
+    pub session_id: String,
+    pub stream: HookStream,
+    pub duration_secs: f64,
+    pub segments: u64,
+}
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    ended: &'a BroadcastEnded,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recording: Option<RecordingUrls>,
+}
+
+#[derive(Serialize)]
+struct RecordingUrls {
+    id: String,
+    hls_url: String,
+    dash_url: String,
+}
+
+fn non_empty(url: &str) -> Option<String> {
+    (!url.trim().is_empty()).then(|| url.trim().to_string())
+}
+
+impl Webhooks {
+    /// The configured hooks; `settings.timeout` bounds each call, connection included.
+    pub fn new(settings: &WebhookSettings, public_url: &str) -> Result<Self, WebhookError> {
+        let timeout = Duration::from_secs_f64(settings.timeout);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        Ok(Self {
+            client,
+            on_publish: non_empty(&settings.on_publish),
+            on_unpublish: non_empty(&settings.on_unpublish),
+            on_recording_ready: non_empty(&settings.on_recording_ready),
+            timeout,
+            public_url: public_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// No hooks at all (tests, and servers that configure none).
+    pub fn disabled() -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            on_publish: None,
+            on_unpublish: None,
+            on_recording_ready: None,
+            timeout: Duration::from_secs(2),
+            public_url: String::new(),
+        }
+    }
+
+    /// Asks `on_publish` whether this publish may start; `Ok` when no hook is configured.
+    pub async fn authorize_publish(&self, request: &PublishRequest) -> Result<(), WebhookError> {
+        let Some(url) = &self.on_publish else {
+            return Ok(());
+        };
+        self.post(url, request).await
+    }
+
+    /// Sends `on_unpublish` in the background.
+    pub fn broadcast_ended(&self, ended: &BroadcastEnded) {
+        self.notify(&self.on_unpublish, "unpublish", ended, None);
+    }
+
+    /// Sends `on_recording_ready` in the background, with the recording's manifest URLs.
+    pub fn recording_ready(&self, ended: &BroadcastEnded) {
+        let id = ended.session_id.clone();
+        let recording = RecordingUrls {
+            hls_url: format!("{}/vod/{id}/master.m3u8", self.public_url),
+            dash_url: format!("{}/vod/{id}/manifest.mpd", self.public_url),
+            id,
+        };
+        let hook = &self.on_recording_ready;
+        self.notify(hook, "recording.ready", ended, Some(recording));
+    }
+
+    fn notify(
+        &self,
+        url: &Option<String>,
+        event: &'static str,
+        ended: &BroadcastEnded,
+        recording: Option<RecordingUrls>,
+    ) {
+        let Some(url) = url.clone() else { return };
+        let body = match serde_json::to_value(Notification {
+            event,
+            ended,
+            recording,
+        }) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(event, error = %e, "webhook payload not serializable");
+                return;
+            }
+        };
+        let hooks = self.clone();
+        tokio::spawn(async move {
+            let mut delay = FIRST_RETRY_DELAY;
+            for attempt in 1..=NOTIFY_ATTEMPTS {
+                match hooks.post(&url, &body).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == NOTIFY_ATTEMPTS => {
+                        tracing::warn!(event, attempts = attempt, error = %e, "webhook not delivered");
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn post(&self, url: &str, body: &impl Serialize) -> Result<(), WebhookError> {
+        let response = self.client.post(url).json(body).send().await.map_err(|e| {
+            if e.is_timeout() {
+                WebhookError::Timeout(self.timeout)
+            } else {
+                WebhookError::Unreachable(without_url(e))
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(WebhookError::Refused(status.as_u16()))
+        }
+    }
+}
+
+/// reqwest's message without the URL it prints (hook URLs may carry credentials).
+fn without_url(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    match std::error::Error::source(&error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
