@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # gives ffplay/ffprobe to watch and the publisher the tests use.
 RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
-TEST_APT := $(RUN_APT) time bc postgresql
+TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client
 # The API tests also run against a real PostgreSQL: `make postgres` starts Debian's cluster and
 # creates a role that may create one database per test.
 PG_VERSION := 15

@@ -43,9 +43,7 @@ impl Urls {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let ladders = Arc::new(settings.load_ladders()?);
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = crate::telemetry::install().context("installing the metrics recorder")?;
     crate::transcode::init().context("initialising FFmpeg")?;
     let db = Db::connect(&settings.database_url(), settings.key_hasher()?)
         .await
@@ -100,6 +98,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(crate::events::send_stats(
         hub.clone(),
         events.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::telemetry::refresh_gauges(
+        hub.clone(),
         shutdown.clone(),
     ));
     let ingest = Arc::new(IngestContext {

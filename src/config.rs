@@ -246,7 +246,10 @@ impl Settings {
         for (key, url) in [
             ("webhooks.on_publish", &self.webhooks.on_publish),
             ("webhooks.on_unpublish", &self.webhooks.on_unpublish),
-            ("webhooks.on_recording_ready", &self.webhooks.on_recording_ready),
+            (
+                "webhooks.on_recording_ready",
+                &self.webhooks.on_recording_ready,
+            ),
         ] {
             url_with_scheme(key, url, &["http", "https"])?;
         }

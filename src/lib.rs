@@ -16,5 +16,6 @@ pub mod media;
 pub mod package;
 pub mod pipeline;
 pub mod publish;
+pub mod telemetry;
 pub mod transcode;
 pub mod webhooks;

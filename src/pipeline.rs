@@ -154,6 +154,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 continue;
             }
         };
+        let received = std::time::Instant::now();
         let mut end = matches!(event, RenditionEvent::End);
         let outputs = match segmenter.push(event) {
             Ok(outputs) => outputs,
@@ -180,7 +181,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                         number: segment.number,
                         duration_secs: segment.tracks.first().map_or(0.0, |t| t.duration_secs()),
                     };
-                    stats.add_segment();
                     if segments == 1 {
                         // the source is known by now (its configs came before the first frame)
                         if let Err(e) = ctx
@@ -191,8 +191,10 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                             tracing::warn!(error = %e, "could not store the session's source");
                         }
                     }
+                    let bytes = segment.tracks.iter().map(|t| t.bytes.len() as u64).sum();
                     let result = publisher.publish_segment(segment, media_zero).await;
                     if result.is_ok() {
+                        stats.segment_published(bytes, received.elapsed());
                         published_secs += published.duration_secs;
                         ctx.events.send(Event::Segment(published));
                     }

@@ -127,7 +127,10 @@ fn an_allowing_hook_lets_the_publish_through_and_hears_its_end_and_recording() {
         .as_str()
         .expect("session id")
         .to_string();
-    assert!(publisher.wait().expect("ffmpeg").success(), "publish refused");
+    assert!(
+        publisher.wait().expect("ffmpeg").success(),
+        "publish refused"
+    );
 
     let mut notified = Vec::new();
     while notified.len() < 2 {
@@ -137,7 +140,10 @@ fn an_allowing_hook_lets_the_publish_through_and_hears_its_end_and_recording() {
         assert_eq!(hook.path, "/allow-notify");
         notified.push(hook.body);
     }
-    let events: Vec<&str> = notified.iter().filter_map(|b| b["event"].as_str()).collect();
+    let events: Vec<&str> = notified
+        .iter()
+        .filter_map(|b| b["event"].as_str())
+        .collect();
     assert_eq!(events, ["unpublish", "recording.ready"]);
     for body in &notified {
         assert_eq!(body["session_id"].as_str(), Some(session_id.as_str()));
@@ -153,7 +159,10 @@ fn an_allowing_hook_lets_the_publish_through_and_hears_its_end_and_recording() {
         .as_str()
         .and_then(|d| d.parse().ok())
         .unwrap_or(0.0);
-    assert!((duration - 4.0).abs() < 0.5, "the recording plays: {probed}");
+    assert!(
+        (duration - 4.0).abs() < 0.5,
+        "the recording plays: {probed}"
+    );
     let dash = recording["dash_url"].as_str().expect("dash url");
     assert_eq!(get_url(dash).0, 200);
 
@@ -168,8 +177,10 @@ fn refused_by(receiver: &Receiver, on_publish: &str) -> (String, Duration) {
     let stream = server.create_stream("hooked", "passthrough");
     let started = Instant::now();
     let mut publisher = publish(&server.rtmp_url(&stream.key), 6);
-    let exited = wait_for(Duration::from_secs(15), || publisher.try_wait().ok().flatten())
-        .expect("the refused publisher was disconnected");
+    let exited = wait_for(Duration::from_secs(15), || {
+        publisher.try_wait().ok().flatten()
+    })
+    .expect("the refused publisher was disconnected");
     let refused_at = Instant::now();
     assert!(!exited.success(), "the publish went through");
     let called = receiver.next(Duration::ZERO).map_or(started, |h| h.at);

@@ -1,6 +1,7 @@
 //! The HTTP origin (actix-web): one `configure` per area. Playback is public with open CORS
 //! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text;
-//! `/api/v1` is the admin API (bearer token), with its events stream.
+//! `/api/v1` is the admin API (bearer token), with its events stream. Every request is counted
+//! by route pattern and status.
 
 pub mod api;
 pub mod events;
@@ -8,6 +9,9 @@ pub mod playback;
 
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use object_store::ObjectStore;
 
@@ -30,6 +34,58 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
+/// Counts the request in `strata_http_requests_total` under its route pattern (never the path:
+/// label values stay bounded) and final status.
+async fn count_request(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = request
+        .match_pattern()
+        .map_or_else(|| "unmatched".to_string(), |p| without_regexes(&p));
+    let response = next.call(request).await;
+    let status = match &response {
+        Ok(response) => response.status(),
+        Err(e) => e.as_response_error().status_code(),
+    };
+    metrics::counter!(
+        crate::telemetry::HTTP_REQUESTS,
+        "route" => route,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// A route pattern with its segments' regexes left out (`/{root:live|vod}/{tail:.*}` →
+/// `/{root}/{tail}`), to keep the label readable by people and parsers.
+fn without_regexes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut depth = 0usize;
+    let mut in_regex = false;
+    for c in pattern.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                if depth == 1 {
+                    out.push(c);
+                }
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    in_regex = false;
+                    out.push(c);
+                }
+            }
+            ':' if depth == 1 => in_regex = true,
+            _ if in_regex || depth > 1 => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Builds the server on an already-bound listener; the caller runs and stops it.
 pub fn server(
     listener: std::net::TcpListener,
@@ -48,6 +104,7 @@ pub fn server(
             .expose_headers(["Content-Length", "Content-Range", "ETag"])
             .max_age(86_400);
         App::new()
+            .wrap(from_fn(count_request))
             .app_data(state.clone())
             .app_data(api.clone())
             .route("/healthz", web::get().to(healthz))
@@ -60,4 +117,22 @@ pub fn server(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_regexes;
+
+    #[test]
+    fn route_labels_keep_segment_names_and_drop_their_regexes() {
+        assert_eq!(
+            without_regexes("/{root:live|vod}/{tail:.*}"),
+            "/{root}/{tail}"
+        );
+        assert_eq!(
+            without_regexes("/api/v1/streams/{id}"),
+            "/api/v1/streams/{id}"
+        );
+        assert_eq!(without_regexes("/x/{n:[0-9]{1,3}}/y"), "/x/{n}/y");
+    }
 }

@@ -1,16 +1,20 @@
 //! Live statistics of one broadcast, shared by the threads and tasks that touch it: ingest counts
 //! bytes and frames and records the source, packaging counts segments, the transcoder reports
 //! its speed. Readers (the API, the events stream) take a `SessionStats` snapshot; `sample`
-//! (called once a second) turns the counters into rates.
+//! (called once a second) turns the counters into rates. The same updates move the stream's
+//! Prometheus counters (see `telemetry`), whose handles are looked up once per broadcast.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Histogram};
 
 use crate::db::sessions::SourceInfo;
 use crate::db::Stream;
 use crate::media::{CodecConfig, TrackInfo};
+use crate::telemetry;
 
 /// Which broadcast this is: fixed when the publish is accepted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -62,6 +66,32 @@ pub struct LiveStats {
     source: Mutex<SourceInfo>,
     speeds: Mutex<BTreeMap<String, f64>>,
     rates: Mutex<Rates>,
+    metrics: StreamMetrics,
+}
+
+/// The stream's Prometheus series this broadcast moves.
+#[derive(Debug)]
+struct StreamMetrics {
+    bytes_in: Counter,
+    video_frames_in: Counter,
+    audio_frames_in: Counter,
+    segments: Counter,
+    bytes_published: Counter,
+    publish_latency: Histogram,
+}
+
+impl StreamMetrics {
+    fn new(playback_id: &str) -> Self {
+        let stream = playback_id.to_string();
+        Self {
+            bytes_in: metrics::counter!(telemetry::INGEST_BYTES, "stream" => stream.clone()),
+            video_frames_in: metrics::counter!(telemetry::INGEST_FRAMES, "stream" => stream.clone(), "kind" => "video"),
+            audio_frames_in: metrics::counter!(telemetry::INGEST_FRAMES, "stream" => stream.clone(), "kind" => "audio"),
+            segments: metrics::counter!(telemetry::SEGMENTS_PUBLISHED, "stream" => stream.clone()),
+            bytes_published: metrics::counter!(telemetry::PUBLISHED_BYTES, "stream" => stream.clone()),
+            publish_latency: metrics::histogram!(telemetry::PUBLISH_LATENCY, "stream" => stream),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,13 +124,18 @@ impl LiveStats {
                 bitrate: 0,
                 fps: 0.0,
             }),
+            metrics: StreamMetrics::new(&stream.playback_id),
         }
     }
 
     pub fn add_input(&self, bytes: usize, video_frame: bool) {
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.metrics.bytes_in.increment(bytes as u64);
         if video_frame {
             self.video_frames_in.fetch_add(1, Ordering::Relaxed);
+            self.metrics.video_frames_in.increment(1);
+        } else {
+            self.metrics.audio_frames_in.increment(1);
         }
     }
 
@@ -121,12 +156,24 @@ impl LiveStats {
         lock(&self.source).clone()
     }
 
-    pub fn add_segment(&self) {
+    /// A segment of `bytes` (all renditions) was stored `latency` after packaging completed it.
+    pub fn segment_published(&self, bytes: u64, latency: Duration) {
         self.segments.fetch_add(1, Ordering::Relaxed);
+        self.metrics.segments.increment(1);
+        self.metrics.bytes_published.increment(bytes);
+        self.metrics.publish_latency.record(latency.as_secs_f64());
     }
 
     pub fn set_speed(&self, rendition: &str, speed: f64) {
         lock(&self.speeds).insert(rendition.to_string(), speed);
+    }
+
+    /// Each rung's last reported speed.
+    pub fn speeds(&self) -> Vec<(String, f64)> {
+        lock(&self.speeds)
+            .iter()
+            .map(|(name, speed)| (name.clone(), *speed))
+            .collect()
     }
 
     pub fn bytes_in(&self) -> u64 {

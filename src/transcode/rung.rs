@@ -141,7 +141,7 @@ struct Worker {
     /// Presentation times (ms) of forced IDRs not yet out of the encoder.
     segment_starts: VecDeque<i64>,
     speed: SpeedMeter,
-    /// The broadcast's live statistics (speed reports; its playback id labels the metric).
+    /// The broadcast's live statistics, where the rung reports its speed.
     stats: Arc<LiveStats>,
 }
 
@@ -239,12 +239,6 @@ impl Worker {
 
     fn report(&mut self) {
         if let Some(speed) = self.speed.report() {
-            metrics::gauge!(
-                "strata_transcode_speed",
-                "stream" => self.stats.id.playback_id.clone(),
-                "rendition" => self.name.clone()
-            )
-            .set(speed);
             self.stats.set_speed(&self.name, speed);
             if speed < 1.0 {
                 tracing::warn!(

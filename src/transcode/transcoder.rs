@@ -380,7 +380,7 @@ impl Transcoder {
         for lane in &mut self.lanes {
             if lane.dropped > 0 {
                 metrics::counter!(
-                    "strata_transcode_dropped_frames_total",
+                    crate::telemetry::TRANSCODE_DROPPED,
                     "stream" => self.job.stats.id.playback_id.clone(),
                     "rendition" => lane.name.clone()
                 )

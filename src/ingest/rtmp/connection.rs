@@ -20,11 +20,14 @@ use super::guard::GuardLimits;
 use super::session::{GuardedSession, SessionError};
 use super::IngestContext;
 use crate::db::ids;
+use crate::db::DbError;
+use crate::hub::HubError;
 use crate::hub::LiveStats;
 use crate::ingest::flv::{FlvDemuxer, FlvError};
 use crate::media::{StreamEvent, TrackKind};
 use crate::pipeline;
-use crate::webhooks::PublishRequest;
+use crate::telemetry;
+use crate::webhooks::{PublishRequest, WebhookError};
 
 /// A publishing connection that sends nothing for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,12 +50,31 @@ pub enum ConnectionError {
     BadKey,
     #[error("publish refused: {0}")]
     Refused(String),
+    #[error("publish refused by the on_publish webhook: {0}")]
+    HookRefused(#[from] WebhookError),
+    #[error("publish refused: {0}")]
+    Busy(#[from] HubError),
+    #[error("publish refused: {0}")]
+    Database(#[from] DbError),
     #[error("unsupported stream: {0}")]
     Unsupported(FlvError),
     #[error("the broadcast pipeline stopped")]
     PipelineGone,
     #[error("replaced by a newer publisher of the same stream, or server shutdown")]
     Cancelled,
+}
+
+impl ConnectionError {
+    /// The `result` label of a refused publish in `strata_publishes_total`.
+    fn publish_result(&self) -> &'static str {
+        match self {
+            ConnectionError::BadKey => "bad_key",
+            ConnectionError::HookRefused(_) => "hook_refused",
+            ConnectionError::Busy(_) => "busy",
+            ConnectionError::Database(_) => "error",
+            _ => "refused",
+        }
+    }
 }
 
 /// A publish the server accepted: where its media goes.
@@ -245,11 +267,15 @@ impl Connection {
                 ..
             } => match self.start_publishing(&stream_key).await {
                 Ok(publishing) => {
+                    telemetry::publish_result("accepted");
                     self.publishing = Some(publishing);
                     self.setup = None;
                     self.accept(request_id).await
                 }
-                Err(refusal) => self.refuse(request_id, refusal).await,
+                Err(refusal) => {
+                    telemetry::publish_result(refusal.error.publish_result());
+                    self.refuse(request_id, refusal).await
+                }
             },
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
@@ -297,11 +323,10 @@ impl Connection {
                 ))
             }
             Err(e) => {
-                let error = ConnectionError::Refused(e.to_string());
                 return Err(Refusal::new(
                     "NetStream.Publish.Failed",
                     "server error",
-                    error,
+                    e.into(),
                 ));
             }
         };
@@ -312,7 +337,7 @@ impl Connection {
             return Err(Refusal::new(
                 "NetStream.Publish.Rejected",
                 "refused by the server's publish hook",
-                ConnectionError::Refused(format!("on_publish webhook: {e}")),
+                e.into(),
             ));
         }
         let stats = Arc::new(LiveStats::new(session_id, &stream));
@@ -321,13 +346,7 @@ impl Connection {
             .hub
             .begin(stats.clone(), &self.ctx.pipeline.shutdown)
             .await
-            .map_err(|e| {
-                Refusal::new(
-                    BAD_NAME,
-                    "stream busy",
-                    ConnectionError::Refused(e.to_string()),
-                )
-            })?;
+            .map_err(|e| Refusal::new(BAD_NAME, "stream busy", e.into()))?;
         let cancel = lease.cancel.clone();
         tracing::info!(playback_id = %stream.playback_id, "publish accepted");
         let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::db::Db;
 use crate::hub::Hub;
 use crate::pipeline::PipelineContext;
+use crate::telemetry;
 
 /// The RTMP settings the ingest uses.
 #[derive(Debug, Clone)]
@@ -50,9 +51,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            telemetry::connection_over_limit();
             tracing::warn!(%peer, limit = ctx.settings.max_connections, "RTMP connection refused: too many connections");
             continue;
         };
+        let open = telemetry::OpenConnection::new();
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         ctx.tracker.clone().spawn(async move {
@@ -60,7 +63,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
                 Ok(()) => tracing::info!(%peer, "RTMP connection closed"),
                 Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection closed"),
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
 }

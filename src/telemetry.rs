@@ -1,0 +1,159 @@
+//! Prometheus metrics (the `metrics` facade, rendered by metrics-exporter-prometheus at
+//! `GET /metrics`): every metric's name and help text, the histogram buckets, and the gauges
+//! refreshed once a second.
+//!
+//! Labels: `stream` is the public playback id (never a key or a name an operator may consider
+//! private); `route` is the matched route pattern, so label values stay bounded.
+//!
+//! Gauges describe what is live *now*: they are set every `REFRESH_EVERY` and expire
+//! `GAUGE_IDLE` after their last update, so the transcode speed of an ended broadcast
+//! disappears instead of showing its last value forever. Counters and histograms never expire.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+pub const RTMP_CONNECTIONS: &str = "strata_rtmp_connections";
+pub const RTMP_CONNECTIONS_TOTAL: &str = "strata_rtmp_connections_total";
+pub const PUBLISHES_TOTAL: &str = "strata_publishes_total";
+pub const LIVE_BROADCASTS: &str = "strata_live_broadcasts";
+pub const INGEST_BYTES: &str = "strata_ingest_bytes_total";
+pub const INGEST_FRAMES: &str = "strata_ingest_frames_total";
+pub const TRANSCODE_SPEED: &str = "strata_transcode_speed";
+pub const TRANSCODE_DROPPED: &str = "strata_transcode_dropped_frames_total";
+pub const SEGMENTS_PUBLISHED: &str = "strata_segments_published_total";
+pub const PUBLISHED_BYTES: &str = "strata_published_bytes_total";
+pub const PUBLISH_LATENCY: &str = "strata_publish_latency_seconds";
+pub const HTTP_REQUESTS: &str = "strata_http_requests_total";
+
+/// How often the gauges are set.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// A gauge not set for this long is dropped from the output.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(5);
+
+/// Seconds; from a few milliseconds (local disk) to seconds (a slow bucket).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// RTMP connections open right now (see `OpenConnection`).
+static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
+/// Installs the process-wide recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        .set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(RTMP_CONNECTIONS, "RTMP connections open now.");
+    describe_counter!(
+        RTMP_CONNECTIONS_TOTAL,
+        "RTMP connections accepted, or refused because the connection limit was reached."
+    );
+    describe_counter!(
+        PUBLISHES_TOTAL,
+        "RTMP publish requests by result (accepted, bad_key, hook_refused, busy, error)."
+    );
+    describe_gauge!(LIVE_BROADCASTS, "Broadcasts live now.");
+    describe_counter!(
+        INGEST_BYTES,
+        Unit::Bytes,
+        "Media bytes received per stream."
+    );
+    describe_counter!(
+        INGEST_FRAMES,
+        "Media frames received per stream and kind (video, audio)."
+    );
+    describe_gauge!(
+        TRANSCODE_SPEED,
+        "Media seconds each rung scales and encodes per second of work (below 1: slower than real time)."
+    );
+    describe_counter!(
+        TRANSCODE_DROPPED,
+        "Frames a rung skipped because it fell behind real time."
+    );
+    describe_counter!(
+        SEGMENTS_PUBLISHED,
+        "Segments published per stream (one per segment number, all renditions)."
+    );
+    describe_counter!(
+        PUBLISHED_BYTES,
+        Unit::Bytes,
+        "Segment bytes written per stream, all renditions."
+    );
+    describe_histogram!(
+        PUBLISH_LATENCY,
+        Unit::Seconds,
+        "From a segment's completion in packaging to it and the manifests listing it being stored."
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route pattern and status.");
+}
+
+/// Counts one open RTMP connection while it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn new() -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
+        Self(())
+    }
+}
+
+impl Default for OpenConnection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection closed at once because the limit was reached.
+pub fn connection_over_limit() {
+    metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => "over_limit").increment(1);
+}
+
+/// One publish request's outcome.
+pub fn publish_result(result: &'static str) {
+    metrics::counter!(PUBLISHES_TOTAL, "result" => result).increment(1);
+}
+
+/// Sets the gauges every `REFRESH_EVERY` until shutdown.
+pub async fn refresh_gauges(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        metrics::gauge!(RTMP_CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
+        let live = hub.live();
+        metrics::gauge!(LIVE_BROADCASTS).set(live.len() as f64);
+        for broadcast in live {
+            for (rendition, speed) in broadcast.speeds() {
+                metrics::gauge!(
+                    TRANSCODE_SPEED,
+                    "stream" => broadcast.id.playback_id.clone(),
+                    "rendition" => rendition
+                )
+                .set(speed);
+            }
+        }
+    }
+}
