@@ -275,6 +275,21 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     let stopped = wait_for(Duration::from_secs(10), || long.try_wait().ok().flatten());
     assert!(stopped.is_some(), "the publisher was not disconnected");
 
+    // revoking: the key is refused at once (the publish path reads the database every time)
+    let (status, _) = api(
+        &server,
+        "DELETE",
+        &format!("/api/v1/streams/{id}/key"),
+        auth,
+        None,
+    );
+    assert_eq!(status, 204);
+    let mut revoked = publish(&server.rtmp_url(&new_key), 2);
+    assert!(
+        !revoked.wait().expect("ffmpeg").success(),
+        "a revoked key still publishes"
+    );
+
     // the canary key appears nowhere but in the create answer
     let mut seen = vec![server.log(), metrics];
     for path in [
