@@ -18,6 +18,7 @@ use crate::db::{Db, Stream};
 use crate::events::EventBus;
 use crate::http::api::ApiState;
 use crate::hub::Hub;
+use crate::ingest::rtmp::reconnect::Reconnects;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
 use crate::pipeline::PipelineContext;
 use crate::publish::store;
@@ -127,6 +128,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),
+        reconnects: Arc::new(Reconnects::new(
+            Duration::from_secs_f64(settings.rtmp.reconnect_grace),
+            db.clone(),
+        )),
     });
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
     let http = crate::http::server(

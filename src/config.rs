@@ -51,6 +51,9 @@ pub struct RtmpSettings {
     /// Largest RTMP message accepted, bytes (a 4K keyframe is a few MB).
     pub max_message_size: u32,
     pub max_connections: usize,
+    /// Seconds a broadcast waits for a publisher lost without unpublishing to reconnect and
+    /// continue it (0: end at once).
+    pub reconnect_grace: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +139,7 @@ app = "live"
 handshake_timeout = 5.0
 max_message_size = 8388608
 max_connections = 256
+reconnect_grace = 10.0
 
 [http]
 listen = "0.0.0.0:8080"
@@ -226,6 +230,12 @@ impl Settings {
             self.rtmp.max_connections,
             1..=1_000_000,
             "connections",
+        )?;
+        in_range(
+            "rtmp.reconnect_grace",
+            self.rtmp.reconnect_grace,
+            0.0..=300.0,
+            "seconds",
         )?;
         if !ids::is_name(&self.rtmp.app) {
             return Err(invalid("rtmp.app", ids::NAME_RULE));

@@ -118,6 +118,17 @@ impl Db {
         Ok(())
     }
 
+    /// A live session's publisher was lost (`reconnecting`) or is back (`live`). An ended
+    /// session stays ended.
+    pub async fn set_session_state(&self, id: &str, state: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE sessions SET state = $1 WHERE id = $2 AND state <> 'ended'")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The broadcast ended: the session is `ended` with its average input bit rate and last
     /// segment number, and its recording has a duration.
     pub async fn finish_session(

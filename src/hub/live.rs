@@ -5,7 +5,7 @@
 //! Prometheus counters (see `telemetry`), whose handles are looked up once per broadcast.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct SessionIdentity {
 pub struct SessionStats {
     #[serde(flatten)]
     pub id: SessionIdentity,
+    /// `live`, or `reconnecting` while the broadcast waits for its lost publisher.
+    pub state: &'static str,
     pub uptime_secs: f64,
     /// Input bits per second over the last second.
     pub input_bitrate: u64,
@@ -63,6 +65,7 @@ pub struct LiveStats {
     bytes_in: AtomicU64,
     video_frames_in: AtomicU64,
     segments: AtomicU64,
+    reconnecting: AtomicBool,
     source: Mutex<SourceInfo>,
     speeds: Mutex<BTreeMap<String, f64>>,
     rates: Mutex<Rates>,
@@ -115,6 +118,7 @@ impl LiveStats {
             bytes_in: AtomicU64::new(0),
             video_frames_in: AtomicU64::new(0),
             segments: AtomicU64::new(0),
+            reconnecting: AtomicBool::new(false),
             source: Mutex::new(SourceInfo::default()),
             speeds: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates {
@@ -164,6 +168,11 @@ impl LiveStats {
         self.metrics.publish_latency.record(latency.as_secs_f64());
     }
 
+    /// The publisher was lost and the broadcast waits for it (true), or it is back (false).
+    pub fn set_reconnecting(&self, reconnecting: bool) {
+        self.reconnecting.store(reconnecting, Ordering::Relaxed);
+    }
+
     pub fn set_speed(&self, rendition: &str, speed: f64) {
         lock(&self.speeds).insert(rendition.to_string(), speed);
     }
@@ -201,6 +210,11 @@ impl LiveStats {
         };
         SessionStats {
             id: self.id.clone(),
+            state: if self.reconnecting.load(Ordering::Relaxed) {
+                "reconnecting"
+            } else {
+                "live"
+            },
             uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             input_bitrate: bitrate,
             input_fps: fps,

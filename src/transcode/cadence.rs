@@ -134,15 +134,28 @@ impl FrameRateCap {
 }
 
 /// How far the ladder's media clock has fallen behind the wall clock since the first frame.
-/// A source pushed faster than real time (a file) is never "behind".
+/// A source pushed faster than real time (a file) is never "behind". Input that stops for
+/// `INPUT_STALL` (a publisher reconnecting, a network stall) restarts the measure: the media
+/// time that never arrived is not the ladder's delay.
 #[derive(Debug, Default)]
 pub struct RealTimeLag {
     origin: Option<(Instant, i64)>,
+    last_frame: Option<Instant>,
 }
+
+/// A gap between two frames this long restarts the lag measure.
+pub const INPUT_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl RealTimeLag {
     /// Seconds behind real time at `now` for a frame at `pts_ms` (negative: ahead).
     pub fn behind(&mut self, pts_ms: i64, now: Instant) -> f64 {
+        let stalled = self
+            .last_frame
+            .replace(now)
+            .is_some_and(|last| now.saturating_duration_since(last) >= INPUT_STALL);
+        if stalled {
+            self.origin = None;
+        }
         let (wall0, media0) = *self.origin.get_or_insert((now, pts_ms));
         let wall = now.saturating_duration_since(wall0).as_secs_f64();
         let media = (pts_ms - media0) as f64 / 1000.0;
@@ -159,13 +172,32 @@ mod tests {
     fn lag_is_wall_time_minus_media_time() {
         let mut lag = RealTimeLag::default();
         let t0 = Instant::now();
-        assert_eq!(lag.behind(5_000, t0), 0.0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(lag.behind(5_000, at(0)), 0.0);
         // real time: not behind
-        assert!(lag.behind(7_000, t0 + Duration::from_secs(2)).abs() < 1e-9);
-        // a slow ladder: 3 s of wall time for 1 s of media
-        assert!((lag.behind(8_000, t0 + Duration::from_secs(5)) - 2.0).abs() < 1e-9);
+        assert!(lag.behind(5_500, at(500)).abs() < 1e-9);
+        // a slow ladder: a frame of 100 ms media every 300 ms of wall time
+        let mut behind = 0.0;
+        for i in 1..=10 {
+            behind = lag.behind(5_500 + i * 100, at(500 + i as u64 * 300));
+        }
+        assert!((behind - 2.0).abs() < 1e-9, "{behind}");
         // a file pushed faster than real time is ahead
-        assert!(lag.behind(60_000, t0 + Duration::from_secs(6)) < 0.0);
+        assert!(lag.behind(60_000, at(3_600)) < 0.0);
+    }
+
+    #[test]
+    fn input_that_stops_and_resumes_is_not_counted_as_lag() {
+        let mut lag = RealTimeLag::default();
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        assert_eq!(lag.behind(0, at(0.0)), 0.0);
+        assert!(lag.behind(900, at(0.9)).abs() < 1e-9);
+        // the publisher is away 5 s; its media continues where it stopped
+        assert_eq!(lag.behind(1_000, at(5.9)), 0.0);
+        assert!(lag.behind(1_500, at(6.4)).abs() < 1e-9);
+        // a slow ladder is still seen: frames keep coming, media falls behind
+        assert!((lag.behind(1_600, at(6.9)) - 0.4).abs() < 1e-9);
     }
 
     #[test]

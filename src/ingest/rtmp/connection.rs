@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::GuardLimits;
+use super::reconnect::ResumableClock;
 use super::session::{GuardedSession, SessionError};
 use super::IngestContext;
 use crate::db::ids;
@@ -77,14 +78,27 @@ impl ConnectionError {
     }
 }
 
-/// A publish the server accepted: where its media goes.
-struct Publishing {
+/// A publish the server accepted: where its media goes. Outlives its connection while the
+/// broadcast waits for a reconnect (see `reconnect`).
+pub(super) struct Publishing {
     /// Identifies the broadcast (its playback id labels log lines) and counts its input.
-    stats: Arc<LiveStats>,
+    pub(super) stats: Arc<LiveStats>,
     events: mpsc::Sender<StreamEvent>,
-    cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
     demuxer: FlvDemuxer,
+    pub(super) clock: ResumableClock,
     dropped_tags: u64,
+}
+
+impl Publishing {
+    /// Ends the broadcast: its pipeline finishes the manifests and the recording.
+    pub(super) async fn end(self) {
+        // Fails only when the pipeline already ended; nothing more to tell it then.
+        let _ = self.events.send(StreamEvent::End).await;
+        if self.dropped_tags > 0 {
+            tracing::warn!(playback_id = %self.stats.id.playback_id, dropped = self.dropped_tags, "tags dropped during the broadcast");
+        }
+    }
 }
 
 /// Why a request is refused: the `onStatus` the client sees and the error that closes the
@@ -121,8 +135,16 @@ pub async fn handle(socket: TcpStream, ctx: Arc<IngestContext>) -> Result<(), Co
     };
     connection.socket.write_all(&hello).await?;
     let result = connection.run(&leftover).await;
-    // Whatever ended the connection, a broadcast it carried ends with it.
-    connection.end_broadcast().await;
+    // A broadcast the connection carried ends with it, unless the publisher was lost without
+    // unpublishing: then it waits for a reconnect.
+    if let Some(publishing) = connection.publishing.take() {
+        match &result {
+            Ok(()) | Err(ConnectionError::Io(_) | ConnectionError::Idle(_)) => {
+                connection.ctx.reconnects.park(publishing).await;
+            }
+            Err(_) => publishing.end().await,
+        }
+    }
     result
 }
 
@@ -279,10 +301,10 @@ impl Connection {
             },
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
-            } => self.forward(|d| d.video(data, timestamp.value)).await,
+            } => self.forward(timestamp.value, |d, t| d.video(data, t)).await,
             ServerSessionEvent::AudioDataReceived {
                 data, timestamp, ..
-            } => self.forward(|d| d.audio(data, timestamp.value)).await,
+            } => self.forward(timestamp.value, |d, t| d.audio(data, t)).await,
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 if let Some(p) = &self.publishing {
                     tracing::info!(
@@ -297,7 +319,9 @@ impl Connection {
                 Ok(())
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
-                self.end_broadcast().await;
+                if let Some(publishing) = self.publishing.take() {
+                    publishing.end().await;
+                }
                 Ok(())
             }
             _ => Ok(()),
@@ -330,7 +354,10 @@ impl Connection {
                 ));
             }
         };
-        let session_id = ids::new_recording_id();
+        let reconnects = &self.ctx.reconnects;
+        let session_id = reconnects
+            .parked_session(&stream.id)
+            .unwrap_or_else(ids::new_recording_id);
         let hook = PublishRequest::new(&session_id, &stream, self.peer);
         if let Err(e) = self.ctx.pipeline.webhooks.authorize_publish(&hook).await {
             tracing::warn!(playback_id = %stream.playback_id, error = %e, "publish refused by the on_publish webhook");
@@ -339,6 +366,9 @@ impl Connection {
                 "refused by the server's publish hook",
                 e.into(),
             ));
+        }
+        if let Some(publishing) = reconnects.resume(&stream.id).await {
+            return Ok(publishing);
         }
         let stats = Arc::new(LiveStats::new(session_id, &stream));
         let lease = self
@@ -355,19 +385,23 @@ impl Connection {
             events,
             cancel,
             demuxer: FlvDemuxer::new(),
+            clock: ResumableClock::default(),
             dropped_tags: 0,
         })
     }
 
-    /// One FLV tag into the broadcast. Media before an accepted publish is ignored.
+    /// One FLV tag stamped `timestamp` into the broadcast. Media before an accepted publish is
+    /// ignored.
     async fn forward(
         &mut self,
-        demux: impl FnOnce(&mut FlvDemuxer) -> Result<Option<StreamEvent>, FlvError>,
+        timestamp: u32,
+        demux: impl FnOnce(&mut FlvDemuxer, u32) -> Result<Option<StreamEvent>, FlvError>,
     ) -> Result<(), ConnectionError> {
         let Some(p) = &mut self.publishing else {
             return Ok(());
         };
-        match demux(&mut p.demuxer) {
+        let timestamp = p.clock.map(timestamp);
+        match demux(&mut p.demuxer, timestamp) {
             Ok(Some(event)) => {
                 match &event {
                     StreamEvent::Track(info) => p.stats.set_track(info),
@@ -389,16 +423,6 @@ impl Connection {
                     tracing::warn!(playback_id = %p.stats.id.playback_id, error = %e, "dropping tag");
                 }
                 Ok(())
-            }
-        }
-    }
-
-    async fn end_broadcast(&mut self) {
-        if let Some(p) = self.publishing.take() {
-            // Fails only when the pipeline already ended; nothing more to tell it then.
-            let _ = p.events.send(StreamEvent::End).await;
-            if p.dropped_tags > 0 {
-                tracing::warn!(playback_id = %p.stats.id.playback_id, dropped = p.dropped_tags, "tags dropped during the broadcast");
             }
         }
     }

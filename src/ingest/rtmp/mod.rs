@@ -5,6 +5,7 @@
 pub mod amf;
 pub mod connection;
 pub mod guard;
+pub mod reconnect;
 pub mod session;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct IngestContext {
     pub hub: Arc<Hub>,
     pub pipeline: PipelineContext,
     pub tracker: TaskTracker,
+    pub reconnects: Arc<reconnect::Reconnects>,
 }
 
 /// Accepts connections until shutdown. Connections beyond the limit are closed at once.
