@@ -59,6 +59,9 @@ enum StreamCommand {
         /// The ladder its broadcasts use (default: `transcode.default_ladder`).
         #[arg(long)]
         ladder: Option<String>,
+        /// Keep no VOD recording of its broadcasts.
+        #[arg(long)]
+        no_record: bool,
         #[arg(long)]
         json: bool,
     },
@@ -130,17 +133,23 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
         rtmp: settings.rtmp_url(settings.http.listen, settings.rtmp.listen),
     };
     match command {
-        StreamCommand::Create { name, ladder, json } => {
+        StreamCommand::Create {
+            name,
+            ladder,
+            no_record,
+            json,
+        } => {
             let ladders = settings.load_ladders()?;
             let ladder = ladder.unwrap_or_else(|| settings.transcode.default_ladder.clone());
             ladders.get(&ladder)?;
-            let (stream, key) = db.create_stream(&name, &ladder).await?;
+            let (stream, key) = db.create_stream(&name, &ladder, !no_record).await?;
             if json {
                 let value = serde_json::json!({
                     "name": stream.name,
                     "key": key,
                     "playback_id": stream.playback_id,
                     "ladder": stream.ladder,
+                    "record": stream.record,
                     "rtmp_url": urls.rtmp,
                     "hls_url": urls.hls(&stream),
                     "dash_url": urls.dash(&stream),

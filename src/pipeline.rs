@@ -120,7 +120,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     let recording_id = stats.id.session_id.clone();
     if let Err(e) = ctx
         .db
-        .start_session(&recording_id, &stream.id, &stats.id.ladder)
+        .start_session(&recording_id, &stream.id, &stats.id.ladder, stream.record)
         .await
     {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");
@@ -138,6 +138,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             segment_duration: ctx.segment_duration,
             window: ctx.window,
             utc_timing_url: ctx.utc_timing_url.clone(),
+            record: stream.record,
         },
     );
     let mut media_zero = Utc::now();
@@ -262,7 +263,9 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     }
     // after the database knows, so a client reacting to the event finds the recording
     ended.duration_secs = duration;
-    ctx.webhooks.recording_ready(&ended);
+    if stream.record {
+        ctx.webhooks.recording_ready(&ended);
+    }
     ctx.events.send(Event::Ended(Ended {
         session_id: recording_id.clone(),
         stream_id: stream.id.clone(),
@@ -325,7 +328,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let (stream, _) = db.create_stream("s", "passthrough").await.unwrap();
+        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();
         let ctx = PipelineContext {

@@ -235,6 +235,20 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
         "{history}"
     );
 
+    // from now on the stream keeps no recordings
+    let (status, body) = api(
+        &server,
+        "PATCH",
+        &format!("/api/v1/streams/{id}"),
+        auth,
+        Some(json!({"record": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["record"],
+        json!(false)
+    );
+
     // rotation: the old key is refused at the next publish, the new one works
     let (status, body) = api(
         &server,
@@ -274,6 +288,19 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     assert_eq!(status, 204);
     let stopped = wait_for(Duration::from_secs(10), || long.try_wait().ok().flatten());
     assert!(stopped.is_some(), "the publisher was not disconnected");
+
+    // two more broadcasts, no more recordings
+    let count = |path: &str| {
+        serde_json::from_str::<Value>(&api(&server, "GET", path, auth, None).1)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+    };
+    let sessions_ended = wait_for(Duration::from_secs(10), || {
+        (count("/api/v1/sessions")? == 0).then_some(())
+    });
+    assert!(sessions_ended.is_some(), "the stopped session ended");
+    assert_eq!(count("/api/v1/sessions?state=all"), Some(3));
+    assert_eq!(count("/api/v1/recordings"), Some(1));
 
     // revoking: the key is refused at once (the publish path reads the database every time)
     let (status, _) = api(

@@ -36,6 +36,8 @@ pub struct Stream {
     pub playback_id: String,
     /// Name of the ladder its broadcasts use.
     pub ladder: String,
+    /// Whether its broadcasts are kept as VOD recordings.
+    pub record: bool,
     /// The next segment number its broadcasts will use.
     pub next_segment: u64,
     /// Unix milliseconds.
@@ -51,6 +53,7 @@ impl Stream {
             name: row.try_get("name")?,
             playback_id: row.try_get("playback_id")?,
             ladder: row.try_get("ladder")?,
+            record: row.try_get::<i64, _>("record")? != 0,
             next_segment: row.try_get::<i64, _>("next_segment")?.max(0) as u64,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -58,7 +61,8 @@ impl Stream {
     }
 }
 
-const STREAM_COLUMNS: &str = "id, name, playback_id, ladder, next_segment, created_at, updated_at";
+const STREAM_COLUMNS: &str =
+    "id, name, playback_id, ladder, record, next_segment, created_at, updated_at";
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -92,12 +96,13 @@ impl Db {
         Ok(Self { pool, keys })
     }
 
-    /// Creates a stream that uses `ladder` (the caller checked it exists); returns it with its
-    /// key, which is never retrievable again.
+    /// Creates a stream that uses `ladder` (the caller checked it exists) and keeps recordings
+    /// if `record`; returns it with its key, which is never retrievable again.
     pub async fn create_stream(
         &self,
         name: &str,
         ladder: &str,
+        record: bool,
     ) -> Result<(Stream, String), DbError> {
         if !ids::is_name(name) {
             return Err(DbError::BadName);
@@ -111,19 +116,21 @@ impl Db {
             name: name.to_string(),
             playback_id: ids::new_playback_id(),
             ladder: ladder.to_string(),
+            record,
             next_segment: 0,
             created_at: now_ms(),
             updated_at: 0,
         };
         sqlx::query(
-            "INSERT INTO streams (id, name, playback_id, key_hash, ladder, next_segment, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+            "INSERT INTO streams (id, name, playback_id, key_hash, ladder, record, next_segment, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
         )
         .bind(&stream.id)
         .bind(&stream.name)
         .bind(&stream.playback_id)
         .bind(self.keys.hash(&key))
         .bind(&stream.ladder)
+        .bind(i64::from(stream.record))
         .bind(stream.created_at)
         .execute(&self.pool)
         .await?;
@@ -169,12 +176,14 @@ impl Db {
         self.stream_where("id", id).await
     }
 
-    /// Renames a stream and/or changes its ladder (the caller checked the ladder exists).
+    /// Renames a stream and/or changes its ladder (the caller checked it exists) and whether it
+    /// records; what is `None` stays.
     pub async fn update_stream(
         &self,
         id: &str,
         name: Option<&str>,
         ladder: Option<&str>,
+        record: Option<bool>,
     ) -> Result<Option<Stream>, DbError> {
         let Some(current) = self.stream_by_id(id).await? else {
             return Ok(None);
@@ -186,13 +195,16 @@ impl Db {
         if name != current.name && self.stream_by_name(name).await?.is_some() {
             return Err(DbError::NameTaken(name.to_string()));
         }
-        sqlx::query("UPDATE streams SET name = $1, ladder = $2, updated_at = $3 WHERE id = $4")
-            .bind(name)
-            .bind(ladder.unwrap_or(&current.ladder))
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE streams SET name = $1, ladder = $2, record = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(name)
+        .bind(ladder.unwrap_or(&current.ladder))
+        .bind(i64::from(record.unwrap_or(current.record)))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         self.stream_by_id(id).await
     }
 
@@ -279,15 +291,15 @@ mod tests {
     #[tokio::test]
     async fn keys_open_their_stream_and_nothing_else() {
         let (_dir, db) = db().await;
-        let (stream, key) = db.create_stream("demo", "default").await.unwrap();
+        let (stream, key) = db.create_stream("demo", "default", true).await.unwrap();
         assert_eq!(db.stream_by_key(&key).await.unwrap(), Some(stream.clone()));
         assert_eq!(db.stream_by_key("sk_wrong").await.unwrap(), None);
         assert!(matches!(
-            db.create_stream("demo", "default").await,
+            db.create_stream("demo", "default", true).await,
             Err(DbError::NameTaken(_))
         ));
         assert!(matches!(
-            db.create_stream("../x", "default").await,
+            db.create_stream("../x", "default", true).await,
             Err(DbError::BadName)
         ));
         assert_eq!(db.list_streams().await.unwrap(), vec![stream]);
@@ -296,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn segment_numbers_only_move_forward() {
         let (_dir, db) = db().await;
-        let (stream, _) = db.create_stream("s", "default").await.unwrap();
+        let (stream, _) = db.create_stream("s", "default", true).await.unwrap();
         db.set_next_segment(&stream.id, 10).await.unwrap();
         db.set_next_segment(&stream.id, 4).await.unwrap();
         let s = db.stream_by_name("s").await.unwrap().unwrap();

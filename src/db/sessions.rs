@@ -73,12 +73,14 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
 }
 
 impl Db {
-    /// A broadcast of `stream_id` started: its session (state `live`) and its recording.
+    /// A broadcast of `stream_id` started: its session (state `live`) and, if it is kept, its
+    /// recording.
     pub async fn start_session(
         &self,
         id: &str,
         stream_id: &str,
         ladder: &str,
+        record: bool,
     ) -> Result<(), DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -92,12 +94,14 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(stream_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if record {
+            sqlx::query("INSERT INTO recordings (id, stream_id, started_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(stream_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -73,6 +73,8 @@ pub struct CreateStream {
     pub name: String,
     /// A ladder name (default: the server's default ladder).
     pub ladder: Option<String>,
+    /// Keep each broadcast as a VOD recording (default true).
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,6 +82,8 @@ pub struct CreateStream {
 pub struct UpdateStream {
     pub name: Option<String>,
     pub ladder: Option<String>,
+    /// Applies from the stream's next broadcast.
+    pub record: Option<bool>,
 }
 
 /// A new stream key, shown only in this answer.
@@ -133,7 +137,8 @@ async fn create_stream(state: web::Data<ApiState>, body: web::Json<CreateStream>
     if let Some(response) = unknown_ladder(&state, &ladder) {
         return response;
     }
-    match state.db.create_stream(&body.name, &ladder).await {
+    let record = body.record.unwrap_or(true);
+    match state.db.create_stream(&body.name, &ladder, record).await {
         Ok((stream, key)) => HttpResponse::Created().json(CreatedStream {
             hls_url: format!(
                 "{}/live/{}/master.m3u8",
@@ -187,7 +192,12 @@ async fn update_stream(
     }
     match state
         .db
-        .update_stream(&id, body.name.as_deref(), body.ladder.as_deref())
+        .update_stream(
+            &id,
+            body.name.as_deref(),
+            body.ladder.as_deref(),
+            body.record,
+        )
         .await
     {
         Ok(Some(stream)) => HttpResponse::Ok().json(stream),

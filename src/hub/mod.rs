@@ -146,6 +146,7 @@ mod tests {
             name: "s".into(),
             playback_id: "p".into(),
             ladder: "default".into(),
+            record: true,
             next_segment: 0,
             created_at: 0,
             updated_at: 0,

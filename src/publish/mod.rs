@@ -47,6 +47,8 @@ pub struct BroadcastPlan {
     pub window: usize,
     /// Absolute URL of the origin's time endpoint (DASH `UTCTiming`).
     pub utc_timing_url: String,
+    /// Keep the broadcast as a recording under `vod/{recording_id}/`.
+    pub record: bool,
 }
 
 /// The ordered writer of one broadcast.
@@ -54,7 +56,8 @@ pub struct Publisher {
     store: Arc<dyn ObjectStore>,
     plan: BroadcastPlan,
     live_root: Root,
-    vod_root: Root,
+    /// Where the recording goes (none when the stream does not record).
+    vod_root: Option<Root>,
     /// The broadcast so far (its live manifests list the window; the recording lists all).
     presentation: Option<Presentation>,
     /// Objects to delete once their instant has passed.
@@ -68,7 +71,7 @@ impl Publisher {
         Self {
             store,
             live_root: Root::live(&plan.playback_id),
-            vod_root: Root::vod(&plan.recording_id),
+            vod_root: plan.record.then(|| Root::vod(&plan.recording_id)),
             plan,
             presentation: None,
             retention: VecDeque::new(),
@@ -118,13 +121,10 @@ impl Publisher {
                 .live_root
                 .rendition_file(&init.name, store::INIT_SEGMENT);
             self.put(&live, bytes.clone()).await?;
-            self.put(
-                &self
-                    .vod_root
-                    .rendition_file(&init.name, store::INIT_SEGMENT),
-                bytes,
-            )
-            .await?;
+            if let Some(vod) = &self.vod_root {
+                let path = vod.rendition_file(&init.name, store::INIT_SEGMENT);
+                self.put(&path, bytes).await?;
+            }
             let timeline = Timeline::new(init.name, init.info.kind, init.info.codec);
             match init.id {
                 TrackId::Video(_) => videos.push(timeline),
@@ -187,8 +187,13 @@ impl Publisher {
             let stored = async {
                 self.put(&live_path, track.bytes.clone()).await?;
                 // the recording keeps the same object (a hard link / server-side copy)
-                self.copy(&live_path, &self.vod_root.segment(&name, segment.number))
-                    .await
+                match &self.vod_root {
+                    Some(vod) => {
+                        self.copy(&live_path, &vod.segment(&name, segment.number))
+                            .await
+                    }
+                    None => Ok(()),
+                }
             }
             .await;
             if let Err(e) = stored {
@@ -276,8 +281,8 @@ impl Publisher {
         .await
     }
 
-    /// The broadcast ended: live manifests get ENDLIST / a static MPD, and the recording gets
-    /// its VOD manifests. Returns the recording's duration in seconds.
+    /// The broadcast ended: live manifests get ENDLIST / a static MPD, and the recording (if
+    /// kept) gets its VOD manifests. Returns the broadcast's duration in seconds.
     pub async fn finish(&mut self) -> Result<f64, PublishError> {
         let Some(p) = self.presentation.as_mut() else {
             return Ok(0.0);
@@ -291,7 +296,9 @@ impl Publisher {
             kind: PresentationKind::Vod,
             ..p.clone()
         };
-        self.write_manifests(&self.vod_root, &vod, true).await?;
+        if let Some(root) = &self.vod_root {
+            self.write_manifests(root, &vod, true).await?;
+        }
         Ok(vod.duration_secs())
     }
 
@@ -342,6 +349,7 @@ mod tests {
             segment_duration: 2.0,
             window: 3,
             utc_timing_url: "http://localhost/time".into(),
+            record: true,
         }
     }
 
@@ -371,13 +379,10 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    #[tokio::test]
-    async fn window_slides_retention_waits_and_the_recording_keeps_everything() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let mut publisher = Publisher::new(store.clone(), plan());
+    fn video_init() -> InitSegment {
         let codec =
             CodecConfig::Avc(AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap());
-        let init = InitSegment {
+        InitSegment {
             id: TrackId::Video(0),
             name: "source".into(),
             bytes: crate::package::cmaf::init_segment(&codec).unwrap(),
@@ -385,9 +390,36 @@ mod tests {
                 kind: TrackKind::Video,
                 codec,
             },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_does_not_record_writes_nothing_under_vod() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let plan = BroadcastPlan {
+            record: false,
+            ..plan()
         };
+        let mut publisher = Publisher::new(store.clone(), plan);
         let zero = Utc::now();
-        publisher.start(vec![init], zero).await.unwrap();
+        publisher.start(vec![video_init()], zero).await.unwrap();
+        for n in 0..3 {
+            publisher.publish_segment(segment(n), zero).await.unwrap();
+        }
+        assert_eq!(publisher.finish().await.unwrap(), 6.0);
+        let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
+        assert!(ended.contains("#EXT-X-ENDLIST"));
+        let vod: Vec<_> =
+            futures::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from("vod")))).await;
+        assert!(vod.is_empty(), "{vod:?}");
+    }
+
+    #[tokio::test]
+    async fn window_slides_retention_waits_and_the_recording_keeps_everything() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut publisher = Publisher::new(store.clone(), plan());
+        let zero = Utc::now();
+        publisher.start(vec![video_init()], zero).await.unwrap();
         for n in 10..16 {
             publisher.publish_segment(segment(n), zero).await.unwrap();
         }
