@@ -54,15 +54,17 @@ impl Reconnects {
         let stats = publishing.stats.clone();
         let cancel = publishing.cancel.clone();
         let stream_id = stats.id.stream_id.clone();
+        tracing::warn!(playback_id = %stats.id.playback_id, grace_s = self.grace.as_secs_f64(), "publisher lost without unpublishing; holding the broadcast for a reconnect");
+        // The state is stored, then shown live, then the broadcast becomes resumable: whoever
+        // sees the live state finds it stored, and a resume always comes after both.
+        self.store_state(&stats.id.session_id, "reconnecting").await;
+        stats.set_reconnecting(true);
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let previous = self.lock().insert(stream_id.clone(), (ticket, publishing));
         if let Some((_, previous)) = previous {
             // cannot happen (one lease per stream), but never leak a broadcast
             previous.end().await;
         }
-        stats.set_reconnecting(true);
-        tracing::warn!(playback_id = %stats.id.playback_id, grace_s = self.grace.as_secs_f64(), "publisher lost without unpublishing; holding the broadcast for a reconnect");
-        self.store_state(&stats.id.session_id, "reconnecting").await;
         let reconnects = self.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -99,10 +101,10 @@ impl Reconnects {
             return None;
         }
         publishing.clock.resume();
-        publishing.stats.set_reconnecting(false);
         tracing::info!(playback_id = %publishing.stats.id.playback_id, "publisher reconnected; the broadcast continues");
         self.store_state(&publishing.stats.id.session_id, "live")
             .await;
+        publishing.stats.set_reconnecting(false);
         Some(publishing)
     }
 
