@@ -10,14 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn sessions(server: &Server) -> Vec<Value> {
-    let (status, body) = api(
-        server,
-        "GET",
-        "/api/v1/sessions?state=all",
-        Some(&server.admin_token),
-        None,
-    );
+/// The sessions `path` lists (`/api/v1/sessions`, `…?state=all`).
+fn session_list(server: &Server, path: &str) -> Vec<Value> {
+    let (status, body) = api(server, "GET", path, Some(&server.admin_token), None);
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Value>(&body)
         .ok()
@@ -25,27 +20,26 @@ fn sessions(server: &Server) -> Vec<Value> {
         .expect("a JSON list")
 }
 
+fn sessions(server: &Server) -> Vec<Value> {
+    session_list(server, "/api/v1/sessions?state=all")
+}
+
 fn live_sessions(server: &Server) -> Vec<Value> {
-    let (_, body) = api(
-        server,
-        "GET",
-        "/api/v1/sessions",
-        Some(&server.admin_token),
-        None,
-    );
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+    session_list(server, "/api/v1/sessions")
+}
+
+/// The first variant's media playlist under `root` (`live/{playback id}`, `vod/{session}`).
+fn media_playlist(server: &Server, root: &str) -> Option<String> {
+    let master = server.get_text(&format!("{root}/master.m3u8"))?;
+    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
+    server.get_text(&format!("{root}/{variant}"))
 }
 
 /// Waits until the live playlist lists at least `n` segments.
 fn wait_segments(server: &Server, playback_id: &str, n: u64) {
-    let path = format!("live/{playback_id}/master.m3u8");
+    let root = format!("live/{playback_id}");
     let found = wait_for(Duration::from_secs(20), || {
-        let master = server.get_text(&path)?;
-        let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
-        let media = server.get_text(&format!("live/{playback_id}/{variant}"))?;
+        let media = media_playlist(server, &root)?;
         (media.matches("#EXTINF").count() as u64 >= n).then_some(())
     });
     assert!(found.is_some(), "{n} segments never appeared");
@@ -107,16 +101,7 @@ fn a_publisher_back_within_the_grace_continues_its_session_and_recording() {
         duration > 4.0 + 3.5,
         "recording of {duration} s lacks the first connection"
     );
-    let master = server
-        .get_text(&format!("vod/{session}/master.m3u8"))
-        .expect("vod master");
-    let variant = master
-        .lines()
-        .find(|l| l.ends_with(".m3u8"))
-        .expect("a variant");
-    let media = server
-        .get_text(&format!("vod/{session}/{variant}"))
-        .expect("vod media playlist");
+    let media = media_playlist(&server, &format!("vod/{session}")).expect("vod playlist");
     let playlist = m3u8_rs::parse_media_playlist_res(media.as_bytes()).expect("playlist");
     let sum: f64 = playlist
         .segments
@@ -170,12 +155,7 @@ fn a_publisher_that_does_not_return_ends_the_broadcast_after_the_grace() {
         waited >= Duration::from_millis(1000) && waited < Duration::from_secs(5),
         "ended {waited:?} after the loss was seen"
     );
-    let playlist = server
-        .get_text(&format!("live/{}/master.m3u8", stream.playback_id))
-        .and_then(|master| {
-            let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
-            server.get_text(&format!("live/{}/{variant}", stream.playback_id))
-        })
-        .expect("live playlist");
+    let playlist =
+        media_playlist(&server, &format!("live/{}", stream.playback_id)).expect("live playlist");
     assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
 }
