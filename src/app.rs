@@ -101,10 +101,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::telemetry::refresh_gauges(
-        hub.clone(),
-        shutdown.clone(),
-    ));
     let ingest = Arc::new(IngestContext {
         settings: IngestSettings {
             app: settings.rtmp.app.clone(),

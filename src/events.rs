@@ -83,7 +83,8 @@ impl EventBus {
     }
 }
 
-/// Every `STATS_EVERY`, samples each live broadcast's rates and sends `session.stats`.
+/// Every `STATS_EVERY`, samples each live broadcast's rates, sends `session.stats` and sets the
+/// live metrics gauges.
 pub async fn send_stats(hub: Arc<Hub>, bus: EventBus, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(STATS_EVERY);
     loop {
@@ -92,9 +93,11 @@ pub async fn send_stats(hub: Arc<Hub>, bus: EventBus, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
         }
         let now = Instant::now();
-        for live in hub.live() {
-            live.sample(now);
-            bus.send(Event::Stats(live.snapshot()));
+        let live = hub.live();
+        for broadcast in &live {
+            broadcast.sample(now);
+            bus.send(Event::Stats(broadcast.snapshot()));
         }
+        crate::telemetry::set_gauges(&live);
     }
 }

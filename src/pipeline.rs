@@ -26,7 +26,7 @@ use crate::media::{RenditionEvent, StreamEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::publish::{BroadcastPlan, Publisher};
 use crate::transcode::{self, Ladders, TranscodeJob};
-use crate::webhooks::{BroadcastEnded, Webhooks};
+use crate::webhooks::Webhooks;
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
 pub const EVENT_QUEUE: usize = 512;
@@ -143,7 +143,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     );
     let mut media_zero = Utc::now();
     let mut segments = 0u64;
-    let mut published_secs = 0.0;
     tracing::info!("broadcast started");
     ctx.events.send(Event::Live(stats.snapshot()));
     loop {
@@ -196,7 +195,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                     let result = publisher.publish_segment(segment, media_zero).await;
                     if result.is_ok() {
                         stats.segment_published(bytes, received.elapsed());
-                        published_secs += published.duration_secs;
                         ctx.events.send(Event::Segment(published));
                     }
                     result
@@ -224,13 +222,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     // through the transcoder threads, which stop when their output closes), so its connection
     // closes.
     drop(events);
-    let mut ended = BroadcastEnded {
-        session_id: recording_id.clone(),
-        stream: (&stream).into(),
-        duration_secs: published_secs,
-        segments,
-    };
-    ctx.webhooks.broadcast_ended(&ended);
     let duration = match publisher.finish().await {
         Ok(duration) => {
             tracing::info!(
@@ -261,18 +252,16 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     {
         tracing::warn!(error = %e, "could not record the broadcast end");
     }
-    // after the database knows, so a client reacting to the event finds the recording
-    ended.duration_secs = duration;
-    if stream.record {
-        ctx.webhooks.recording_ready(&ended);
-    }
-    ctx.events.send(Event::Ended(Ended {
+    // after the database knows, so a client reacting to the event or a hook finds the recording
+    let ended = Ended {
         session_id: recording_id.clone(),
         stream_id: stream.id.clone(),
         playback_id: stream.playback_id.clone(),
         duration_secs: duration,
         segments,
-    }));
+    };
+    ctx.webhooks.broadcast_ended(&ended, stream.record);
+    ctx.events.send(Event::Ended(ended));
     drop(lease);
     while let Some(at) = publisher.next_deletion() {
         tokio::select! {
@@ -340,7 +329,16 @@ mod tests {
             ladders: Arc::new(Ladders::shipped()),
             default_ladder: "default".into(),
             events: EventBus::default(),
-            webhooks: Webhooks::disabled(),
+            webhooks: Webhooks::new(
+                &crate::config::WebhookSettings {
+                    on_publish: String::new(),
+                    on_unpublish: String::new(),
+                    on_recording_ready: String::new(),
+                    timeout: 2.0,
+                },
+                "http://localhost",
+            )
+            .unwrap(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

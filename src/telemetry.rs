@@ -5,8 +5,8 @@
 //! Labels: `stream` is the public playback id (never a key or a name an operator may consider
 //! private); `route` is the matched route pattern, so label values stay bounded.
 //!
-//! Gauges describe what is live *now*: they are set every `REFRESH_EVERY` and expire
-//! `GAUGE_IDLE` after their last update, so the transcode speed of an ended broadcast
+//! Gauges describe what is live *now*: they are set with each `session.stats` round (every
+//! second, see `events::send_stats`) and expire `GAUGE_IDLE` after their last update, so the transcode speed of an ended broadcast
 //! disappears instead of showing its last value forever. Counters and histograms never expire.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,9 +16,8 @@ use std::time::Duration;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::hub::LiveStats;
 
 pub const RTMP_CONNECTIONS: &str = "strata_rtmp_connections";
 pub const RTMP_CONNECTIONS_TOTAL: &str = "strata_rtmp_connections_total";
@@ -33,8 +32,6 @@ pub const PUBLISHED_BYTES: &str = "strata_published_bytes_total";
 pub const PUBLISH_LATENCY: &str = "strata_publish_latency_seconds";
 pub const HTTP_REQUESTS: &str = "strata_http_requests_total";
 
-/// How often the gauges are set.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// A gauge not set for this long is dropped from the output.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(5);
 
@@ -64,7 +61,7 @@ fn describe() {
     );
     describe_counter!(
         PUBLISHES_TOTAL,
-        "RTMP publish requests by result (accepted, bad_key, hook_refused, busy, error)."
+        "RTMP publish requests by result (accepted, bad_key, hook_refused, busy, error, refused)."
     );
     describe_gauge!(LIVE_BROADCASTS, "Broadcasts live now.");
     describe_counter!(
@@ -134,26 +131,18 @@ pub fn publish_result(result: &'static str) {
     metrics::counter!(PUBLISHES_TOTAL, "result" => result).increment(1);
 }
 
-/// Sets the gauges every `REFRESH_EVERY` until shutdown.
-pub async fn refresh_gauges(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(REFRESH_EVERY);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        metrics::gauge!(RTMP_CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
-        let live = hub.live();
-        metrics::gauge!(LIVE_BROADCASTS).set(live.len() as f64);
-        for broadcast in live {
-            for (rendition, speed) in broadcast.speeds() {
-                metrics::gauge!(
-                    TRANSCODE_SPEED,
-                    "stream" => broadcast.id.playback_id.clone(),
-                    "rendition" => rendition
-                )
-                .set(speed);
-            }
+/// Sets the gauges from the broadcasts live now; called every `events::STATS_EVERY`.
+pub fn set_gauges(live: &[Arc<LiveStats>]) {
+    metrics::gauge!(RTMP_CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
+    metrics::gauge!(LIVE_BROADCASTS).set(live.len() as f64);
+    for broadcast in live {
+        for (rendition, speed) in broadcast.speeds() {
+            metrics::gauge!(
+                TRANSCODE_SPEED,
+                "stream" => broadcast.id.playback_id.clone(),
+                "rendition" => rendition
+            )
+            .set(speed);
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! - `on_publish` decides: a publish is accepted only if the hook answers 2xx within the
 //!   timeout; any other status, an unreachable hook or no answer refuses it (fail closed).
-//! - `on_unpublish` (the publisher's broadcast ended) and `on_recording_ready` (its VOD
-//!   manifests are written) inform: they are sent from a spawned task, retried up to
-//!   `NOTIFY_ATTEMPTS` times, and a failure is logged; broadcasting never waits for them.
+//! - `on_unpublish` (the broadcast ended) and then `on_recording_ready` (its VOD manifests are
+//!   written; recorded streams only) inform: they are sent in that order from a spawned task
+//!   once the broadcast is finished, each retried up to `NOTIFY_ATTEMPTS` times, and a failure
+//!   is logged; broadcasting never waits for them.
 //!
 //! Payloads carry ids and names, never the stream key.
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::WebhookSettings;
 use crate::db::Stream;
+use crate::events::Ended;
 
 /// Attempts for an informational hook (the publish hook is asked once: the publisher waits).
 pub const NOTIFY_ATTEMPTS: u32 = 3;
@@ -44,33 +46,14 @@ pub struct Webhooks {
     public_url: String,
 }
 
-/// The stream as hooks see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct HookStream {
-    pub id: String,
-    pub name: String,
-    pub playback_id: String,
-    pub ladder: String,
-}
-
-impl From<&Stream> for HookStream {
-    fn from(stream: &Stream) -> Self {
-        Self {
-            id: stream.id.clone(),
-            name: stream.name.clone(),
-            playback_id: stream.playback_id.clone(),
-            ladder: stream.ladder.clone(),
-        }
-    }
-}
-
 /// `on_publish`: a publisher presented a valid key for `stream`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishRequest {
     event: &'static str,
     /// The session (and recording) id the broadcast will have if accepted.
     session_id: String,
-    stream: HookStream,
+    /// As `GET /api/v1/streams/{id}` shows it.
+    stream: Stream,
     /// The publisher's IP address.
     client_ip: String,
 }
@@ -80,28 +63,30 @@ impl PublishRequest {
         Self {
             event: "publish",
             session_id: session_id.to_string(),
-            stream: stream.into(),
+            stream: stream.clone(),
             client_ip: client_ip.to_string(),
         }
     }
 }
 
-/// `on_unpublish` and `on_recording_ready`: a broadcast ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct BroadcastEnded {
-    pub session_id: String,
-    pub stream: HookStream,
-    pub duration_secs: f64,
-    pub segments: u64,
-}
-
 #[derive(Serialize)]
-struct Notification<'a> {
+struct Notification {
     event: &'static str,
+    /// The same payload as the `stream.ended` event.
     #[serde(flatten)]
-    ended: &'a BroadcastEnded,
+    ended: Ended,
     #[serde(skip_serializing_if = "Option::is_none")]
     recording: Option<RecordingUrls>,
+}
+
+impl Notification {
+    fn new(event: &'static str, ended: &Ended, recording: Option<RecordingUrls>) -> Self {
+        Self {
+            event,
+            ended: ended.clone(),
+            recording,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -134,18 +119,6 @@ impl Webhooks {
         })
     }
 
-    /// No hooks at all (tests, and servers that configure none).
-    pub fn disabled() -> Self {
-        Self {
-            client: reqwest::Client::new(),
-            on_publish: None,
-            on_unpublish: None,
-            on_recording_ready: None,
-            timeout: Duration::from_secs(2),
-            public_url: String::new(),
-        }
-    }
-
     /// Asks `on_publish` whether this publish may start; `Ok` when no hook is configured.
     pub async fn authorize_publish(&self, request: &PublishRequest) -> Result<(), WebhookError> {
         let Some(url) = &self.on_publish else {
@@ -154,58 +127,49 @@ impl Webhooks {
         self.post(url, request).await
     }
 
-    /// Sends `on_unpublish` in the background.
-    pub fn broadcast_ended(&self, ended: &BroadcastEnded) {
-        self.notify(&self.on_unpublish, "unpublish", ended, None);
-    }
-
-    /// Sends `on_recording_ready` in the background, with the recording's manifest URLs.
-    pub fn recording_ready(&self, ended: &BroadcastEnded) {
-        let id = ended.session_id.clone();
+    /// Sends `on_unpublish`, then (for a recorded broadcast) `on_recording_ready` with the
+    /// recording's manifest URLs: in that order, from one background task.
+    pub fn broadcast_ended(&self, ended: &Ended, recorded: bool) {
+        let id = &ended.session_id;
         let recording = RecordingUrls {
             hls_url: format!("{}/vod/{id}/master.m3u8", self.public_url),
             dash_url: format!("{}/vod/{id}/manifest.mpd", self.public_url),
-            id,
+            id: id.clone(),
         };
-        let hook = &self.on_recording_ready;
-        self.notify(hook, "recording.ready", ended, Some(recording));
-    }
-
-    fn notify(
-        &self,
-        url: &Option<String>,
-        event: &'static str,
-        ended: &BroadcastEnded,
-        recording: Option<RecordingUrls>,
-    ) {
-        let Some(url) = url.clone() else { return };
-        let body = match serde_json::to_value(Notification {
-            event,
-            ended,
-            recording,
-        }) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(event, error = %e, "webhook payload not serializable");
-                return;
-            }
-        };
+        let mut calls = Vec::new();
+        if let Some(url) = &self.on_unpublish {
+            calls.push((url.clone(), Notification::new("unpublish", ended, None)));
+        }
+        if let Some(url) = self.on_recording_ready.as_ref().filter(|_| recorded) {
+            let ready = Notification::new("recording.ready", ended, Some(recording));
+            calls.push((url.clone(), ready));
+        }
+        if calls.is_empty() {
+            return;
+        }
         let hooks = self.clone();
         tokio::spawn(async move {
-            let mut delay = FIRST_RETRY_DELAY;
-            for attempt in 1..=NOTIFY_ATTEMPTS {
-                match hooks.post(&url, &body).await {
-                    Ok(()) => return,
-                    Err(e) if attempt == NOTIFY_ATTEMPTS => {
-                        tracing::warn!(event, attempts = attempt, error = %e, "webhook not delivered");
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
+            for (url, notification) in calls {
+                hooks.deliver(&url, &notification).await;
             }
         });
+    }
+
+    /// Posts `notification`, retrying up to `NOTIFY_ATTEMPTS` times; logs a failure.
+    async fn deliver(&self, url: &str, notification: &Notification) {
+        let mut delay = FIRST_RETRY_DELAY;
+        for attempt in 1..=NOTIFY_ATTEMPTS {
+            match self.post(url, notification).await {
+                Ok(()) => return,
+                Err(e) if attempt == NOTIFY_ATTEMPTS => {
+                    tracing::warn!(event = notification.event, attempts = attempt, error = %e, "webhook not delivered");
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
     }
 
     async fn post(&self, url: &str, body: &impl Serialize) -> Result<(), WebhookError> {

@@ -360,7 +360,6 @@ impl Connection {
             .unwrap_or_else(ids::new_recording_id);
         let hook = PublishRequest::new(&session_id, &stream, self.peer);
         if let Err(e) = self.ctx.pipeline.webhooks.authorize_publish(&hook).await {
-            tracing::warn!(playback_id = %stream.playback_id, error = %e, "publish refused by the on_publish webhook");
             return Err(Refusal::new(
                 "NetStream.Publish.Rejected",
                 "refused by the server's publish hook",
