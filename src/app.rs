@@ -130,11 +130,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )),
     });
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
+    let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
+    if !web_root.is_built() {
+        tracing::warn!(
+            web_root = %web_root.0.display(),
+            "the web app is not built there (run `make web`): the player, streams page and dashboard answer 503"
+        );
+    }
     let http = crate::http::server(
         http_listener,
         actix_web::web::Data::new(crate::http::HttpState {
             store,
             metrics: Some(metrics),
+            web_root: settings.http.web_root.clone(),
         }),
         api,
     )?;
@@ -208,12 +216,15 @@ fn print_banner(
     }
     for stream in streams {
         println!("  Watch `{}` (ladder `{}`):", stream.name, stream.ladder);
+        println!("    Browser: {}/watch/{}", urls.public, stream.playback_id);
         println!("    HLS:  {}", urls.hls(stream));
         println!("    DASH: {}", urls.dash(stream));
     }
     if let Some(first) = streams.first() {
         println!("    e.g.  ffplay {}", urls.hls(first));
     }
+    println!("  All streams: {}/", urls.public);
+    println!("  Dashboard:   {}/dashboard", urls.public);
     println!(
         "  Admin API: {}/api/v1 (OpenAPI: {}/api/v1/openapi.json)",
         urls.public, urls.public

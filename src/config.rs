@@ -62,6 +62,8 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Base URL players and OBS users are told about. Empty: derived from the listen address.
     pub public_url: String,
+    /// The built web app (player, streams page, dashboard): `web/dist` after `make web`.
+    pub web_root: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +146,7 @@ reconnect_grace = 10.0
 [http]
 listen = "0.0.0.0:8080"
 public_url = ""
+web_root = "./web/dist"
 
 [storage]
 url = ""

@@ -176,6 +176,10 @@ impl Db {
         self.stream_where("id", id).await
     }
 
+    pub async fn stream_by_playback_id(&self, id: &str) -> Result<Option<Stream>, DbError> {
+        self.stream_where("playback_id", id).await
+    }
+
     /// Renames a stream and/or changes its ladder (the caller checked it exists) and whether it
     /// records; what is `None` stays.
     pub async fn update_stream(

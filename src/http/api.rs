@@ -322,9 +322,12 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Strata admin API", description = "Streams, keys, sessions and recordings."),
     paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
-        revoke_key, list_sessions, stop_session, list_recordings, super::events::events),
+        revoke_key, list_sessions, stop_session, list_recordings, list_ladders,
+        super::events::events, super::directory::list, super::directory::one,
+        super::directory::events),
     components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
-        SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording)),
+        SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording, LadderList,
+        super::directory::DirectoryEntry)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -333,6 +336,23 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+/// The ladders streams can use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LadderList {
+    /// The ladder a stream gets when none is chosen.
+    pub default: String,
+    pub ladders: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/ladders",
+    responses((status = 200, body = LadderList)), security(("bearer" = [])))]
+async fn list_ladders(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(LadderList {
+        default: state.default_ladder.clone(),
+        ladders: state.ladders.names().map(str::to_string).collect(),
+    })
 }
 
 /// 401 unless the request carries a known admin token.
@@ -401,6 +421,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/sessions", web::get().to(list_sessions))
                 .route("/sessions/{id}", web::delete().to(stop_session))
                 .route("/recordings", web::get().to(list_recordings))
+                .route("/ladders", web::get().to(list_ladders))
                 .route("/events", web::get().to(super::events::events)),
         );
 }

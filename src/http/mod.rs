@@ -1,11 +1,14 @@
 //! The HTTP origin (actix-web): one `configure` per area. Playback is public with open CORS
 //! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text;
 //! `/api/v1` is the admin API (bearer token), with its events stream. Every request is counted
-//! by route pattern and status.
+//! by route pattern and status. `/api/public` is the viewers' directory (no token, open CORS);
+//! the web app's pages and assets are served from `http.web_root`.
 
 pub mod api;
+pub mod directory;
 pub mod events;
 pub mod playback;
+pub mod webapp;
 
 use std::sync::Arc;
 
@@ -19,6 +22,8 @@ pub struct HttpState {
     pub store: Arc<dyn ObjectStore>,
     /// Renders the process's metrics (`None` when no recorder is installed, e.g. in tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The built web app (`http.web_root`).
+    pub web_root: std::path::PathBuf,
 }
 
 async fn healthz() -> HttpResponse {
@@ -110,7 +115,13 @@ pub fn server(
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(api::configure)
-            .service(web::scope("").wrap(cors).configure(playback::configure))
+            .configure(webapp::configure(&state.web_root))
+            .service(
+                web::scope("")
+                    .wrap(cors)
+                    .configure(playback::configure)
+                    .configure(directory::configure),
+            )
     })
     .workers(2)
     .disable_signals()

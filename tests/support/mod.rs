@@ -92,6 +92,11 @@ pub struct StreamInfo {
     pub playback_id: String,
 }
 
+/// The web app `make test` builds before the Rust tests run.
+pub fn web_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist")
+}
+
 fn strata(dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -99,6 +104,7 @@ fn strata(dir: &Path, env: &[(String, String)]) -> Command {
         .env("STRATA__DATA_DIR", dir.join("data"))
         .env("STRATA__RTMP__LISTEN", "127.0.0.1:0")
         .env("STRATA__HTTP__LISTEN", "127.0.0.1:0")
+        .env("STRATA__HTTP__WEB_ROOT", web_root())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     cmd

@@ -1,0 +1,43 @@
+// How numbers are shown: bitrates, durations, sizes, times.
+
+export function bitrate(bitsPerSecond) {
+  if (bitsPerSecond == null || !Number.isFinite(bitsPerSecond)) return '–';
+  if (bitsPerSecond >= 1e6) return `${(bitsPerSecond / 1e6).toFixed(bitsPerSecond >= 1e7 ? 1 : 2)} Mbps`;
+  if (bitsPerSecond >= 1e3) return `${Math.round(bitsPerSecond / 1e3)} kbps`;
+  return `${Math.round(bitsPerSecond)} bps`;
+}
+
+/** A bitrate in few characters, for chart axes: `2.5M`, `800k`. */
+export function shortBitrate(bitsPerSecond) {
+  if (bitsPerSecond >= 1e6) return `${+(bitsPerSecond / 1e6).toFixed(1)}M`;
+  if (bitsPerSecond >= 1e3) return `${Math.round(bitsPerSecond / 1e3)}k`;
+  return `${Math.round(bitsPerSecond)}`;
+}
+
+export function seconds(value, digits = 1) {
+  if (value == null || !Number.isFinite(value)) return '–';
+  return `${value.toFixed(digits)} s`;
+}
+
+export function duration(totalSeconds) {
+  if (totalSeconds == null || !Number.isFinite(totalSeconds)) return '–';
+  const s = Math.max(0, Math.floor(totalSeconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n) => String(n).padStart(2, '0');
+  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+export function rungLabel(level) {
+  if (!level) return '–';
+  return level.height ? `${level.height}p` : bitrate(level.bitrate);
+}
+
+export function relativeTime(unixMillis, now = Date.now()) {
+  if (!unixMillis) return '';
+  const s = Math.round((now - unixMillis) / 1000);
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(unixMillis).toLocaleDateString();
+}

@@ -1,0 +1,15 @@
+// Which page a path shows. The origin answers index.html for each of these paths, so a
+// reload or a shared link lands on the same page.
+
+const PLAYBACK_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** @returns {{page: 'streams'|'watch'|'embed'|'dashboard'|'missing', id?: string}} */
+export function route(pathname) {
+  const parts = pathname.split('/').filter(Boolean);
+  if (parts.length === 0) return { page: 'streams' };
+  if (parts.length === 1 && parts[0] === 'dashboard') return { page: 'dashboard' };
+  if (parts.length === 2 && (parts[0] === 'watch' || parts[0] === 'embed') && PLAYBACK_ID.test(parts[1])) {
+    return { page: parts[0], id: parts[1] };
+  }
+  return { page: 'missing' };
+}

@@ -1,0 +1,231 @@
+// End-to-end: a streamer's and a viewer's trip through the web app in headless Chromium
+// (Debian's chromium, driven by playwright-core), against a running Strata.
+//
+// 1. The dashboard signs in with the admin token and creates a stream; its OBS settings show
+//    the server and a key.
+// 2. The streams page shows the stream offline; ffmpeg publishes to the key from the page; the
+//    card goes live without a reload.
+// 3. The watch page plays it with hls.js and then dash.js: currentTime advances ≥ 5 s, no
+//    player error, and a fixed rendition takes effect (the video's height changes to it).
+// 4. The dashboard's live session plots input bitrate and fps; Stop ends the broadcast, and
+//    the streams page shows it offline.
+// Screenshots of every page go to STRATA_SCREENSHOTS. Exits non-zero on the first failure,
+// with a screenshot of the page that failed.
+//
+// Env: STRATA_URL (http://host:port), STRATA_ADMIN_TOKEN, STRATA_SCREENSHOTS (a directory),
+// STRATA_LADDER (a ladder with at least two rungs for a 720p source), CHROMIUM (optional path).
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = need('STRATA_URL');
+const token = need('STRATA_ADMIN_TOKEN');
+const shots = need('STRATA_SCREENSHOTS');
+const ladder = process.env.STRATA_LADDER ?? 'low-cpu';
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+mkdirSync(shots, { recursive: true });
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`e2e: set ${name}`);
+    process.exit(2);
+  }
+  return value;
+}
+
+function log(message) {
+  console.log(`[e2e ${new Date().toISOString().slice(11, 23)}] ${message}`);
+}
+
+/** Waits until `check()` returns a truthy value; fails with `what` after `seconds`. */
+async function until(what, seconds, check) {
+  const deadline = Date.now() + seconds * 1000;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e.message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`${what}: not within ${seconds} s (last: ${JSON.stringify(last)})`);
+}
+
+function publish(rtmpUrl) {
+  const ffmpeg = spawn(
+    'ffmpeg',
+    [
+      ...['-hide_banner', '-loglevel', 'error', '-re'],
+      ...['-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30'],
+      ...['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000'],
+      ...['-t', '300', '-c:v', 'libx264', '-preset', 'veryfast', '-g', '60', '-keyint_min', '60'],
+      ...['-sc_threshold', '0', '-pix_fmt', 'yuv420p', '-b:v', '2500k', '-c:a', 'aac', '-b:a', '128k'],
+      ...['-f', 'flv', rtmpUrl],
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  ffmpeg.stderr.on('data', (d) => process.stderr.write(`[ffmpeg] ${d}`));
+  return ffmpeg;
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'strata-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  viewport: { width: 1440, height: 900 },
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+    '--disable-quic',
+  ],
+});
+const problems = [];
+let publisher = null;
+
+function watchForProblems(page, name) {
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !r.url().includes('/poster.jpg')) log(`${name}: HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${name}: uncaught ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    // A card asks for a poster the broadcast may not have written yet.
+    if (m.location()?.url?.includes('/poster.jpg')) return;
+    problems.push(`${name}: console error: ${m.text()}`);
+  });
+}
+
+async function open(path, name) {
+  const page = await context.newPage();
+  watchForProblems(page, name);
+  await page.goto(`${base}${path}`);
+  return page;
+}
+
+async function shot(page, file) {
+  await page.screenshot({ path: join(shots, file), fullPage: true });
+  log(`screenshot ${file}`);
+}
+
+/** Plays for ≥ 5 s of media time with no player error, then fixes a rendition other than the
+ * one playing and waits for the picture to change to it. */
+async function playsAndSwitches(page, engine) {
+  log(`watch page: ${engine}`);
+  await page.click(`[data-engine="${engine}"]`);
+  await until(`${engine}: the player reports its engine`, 10, () =>
+    page.evaluate((e) => window.strataPlayer?.engine === e, engine),
+  );
+  const video = page.locator('video');
+  const start = await until(`${engine}: playback starts`, 40, async () => {
+    const t = await video.evaluate((v) => (!v.paused && v.currentTime > 0 ? v.currentTime : 0));
+    return t || false;
+  });
+  await until(`${engine}: currentTime advances by 5 s`, 30, async () => {
+    const t = await video.evaluate((v) => v.currentTime);
+    return t - start >= 5 ? t : false;
+  });
+  const errors = await page.evaluate((e) => window.strataPlayer.errors.filter((x) => x.engine === e), engine);
+  if (errors.length) throw new Error(`${engine}: player errors: ${JSON.stringify(errors)}`);
+  const levels = await page.evaluate(() => window.strataPlayer.levels);
+  if (levels.length < 2) throw new Error(`${engine}: expected at least two renditions, got ${JSON.stringify(levels)}`);
+  const height = await video.evaluate((v) => v.videoHeight);
+  const target = levels.find((l) => l.height !== height);
+  log(`${engine}: playing ${height}p, choosing ${target.height}p`);
+  await page.click(`[data-level="${target.height}"]`);
+  await until(`${engine}: the picture becomes ${target.height}p`, 30, () =>
+    video.evaluate((v, h) => v.videoHeight === h, target.height),
+  );
+  const panel = await until(`${engine}: the stats panel shows ${target.height}p`, 5, async () => {
+    const text = await page.locator('[data-stat="Rendition"]').innerText();
+    return text.startsWith(`${target.height}p`) ? text : false;
+  });
+  log(`${engine}: stats panel rendition "${panel}"`);
+  const after = await page.evaluate((e) => window.strataPlayer.errors.filter((x) => x.engine === e), engine);
+  if (after.length) throw new Error(`${engine}: player errors after switching: ${JSON.stringify(after)}`);
+  await page.waitForTimeout(1500);
+  await shot(page, `watch-${engine}.png`);
+}
+
+let failed = false;
+try {
+  // 1. Dashboard: sign in, create a stream, read its OBS settings.
+  const dashboard = await open('/dashboard', 'dashboard');
+  await dashboard.fill('[data-testid="token-input"]', token);
+  await dashboard.click('[data-testid="sign-in"]');
+  await dashboard.fill('[data-testid="new-stream-name"]', 'friday-show-3');
+  await until('the ladder list loads', 10, () => dashboard.locator(`option[value="${ladder}"]`).count());
+  await dashboard.selectOption('[data-testid="new-stream-ladder"]', ladder);
+  await dashboard.click('[data-testid="create-stream"]');
+  const server = await until('OBS server shown', 10, () => dashboard.inputValue('[data-testid="obs-server"]'));
+  const key = await dashboard.inputValue('[data-testid="obs-key"]');
+  if (!server.startsWith('rtmp://')) throw new Error(`OBS server is not an RTMP URL: ${server}`);
+  if (!/^sk_[a-z0-9]{20,}$/.test(key)) throw new Error(`the stream key does not look like a key: ${key.length} characters`);
+  log(`dashboard created a stream; server ${server}`);
+  await shot(dashboard, 'dashboard-created.png');
+  await dashboard.click('text=Done');
+  const row = dashboard.locator('[data-testid="stream-row"]', { hasText: 'friday-show-3' });
+  await until('the stream is listed', 5, () => row.count());
+  if ((await dashboard.content()).includes(key)) throw new Error('the key is still on the page after Done');
+
+  // 2. Streams page: offline, then live without a reload.
+  const streams = await open('/', 'streams');
+  const card = streams.locator('[data-testid="stream-card"]', { hasText: 'friday-show-3' });
+  await until('the card shows offline', 10, async () => (await card.getAttribute('data-state')) === 'offline');
+  await shot(streams, 'streams-offline.png');
+  publisher = publish(`${server}/${key}`);
+  log('ffmpeg publishing');
+  await until('the card goes live', 15, async () => (await card.getAttribute('data-state')) === 'live');
+  const playbackId = await card.getAttribute('data-playback-id');
+  log(`streams page shows ${playbackId} live`);
+
+  // 3. Watch page: hls.js, then dash.js.
+  const watch = await open(`/watch/${playbackId}`, 'watch');
+  await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show-3');
+  await playsAndSwitches(watch, 'hls');
+  await playsAndSwitches(watch, 'dash');
+  await shot(streams, 'streams-live.png');
+
+  // The embed page plays on its own.
+  const embed = await open(`/embed/${playbackId}`, 'embed');
+  await until('the embedded player plays', 40, () => embed.locator('video').evaluate((v) => v.currentTime > 1));
+  await shot(embed, 'embed.png');
+
+  // 4. Dashboard: the live session plots and stops.
+  await dashboard.bringToFront();
+  const session = dashboard.locator('[data-testid="live-session"]');
+  await until('the live session is shown', 10, () => session.count());
+  await until('the charts have samples', 15, async () => (await session.locator('path.line').count()) >= 2);
+  await shot(dashboard, 'dashboard-live.png');
+  const stop = session.locator('[data-testid="stop-session"]');
+  await stop.click();
+  await stop.click();
+  await until('the session leaves the dashboard', 15, async () => (await session.count()) === 0);
+  log('dashboard stopped the session');
+  await until('the card goes offline', 15, async () => (await card.getAttribute('data-state')) === 'offline');
+  await until('the watch page shows offline', 15, async () => (await watch.locator('[data-testid="live-state"] [data-state]').getAttribute('data-state')) === 'offline');
+  await shot(streams, 'streams-ended.png');
+  await shot(watch, 'watch-offline.png');
+  if (problems.length) throw new Error(`the pages reported errors:\n  ${problems.join('\n  ')}`);
+  log('all steps passed');
+} catch (e) {
+  failed = true;
+  console.error(`e2e FAILED: ${e.message}`);
+  if (problems.length) console.error(`page errors so far:\n  ${problems.join('\n  ')}`);
+  for (const [i, page] of context.pages().entries()) {
+    await page.screenshot({ path: join(shots, `failure-${i}.png`), fullPage: true }).catch(() => {});
+  }
+} finally {
+  publisher?.kill('SIGKILL');
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
