@@ -7,7 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # gives ffplay/ffprobe to watch and the publisher the tests use.
 RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
-TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client
+# Chromium runs the web app's end-to-end test (driven by playwright-core from npm).
+TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client chromium
 # The API tests also run against a real PostgreSQL: `make postgres` starts Debian's cluster and
 # creates a role that may create one database per test.
 PG_VERSION := 15
@@ -15,7 +16,14 @@ PG_URL := postgres://strata:strata@127.0.0.1:5432/postgres
 AS_POSTGRES := $(if $(SUDO),sudo -u postgres,runuser -u postgres --)
 CARGO ?= cargo
 
-.PHONY: run test bench deps test-deps postgres fmt lint unit integration
+.PHONY: run test bench deps test-deps postgres fmt lint unit integration node web web-test
+
+# The web app (web/: Svelte + Vite) is rebuilt when its sources or lockfile change. Vite 7
+# needs Node.js 20.19 or newer; Debian 12's own nodejs is 18, so an older node is an error
+# that says so rather than a broken build.
+NODE_MIN := 20.19
+WEB_SRC := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
+	web/vite.config.js web/svelte.config.js web/package.json web/package-lock.json
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -32,7 +40,31 @@ test-deps:
 	$(call apt_install,$(TEST_APT))
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
-run: deps
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "installing: nodejs npm"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	@v=$$(node --version | tr -d v); \
+	[ "$$(printf '%s\n' $(NODE_MIN) $$v | sort -V | head -1)" = "$(NODE_MIN)" ] || { \
+		echo "Node.js $(NODE_MIN)+ is needed to build web/ (found $$v); install a newer Node.js"; exit 1; }
+
+# `npm install --no-save` installs exactly what package-lock.json pins, like `npm ci`; `npm ci`
+# itself refuses this lockfile because the registry answers for only some of rollup's optional
+# per-platform packages (npm/cli#4828), which the lockfile then lacks.
+web/node_modules/.package-lock.json: web/package-lock.json | node
+	cd web && npm install --no-save --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	cd web && npm run --silent build -- --logLevel warn
+	@touch $@
+
+web: web/dist/index.html
+
+web-test: web
+	cd web && npx --no-install vitest run
+
+run: deps web
 	$(CARGO) build --release --locked
 	./target/release/strata serve
 
@@ -50,7 +82,7 @@ postgres: test-deps
 	@$(AS_POSTGRES) psql -qAt -c "SELECT 1 FROM pg_roles WHERE rolname='strata'" | grep -q 1 || \
 		$(AS_POSTGRES) psql -q -c "CREATE ROLE strata LOGIN CREATEDB PASSWORD 'strata'"
 
-test: test-deps postgres fmt lint
+test: test-deps postgres fmt lint web-test
 	STRATA_TEST_POSTGRES=$(PG_URL) $(CARGO) test --locked --all-targets
 
 bench: test-deps

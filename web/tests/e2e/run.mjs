@@ -69,7 +69,9 @@ function publish(rtmpUrl) {
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  ffmpeg.stderr.on('data', (d) => process.stderr.write(`[ffmpeg] ${d}`));
+  // ffmpeg names the URL in its errors; the key stays out of the output.
+  const key = rtmpUrl.slice(rtmpUrl.lastIndexOf('/') + 1);
+  ffmpeg.stderr.on('data', (d) => process.stderr.write(`[ffmpeg] ${String(d).replaceAll(key, 'sk_…')}`));
   return ffmpeg;
 }
 
@@ -161,7 +163,7 @@ try {
   const dashboard = await open('/dashboard', 'dashboard');
   await dashboard.fill('[data-testid="token-input"]', token);
   await dashboard.click('[data-testid="sign-in"]');
-  await dashboard.fill('[data-testid="new-stream-name"]', 'friday-show-3');
+  await dashboard.fill('[data-testid="new-stream-name"]', 'friday-show');
   await until('the ladder list loads', 10, () => dashboard.locator(`option[value="${ladder}"]`).count());
   await dashboard.selectOption('[data-testid="new-stream-ladder"]', ladder);
   await dashboard.click('[data-testid="create-stream"]');
@@ -172,13 +174,13 @@ try {
   log(`dashboard created a stream; server ${server}`);
   await shot(dashboard, 'dashboard-created.png');
   await dashboard.click('text=Done');
-  const row = dashboard.locator('[data-testid="stream-row"]', { hasText: 'friday-show-3' });
+  const row = dashboard.locator('[data-testid="stream-row"]', { hasText: 'friday-show' });
   await until('the stream is listed', 5, () => row.count());
   if ((await dashboard.content()).includes(key)) throw new Error('the key is still on the page after Done');
 
   // 2. Streams page: offline, then live without a reload.
   const streams = await open('/', 'streams');
-  const card = streams.locator('[data-testid="stream-card"]', { hasText: 'friday-show-3' });
+  const card = streams.locator('[data-testid="stream-card"]', { hasText: 'friday-show' });
   await until('the card shows offline', 10, async () => (await card.getAttribute('data-state')) === 'offline');
   await shot(streams, 'streams-offline.png');
   publisher = publish(`${server}/${key}`);
@@ -189,7 +191,7 @@ try {
 
   // 3. Watch page: hls.js, then dash.js.
   const watch = await open(`/watch/${playbackId}`, 'watch');
-  await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show-3');
+  await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show');
   await playsAndSwitches(watch, 'hls');
   await playsAndSwitches(watch, 'dash');
   await shot(streams, 'streams-live.png');
