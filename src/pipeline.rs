@@ -154,6 +154,13 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 continue;
             }
         };
+        if let RenditionEvent::Poster(jpeg) = event {
+            match publisher.publish_poster(jpeg).await {
+                Ok(()) => stats.poster_published(),
+                Err(e) => tracing::warn!(error = %e, "could not store the poster"),
+            }
+            continue;
+        }
         let received = std::time::Instant::now();
         let mut end = matches!(event, RenditionEvent::End);
         let outputs = match segmenter.push(event) {

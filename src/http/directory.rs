@@ -29,6 +29,9 @@ pub struct DirectoryEntry {
     /// Whether players can start: the broadcast has published `READY_SEGMENTS` segments, enough
     /// for a player to hold its usual distance from the live edge without stalling.
     pub ready: bool,
+    /// A picture of the live broadcast (refreshed every 10 s), when it has one: ladders that
+    /// transcode make posters, passthrough does not.
+    pub poster_url: Option<String>,
 }
 
 /// Segments a broadcast needs before the directory calls it ready (hls.js and dash.js start
@@ -43,6 +46,9 @@ impl DirectoryEntry {
             state: stats.state,
             started_at: Some(stats.id.started_at),
             ready: stats.segments_published >= READY_SEGMENTS,
+            poster_url: stats
+                .poster
+                .then(|| format!("/live/{}/poster.jpg", stats.id.playback_id)),
         }
     }
 
@@ -58,6 +64,7 @@ impl DirectoryEntry {
                 state: "offline",
                 started_at: None,
                 ready: false,
+                poster_url: None,
             },
         }
     }

@@ -6,7 +6,8 @@
 //!
 //! Caching: segments are immutable; `init.mp4` is immutable under `vod/` but revalidated under
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
-//! than half a target duration); VOD manifests for an hour; 404s for 1 s.
+//! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
+//! (`live/{id}/poster.jpg`) for 5 s.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -22,6 +23,8 @@ const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
 const LIVE_INIT_CACHE: &str = "public, max-age=0, must-revalidate";
 const VOD_MANIFEST_CACHE: &str = "public, max-age=3600";
 const NOT_FOUND_CACHE: &str = "public, max-age=1";
+/// A live poster is replaced every 10 s.
+const POSTER_CACHE: &str = "public, max-age=5";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/time", web::get().to(time))
@@ -44,6 +47,7 @@ enum Kind {
     Mpd,
     Init,
     Segment,
+    Poster,
 }
 
 fn is_rendition(s: &str) -> bool {
@@ -62,6 +66,7 @@ fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
     let kind = match parts.as_slice() {
         [id, "master.m3u8"] if ids::is_public_id(id) => Kind::Playlist,
         [id, "manifest.mpd"] if ids::is_public_id(id) => Kind::Mpd,
+        [id, "poster.jpg"] if root == "live" && ids::is_public_id(id) => Kind::Poster,
         [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
             "index.m3u8" => Kind::Playlist,
             "init.mp4" => Kind::Init,
@@ -86,6 +91,7 @@ fn content_type(kind: Kind, tail: &str) -> &'static str {
         Kind::Init if tail.contains("/audio/") => "audio/mp4",
         Kind::Init => "video/mp4",
         Kind::Segment => "video/iso.segment",
+        Kind::Poster => "image/jpeg",
     }
 }
 
@@ -93,6 +99,7 @@ fn cache_control(root: &str, kind: Kind) -> &'static str {
     match (root, kind) {
         (_, Kind::Segment) | ("vod", Kind::Init) => SEGMENT_CACHE,
         (_, Kind::Init) => LIVE_INIT_CACHE,
+        (_, Kind::Poster) => POSTER_CACHE,
         ("vod", _) => VOD_MANIFEST_CACHE,
         _ => LIVE_MANIFEST_CACHE,
     }

@@ -47,6 +47,8 @@ pub struct SessionStats {
     pub transcode_speed: Option<f64>,
     pub segments_published: u64,
     pub bytes_in: u64,
+    /// A poster of the live picture is stored (`live/{playback_id}/poster.jpg`).
+    pub poster: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ pub struct LiveStats {
     video_frames_in: AtomicU64,
     segments: AtomicU64,
     reconnecting: AtomicBool,
+    poster: AtomicBool,
     source: Mutex<SourceInfo>,
     speeds: Mutex<BTreeMap<String, f64>>,
     rates: Mutex<Rates>,
@@ -119,6 +122,7 @@ impl LiveStats {
             video_frames_in: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             reconnecting: AtomicBool::new(false),
+            poster: AtomicBool::new(false),
             source: Mutex::new(SourceInfo::default()),
             speeds: Mutex::new(BTreeMap::new()),
             rates: Mutex::new(Rates {
@@ -222,6 +226,12 @@ impl LiveStats {
             transcode_speed: lock(&self.speeds).values().copied().reduce(f64::min),
             segments_published: self.segments.load(Ordering::Relaxed),
             bytes_in: self.bytes_in(),
+            poster: self.poster.load(Ordering::Relaxed),
         }
+    }
+
+    /// The broadcast's poster is stored (and will be replaced as the picture changes).
+    pub fn poster_published(&self) {
+        self.poster.store(true, Ordering::Relaxed);
     }
 }

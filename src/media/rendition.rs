@@ -40,6 +40,8 @@ pub enum RenditionEvent {
         id: TrackId,
         frame: MediaFrame,
     },
+    /// A new poster (JPEG) of the live picture; not part of any rendition.
+    Poster(bytes::Bytes),
     /// Nothing follows.
     End,
 }

@@ -225,6 +225,8 @@ impl Segmenter {
         match event {
             RenditionEvent::Track { id, name, info } => self.on_track(id, name, info),
             RenditionEvent::Frame { id, frame } => self.on_frame(id, frame),
+            // posters are not media: the pipeline stores them without packaging
+            RenditionEvent::Poster(_) => Ok(Vec::new()),
             RenditionEvent::End => self.finish(),
         }
     }

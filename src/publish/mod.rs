@@ -148,6 +148,11 @@ impl Publisher {
         Ok(())
     }
 
+    /// Replaces the stream's poster (`live/{playback_id}/poster.jpg`).
+    pub async fn publish_poster(&self, jpeg: Bytes) -> Result<(), PublishError> {
+        self.put(&self.live_root.file(store::POSTER), jpeg).await
+    }
+
     /// Objects under this stream's live prefix from an earlier broadcast (its last window):
     /// deleted after the grace period, like any segment leaving a window.
     async fn schedule_leftovers(&mut self) {

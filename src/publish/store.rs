@@ -73,3 +73,5 @@ pub const MASTER_PLAYLIST: &str = "master.m3u8";
 pub const MEDIA_PLAYLIST: &str = "index.m3u8";
 pub const MPD: &str = "manifest.mpd";
 pub const INIT_SEGMENT: &str = "init.mp4";
+/// The live picture's poster (JPEG), under the live root.
+pub const POSTER: &str = "poster.jpg";

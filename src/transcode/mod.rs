@@ -18,6 +18,7 @@ pub mod cadence;
 mod ffi;
 pub mod ladder;
 pub mod plan;
+mod poster;
 mod rung;
 mod transcoder;
 

@@ -13,6 +13,8 @@
 //!   and a live source on a machine too slow for its ladder loses frames on the slow rungs
 //!   instead of growing latency and memory.
 //! - here → audio: `AUDIO_QUEUE` frames; when full, the decode thread waits.
+//! - here → posters: `POSTER_QUEUE` frame every `POSTER_EVERY_MS`; when full, that poster is
+//!   skipped.
 //! - all threads → packaging: `OUTPUT_QUEUE` events; when full, they wait.
 
 use std::sync::mpsc as std_mpsc;
@@ -28,6 +30,7 @@ use super::cadence::{Cadence, FrameRateCap, RealTimeLag, SegmentCadence};
 use super::ffi;
 use super::ladder::Ladder;
 use super::plan::{Plan, PlannedVideo, Source};
+use super::poster::{self, PosterClock, POSTER_QUEUE};
 use super::rung::{self, RungEncoder, RungInput, RUNG_QUEUE};
 use super::TranscodeError;
 use crate::hub::LiveStats;
@@ -107,6 +110,11 @@ struct Transcoder {
     /// Index of the untouched source among the video renditions.
     source_rendition: Option<usize>,
     audio: Option<(std_mpsc::SyncSender<AudioInput>, JoinHandle<()>)>,
+    posters: Option<(
+        std_mpsc::SyncSender<Arc<ffmpeg::frame::Video>>,
+        JoinHandle<()>,
+    )>,
+    poster_clock: PosterClock,
     lag: RealTimeLag,
     last_drop_report: Instant,
 }
@@ -124,6 +132,8 @@ impl Transcoder {
             lanes: Vec::new(),
             source_rendition: None,
             audio: None,
+            posters: None,
+            poster_clock: PosterClock::default(),
             lag: RealTimeLag::default(),
             last_drop_report: Instant::now(),
         }
@@ -261,6 +271,15 @@ impl Transcoder {
         for track in tracks {
             self.emit(track)?;
         }
+        if self.decoder.is_some() {
+            let (queue, receiver) = std_mpsc::sync_channel(POSTER_QUEUE);
+            let output = self.output.clone();
+            let thread = spawn_in_span("strata-poster".into(), move || {
+                poster::run(receiver, output)
+            })
+            .map_err(TranscodeError::Thread)?;
+            self.posters = Some((queue, thread));
+        }
         for (index, rung, encoder) in encoders {
             let (queue, receiver) = std_mpsc::sync_channel(RUNG_QUEUE);
             let output = self.output.clone();
@@ -343,6 +362,12 @@ impl Transcoder {
             let segment_start = self.cadence.on_decoded(pts_ms);
             let may_skip = !segment_start && self.lag.behind(pts_ms, Instant::now()) > MAX_LAG_SECS;
             let frame = Arc::new(decoded);
+            if let Some((queue, _)) = &self.posters {
+                if self.poster_clock.due(pts_ms, segment_start) {
+                    // full: the poster thread is busy with the last one; skip this one
+                    let _ = queue.try_send(frame.clone());
+                }
+            }
             for lane in &mut self.lanes {
                 if !lane.cap.keep(pts_ms, segment_start) {
                     continue;
@@ -412,6 +437,10 @@ impl Transcoder {
             lane.queue = None;
         }
         if let Some((queue, thread)) = self.audio.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
+        if let Some((queue, thread)) = self.posters.take() {
             drop(queue);
             let _ = thread.join();
         }

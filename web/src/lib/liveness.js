@@ -6,12 +6,16 @@ export function applyEvent(entries, name, payload) {
   if (!id) return entries;
   if (name === 'stream.live') {
     const known = entries.some((e) => e.playback_id === id);
-    const updated = { state: payload.state ?? 'live', started_at: payload.started_at ?? Date.now() };
+    const updated = {
+      state: payload.state ?? 'live',
+      started_at: payload.started_at ?? Date.now(),
+      poster_url: payload.poster_url ?? null,
+    };
     if (!known) return [...entries, { name: payload.name ?? id, playback_id: id, ...updated }];
     return entries.map((e) => (e.playback_id === id ? { ...e, ...updated } : e));
   }
   if (name === 'stream.ended') {
-    return entries.map((e) => (e.playback_id === id ? { ...e, state: 'offline', started_at: null } : e));
+    return entries.map((e) => (e.playback_id === id ? { ...e, state: 'offline', started_at: null, poster_url: null } : e));
   }
   return entries;
 }

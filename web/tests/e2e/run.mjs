@@ -95,13 +95,11 @@ let publisher = null;
 
 function watchForProblems(page, name) {
   page.on('response', (r) => {
-    if (r.status() >= 400 && !r.url().includes('/poster.jpg')) log(`${name}: HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+    if (r.status() >= 400) log(`${name}: HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
   });
   page.on('pageerror', (e) => problems.push(`${name}: uncaught ${e.message}`));
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
-    // A card asks for a poster the broadcast may not have written yet.
-    if (m.location()?.url?.includes('/poster.jpg')) return;
     problems.push(`${name}: console error: ${m.text()}`);
   });
 }
@@ -194,6 +192,9 @@ try {
   await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show');
   await playsAndSwitches(watch, 'hls');
   await playsAndSwitches(watch, 'dash');
+  await until('the live card shows a poster of the picture', 15, () =>
+    card.locator('img').evaluate((img) => img.complete && img.naturalWidth === 480 && img.naturalHeight === 270),
+  );
   await shot(streams, 'streams-live.png');
 
   // The embed page plays on its own.
