@@ -8,7 +8,7 @@
 // 3. The watch page plays it with hls.js and then dash.js: currentTime advances ≥ 5 s, no
 //    player error, and a fixed rendition takes effect (the video's height changes to it).
 // 4. The dashboard's live session plots input bitrate and fps; Stop ends the broadcast, and
-//    the streams page shows it offline.
+//    the streams page shows it offline. Then the key is rotated and the stream deleted.
 // Screenshots of every page go to STRATA_SCREENSHOTS. Exits non-zero on the first failure,
 // with a screenshot of the page that failed.
 //
@@ -217,6 +217,22 @@ try {
   await until('the watch page shows offline', 15, async () => (await watch.locator('[data-testid="live-state"] [data-state]').getAttribute('data-state')) === 'offline');
   await shot(streams, 'streams-ended.png');
   await shot(watch, 'watch-offline.png');
+  // Rotating shows a new key once; deleting removes the stream.
+  const rotate = row.locator('button', { hasText: 'Rotate key' });
+  await rotate.click();
+  await row.locator('button', { hasText: 'Rotate?' }).click();
+  const rotated = await until('the new key is shown', 10, async () => {
+    const shown = await dashboard.inputValue('[data-testid="obs-key"]');
+    return shown !== key && /^sk_[a-z0-9]{20,}$/.test(shown) ? shown : false;
+  });
+  if (rotated === key) throw new Error('rotation showed the old key');
+  log('dashboard rotated the key');
+  await dashboard.click('text=Done');
+  const remove = row.locator('[data-testid="delete-stream"]');
+  await remove.click();
+  await remove.click();
+  await until('the deleted stream leaves the list', 10, async () => (await row.count()) === 0);
+  log('dashboard deleted the stream');
   if (problems.length) throw new Error(`the pages reported errors:\n  ${problems.join('\n  ')}`);
   log('all steps passed');
 } catch (e) {
