@@ -215,6 +215,7 @@ try {
   log('dashboard stopped the session');
   await until('the card goes offline', 15, async () => (await card.getAttribute('data-state')) === 'offline');
   await until('the watch page shows offline', 15, async () => (await watch.locator('[data-testid="live-state"] [data-state]').getAttribute('data-state')) === 'offline');
+  await until('the ended broadcast leaves no stale stats', 5, async () => (await watch.locator('[data-stat="Rendition"]').innerText()) === '–');
   await shot(streams, 'streams-ended.png');
   await shot(watch, 'watch-offline.png');
   // Rotating shows a new key once; deleting removes the stream.
