@@ -32,12 +32,3 @@ export function rungLabel(level) {
   if (!level) return '–';
   return level.height ? `${level.height}p` : bitrate(level.bitrate);
 }
-
-export function relativeTime(unixMillis, now = Date.now()) {
-  if (!unixMillis) return '';
-  const s = Math.round((now - unixMillis) / 1000);
-  if (s < 60) return 'just now';
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return new Date(unixMillis).toLocaleDateString();
-}
