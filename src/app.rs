@@ -142,7 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         actix_web::web::Data::new(crate::http::HttpState {
             store,
             metrics: Some(metrics),
-            web_root: settings.http.web_root.clone(),
+            web_root,
         }),
         api,
     )?;

@@ -7,7 +7,6 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use support::Server;
 
@@ -16,26 +15,10 @@ fn screenshot_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-e2e")
 }
 
-/// GET `url`: status, the named headers (lowercase) and the body.
+/// GET `url`: status, the named headers and the body as text.
 fn get_with_headers(url: &str, names: &[&str]) -> (u16, Vec<Option<String>>, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().expect("the server answers");
-    let headers = names
-        .iter()
-        .map(|n| {
-            response
-                .headers()
-                .get(*n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .collect();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    (response.status().as_u16(), headers, body)
+    let (status, headers, body) = support::get_url_with_headers(url, names);
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]

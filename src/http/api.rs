@@ -48,7 +48,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     })
 }
 
-fn db_error(e: DbError) -> HttpResponse {
+pub(super) fn db_error(e: DbError) -> HttpResponse {
     match e {
         DbError::NameTaken(_) => error(StatusCode::CONFLICT, e.to_string()),
         DbError::BadName => error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -62,7 +62,7 @@ fn db_error(e: DbError) -> HttpResponse {
     }
 }
 
-fn not_found(what: &str, id: &str) -> HttpResponse {
+pub(super) fn not_found(what: &str, id: &str) -> HttpResponse {
     error(StatusCode::NOT_FOUND, format!("no {what} with id `{id}`"))
 }
 

@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::api::ApiState;
+use super::api::{db_error, not_found, ApiState};
 use crate::db::{ids, Stream};
 use crate::events::Event;
 use crate::hub::SessionStats;
@@ -52,8 +51,8 @@ impl DirectoryEntry {
         }
     }
 
-    fn of(stream: Stream, live: &HashMap<String, SessionStats>) -> Self {
-        match live.get(&stream.playback_id) {
+    fn of(stream: Stream, live: Option<&SessionStats>) -> Self {
+        match live {
             Some(stats) => Self {
                 name: stream.name,
                 ..Self::live(stats)
@@ -88,13 +87,6 @@ fn live_by_playback_id(state: &ApiState) -> HashMap<String, SessionStats> {
         .collect()
 }
 
-fn unavailable(e: crate::db::DbError) -> HttpResponse {
-    tracing::error!(error = %e, "directory request failed on the database");
-    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(super::api::ApiError {
-        error: "the directory is unavailable; try again shortly".into(),
-    })
-}
-
 #[utoipa::path(get, path = "/api/public/streams",
     responses((status = 200, body = Vec<DirectoryEntry>)))]
 pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
@@ -103,13 +95,16 @@ pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
             let live = live_by_playback_id(&state);
             let entries: Vec<DirectoryEntry> = streams
                 .into_iter()
-                .map(|s| DirectoryEntry::of(s, &live))
+                .map(|s| {
+                    let stats = live.get(&s.playback_id);
+                    DirectoryEntry::of(s, stats)
+                })
                 .collect();
             HttpResponse::Ok()
                 .insert_header(("Cache-Control", "no-cache"))
                 .json(entries)
         }
-        Err(e) => unavailable(e),
+        Err(e) => db_error(e),
     }
 }
 
@@ -117,20 +112,23 @@ pub async fn list(state: web::Data<ApiState>) -> HttpResponse {
     params(("playback_id" = String, Path)),
     responses((status = 200, body = DirectoryEntry), (status = 404, body = super::api::ApiError)))]
 pub async fn one(state: web::Data<ApiState>, playback_id: web::Path<String>) -> HttpResponse {
-    let not_found = || {
-        HttpResponse::NotFound().json(super::api::ApiError {
-            error: "no stream with this playback id".into(),
-        })
-    };
     if !ids::is_public_id(&playback_id) {
-        return not_found();
+        return not_found("stream", &playback_id);
     }
     match state.db.stream_by_playback_id(&playback_id).await {
-        Ok(Some(stream)) => HttpResponse::Ok()
-            .insert_header(("Cache-Control", "no-cache"))
-            .json(DirectoryEntry::of(stream, &live_by_playback_id(&state))),
-        Ok(None) => not_found(),
-        Err(e) => unavailable(e),
+        Ok(Some(stream)) => {
+            let live = state
+                .hub
+                .live()
+                .into_iter()
+                .find(|b| b.id.playback_id == stream.playback_id)
+                .map(|b| b.snapshot());
+            HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-cache"))
+                .json(DirectoryEntry::of(stream, live.as_ref()))
+        }
+        Ok(None) => not_found("stream", &playback_id),
+        Err(e) => db_error(e),
     }
 }
 

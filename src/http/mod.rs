@@ -23,7 +23,7 @@ pub struct HttpState {
     /// Renders the process's metrics (`None` when no recorder is installed, e.g. in tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The built web app (`http.web_root`).
-    pub web_root: std::path::PathBuf,
+    pub web_root: webapp::WebRoot,
 }
 
 async fn healthz() -> HttpResponse {

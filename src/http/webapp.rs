@@ -8,7 +8,7 @@
 //! carries a Content-Security-Policy that allows only this origin's scripts — nothing is
 //! fetched from a CDN.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actix_files::{Files, NamedFile};
 use actix_web::http::header::{self, HeaderValue};
@@ -84,8 +84,8 @@ async fn favicon(request: HttpRequest, root: web::Data<WebRoot>) -> HttpResponse
     }
 }
 
-pub fn configure(root: &Path) -> impl FnOnce(&mut web::ServiceConfig) {
-    let root = WebRoot(root.to_path_buf());
+pub fn configure(root: &WebRoot) -> impl FnOnce(&mut web::ServiceConfig) {
+    let root = root.clone();
     move |cfg| {
         cfg.app_data(web::Data::new(root.clone()))
             .service(

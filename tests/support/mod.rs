@@ -295,6 +295,13 @@ pub fn api(
 }
 
 pub fn get_url(url: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = get_url_with_headers(url, &[]);
+    (status, body)
+}
+
+/// GET `url`: status, the values of the named headers, and the body (status 0 when the server
+/// does not answer).
+pub fn get_url_with_headers(url: &str, names: &[&str]) -> (u16, Vec<Option<String>>, Vec<u8>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -302,11 +309,19 @@ pub fn get_url(url: &str) -> (u16, Vec<u8>) {
         .into();
     match agent.get(url).call() {
         Ok(mut resp) => {
-            let status = resp.status().as_u16();
+            let headers = names
+                .iter()
+                .map(|n| {
+                    resp.headers()
+                        .get(*n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .collect();
             let body = resp.body_mut().read_to_vec().unwrap_or_default();
-            (status, body)
+            (resp.status().as_u16(), headers, body)
         }
-        Err(_) => (0, Vec::new()),
+        Err(_) => (0, vec![None; names.len()], Vec::new()),
     }
 }
 

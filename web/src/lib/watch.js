@@ -2,6 +2,7 @@
 // live state from the directory and the public events stream.
 import { directory } from './api.js';
 import { ENGINES, nativeHlsOnly } from './engines.js';
+import { applyEvent } from './liveness.js';
 import { subscribe } from './sse.js';
 
 /** `?engine=dash` wins; otherwise native HLS where MSE is missing, else hls.js. */
@@ -27,9 +28,9 @@ export function followStream(playbackId, { onChange, onMissing, onError }) {
   return subscribe(directory.eventsUrl, {
     onEvent(name, payload) {
       if (payload?.playback_id !== playbackId || !entry) return;
-      if (name === 'stream.live') entry = { ...entry, state: payload.state ?? 'live', started_at: payload.started_at };
-      else if (name === 'stream.ended') entry = { ...entry, state: 'offline', started_at: null };
-      else return;
+      const [updated] = applyEvent([entry], name, payload);
+      if (updated === entry) return;
+      entry = updated;
       onChange(entry);
     },
   });
