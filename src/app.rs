@@ -22,8 +22,11 @@ use crate::ingest::rtmp::reconnect::Reconnects;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
 use crate::pipeline::PipelineContext;
 use crate::publish::store;
+use crate::publish::upload::Uploader;
 use crate::webhooks::Webhooks;
 
+/// How long the start-up storage check may take.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for broadcasts to finish their manifests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -57,7 +60,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let (token_hashes, new_admin_token) = admin_tokens(&settings, &db).await?;
-    let store = store::open(&settings.storage_url()).context("opening storage")?;
+    let storage_url = settings.storage_url();
+    let store = store::open(&storage_url, &settings.cloud_options()).context("opening storage")?;
+    store::check(&store, &storage_url, STORE_CHECK_TIMEOUT).await?;
 
     let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
         .await
@@ -111,10 +116,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         db: db.clone(),
         hub,
         pipeline: PipelineContext {
-            store: store.clone(),
+            uploader: Uploader::new(store.clone(), settings.write_budget()),
             db: db.clone(),
             segment_duration: settings.segment.duration,
             window: settings.segment.window,
+            grace: Duration::from_secs_f64(settings.retention.grace),
+            backlog: settings.storage.backlog,
             utc_timing_url: format!("{}/time", urls.public),
             ladders,
             default_ladder: settings.transcode.default_ladder.clone(),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
     pub segment: SegmentSettings,
+    pub retention: RetentionSettings,
+    pub node: NodeSettings,
     pub transcode: TranscodeSettings,
     pub auth: AuthSettings,
     pub webhooks: WebhookSettings,
@@ -66,11 +68,65 @@ pub struct HttpSettings {
     pub web_root: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// `file:///path`, `memory://`. Empty: `file://{data_dir}/media`.
+    /// `file:///path`, `memory://`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`,
+    /// `az://container[/prefix]`. Empty: `file://{data_dir}/media`.
     pub url: String,
+    /// S3-compatible endpoint (MinIO: `http://minio:9000`); empty: AWS (or `AWS_ENDPOINT`).
+    pub endpoint: String,
+    /// Empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Empty: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or the instance's role).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style requests (`endpoint/bucket/key`): MinIO, moto and most local servers.
+    pub path_style: bool,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    /// Seconds one object may take to store, retries included, before its segment waits for
+    /// the next round. 0: one segment duration.
+    pub write_budget: f64,
+    /// Segments held (in order) while the store fails; past this the oldest is given up and
+    /// reported.
+    pub backlog: usize,
+    /// When set, segment requests are redirected (302) to this base URL (a public bucket or a
+    /// CDN) followed by the object's path.
+    pub public_base_url: String,
+}
+
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSettings")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("secret_access_key", &"…")
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long objects stay in the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds a segment that left the live window stays (players and CDNs that read the
+    /// previous playlist can still fetch it).
+    pub grace: f64,
+    /// Seconds an ended broadcast's live manifests (and their last window) stay under `live/`.
+    pub live_after_end: f64,
+    /// Days recordings (`vod/`) are kept; 0 keeps them until deleted.
+    pub vod_days: f64,
+    /// Seconds between sweeps of the store for leftovers (also run at start-up).
+    pub sweep_interval: f64,
+}
+
+/// This process among several sharing one database and one bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Stable name of this node. Empty: generated once into `{data_dir}/node-id`.
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +206,24 @@ web_root = "./web/dist"
 
 [storage]
 url = ""
+endpoint = ""
+region = ""
+access_key_id = ""
+secret_access_key = ""
+path_style = false
+allow_http = false
+write_budget = 0.0
+backlog = 6
+public_base_url = ""
+
+[retention]
+grace = 30.0
+live_after_end = 3600.0
+vod_days = 0.0
+sweep_interval = 60.0
+
+[node]
+id = ""
 
 [database]
 url = ""
@@ -274,6 +348,50 @@ impl Settings {
         )?;
         url_with_scheme("storage.url", &self.storage.url, store::SCHEMES)?;
         url_with_scheme(
+            "storage.endpoint",
+            &self.storage.endpoint,
+            &["http", "https"],
+        )?;
+        url_with_scheme(
+            "storage.public_base_url",
+            &self.storage.public_base_url,
+            &["http", "https"],
+        )?;
+        in_range(
+            "storage.write_budget",
+            self.storage.write_budget,
+            0.0..=60.0,
+            "seconds",
+        )?;
+        in_range("storage.backlog", self.storage.backlog, 1..=100, "segments")?;
+        in_range(
+            "retention.grace",
+            self.retention.grace,
+            0.0..=86_400.0,
+            "seconds",
+        )?;
+        in_range(
+            "retention.live_after_end",
+            self.retention.live_after_end,
+            0.0..=31_536_000.0,
+            "seconds",
+        )?;
+        in_range(
+            "retention.vod_days",
+            self.retention.vod_days,
+            0.0..=36_500.0,
+            "days",
+        )?;
+        in_range(
+            "retention.sweep_interval",
+            self.retention.sweep_interval,
+            1.0..=86_400.0,
+            "seconds",
+        )?;
+        if !self.node.id.is_empty() && !ids::is_name(&self.node.id) {
+            return Err(invalid("node.id", ids::NAME_RULE));
+        }
+        url_with_scheme(
             "database.url",
             &self.database.url,
             &["sqlite", "postgres", "postgresql"],
@@ -338,6 +456,54 @@ impl Settings {
         } else {
             self.storage.url.clone()
         }
+    }
+
+    /// How to reach a cloud bucket; requests time out after the write budget.
+    pub fn cloud_options(&self) -> store::CloudOptions {
+        store::CloudOptions {
+            endpoint: self.storage.endpoint.clone(),
+            region: self.storage.region.clone(),
+            access_key_id: self.storage.access_key_id.clone(),
+            secret_access_key: self.storage.secret_access_key.clone(),
+            path_style: self.storage.path_style,
+            allow_http: self.storage.allow_http,
+            request_timeout: self.write_budget(),
+        }
+    }
+
+    /// How long one object write may take, retries included (`storage.write_budget`, or one
+    /// segment duration).
+    pub fn write_budget(&self) -> std::time::Duration {
+        let secs = if self.storage.write_budget > 0.0 {
+            self.storage.write_budget
+        } else {
+            self.segment.duration
+        };
+        std::time::Duration::from_secs_f64(secs)
+    }
+
+    /// This node's id: `node.id`, or the one generated into `{data_dir}/node-id` at first start.
+    pub fn node_id(&self) -> Result<String, ConfigError> {
+        if !self.node.id.is_empty() {
+            return Ok(self.node.id.clone());
+        }
+        let path = self.data_dir.join("node-id");
+        let fail = |e: std::io::Error| invalid("node.id", format!("{}: {e}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(id) if ids::is_name(id.trim()) => return Ok(id.trim().to_string()),
+            Ok(_) => {
+                return Err(invalid(
+                    "node.id",
+                    format!("{} holds no valid id", path.display()),
+                ))
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(fail)?;
+        let id = format!("node-{}", ids::new_recording_id());
+        std::fs::write(&path, &id).map_err(fail)?;
+        Ok(id)
     }
 
     pub fn database_url(&self) -> String {

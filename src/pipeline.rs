@@ -11,9 +11,9 @@
 //! yet passed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
-use object_store::ObjectStore;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,7 @@ use crate::events::{Ended, Event, EventBus, SegmentPublished};
 use crate::hub::Lease;
 use crate::media::{RenditionEvent, StreamEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
+use crate::publish::upload::Uploader;
 use crate::publish::{BroadcastPlan, Publisher};
 use crate::transcode::{self, Ladders, TranscodeJob};
 use crate::webhooks::Webhooks;
@@ -34,10 +35,15 @@ pub const EVENT_QUEUE: usize = 512;
 /// What every broadcast shares.
 #[derive(Clone)]
 pub struct PipelineContext {
-    pub store: Arc<dyn ObjectStore>,
+    /// Writes to the store under the live budget.
+    pub uploader: Uploader,
     pub db: Db,
     pub segment_duration: f64,
     pub window: usize,
+    /// How long a segment that left the live window stays.
+    pub grace: Duration,
+    /// Segments held while the store fails.
+    pub backlog: usize,
     pub utc_timing_url: String,
     pub ladders: Arc<Ladders>,
     /// Used when a stream names a ladder that no longer exists.
@@ -131,7 +137,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         cut,
     });
     let mut publisher = Publisher::new(
-        ctx.store.clone(),
+        ctx.uploader.clone(),
         BroadcastPlan {
             playback_id: stream.playback_id.clone(),
             recording_id: recording_id.clone(),
@@ -139,6 +145,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             window: ctx.window,
             utc_timing_url: ctx.utc_timing_url.clone(),
             record: stream.record,
+            grace: ctx.grace,
+            backlog: ctx.backlog,
         },
     );
     let mut media_zero = Utc::now();
@@ -161,7 +169,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             }
             continue;
         }
-        let received = std::time::Instant::now();
         let mut end = matches!(event, RenditionEvent::End);
         let outputs = match segmenter.push(event) {
             Ok(outputs) => outputs,
@@ -181,13 +188,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 }
                 SegmenterOutput::Segment(segment) => {
                     segments += 1;
-                    let published = SegmentPublished {
-                        session_id: recording_id.clone(),
-                        stream_id: stream.id.clone(),
-                        playback_id: stream.playback_id.clone(),
-                        number: segment.number,
-                        duration_secs: segment.tracks.first().map_or(0.0, |t| t.duration_secs()),
-                    };
                     if segments == 1 {
                         // the source is known by now (its configs came before the first frame)
                         if let Err(e) = ctx
@@ -198,13 +198,20 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                             tracing::warn!(error = %e, "could not store the session's source");
                         }
                     }
-                    let bytes = segment.tracks.iter().map(|t| t.bytes.len() as u64).sum();
                     let result = publisher.publish_segment(segment, media_zero).await;
-                    if result.is_ok() {
-                        stats.segment_published(bytes, received.elapsed());
-                        ctx.events.send(Event::Segment(published));
-                    }
-                    result
+                    stats.set_segments_lost(publisher.lost());
+                    result.map(|stored| {
+                        for s in stored {
+                            stats.segment_published(s.bytes, s.latency);
+                            ctx.events.send(Event::Segment(SegmentPublished {
+                                session_id: recording_id.clone(),
+                                stream_id: stream.id.clone(),
+                                playback_id: stream.playback_id.clone(),
+                                number: s.number,
+                                duration_secs: s.duration_secs,
+                            }));
+                        }
+                    })
                 }
             };
             if let Err(e) = result {
@@ -229,7 +236,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     // through the transcoder threads, which stop when their output closes), so its connection
     // closes.
     drop(events);
-    let duration = match publisher.finish().await {
+    let duration = match publisher.finish(media_zero).await {
         Ok(duration) => {
             tracing::info!(
                 segments,
@@ -294,7 +301,7 @@ mod tests {
     use bytes::Bytes;
     use object_store::memory::InMemory;
     use object_store::path::Path;
-    use object_store::ObjectStoreExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
 
     fn video_track(width: u32) -> StreamEvent {
         let mut avc = AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap();
@@ -328,10 +335,12 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();
         let ctx = PipelineContext {
-            store: store.clone(),
+            uploader: Uploader::new(store.clone(), Duration::from_secs(1)),
             db,
             segment_duration: 1.0,
             window: 3,
+            grace: Duration::from_secs(10),
+            backlog: 3,
             utc_timing_url: "http://localhost/time".into(),
             ladders: Arc::new(Ladders::shipped()),
             default_ladder: "default".into(),

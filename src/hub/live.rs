@@ -46,6 +46,8 @@ pub struct SessionStats {
     /// passthrough or before the first report.
     pub transcode_speed: Option<f64>,
     pub segments_published: u64,
+    /// Segments given up because the store failed for longer than the backlog holds.
+    pub segments_lost: u64,
     pub bytes_in: u64,
     /// A poster of the live picture is stored (`live/{playback_id}/poster.jpg`).
     pub poster: bool,
@@ -67,6 +69,7 @@ pub struct LiveStats {
     bytes_in: AtomicU64,
     video_frames_in: AtomicU64,
     segments: AtomicU64,
+    segments_lost: AtomicU64,
     reconnecting: AtomicBool,
     poster: AtomicBool,
     source: Mutex<SourceInfo>,
@@ -121,6 +124,7 @@ impl LiveStats {
             bytes_in: AtomicU64::new(0),
             video_frames_in: AtomicU64::new(0),
             segments: AtomicU64::new(0),
+            segments_lost: AtomicU64::new(0),
             reconnecting: AtomicBool::new(false),
             poster: AtomicBool::new(false),
             source: Mutex::new(SourceInfo::default()),
@@ -170,6 +174,11 @@ impl LiveStats {
         self.metrics.segments.increment(1);
         self.metrics.bytes_published.increment(bytes);
         self.metrics.publish_latency.record(latency.as_secs_f64());
+    }
+
+    /// The publisher has given up `lost` segments in all.
+    pub fn set_segments_lost(&self, lost: u64) {
+        self.segments_lost.store(lost, Ordering::Relaxed);
     }
 
     /// The publisher was lost and the broadcast waits for it (true), or it is back (false).
@@ -225,6 +234,7 @@ impl LiveStats {
             source: self.source(),
             transcode_speed: lock(&self.speeds).values().copied().reduce(f64::min),
             segments_published: self.segments.load(Ordering::Relaxed),
+            segments_lost: self.segments_lost.load(Ordering::Relaxed),
             bytes_in: self.bytes_in(),
             poster: self.poster.load(Ordering::Relaxed),
         }

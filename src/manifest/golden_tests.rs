@@ -37,6 +37,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
             wall_clock: wall,
             bytes: 250_000,
             samples: (*d / 3600) as u32,
+            discontinuity: false,
         };
         low.push(SegmentEntry {
             bytes: 60_000,
@@ -51,6 +52,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
             wall_clock: wall,
             bytes: 32_000,
             samples: (a_d / 1024) as u32,
+            discontinuity: false,
         });
         v_start += d;
         a_start += a_d;

@@ -30,6 +30,7 @@ pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
                 ..Default::default()
             }),
             program_date_time: Some(s.wall_clock.fixed_offset()),
+            discontinuity: s.discontinuity,
             ..Default::default()
         })
         .collect();
@@ -37,6 +38,7 @@ pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
         version: Some(7),
         target_duration: p.target_duration,
         media_sequence: listed.first().map_or(0, |s| s.number),
+        discontinuity_sequence: p.discontinuity_sequence(timeline),
         segments,
         end_list: p.ended || p.is_vod(),
         playlist_type: p.is_vod().then_some(MediaPlaylistType::Vod),

@@ -21,6 +21,8 @@ pub struct SegmentEntry {
     pub bytes: u64,
     /// Samples (frames) in the segment.
     pub samples: u32,
+    /// The segment before it was lost (see `publish`): HLS `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
 }
 
 /// One rendition (a video variant or the audio track): every segment published for it, oldest
@@ -75,6 +77,15 @@ impl Timeline {
     }
 
     /// The segment the latest `push` moved out of a window of `window` segments, if any.
+    /// Discontinuities before the last `window` segments (HLS `EXT-X-DISCONTINUITY-SEQUENCE`).
+    pub fn discontinuities_before(&self, window: Option<usize>) -> u64 {
+        let listed = self.listed(window).len();
+        self.segments[..self.segments.len() - listed]
+            .iter()
+            .filter(|s| s.discontinuity)
+            .count() as u64
+    }
+
     pub fn left_window(&self, window: usize) -> Option<&SegmentEntry> {
         let index = self.segments.len().checked_sub(window.max(1) + 1)?;
         self.segments.get(index)
@@ -150,6 +161,14 @@ impl Presentation {
         match self.kind {
             PresentationKind::Live { window } => timeline.listed(Some(window)),
             PresentationKind::Vod => timeline.listed(None),
+        }
+    }
+
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` of `timeline`'s listed segments.
+    pub fn discontinuity_sequence(&self, timeline: &Timeline) -> u64 {
+        match self.kind {
+            PresentationKind::Live { window } => timeline.discontinuities_before(Some(window)),
+            PresentationKind::Vod => 0,
         }
     }
 

@@ -1,16 +1,28 @@
 //! Publishing one broadcast through `object_store`: one ordered writer per stream.
 //!
-//! Order per segment: every rendition's `{n}.m4s` (and its recording copy), then the media
-//! playlists, then the multivariant playlist and the MPD — a manifest never names an object
-//! that is not fully stored. A segment whose upload fails is left out of every manifest.
+//! Order per segment: every rendition's `{n}.m4s` (and its recording copy) in parallel, then the
+//! media playlists, then the multivariant playlist and the MPD — a manifest never names an
+//! object that is not fully stored.
 //!
-//! Retention: a segment that leaves the live window is deleted only after a grace period
-//! (its duration plus the playlist's, doubled), so players and CDNs that fetched the previous
-//! playlist can still get it. Each segment is also copied (a hard link on local disk, a
+//! Live budget: every write retries only until about one segment duration has passed
+//! (`upload`). A segment that could not be stored in time waits at the head of a backlog, and
+//! later segments queue behind it, so manifests stay contiguous; each new segment retries the
+//! backlog first, so when the store comes back publishing catches up and the manifests jump to
+//! the live edge. A backlog longer than `BroadcastPlan::backlog` gives up its oldest segment:
+//! logged as an error, counted in `strata_segments_lost_total` and the session's
+//! `segments_lost`, never silently. The next stored segment then takes the lost one's number
+//! (DASH `$Number$` addressing stays contiguous) and carries a discontinuity (HLS
+//! `EXT-X-DISCONTINUITY`, an explicit DASH `S@t`).
+//!
+//! Retention: a segment that leaves the live window is deleted only after `grace`, so players
+//! and CDNs that fetched the previous playlist can still get it (the sweeper, `sweep`, removes
+//! what a crashed process left). Each segment is also copied (a hard link on local disk, a
 //! server-side copy on S3) under `vod/{recording_id}/`, where the finished broadcast stays as a
 //! VOD with its own manifests.
 
 pub mod store;
+pub mod sweep;
+pub mod upload;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,20 +32,18 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
 use crate::media::TrackId;
 use crate::package::{InitSegment, Segment};
 use store::Root;
+use upload::{UploadError, Uploader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("storage write {path}: {source}")]
-    Write {
-        path: String,
-        source: object_store::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] UploadError),
     #[error("segment {0} arrived before the init segments")]
     NotStarted(u64),
 }
@@ -49,64 +59,87 @@ pub struct BroadcastPlan {
     pub utc_timing_url: String,
     /// Keep the broadcast as a recording under `vod/{recording_id}/`.
     pub record: bool,
+    /// How long a segment that left the live window stays.
+    pub grace: Duration,
+    /// Segments held while the store fails before the oldest is given up.
+    pub backlog: usize,
+}
+
+/// A segment the manifests now list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// Its number in object names and manifests.
+    pub number: u64,
+    pub duration_secs: f64,
+    pub bytes: u64,
+    /// From the segment's arrival to its manifests being written.
+    pub latency: Duration,
+}
+
+/// A cut segment waiting to be stored.
+struct Pending {
+    segment: Segment,
+    arrived: Instant,
 }
 
 /// The ordered writer of one broadcast.
 pub struct Publisher {
-    store: Arc<dyn ObjectStore>,
+    up: Uploader,
     plan: BroadcastPlan,
     live_root: Root,
     /// Where the recording goes (none when the stream does not record).
     vod_root: Option<Root>,
     /// The broadcast so far (its live manifests list the window; the recording lists all).
     presentation: Option<Presentation>,
+    /// Init segments not stored yet (live and recording paths).
+    unstored_inits: Vec<(Path, Bytes)>,
+    /// Segments cut but not stored yet, oldest first.
+    backlog: VecDeque<Pending>,
+    /// The number the next stored segment gets.
+    next_number: Option<u64>,
+    /// The next stored segment follows a lost one.
+    after_loss: bool,
+    /// Stored segments the manifests do not list yet (their write failed).
+    manifests_behind: bool,
     /// Objects to delete once their instant has passed.
     retention: VecDeque<(Instant, Path)>,
     /// BANDWIDTH last written into the multivariant playlist.
     master_bandwidth: u64,
+    /// Segments given up.
+    lost: u64,
 }
 
 impl Publisher {
-    pub fn new(store: Arc<dyn ObjectStore>, plan: BroadcastPlan) -> Self {
+    pub fn new(up: Uploader, plan: BroadcastPlan) -> Self {
         Self {
-            store,
+            up,
             live_root: Root::live(&plan.playback_id),
             vod_root: plan.record.then(|| Root::vod(&plan.recording_id)),
             plan,
             presentation: None,
+            unstored_inits: Vec::new(),
+            backlog: VecDeque::new(),
+            next_number: None,
+            after_loss: false,
+            manifests_behind: false,
             retention: VecDeque::new(),
             master_bandwidth: 0,
+            lost: 0,
         }
     }
 
-    fn grace(&self) -> Duration {
-        let window = self.plan.segment_duration * (self.plan.window as f64 + 1.0);
-        Duration::from_secs_f64(2.0 * window)
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        self.up.store()
     }
 
-    async fn put(&self, path: &Path, bytes: impl Into<Bytes>) -> Result<(), PublishError> {
-        self.store
-            .put(path, PutPayload::from_bytes(bytes.into()))
-            .await
-            .map(|_| ())
-            .map_err(|source| PublishError::Write {
-                path: path.to_string(),
-                source,
-            })
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> Result<(), PublishError> {
-        self.store
-            .copy(from, to)
-            .await
-            .map_err(|source| PublishError::Write {
-                path: to.to_string(),
-                source,
-            })
+    /// Segments given up so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 
     /// Starts the broadcast: schedules leftovers of an earlier broadcast of this stream for
-    /// deletion, then writes the init segments. `media_zero` is the wall clock of media time 0.
+    /// deletion, then writes the init segments (retried with the first segments if the store
+    /// fails now). `media_zero` is the wall clock of media time 0.
     pub async fn start(
         &mut self,
         inits: Vec<InitSegment>,
@@ -120,10 +153,10 @@ impl Publisher {
             let live = self
                 .live_root
                 .rendition_file(&init.name, store::INIT_SEGMENT);
-            self.put(&live, bytes.clone()).await?;
+            self.unstored_inits.push((live, bytes.clone()));
             if let Some(vod) = &self.vod_root {
                 let path = vod.rendition_file(&init.name, store::INIT_SEGMENT);
-                self.put(&path, bytes).await?;
+                self.unstored_inits.push((path, bytes));
             }
             let timeline = Timeline::new(init.name, init.info.kind, init.info.codec);
             match init.id {
@@ -145,20 +178,42 @@ impl Publisher {
             audio,
             ended: false,
         });
-        Ok(())
+        self.store_inits(self.up.deadline()).await
+    }
+
+    async fn store_inits(&mut self, deadline: Instant) -> Result<(), PublishError> {
+        let writes = self
+            .unstored_inits
+            .iter()
+            .map(|(path, bytes)| self.up.put(path, bytes.clone(), deadline));
+        let results = futures::future::join_all(writes).await;
+        let mut first_error = None;
+        let mut index = 0;
+        self.unstored_inits.retain(|_| {
+            let result = &results[index];
+            index += 1;
+            result.is_err()
+        });
+        for result in results {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Replaces the stream's poster (`live/{playback_id}/poster.jpg`).
     pub async fn publish_poster(&self, jpeg: Bytes) -> Result<(), PublishError> {
-        self.put(&self.live_root.file(store::POSTER), jpeg).await
+        let path = self.live_root.file(store::POSTER);
+        Ok(self.up.put(&path, jpeg, self.up.deadline()).await?)
     }
 
     /// Objects under this stream's live prefix from an earlier broadcast (its last window):
     /// deleted after the grace period, like any segment leaving a window.
     async fn schedule_leftovers(&mut self) {
         let prefix = self.live_root.prefix();
-        let listed: Result<Vec<_>, _> = self.store.list(Some(&prefix)).try_collect().await;
-        let deadline = Instant::now() + self.grace();
+        let listed: Result<Vec<_>, _> = self.store().list(Some(&prefix)).try_collect().await;
+        let deadline = Instant::now() + self.plan.grace;
         match listed {
             Ok(objects) => {
                 for meta in objects {
@@ -173,66 +228,159 @@ impl Publisher {
         }
     }
 
-    /// Stores one segment of every rendition, then rewrites the manifests.
+    /// Queues one segment of every rendition, stores what the backlog holds (oldest first,
+    /// stopping at the first that cannot be stored within the budget), then rewrites the
+    /// manifests. Returns the segments the manifests now list.
     pub async fn publish_segment(
         &mut self,
         segment: Segment,
         media_zero: DateTime<Utc>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Vec<Stored>, PublishError> {
         if self.presentation.is_none() {
             return Err(PublishError::NotStarted(segment.number));
         }
-        let mut entries = Vec::new();
-        for track in &segment.tracks {
-            let Some(name) = self.rendition_name(track.id) else {
-                continue;
+        self.next_number.get_or_insert(segment.number);
+        self.backlog.push_back(Pending {
+            segment,
+            arrived: Instant::now(),
+        });
+        let stored = self.store_backlog(media_zero, self.up.budget()).await;
+        self.give_up_beyond(self.plan.backlog);
+        if !stored.is_empty() || self.manifests_behind {
+            if let Err(e) = self.write_live_manifests(false).await {
+                self.manifests_behind = true;
+                tracing::warn!(error = %e, "manifests not updated; retried with the next segment");
+            } else {
+                self.manifests_behind = false;
+            }
+        }
+        let latency_end = Instant::now();
+        Ok(stored
+            .into_iter()
+            .map(|(s, arrived)| Stored {
+                latency: latency_end - arrived,
+                ..s
+            })
+            .collect())
+    }
+
+    /// Stores backlog segments in order, each within `budget`, until one fails.
+    async fn store_backlog(
+        &mut self,
+        media_zero: DateTime<Utc>,
+        budget: Duration,
+    ) -> Vec<(Stored, Instant)> {
+        let mut stored = Vec::new();
+        if !self.unstored_inits.is_empty() {
+            if let Err(e) = self.store_inits(Instant::now() + budget).await {
+                tracing::warn!(error = %e, "init segments not stored yet; segments wait");
+                return stored;
+            }
+        }
+        while let Some(pending) = self.backlog.front() {
+            let number = self.next_number.unwrap_or(pending.segment.number);
+            let deadline = Instant::now() + budget;
+            match self.store_segment(&pending.segment, number, deadline).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(segment = number, waiting = self.backlog.len(), error = %e,
+                        "segment not stored within the live budget; retried with the next one");
+                    break;
+                }
+            }
+            let Some(pending) = self.backlog.pop_front() else {
+                break;
             };
-            let live_path = self.live_root.segment(&name, segment.number);
-            let size = track.bytes.len() as u64;
-            let stored = async {
-                self.put(&live_path, track.bytes.clone()).await?;
-                // the recording keeps the same object (a hard link / server-side copy)
+            self.next_number = Some(number + 1);
+            let entry = self.list_segment(&pending.segment, number, media_zero);
+            stored.push((entry, pending.arrived));
+        }
+        stored
+    }
+
+    /// Every rendition's object (and its recording copy), in parallel.
+    async fn store_segment(
+        &self,
+        segment: &Segment,
+        number: u64,
+        deadline: Instant,
+    ) -> Result<(), UploadError> {
+        let writes = segment.tracks.iter().filter_map(|track| {
+            let name = self.rendition_name(track.id)?;
+            Some(async move {
+                let live = self.live_root.segment(&name, number);
+                self.up.put(&live, track.bytes.clone(), deadline).await?;
                 match &self.vod_root {
                     Some(vod) => {
-                        self.copy(&live_path, &vod.segment(&name, segment.number))
+                        self.up
+                            .copy(&live, &vod.segment(&name, number), deadline)
                             .await
                     }
                     None => Ok(()),
                 }
-            }
-            .await;
-            if let Err(e) = stored {
-                tracing::error!(segment = segment.number, error = %e, "segment left out of the manifests");
-                return Ok(());
-            }
-            let offset_ms = (track.start_secs() * 1000.0).round() as i64;
-            entries.push((
-                track.id,
-                SegmentEntry {
-                    number: segment.number,
+            })
+        });
+        futures::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    /// Adds a stored segment to the timelines; what leaves the window is scheduled for deletion.
+    fn list_segment(
+        &mut self,
+        segment: &Segment,
+        number: u64,
+        media_zero: DateTime<Utc>,
+    ) -> Stored {
+        let window = self.plan.window;
+        let deadline = Instant::now() + self.plan.grace;
+        let discontinuity = std::mem::take(&mut self.after_loss);
+        let mut bytes = 0;
+        if let Some(p) = self.presentation.as_mut() {
+            for track in &segment.tracks {
+                let Some(timeline) = p.timeline_mut(track.id) else {
+                    continue;
+                };
+                let offset_ms = (track.start_secs() * 1000.0).round() as i64;
+                bytes += track.bytes.len() as u64;
+                timeline.push(SegmentEntry {
+                    number,
                     start: track.start,
                     duration: track.duration,
                     wall_clock: media_zero + chrono::Duration::milliseconds(offset_ms),
-                    bytes: size,
+                    bytes: track.bytes.len() as u64,
                     samples: track.samples,
-                },
-            ));
-        }
-        let window = self.plan.window;
-        let deadline = Instant::now() + self.grace();
-        if let Some(p) = self.presentation.as_mut() {
-            for (id, entry) in entries {
-                let Some(timeline) = p.timeline_mut(id) else {
-                    continue;
-                };
-                timeline.push(entry);
+                    discontinuity,
+                });
                 if let Some(old) = timeline.left_window(window) {
                     let path = self.live_root.segment(&timeline.name, old.number);
                     self.retention.push_back((deadline, path));
                 }
             }
         }
-        self.write_live_manifests(false).await
+        Stored {
+            number,
+            duration_secs: segment.tracks.first().map_or(0.0, |t| t.duration_secs()),
+            bytes,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// Gives up the oldest backlog segments beyond `keep`: reported, never listed.
+    fn give_up_beyond(&mut self, keep: usize) {
+        while self.backlog.len() > keep {
+            let Some(pending) = self.backlog.pop_front() else {
+                break;
+            };
+            self.lost += 1;
+            self.after_loss = true;
+            metrics::counter!("strata_segments_lost_total").increment(1);
+            tracing::error!(
+                segment = pending.segment.number,
+                waited_ms = pending.arrived.elapsed().as_millis() as u64,
+                lost_so_far = self.lost,
+                "segment could not be stored in time and is left out of every manifest \
+                 (the store kept failing); the next one is marked as a discontinuity"
+            );
+        }
     }
 
     async fn write_live_manifests(&mut self, force_master: bool) -> Result<(), PublishError> {
@@ -286,9 +434,22 @@ impl Publisher {
         .await
     }
 
-    /// The broadcast ended: live manifests get ENDLIST / a static MPD, and the recording (if
-    /// kept) gets its VOD manifests. Returns the broadcast's duration in seconds.
-    pub async fn finish(&mut self) -> Result<f64, PublishError> {
+    async fn put(&self, path: &Path, bytes: impl Into<Bytes>) -> Result<(), PublishError> {
+        Ok(self.up.put(path, bytes.into(), self.up.deadline()).await?)
+    }
+
+    /// The broadcast ended: what the backlog still holds gets a last, longer chance; live
+    /// manifests get ENDLIST / a static MPD, and the recording (if kept) gets its VOD
+    /// manifests. Returns the broadcast's duration in seconds.
+    pub async fn finish(&mut self, media_zero: DateTime<Utc>) -> Result<f64, PublishError> {
+        if self.presentation.is_none() {
+            return Ok(0.0);
+        }
+        if !self.backlog.is_empty() {
+            let last_chance = self.up.budget() * 3;
+            self.store_backlog(media_zero, last_chance).await;
+            self.give_up_beyond(0);
+        }
         let Some(p) = self.presentation.as_mut() else {
             return Ok(0.0);
         };
@@ -321,7 +482,8 @@ impl Publisher {
         self.retention.front().map(|(at, _)| *at)
     }
 
-    /// Deletes every object whose grace period has passed.
+    /// Deletes every object whose grace period has passed. A failed delete is logged and left
+    /// to the sweeper.
     pub async fn delete_due(&mut self, now: Instant) {
         while let Some((at, _)) = self.retention.front() {
             if *at > now {
@@ -330,9 +492,9 @@ impl Publisher {
             let Some((_, path)) = self.retention.pop_front() else {
                 break;
             };
-            if let Err(e) = self.store.delete(&path).await {
+            if let Err(e) = self.store().delete(&path).await {
                 if !matches!(e, object_store::Error::NotFound { .. }) {
-                    tracing::warn!(object = %path, error = %e, "retention delete failed");
+                    tracing::warn!(object = %path, error = %e, "retention delete failed; the sweeper retries it");
                 }
             }
         }
@@ -355,7 +517,16 @@ mod tests {
             window: 3,
             utc_timing_url: "http://localhost/time".into(),
             record: true,
+            grace: Duration::from_secs(30),
+            backlog: 2,
         }
+    }
+
+    fn publisher(store: &Arc<dyn ObjectStore>, plan: BroadcastPlan) -> Publisher {
+        Publisher::new(
+            Uploader::new(store.clone(), Duration::from_millis(200)),
+            plan,
+        )
     }
 
     fn segment(number: u64) -> Segment {
@@ -405,13 +576,13 @@ mod tests {
             record: false,
             ..plan()
         };
-        let mut publisher = Publisher::new(store.clone(), plan);
+        let mut publisher = publisher(&store, plan);
         let zero = Utc::now();
         publisher.start(vec![video_init()], zero).await.unwrap();
         for n in 0..3 {
             publisher.publish_segment(segment(n), zero).await.unwrap();
         }
-        assert_eq!(publisher.finish().await.unwrap(), 6.0);
+        assert_eq!(publisher.finish(zero).await.unwrap(), 6.0);
         let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
         assert!(ended.contains("#EXT-X-ENDLIST"));
         let vod: Vec<_> =
@@ -422,7 +593,7 @@ mod tests {
     #[tokio::test]
     async fn window_slides_retention_waits_and_the_recording_keeps_everything() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let mut publisher = Publisher::new(store.clone(), plan());
+        let mut publisher = publisher(&store, plan());
         let zero = Utc::now();
         publisher.start(vec![video_init()], zero).await.unwrap();
         for n in 10..16 {
@@ -450,7 +621,7 @@ mod tests {
             .await
             .is_ok());
 
-        let duration = publisher.finish().await.unwrap();
+        let duration = publisher.finish(zero).await.unwrap();
         assert_eq!(duration, 12.0);
         let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
         assert!(ended.contains("#EXT-X-ENDLIST"));
@@ -468,5 +639,102 @@ mod tests {
         assert!(text(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8")
             .await
             .contains("source/index.m3u8"));
+    }
+
+    /// Every URI a media playlist names, and whether the store has it.
+    async fn missing_in_playlist(store: &Arc<dyn ObjectStore>, path: &str) -> Vec<String> {
+        let playlist = text(store, path).await;
+        let dir = path.rsplit_once('/').unwrap().0;
+        let mut missing = Vec::new();
+        for uri in playlist.lines().filter(|l| l.ends_with(".m4s")) {
+            let object = format!("{dir}/{uri}");
+            if store.head(&Path::from(object.as_str())).await.is_err() {
+                missing.push(object);
+            }
+        }
+        missing
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_holds_segments_back_catches_up_then_gives_up_and_reports() {
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        let throttled = Arc::new(ThrottledStore::new(
+            InMemory::new(),
+            ThrottleConfig::default(),
+        ));
+        let store: Arc<dyn ObjectStore> = throttled.clone();
+        let mut publisher = publisher(&store, plan());
+        let playlist = "live/aaaaaaaaaaaaaaaa/source/index.m3u8";
+        let zero = Utc::now();
+        let numbers = |stored: Vec<Stored>| stored.iter().map(|s| s.number).collect::<Vec<_>>();
+        let stall = |on: bool| {
+            throttled.config_mut(|c| {
+                c.wait_put_per_call = if on {
+                    Duration::from_secs(3)
+                } else {
+                    Duration::ZERO
+                }
+            })
+        };
+
+        publisher.start(vec![video_init()], zero).await.unwrap();
+        for n in 0..2 {
+            assert_eq!(
+                numbers(publisher.publish_segment(segment(n), zero).await.unwrap()),
+                [n]
+            );
+        }
+        // the store stops answering in time: segments wait, the manifests stay where they were
+        stall(true);
+        assert!(publisher
+            .publish_segment(segment(2), zero)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(publisher
+            .publish_segment(segment(3), zero)
+            .await
+            .unwrap()
+            .is_empty());
+        stall(false);
+        assert!(text(&store, playlist).await.contains("1.m4s"));
+        assert!(!text(&store, playlist).await.contains("2.m4s"));
+        // it comes back: the backlog is stored in order and the manifests catch up
+        assert_eq!(
+            numbers(publisher.publish_segment(segment(4), zero).await.unwrap()),
+            [2, 3, 4]
+        );
+        assert_eq!(publisher.lost(), 0);
+        assert!(missing_in_playlist(&store, playlist).await.is_empty());
+
+        // a longer outage: past the backlog of 2, the oldest is given up and counted
+        stall(true);
+        for n in 5..8 {
+            assert!(publisher
+                .publish_segment(segment(n), zero)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        assert_eq!(publisher.lost(), 1);
+        stall(false);
+        // segments 6, 7, 8 take numbers 5, 6, 7: the numbering stays contiguous for DASH
+        assert_eq!(
+            numbers(publisher.publish_segment(segment(8), zero).await.unwrap()),
+            [5, 6, 7]
+        );
+        let text_now = text(&store, playlist).await;
+        assert!(text_now.contains("#EXT-X-DISCONTINUITY\n"), "{text_now}");
+        assert!(
+            missing_in_playlist(&store, playlist).await.is_empty(),
+            "{text_now}"
+        );
+        // the recording has every listed segment too
+        publisher.finish(zero).await.unwrap();
+        assert!(
+            missing_in_playlist(&store, "vod/rrrrrrrrrrrrrrrr/source/index.m3u8")
+                .await
+                .is_empty()
+        );
     }
 }

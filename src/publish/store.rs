@@ -2,11 +2,16 @@
 //! Keys are built only from server-generated ids and rendition names (see `db::ids`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -14,28 +19,176 @@ pub enum StoreError {
     BadUrl(String, String),
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error("storage `{url}` is not usable (checked by writing, reading and deleting `{probe}`): {reason}")]
+    Unusable {
+        url: String,
+        probe: String,
+        reason: String,
+    },
 }
 
 /// The `storage.url` schemes `open` understands.
-pub const SCHEMES: &[&str] = &["file", "memory"];
+pub const SCHEMES: &[&str] = &["file", "memory", "s3", "gs", "az"];
 
-/// Opens `file:///dir` (created if missing) or `memory://`.
-pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+/// How to reach a cloud bucket. Empty fields fall back to the provider's usual environment
+/// variables (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `GOOGLE_SERVICE_ACCOUNT`,
+/// `AZURE_STORAGE_ACCOUNT_NAME`, …) and then to the provider's defaults.
+#[derive(Clone, Default)]
+pub struct CloudOptions {
+    /// S3-compatible endpoint (`http://127.0.0.1:9000` for MinIO) or Azure endpoint.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style S3 requests (`endpoint/bucket/key`), as MinIO and moto need.
+    pub path_style: bool,
+    /// Allow a plain-HTTP endpoint (local servers only).
+    pub allow_http: bool,
+    /// Longest one request may take; Strata's own live budget retries around it.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for CloudOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"…")
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl CloudOptions {
+    fn client(&self) -> ClientOptions {
+        ClientOptions::new()
+            .with_timeout(self.request_timeout.max(Duration::from_millis(500)))
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_allow_http(self.allow_http)
+    }
+
+    /// A couple of quick retries inside one request; the publisher's budget decides the rest
+    /// (object_store's default keeps retrying for minutes, far past a live segment's use).
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(400),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: self.request_timeout.max(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Opens `file:///dir` (created if missing), `memory://`, `s3://bucket[/prefix]`,
+/// `gs://bucket[/prefix]` or `az://container[/prefix]`.
+pub fn open(url: &str, cloud: &CloudOptions) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let parsed = url::Url::parse(url).map_err(|e| StoreError::BadUrl(url.into(), e.to_string()))?;
-    match parsed.scheme() {
-        "memory" => Ok(Arc::new(InMemory::new())),
+    let bad = |e: object_store::Error| StoreError::BadUrl(url.into(), e.to_string());
+    let bucket_url = format!(
+        "{}://{}",
+        parsed.scheme(),
+        parsed.host_str().unwrap_or_default()
+    );
+    let prefix = parsed.path().trim_matches('/').to_string();
+    let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+        "memory" => return Ok(Arc::new(InMemory::new())),
         "file" => {
             let dir = parsed
                 .to_file_path()
                 .map_err(|_| StoreError::BadUrl(url.into(), "not a local path".into()))?;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| StoreError::BadUrl(url.into(), e.to_string()))?;
-            Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
+            return Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?));
         }
-        other => Err(StoreError::BadUrl(
-            url.into(),
-            format!("unsupported scheme `{other}`"),
+        "s3" => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(bucket_url)
+                .with_client_options(cloud.client())
+                .with_retry(cloud.retry());
+            if !cloud.endpoint.is_empty() {
+                b = b.with_endpoint(&cloud.endpoint);
+            }
+            if !cloud.region.is_empty() {
+                b = b.with_region(&cloud.region);
+            }
+            if !cloud.access_key_id.is_empty() {
+                b = b
+                    .with_access_key_id(&cloud.access_key_id)
+                    .with_secret_access_key(&cloud.secret_access_key);
+            }
+            if cloud.path_style {
+                b = b.with_virtual_hosted_style_request(false);
+            }
+            Arc::new(b.with_allow_http(cloud.allow_http).build().map_err(bad)?)
+        }
+        "gs" => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(bucket_url)
+                .with_client_options(cloud.client())
+                .with_retry(cloud.retry())
+                .build()
+                .map_err(bad)?,
+        ),
+        "az" => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(bucket_url)
+                .with_client_options(cloud.client())
+                .with_retry(cloud.retry());
+            if !cloud.endpoint.is_empty() {
+                b = b.with_endpoint(cloud.endpoint.clone());
+            }
+            Arc::new(b.with_allow_http(cloud.allow_http).build().map_err(bad)?)
+        }
+        other => {
+            return Err(StoreError::BadUrl(
+                url.into(),
+                format!("unsupported scheme `{other}`"),
+            ))
+        }
+    };
+    Ok(if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    })
+}
+
+/// Where the start-up check writes (never a path the origin serves or the sweeper touches).
+const PROBE: &str = ".strata/probe";
+
+/// Writes, reads back and deletes a small object, within `timeout`: an unreachable bucket, bad
+/// credentials or a missing bucket become one clear error at start-up instead of failed
+/// segments later.
+pub async fn check(
+    store: &Arc<dyn ObjectStore>,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    let probe = Path::from(PROBE);
+    let body = format!("strata {}", chrono::Utc::now().to_rfc3339());
+    let round_trip = async {
+        store.put(&probe, body.clone().into()).await?;
+        let read = store.get(&probe).await?.bytes().await?;
+        store.delete(&probe).await?;
+        Ok::<_, object_store::Error>(read)
+    };
+    let unusable = |reason: String| StoreError::Unusable {
+        url: url.to_string(),
+        probe: PROBE.into(),
+        reason,
+    };
+    match tokio::time::timeout(timeout, round_trip).await {
+        Ok(Ok(read)) if read == body.as_bytes() => Ok(()),
+        Ok(Ok(_)) => Err(unusable(
+            "the object read back differs from the one written".into(),
         )),
+        Ok(Err(e)) => Err(unusable(e.to_string())),
+        Err(_) => Err(unusable(format!("no answer within {timeout:?}"))),
     }
 }
 
