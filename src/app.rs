@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use std::collections::HashSet;
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::db::ids::sha256_hex;
 use crate::db::{Db, Stream};
@@ -52,7 +53,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let db = Db::connect(&settings.database_url(), settings.key_hasher()?)
         .await
         .context("opening the database")?;
-    let ended = db.end_orphaned_sessions().await?;
+    let node_id = settings.node_id()?;
+    let ended = db.end_orphaned_sessions(&node_id).await?;
     if ended > 0 {
         tracing::warn!(
             sessions = ended,
@@ -90,7 +92,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let hub = Hub::new();
-    let events = EventBus::default();
+    let database_url = settings.database_url();
+    let (events, cluster) = if database_url.starts_with("postgres") {
+        let (events, outbox) = EventBus::relayed();
+        let cluster = crate::cluster::join(
+            node_id.clone(),
+            &database_url,
+            events.clone(),
+            outbox,
+            hub.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("joining the other nodes over PostgreSQL")?;
+        (events, cluster)
+    } else {
+        (EventBus::default(), Cluster::single(node_id.clone()))
+    };
+    tracing::info!(node = %node_id, "node started");
     let api = actix_web::web::Data::new(ApiState {
         db: db.clone(),
         hub: hub.clone(),
@@ -100,6 +119,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         rtmp_url: urls.rtmp.clone(),
         public_url: urls.public.clone(),
         events: events.clone(),
+        cluster: cluster.clone(),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),
@@ -116,6 +136,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         db: db.clone(),
         hub,
         pipeline: PipelineContext {
+            node_id,
             uploader: Uploader::new(store.clone(), settings.write_budget()),
             db: db.clone(),
             segment_duration: settings.segment.duration,
@@ -135,7 +156,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Duration::from_secs_f64(settings.rtmp.reconnect_grace),
             db.clone(),
         )),
+        cluster,
     });
+    let sweep_rules = crate::publish::sweep::Rules {
+        grace: Duration::from_secs_f64(settings.retention.grace),
+        live_after_end: Duration::from_secs_f64(settings.retention.live_after_end),
+        vod_days: settings.retention.vod_days,
+    };
+    let (sweep_hub, sweep_cluster) = (ingest.hub.clone(), ingest.cluster.clone());
+    tokio::spawn(crate::publish::sweep::run(
+        store.clone(),
+        db.clone(),
+        sweep_rules,
+        Duration::from_secs_f64(settings.retention.sweep_interval),
+        move |playback_id: &str| {
+            sweep_hub
+                .live()
+                .iter()
+                .any(|b| b.id.playback_id == playback_id)
+                || sweep_cluster
+                    .remote_live()
+                    .iter()
+                    .any(|s| s.id.playback_id == playback_id)
+        },
+        shutdown.clone(),
+    ));
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
@@ -150,6 +195,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             store,
             metrics: Some(metrics),
             web_root,
+            segment_base_url: Some(settings.storage.public_base_url.trim_end_matches('/'))
+                .filter(|base| !base.is_empty())
+                .map(str::to_string),
         }),
         api,
     )?;

@@ -1,18 +1,23 @@
-//! Live events: what happened to broadcasts, for the API's Server-Sent Events stream (and
-//! later other nodes). One process-wide bus (a tokio broadcast channel of `BUS_CAPACITY`
-//! events); a subscriber that falls that far behind skips the oldest events and is told how
-//! many it missed — publishing never waits for a slow dashboard.
+//! Live events: what happened to broadcasts, for the API's Server-Sent Events streams and for
+//! other nodes. One process-wide bus (a tokio broadcast channel of `BUS_CAPACITY` events); a
+//! subscriber that falls that far behind skips the oldest events and is told how many it
+//! missed — publishing never waits for a slow dashboard. With several nodes, this node's own
+//! events are also queued (`RELAY_QUEUE`, full: dropped and counted in
+//! `strata_cluster_events_dropped_total`) for `cluster` to send to the others, and their events
+//! come back in through `deliver`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, SessionStats};
 
 pub const BUS_CAPACITY: usize = 1024;
+/// This node's events waiting to be sent to the other nodes.
+pub const RELAY_QUEUE: usize = 1024;
 /// How often `session.stats` is sent for each live broadcast.
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -30,7 +35,7 @@ pub enum Event {
     Segment(SegmentPublished),
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ended {
     pub session_id: String,
     pub stream_id: String,
@@ -39,7 +44,7 @@ pub struct Ended {
     pub segments: u64,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentPublished {
     pub session_id: String,
     pub stream_id: String,
@@ -62,19 +67,42 @@ impl Event {
 #[derive(Debug, Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
+    relay: Option<mpsc::Sender<Event>>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(BUS_CAPACITY).0,
+            relay: None,
         }
     }
 }
 
 impl EventBus {
-    /// Sends to whoever listens (nobody listening is fine).
+    /// A bus whose own events are also queued for the other nodes (read from the receiver).
+    pub fn relayed() -> (Self, mpsc::Receiver<Event>) {
+        let (relay, outbox) = mpsc::channel(RELAY_QUEUE);
+        let bus = Self {
+            relay: Some(relay),
+            ..Self::default()
+        };
+        (bus, outbox)
+    }
+
+    /// This node's event: to whoever listens here (nobody listening is fine) and to the other
+    /// nodes.
     pub fn send(&self, event: Event) {
+        if let Some(relay) = &self.relay {
+            if relay.try_send(event.clone()).is_err() {
+                metrics::counter!("strata_cluster_events_dropped_total").increment(1);
+            }
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// Another node's event, for this node's listeners only.
+    pub fn deliver(&self, event: Event) {
         let _ = self.sender.send(event);
     }
 

@@ -35,6 +35,8 @@ pub const EVENT_QUEUE: usize = 512;
 /// What every broadcast shares.
 #[derive(Clone)]
 pub struct PipelineContext {
+    /// This node (recorded on each session it runs).
+    pub node_id: String,
     /// Writes to the store under the live budget.
     pub uploader: Uploader,
     pub db: Db,
@@ -126,7 +128,13 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     let recording_id = stats.id.session_id.clone();
     if let Err(e) = ctx
         .db
-        .start_session(&recording_id, &stream.id, &stats.id.ladder, stream.record)
+        .start_session(
+            &recording_id,
+            &stream.id,
+            &stats.id.ladder,
+            stream.record,
+            &ctx.node_id,
+        )
         .await
     {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");
@@ -335,6 +343,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();
         let ctx = PipelineContext {
+            node_id: "node-test".into(),
             uploader: Uploader::new(store.clone(), Duration::from_secs(1)),
             db,
             segment_duration: 1.0,

@@ -7,7 +7,9 @@ use sqlx::Row;
 use super::{now_ms, Db, DbError};
 
 /// What a broadcast reports about its source once it is known.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct SourceInfo {
     /// e.g. `avc1.64001f`
     pub video_codec: Option<String>,
@@ -73,25 +75,27 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
 }
 
 impl Db {
-    /// A broadcast of `stream_id` started: its session (state `live`) and, if it is kept, its
-    /// recording.
+    /// A broadcast of `stream_id` started on node `node_id`: its session (state `live`) and,
+    /// if it is kept, its recording.
     pub async fn start_session(
         &self,
         id: &str,
         stream_id: &str,
         ladder: &str,
         record: bool,
+        node_id: &str,
     ) -> Result<(), DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO sessions (id, stream_id, state, ladder, started_at) \
-             VALUES ($1, $2, 'live', $3, $4)",
+            "INSERT INTO sessions (id, stream_id, state, ladder, started_at, node_id) \
+             VALUES ($1, $2, 'live', $3, $4, $5)",
         )
         .bind(id)
         .bind(stream_id)
         .bind(ladder)
         .bind(now)
+        .bind(node_id)
         .execute(&mut *tx)
         .await?;
         if record {
@@ -173,12 +177,15 @@ impl Db {
         Ok(rows.iter().map(session).collect::<Result<_, _>>()?)
     }
 
-    /// Sessions a crashed process left `live`: ended now (called at start-up).
-    pub async fn end_orphaned_sessions(&self) -> Result<u64, DbError> {
+    /// Sessions a crashed process of node `node_id` left `live`: ended now (called at
+    /// start-up). Other nodes' sessions are theirs.
+    pub async fn end_orphaned_sessions(&self, node_id: &str) -> Result<u64, DbError> {
         let done = sqlx::query(
-            "UPDATE sessions SET state = 'ended', ended_at = $1 WHERE state <> 'ended'",
+            "UPDATE sessions SET state = 'ended', ended_at = $1 \
+             WHERE state <> 'ended' AND (node_id = $2 OR node_id = '')",
         )
         .bind(now_ms())
+        .bind(node_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -199,16 +206,39 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok(Recording {
-                    id: row.try_get("id")?,
-                    stream_id: row.try_get("stream_id")?,
-                    started_at: row.try_get("started_at")?,
-                    ended_at: row.try_get("ended_at")?,
-                    duration_ms: row.try_get("duration_ms")?,
-                })
-            })
+            .map(recording)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
+
+    /// Every recording, finished or not (for the sweeper).
+    pub async fn list_all_recordings(&self) -> Result<Vec<Recording>, DbError> {
+        let rows =
+            sqlx::query("SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(recording)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Removes a recording's row (its objects are the caller's); false if there was none.
+    pub async fn delete_recording(&self, id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM recordings WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn recording(row: &AnyRow) -> Result<Recording, sqlx::Error> {
+    Ok(Recording {
+        id: row.try_get("id")?,
+        stream_id: row.try_get("stream_id")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+    })
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::cluster::Cluster;
 use crate::db::ids::sha256_hex;
 use crate::db::sessions::{Recording, Session, SourceInfo};
 use crate::db::{Db, DbError, Stream};
@@ -35,6 +36,22 @@ pub struct ApiState {
     pub rtmp_url: String,
     pub public_url: String,
     pub events: EventBus,
+    /// Other nodes' live broadcasts, and how to ask them to stop one.
+    pub cluster: Arc<Cluster>,
+}
+
+impl ApiState {
+    /// Every live broadcast: this node's and the other nodes'.
+    pub fn live_sessions(&self) -> Vec<SessionStats> {
+        let mut live: Vec<SessionStats> = self.hub.live().iter().map(|s| s.snapshot()).collect();
+        live.extend(self.cluster.remote_live());
+        live
+    }
+
+    /// Ends a live session wherever it runs; false when no node has it.
+    fn stop_anywhere(&self, session_id: &str) -> bool {
+        self.hub.stop(session_id) || self.cluster.request_stop(session_id)
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -209,9 +226,9 @@ async fn update_stream(
 #[utoipa::path(delete, path = "/api/v1/streams/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
-    for live in state.hub.live() {
+    for live in state.live_sessions() {
         if live.id.stream_id == *id {
-            state.hub.stop(&live.id.session_id);
+            state.stop_anywhere(&live.id.session_id);
         }
     }
     match state.db.delete_stream(&id).await {
@@ -265,8 +282,7 @@ async fn list_sessions(
 ) -> HttpResponse {
     match query.state.as_deref().unwrap_or("live") {
         "live" => {
-            let mut live: Vec<SessionStats> =
-                state.hub.live().iter().map(|s| s.snapshot()).collect();
+            let mut live = state.live_sessions();
             live.sort_by_key(|s| std::cmp::Reverse(s.id.started_at));
             HttpResponse::Ok().json(live.into_iter().map(SessionView::Live).collect::<Vec<_>>())
         }
@@ -287,7 +303,7 @@ async fn list_sessions(
         (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn stop_session(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
-    if state.hub.stop(&id) {
+    if state.stop_anywhere(&id) {
         HttpResponse::NoContent().finish()
     } else {
         not_found("live session", &id)

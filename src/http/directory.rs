@@ -42,7 +42,7 @@ impl DirectoryEntry {
         Self {
             name: stats.id.stream_name.clone(),
             playback_id: stats.id.playback_id.clone(),
-            state: stats.state,
+            state: stats.state.as_str(),
             started_at: Some(stats.id.started_at),
             ready: stats.segments_published >= READY_SEGMENTS,
             poster_url: stats
@@ -77,13 +77,9 @@ struct PublicEnded<'a> {
 
 fn live_by_playback_id(state: &ApiState) -> HashMap<String, SessionStats> {
     state
-        .hub
-        .live()
-        .iter()
-        .map(|b| {
-            let stats = b.snapshot();
-            (stats.id.playback_id.clone(), stats)
-        })
+        .live_sessions()
+        .into_iter()
+        .map(|stats| (stats.id.playback_id.clone(), stats))
         .collect()
 }
 
@@ -117,12 +113,19 @@ pub async fn one(state: web::Data<ApiState>, playback_id: web::Path<String>) -> 
     }
     match state.db.stream_by_playback_id(&playback_id).await {
         Ok(Some(stream)) => {
-            let live = state
+            let live = match state
                 .hub
                 .live()
                 .into_iter()
                 .find(|b| b.id.playback_id == stream.playback_id)
-                .map(|b| b.snapshot());
+            {
+                Some(local) => Some(local.snapshot()),
+                None => state
+                    .cluster
+                    .remote_live()
+                    .into_iter()
+                    .find(|s| s.id.playback_id == stream.playback_id),
+            };
             HttpResponse::Ok()
                 .insert_header(("Cache-Control", "no-cache"))
                 .json(DirectoryEntry::of(stream, live.as_ref()))

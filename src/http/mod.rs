@@ -24,6 +24,8 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The built web app (`http.web_root`).
     pub web_root: webapp::WebRoot,
+    /// Segment requests are redirected here (`storage.public_base_url`, no trailing slash).
+    pub segment_base_url: Option<String>,
 }
 
 async fn healthz() -> HttpResponse {

@@ -4,6 +4,10 @@
 //! `{root}/{id}/{rendition}/{file}`, with a server-generated id); anything else is a 404
 //! before the store is touched, so no request reaches outside the store's prefix.
 //!
+//! With `storage.public_base_url` set, segment requests answer `302` to that base (a public
+//! bucket or a CDN) plus the object's path, so segment bytes leave from the bucket or the CDN
+//! while manifests, which change every segment, still come from here.
+//!
 //! Caching: segments are immutable; `init.mp4` is immutable under `vod/` but revalidated under
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
 //! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
@@ -23,6 +27,8 @@ const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
 const LIVE_INIT_CACHE: &str = "public, max-age=0, must-revalidate";
 const VOD_MANIFEST_CACHE: &str = "public, max-age=3600";
 const NOT_FOUND_CACHE: &str = "public, max-age=1";
+/// A segment's redirect never changes, but a configuration change may move the base.
+const REDIRECT_CACHE: &str = "public, max-age=3600";
 /// A live poster is replaced every 10 s.
 const POSTER_CACHE: &str = "public, max-age=5";
 
@@ -137,6 +143,12 @@ async fn object(
     let Some((location, kind)) = classify(&root, &tail) else {
         return not_found();
     };
+    if let (Kind::Segment, Some(base)) = (kind, &state.segment_base_url) {
+        return HttpResponse::Found()
+            .insert_header((header::LOCATION, format!("{base}/{root}/{tail}")))
+            .insert_header((header::CACHE_CONTROL, REDIRECT_CACHE))
+            .finish();
+    }
     let head = req.method() == Method::HEAD;
     let range = req.headers().get(header::RANGE).and_then(parse_range);
     let options = GetOptions {

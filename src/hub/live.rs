@@ -17,7 +17,7 @@ use crate::media::{CodecConfig, TrackInfo};
 use crate::telemetry;
 
 /// Which broadcast this is: fixed when the publish is accepted.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionIdentity {
     pub session_id: String,
     pub stream_id: String,
@@ -28,13 +28,14 @@ pub struct SessionIdentity {
     pub started_at: i64,
 }
 
-/// What the API and the events stream show about a live broadcast.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+/// What the API and the events stream show about a live broadcast (also what other nodes are
+/// told about it, see `cluster`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionStats {
     #[serde(flatten)]
     pub id: SessionIdentity,
     /// `live`, or `reconnecting` while the broadcast waits for its lost publisher.
-    pub state: &'static str,
+    pub state: LiveState,
     pub uptime_secs: f64,
     /// Input bits per second over the last second.
     pub input_bitrate: u64,
@@ -51,6 +52,26 @@ pub struct SessionStats {
     pub bytes_in: u64,
     /// A poster of the live picture is stored (`live/{playback_id}/poster.jpg`).
     pub poster: bool,
+}
+
+/// Whether a live broadcast has its publisher.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveState {
+    Live,
+    /// The publisher was lost and the broadcast waits for it to come back.
+    Reconnecting,
+}
+
+impl LiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveState::Live => "live",
+            LiveState::Reconnecting => "reconnecting",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -224,9 +245,9 @@ impl LiveStats {
         SessionStats {
             id: self.id.clone(),
             state: if self.reconnecting.load(Ordering::Relaxed) {
-                "reconnecting"
+                LiveState::Reconnecting
             } else {
-                "live"
+                LiveState::Live
             },
             uptime_secs: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             input_bitrate: bitrate,

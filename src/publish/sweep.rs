@@ -1,1 +1,329 @@
+//! The sweeper: deletes what no running broadcast will. A broadcast deletes the segments that
+//! leave its own window (see `Publisher`), but a process that crashed, a node that died, an
+//! ended broadcast's last window and recordings past their retention are nobody's. The sweeper
+//! runs at start-up and every `retention.sweep_interval` on every node (deletes are
+//! idempotent), and it touches nothing younger than `retention.grace`:
+//!
+//! - `live/{playback_id}/` of a stream not live on any node: when its newest manifest is older
+//!   than `retention.live_after_end`, everything; otherwise every segment its media playlists
+//!   no longer name.
+//! - `vod/{recording_id}/`: everything, once the recording ended more than
+//!   `retention.vod_days` ago (0 keeps recordings), or when its recording no longer exists
+//!   (its stream was deleted). The recording's row goes with it.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{MEDIA_PLAYLIST, MPD};
+use crate::db::Db;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("sweeping the store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("sweeping: {0}")]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Start-up delay of the first sweep (longer than other nodes' one-second stats cadence).
+pub const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(3);
+
+/// How long things stay (see `config::RetentionSettings`).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub grace: Duration,
+    pub live_after_end: Duration,
+    /// 0: recordings are kept.
+    pub vod_days: f64,
+}
+
+/// What one sweep deleted.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Swept {
+    pub objects: u64,
+    pub recordings: u64,
+}
+
+/// Sweeps now and then every `interval` until `shutdown`. `is_live(playback_id)` says whether
+/// any node is broadcasting that stream now.
+pub async fn run(
+    store: Arc<dyn ObjectStore>,
+    db: Db,
+    rules: Rules,
+    interval: Duration,
+    is_live: impl Fn(&str) -> bool,
+    shutdown: CancellationToken,
+) {
+    // The first sweep waits until this node has heard which streams other nodes have live.
+    let first = tokio::time::Instant::now() + FIRST_SWEEP_AFTER;
+    let mut tick = tokio::time::interval_at(first, interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match sweep(&store, &db, &rules, &is_live, Utc::now()).await {
+            Ok(swept) if swept != Swept::default() => {
+                metrics::counter!("strata_swept_objects_total").increment(swept.objects);
+                tracing::info!(
+                    objects = swept.objects,
+                    recordings = swept.recordings,
+                    "sweeper removed leftovers"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; retried next interval"),
+        }
+    }
+}
+
+/// One sweep, as of `now`.
+pub async fn sweep(
+    store: &Arc<dyn ObjectStore>,
+    db: &Db,
+    rules: &Rules,
+    is_live: &impl Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<Swept, SweepError> {
+    let mut swept = Swept::default();
+    let settled = now - chrono::Duration::from_std(rules.grace).unwrap_or_default();
+    for prefix in children(store, "live").await? {
+        let Some(playback_id) = prefix.filename().map(str::to_string) else {
+            continue;
+        };
+        if is_live(&playback_id) {
+            continue;
+        }
+        swept.objects += sweep_live(store, &prefix, rules, now, settled).await?;
+    }
+
+    let recordings = db.list_all_recordings().await?;
+    let kept: HashSet<&str> = recordings.iter().map(|r| r.id.as_str()).collect();
+    let expired: HashSet<&str> = recordings
+        .iter()
+        .filter(|r| {
+            let cutoff = now.timestamp_millis() - (rules.vod_days * 86_400_000.0) as i64;
+            rules.vod_days > 0.0 && r.ended_at.is_some_and(|ended| ended < cutoff)
+        })
+        .map(|r| r.id.as_str())
+        .collect();
+    for prefix in children(store, "vod").await? {
+        let Some(id) = prefix.filename() else {
+            continue;
+        };
+        if kept.contains(id) && !expired.contains(id) {
+            continue;
+        }
+        let objects = list(store, &prefix).await?;
+        if objects.iter().any(|o| o.last_modified > settled) {
+            continue; // still being written (or just orphaned): next time
+        }
+        swept.objects += delete(store, objects.into_iter().map(|o| o.location)).await;
+        if expired.contains(id) && db.delete_recording(id).await? {
+            swept.recordings += 1;
+        }
+    }
+    Ok(swept)
+}
+
+/// One stream's live objects: everything once its manifests are old, otherwise the segments
+/// its playlists no longer name.
+async fn sweep_live(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    rules: &Rules,
+    now: DateTime<Utc>,
+    settled: DateTime<Utc>,
+) -> Result<u64, SweepError> {
+    let objects = list(store, prefix).await?;
+    let newest_manifest = objects
+        .iter()
+        .filter(|o| is_manifest(&o.location))
+        .map(|o| o.last_modified)
+        .max();
+    let expired = now - chrono::Duration::from_std(rules.live_after_end).unwrap_or_default();
+    let old = objects.iter().filter(|o| o.last_modified <= settled);
+    if newest_manifest.is_none_or(|newest| newest <= expired) {
+        let all: Vec<Path> = old.map(|o| o.location.clone()).collect();
+        return Ok(delete(store, all).await);
+    }
+    let named = named_segments(store, &objects).await;
+    let unnamed: Vec<Path> = old
+        .filter(|o| o.location.as_ref().ends_with(".m4s") && !named.contains(&o.location))
+        .map(|o| o.location.clone())
+        .collect();
+    Ok(delete(store, unnamed).await)
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(path.filename(), Some(MPD) | Some(MEDIA_PLAYLIST))
+}
+
+/// Every segment the stored media playlists name. A playlist that cannot be read protects its
+/// whole rendition (nothing under it is deleted this time).
+async fn named_segments(store: &Arc<dyn ObjectStore>, objects: &[ObjectMeta]) -> HashSet<Path> {
+    let mut named = HashSet::new();
+    for playlist in objects
+        .iter()
+        .filter(|o| o.location.filename() == Some(MEDIA_PLAYLIST))
+    {
+        let dir: Vec<_> = playlist.location.parts().collect();
+        let dir = Path::from_iter(dir[..dir.len().saturating_sub(1)].iter().cloned());
+        let text = match store.get(&playlist.location).await {
+            Ok(r) => r.bytes().await.ok(),
+            Err(_) => None,
+        };
+        let parsed = text.and_then(|t| m3u8_rs::parse_media_playlist_res(&t).ok());
+        match parsed {
+            Some(p) => named.extend(p.segments.iter().map(|s| dir.clone().join(s.uri.as_str()))),
+            None => named.extend(
+                objects
+                    .iter()
+                    .filter(|o| o.location.prefix_matches(&dir))
+                    .map(|o| o.location.clone()),
+            ),
+        }
+    }
+    named
+}
+
+/// The immediate "directories" under `root`.
+async fn children(store: &Arc<dyn ObjectStore>, root: &str) -> Result<Vec<Path>, SweepError> {
+    Ok(store
+        .list_with_delimiter(Some(&Path::from(root)))
+        .await?
+        .common_prefixes)
+}
+
+async fn list(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Vec<ObjectMeta>, SweepError> {
+    Ok(store.list(Some(prefix)).try_collect().await?)
+}
+
+/// Deletes `paths`; returns how many went (a failure is logged and retried next sweep).
+async fn delete(store: &Arc<dyn ObjectStore>, paths: impl IntoIterator<Item = Path>) -> u64 {
+    let mut deleted = 0;
+    for path in paths {
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => tracing::warn!(object = %path, error = %e, "sweeper could not delete"),
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    async fn put(store: &Arc<dyn ObjectStore>, path: &str, body: &str) {
+        store
+            .put(&Path::from(path), body.to_string().into())
+            .await
+            .unwrap();
+    }
+
+    async fn exists(store: &Arc<dyn ObjectStore>, path: &str) -> bool {
+        store.head(&Path::from(path)).await.is_ok()
+    }
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(
+            &format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            crate::db::ids::KeyHasher::new(b"test secret"),
+        )
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    const PLAYLIST: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
+        #EXTINF:2,\n5.m4s\n#EXTINF:2,\n6.m4s\n#EXT-X-ENDLIST\n";
+
+    #[tokio::test]
+    async fn leftovers_go_named_segments_and_live_streams_stay() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        let ended = "live/eeeeeeeeeeeeeeee";
+        put(&store, &format!("{ended}/source/index.m3u8"), PLAYLIST).await;
+        put(&store, &format!("{ended}/manifest.mpd"), "<MPD/>").await;
+        for n in 3..8 {
+            put(&store, &format!("{ended}/source/{n}.m4s"), "x").await;
+        }
+        let live = "live/llllllllllllllll";
+        put(&store, &format!("{live}/source/1.m4s"), "x").await;
+        let rules = Rules {
+            grace: Duration::from_secs(30),
+            live_after_end: Duration::from_secs(3600),
+            vod_days: 0.0,
+        };
+        let is_live = |id: &str| id == "llllllllllllllll";
+
+        // nothing is touched within the grace period
+        let swept = sweep(&store, &db, &rules, &is_live, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(swept.objects, 0);
+
+        // later: what the ended broadcast's playlist no longer names goes
+        let later = Utc::now() + chrono::Duration::seconds(60);
+        let swept = sweep(&store, &db, &rules, &is_live, later).await.unwrap();
+        assert_eq!(swept.objects, 3);
+        for n in [3, 4, 7] {
+            assert!(!exists(&store, &format!("{ended}/source/{n}.m4s")).await);
+        }
+        for n in [5, 6] {
+            assert!(exists(&store, &format!("{ended}/source/{n}.m4s")).await);
+        }
+        assert!(exists(&store, &format!("{live}/source/1.m4s")).await);
+
+        // after live_after_end, the ended broadcast's manifests and last window go too
+        let much_later = Utc::now() + chrono::Duration::hours(2);
+        sweep(&store, &db, &rules, &is_live, much_later)
+            .await
+            .unwrap();
+        assert!(!exists(&store, &format!("{ended}/source/index.m3u8")).await);
+        assert!(!exists(&store, &format!("{ended}/source/5.m4s")).await);
+        assert!(exists(&store, &format!("{live}/source/1.m4s")).await);
+    }
+
+    #[tokio::test]
+    async fn recordings_expire_after_vod_days_and_orphans_go() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        db.start_session("rrrrrrrrrrrrrrrr", &stream.id, "passthrough", true, "n")
+            .await
+            .unwrap();
+        db.finish_session("rrrrrrrrrrrrrrrr", 4000, None, Some(1))
+            .await
+            .unwrap();
+        put(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s", "x").await;
+        put(&store, "vod/oooooooooooooooo/source/1.m4s", "x").await;
+        let mut rules = Rules {
+            grace: Duration::from_secs(1),
+            live_after_end: Duration::from_secs(3600),
+            vod_days: 0.0,
+        };
+        let later = Utc::now() + chrono::Duration::days(3);
+        let none = |_: &str| false;
+        sweep(&store, &db, &rules, &none, later).await.unwrap();
+        // kept forever with vod_days = 0; the orphan (no recording) goes
+        assert!(exists(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s").await);
+        assert!(!exists(&store, "vod/oooooooooooooooo/source/1.m4s").await);
+
+        rules.vod_days = 2.0;
+        let swept = sweep(&store, &db, &rules, &none, later).await.unwrap();
+        assert_eq!(swept.recordings, 1);
+        assert!(!exists(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s").await);
+        assert!(db.list_recordings(None).await.unwrap().is_empty());
+    }
+}

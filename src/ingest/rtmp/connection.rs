@@ -354,6 +354,12 @@ impl Connection {
                 ));
             }
         };
+        if let Some(node) = self.ctx.cluster.live_elsewhere(&stream.id) {
+            let error = ConnectionError::Refused(format!(
+                "the stream is live on node `{node}` (publish there, or stop that broadcast first)"
+            ));
+            return Err(Refusal::new(BAD_NAME, "stream live on another node", error));
+        }
         let reconnects = &self.ctx.reconnects;
         let session_id = reconnects
             .parked_session(&stream.id)

@@ -35,6 +35,8 @@ pub struct IngestContext {
     pub pipeline: PipelineContext,
     pub tracker: TaskTracker,
     pub reconnects: Arc<reconnect::Reconnects>,
+    /// Which streams are live on other nodes (a publisher for one of those is refused).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Accepts connections until shutdown. Connections beyond the limit are closed at once.
