@@ -8,7 +8,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
 	libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
 # Chromium runs the web app's end-to-end test (driven by playwright-core from npm).
-TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client chromium
+TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client chromium python3-venv \
+	docker-compose
+# The cloud-storage tests run against moto's S3 server (PyPI `moto[server]`), installed into a
+# virtualenv under .test-tools/ and started by the tests on loopback.
+MOTO_VERSION := 5.1.22
+MOTO := .test-tools/moto/bin/moto_server
 # The API tests also run against a real PostgreSQL: `make postgres` starts Debian's cluster and
 # creates a role that may create one database per test.
 PG_VERSION := 15
@@ -16,7 +21,8 @@ PG_URL := postgres://strata:strata@127.0.0.1:5432/postgres
 AS_POSTGRES := $(if $(SUDO),sudo -u postgres,runuser -u postgres --)
 CARGO ?= cargo
 
-.PHONY: run test bench deps test-deps postgres fmt lint unit integration node web web-test
+.PHONY: run test bench deps test-deps postgres fmt lint unit integration node web web-test \
+	compose-check
 
 # The web app (web/: Svelte + Vite) is rebuilt when its sources or lockfile change. Vite 7
 # needs Node.js 20.19 or newer; Debian 12's own nodejs is 18, so an older node is an error
@@ -82,8 +88,20 @@ postgres: test-deps
 	@$(AS_POSTGRES) psql -qAt -c "SELECT 1 FROM pg_roles WHERE rolname='strata'" | grep -q 1 || \
 		$(AS_POSTGRES) psql -q -c "CREATE ROLE strata LOGIN CREATEDB PASSWORD 'strata'"
 
-test: test-deps postgres fmt lint web-test
-	STRATA_TEST_POSTGRES=$(PG_URL) $(CARGO) test --locked --all-targets
+$(MOTO): | test-deps
+	python3 -m venv .test-tools/moto
+	.test-tools/moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	@touch $@
+
+# docker-compose.yml must stay valid; no Docker engine is needed to check it. Docker's compose
+# plugin when present, else Debian's docker-compose.
+compose-check: test-deps
+	@if docker compose version >/dev/null 2>&1; then docker compose config -q; \
+		else docker-compose -f docker-compose.yml config -q; fi
+
+test: test-deps postgres fmt lint web-test compose-check $(MOTO)
+	STRATA_TEST_POSTGRES=$(PG_URL) STRATA_TEST_MOTO=$(abspath $(MOTO)) \
+		$(CARGO) test --locked --all-targets
 
 bench: test-deps
 	$(CARGO) bench --locked --bench packaging

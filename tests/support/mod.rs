@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,8 +36,8 @@ pub enum Database {
 /// Where `make postgres` lets tests create databases.
 const DEFAULT_POSTGRES: &str = "postgres://strata:strata@127.0.0.1:5432/postgres";
 
-/// A database created for one test server; dropped with it.
-struct PostgresDatabase {
+/// A database created for test servers; dropped with the last one that holds it.
+pub struct PostgresDatabase {
     admin_url: String,
     name: String,
 }
@@ -42,7 +45,7 @@ struct PostgresDatabase {
 impl PostgresDatabase {
     /// Creates an empty database. Panics (the test fails, never skips) when PostgreSQL is not
     /// reachable.
-    fn create() -> Self {
+    pub fn create() -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let admin_url =
             std::env::var("STRATA_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
@@ -57,7 +60,7 @@ impl PostgresDatabase {
         database
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         match self.admin_url.rsplit_once('/') {
             Some((server, _)) => format!("{server}/{}", self.name),
             None => panic!("STRATA_TEST_POSTGRES has no database part"),
@@ -95,6 +98,54 @@ pub struct StreamInfo {
 /// The web app `make test` builds before the Rust tests run.
 pub fn web_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist")
+}
+
+/// Starts `strata serve` in `dir` and waits for its ready line: the process, its RTMP and HTTP
+/// addresses, and the admin token it printed (empty when it printed none).
+fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String, String, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = strata(dir, env)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn strata");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut admin_token = String::new();
+    let ready = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("strata exited before it was ready:\n{log}")
+            })
+            .expect("read stdout");
+        if let Some(rest) = line.trim().strip_prefix("Admin token: ") {
+            admin_token = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if let Some(rest) = line.strip_prefix("STRATA_READY ") {
+            break rest.to_string();
+        }
+    };
+    // keep draining stdout so the server never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    let field = |name: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .expect("ready line field")
+            .to_string()
+    };
+    (child, field("rtmp"), field("http"), admin_token)
 }
 
 fn strata(dir: &Path, env: &[(String, String)]) -> Command {
@@ -143,50 +194,29 @@ impl Server {
             .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         prepare(dir.path());
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = strata(dir.path(), &env)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn strata");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut admin_token = String::new();
-        let ready = loop {
-            let line = lines
-                .next()
-                .expect("strata exited before it was ready")
-                .expect("read stdout");
-            if let Some(rest) = line.trim().strip_prefix("Admin token: ") {
-                admin_token = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-            if let Some(rest) = line.strip_prefix("STRATA_READY ") {
-                break rest.to_string();
-            }
-        };
-        // keep draining stdout so the server never blocks on a full pipe
-        std::thread::spawn(move || for _ in lines {});
-        let field = |name: &str| {
-            ready
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .expect("ready line field")
-                .to_string()
-        };
+        let (child, rtmp, http, admin_token) = spawn(dir.path(), &env);
         Self {
-            rtmp: field("rtmp"),
-            http: field("http"),
+            rtmp,
+            http,
             admin_token,
             child,
             dir,
             env,
             database: None,
         }
+    }
+
+    /// Kills the process without letting it finish anything (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same data directory and settings (new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, rtmp, http, _) = spawn(self.dir.path(), &self.env);
+        (self.child, self.rtmp, self.http) = (child, rtmp, http);
     }
 
     /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).
