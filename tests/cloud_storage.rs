@@ -60,6 +60,22 @@ fn next_event(events: &mpsc::Receiver<String>, name: &str, timeout: Duration) ->
     None
 }
 
+/// Status and `Location` of a GET that does not follow redirects.
+fn get_without_redirect(url: &str) -> (u16, Option<String>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let response = agent.get(url).call().expect("GET");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (response.status().as_u16(), location)
+}
+
 fn stream_types(probe: &serde_json::Value) -> Vec<String> {
     let mut types: Vec<String> = probe["streams"]
         .as_array()
@@ -81,11 +97,14 @@ fn two_nodes_share_postgres_and_a_bucket() {
     let mut env = s3.strata_env(&s3.endpoint);
     env.push(("STRATA__DATABASE__URL", database.url()));
     env.push(("STRATA__AUTH__SECRET", SECRET.into()));
-    let a = Server::start_with_env(&env_refs(&env), |_| {});
     let b = Server::start_with_env(&env_refs(&env), |_| {});
-    let token = a.admin_token.clone();
+    // A sends segment requests to the bucket (as to a CDN); B serves them itself
+    let bucket_base = s3.object_url("");
+    env.push(("STRATA__STORAGE__PUBLIC_BASE_URL", bucket_base.clone()));
+    let a = Server::start_with_env(&env_refs(&env), |_| {});
+    let token = b.admin_token.clone();
     assert!(
-        !token.is_empty() && b.admin_token.is_empty(),
+        !token.is_empty() && a.admin_token.is_empty(),
         "one admin token for the cluster"
     );
 
@@ -114,8 +133,19 @@ fn two_nodes_share_postgres_and_a_bucket() {
         .find(|l| l.ends_with(".m4s"))
         .map(str::to_string)
         .expect("a segment");
-    let (status, _) = b.get(&format!("{live}/source/{first}"));
+    let (status, segment) = b.get(&format!("{live}/source/{first}"));
     assert_eq!(status, 200);
+    // A redirects the same segment to the bucket, where it is the same bytes
+    let (status, location) = get_without_redirect(&a.url(&format!("{live}/source/{first}")));
+    assert_eq!(status, 302);
+    let location = location.expect("Location");
+    let object = location
+        .strip_prefix(bucket_base.trim_end_matches('/'))
+        .expect("redirected into the bucket");
+    assert_eq!(object, format!("/{live}/source/{first}"));
+    assert_eq!(s3.get(object), (200, segment));
+    // manifests are still served by A itself
+    assert_eq!(a.get(&format!("{live}/master.m3u8")).0, 200);
 
     // B's directory and API know the broadcast it does not run
     let directory: serde_json::Value = serde_json::from_slice(
