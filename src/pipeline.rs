@@ -332,13 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fatal_stream_error_ends_the_broadcast_and_releases_the_publisher() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(
-            &format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            crate::db::ids::KeyHasher::new(b"test secret"),
-        )
-        .await
-        .unwrap();
+        let (_dir, db) = crate::db::scratch().await;
         let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();

@@ -279,18 +279,22 @@ impl Db {
     }
 }
 
+/// A scratch SQLite database in a temporary directory (kept while the directory lives).
+#[cfg(test)]
+pub(crate) async fn scratch() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let db = Db::connect(&url, ids::KeyHasher::new(b"test secret"))
+        .await
+        .unwrap();
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Db::connect(&url, ids::KeyHasher::new(b"test secret"))
-            .await
-            .unwrap();
-        (dir, db)
-    }
+    use super::scratch as db;
 
     #[tokio::test]
     async fn keys_open_their_stream_and_nothing_else() {

@@ -729,6 +729,11 @@ mod tests {
             missing_in_playlist(&store, playlist).await.is_empty(),
             "{text_now}"
         );
+        // once the discontinuity leaves the window, the playlist counts it
+        publisher.publish_segment(segment(9), zero).await.unwrap();
+        let slid = text(&store, playlist).await;
+        assert!(slid.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{slid}");
+        assert!(!slid.contains("#EXT-X-DISCONTINUITY\n"), "{slid}");
         // the recording has every listed segment too
         publisher.finish(zero).await.unwrap();
         assert!(

@@ -234,16 +234,7 @@ mod tests {
         store.head(&Path::from(path)).await.is_ok()
     }
 
-    async fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(
-            &format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            crate::db::ids::KeyHasher::new(b"test secret"),
-        )
-        .await
-        .unwrap();
-        (dir, db)
-    }
+    use crate::db::scratch as db;
 
     const PLAYLIST: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
         #EXTINF:2,\n5.m4s\n#EXTINF:2,\n6.m4s\n#EXT-X-ENDLIST\n";
