@@ -197,31 +197,14 @@ impl Db {
         stream_id: Option<&str>,
     ) -> Result<Vec<Recording>, DbError> {
         // an empty filter matches every stream (ids are never empty)
-        self.recordings_where(
-            "ended_at IS NOT NULL AND ($1 = '' OR stream_id = $1) ORDER BY started_at DESC",
-            stream_id.unwrap_or_default(),
+        let rows = sqlx::query(
+            "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings \
+             WHERE ended_at IS NOT NULL AND ($1 = '' OR stream_id = $1) \
+             ORDER BY started_at DESC",
         )
-        .await
-    }
-
-    /// Every recording, finished or not (for the sweeper).
-    pub async fn list_all_recordings(&self) -> Result<Vec<Recording>, DbError> {
-        self.recordings_where("$1 = '' OR stream_id = $1", "").await
-    }
-
-    /// Recordings matching `condition`, where `$1` is a stream id or empty for every stream.
-    async fn recordings_where(
-        &self,
-        condition: &str,
-        stream_id: &str,
-    ) -> Result<Vec<Recording>, DbError> {
-        let sql = format!(
-            "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings WHERE {condition}"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream_id)
-            .fetch_all(&self.pool)
-            .await?;
+        .bind(stream_id.unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(recording)
             .collect::<Result<_, sqlx::Error>>()

@@ -8,8 +8,9 @@
 //!   than `retention.live_after_end`, everything; otherwise every segment its media playlists
 //!   no longer name.
 //! - `vod/{recording_id}/`: everything, once the recording ended more than
-//!   `retention.vod_days` ago (0 keeps recordings), or when its recording no longer exists
-//!   (its stream was deleted). The recording's row goes with it.
+//!   `retention.vod_days` ago (0 keeps recordings). The recording's row goes with it. Objects
+//!   of a recording the database does not know are left alone: a database pointed at another
+//!   deployment's bucket must not empty it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{MEDIA_PLAYLIST, MPD};
+use super::store::{Root, MEDIA_PLAYLIST, MPD};
 use crate::db::Db;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,29 +105,17 @@ pub async fn sweep(
         swept.objects += sweep_live(store, &prefix, rules, now, settled).await?;
     }
 
-    let recordings = db.list_all_recordings().await?;
-    let kept: HashSet<&str> = recordings.iter().map(|r| r.id.as_str()).collect();
-    let expired: HashSet<&str> = recordings
-        .iter()
-        .filter(|r| {
-            let cutoff = now.timestamp_millis() - (rules.vod_days * 86_400_000.0) as i64;
-            rules.vod_days > 0.0 && r.ended_at.is_some_and(|ended| ended < cutoff)
-        })
-        .map(|r| r.id.as_str())
-        .collect();
-    for prefix in children(store, "vod").await? {
-        let Some(id) = prefix.filename() else {
-            continue;
-        };
-        if kept.contains(id) && !expired.contains(id) {
+    if rules.vod_days <= 0.0 {
+        return Ok(swept);
+    }
+    let cutoff = now.timestamp_millis() - (rules.vod_days * 86_400_000.0) as i64;
+    for recording in db.list_recordings(None).await? {
+        if recording.ended_at.is_none_or(|ended| ended >= cutoff) {
             continue;
         }
-        let objects = list(store, &prefix).await?;
-        if objects.iter().any(|o| o.last_modified > settled) {
-            continue; // still being written (or just orphaned): next time
-        }
+        let objects = list(store, &Root::vod(&recording.id).prefix()).await?;
         swept.objects += delete(store, objects.into_iter().map(|o| o.location)).await;
-        if expired.contains(id) && db.delete_recording(id).await? {
+        if db.delete_recording(&recording.id).await? {
             swept.recordings += 1;
         }
     }
@@ -287,7 +276,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn recordings_expire_after_vod_days_and_orphans_go() {
+    async fn recordings_expire_after_vod_days_and_unknown_ones_stay() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (_dir, db) = db().await;
         let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
@@ -307,14 +296,15 @@ mod tests {
         let later = Utc::now() + chrono::Duration::days(3);
         let none = |_: &str| false;
         sweep(&store, &db, &rules, &none, later).await.unwrap();
-        // kept forever with vod_days = 0; the orphan (no recording) goes
+        // kept forever with vod_days = 0
         assert!(exists(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s").await);
-        assert!(!exists(&store, "vod/oooooooooooooooo/source/1.m4s").await);
 
         rules.vod_days = 2.0;
         let swept = sweep(&store, &db, &rules, &none, later).await.unwrap();
         assert_eq!(swept.recordings, 1);
         assert!(!exists(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s").await);
         assert!(db.list_recordings(None).await.unwrap().is_empty());
+        // a recording this database never knew is not this node's to delete
+        assert!(exists(&store, "vod/oooooooooooooooo/source/1.m4s").await);
     }
 }
