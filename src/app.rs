@@ -169,15 +169,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         db.clone(),
         sweep_rules,
         Duration::from_secs_f64(settings.retention.sweep_interval),
-        move |playback_id: &str| {
-            sweep_hub
-                .live()
-                .iter()
-                .any(|b| b.id.playback_id == playback_id)
-                || sweep_cluster
-                    .remote_live()
-                    .iter()
-                    .any(|s| s.id.playback_id == playback_id)
+        move || {
+            sweep_cluster
+                .live_sessions(&sweep_hub)
+                .into_iter()
+                .map(|s| s.id.playback_id)
+                .collect()
         },
         shutdown.clone(),
     ));

@@ -106,6 +106,13 @@ impl Cluster {
         self.remote.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every live broadcast: this node's (in `hub`) and the other nodes'.
+    pub fn live_sessions(&self, hub: &Hub) -> Vec<SessionStats> {
+        let mut live: Vec<SessionStats> = hub.live().iter().map(|b| b.snapshot()).collect();
+        live.extend(self.remote_live());
+        live
+    }
+
     /// Other nodes' live broadcasts.
     pub fn remote_live(&self) -> Vec<SessionStats> {
         let now = Instant::now();

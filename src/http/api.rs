@@ -43,9 +43,7 @@ pub struct ApiState {
 impl ApiState {
     /// Every live broadcast: this node's and the other nodes'.
     pub fn live_sessions(&self) -> Vec<SessionStats> {
-        let mut live: Vec<SessionStats> = self.hub.live().iter().map(|s| s.snapshot()).collect();
-        live.extend(self.cluster.remote_live());
-        live
+        self.cluster.live_sessions(&self.hub)
     }
 
     /// Ends a live session wherever it runs; false when no node has it.

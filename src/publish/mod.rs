@@ -181,21 +181,17 @@ impl Publisher {
         self.store_inits(self.up.deadline()).await
     }
 
+    /// Stores the init segments not stored yet; those that fail stay for the next round.
     async fn store_inits(&mut self, deadline: Instant) -> Result<(), PublishError> {
-        let writes = self
-            .unstored_inits
+        let unstored = std::mem::take(&mut self.unstored_inits);
+        let writes = unstored
             .iter()
             .map(|(path, bytes)| self.up.put(path, bytes.clone(), deadline));
         let results = futures::future::join_all(writes).await;
         let mut first_error = None;
-        let mut index = 0;
-        self.unstored_inits.retain(|_| {
-            let result = &results[index];
-            index += 1;
-            result.is_err()
-        });
-        for result in results {
+        for (init, result) in unstored.into_iter().zip(results) {
             if let Err(e) = result {
+                self.unstored_inits.push(init);
                 first_error.get_or_insert(e);
             }
         }

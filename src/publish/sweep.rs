@@ -52,14 +52,14 @@ pub struct Swept {
     pub recordings: u64,
 }
 
-/// Sweeps now and then every `interval` until `shutdown`. `is_live(playback_id)` says whether
-/// any node is broadcasting that stream now.
+/// Sweeps now and then every `interval` until `shutdown`. `live_now()` gives the playback ids
+/// any node is broadcasting (asked once per sweep).
 pub async fn run(
     store: Arc<dyn ObjectStore>,
     db: Db,
     rules: Rules,
     interval: Duration,
-    is_live: impl Fn(&str) -> bool,
+    live_now: impl Fn() -> HashSet<String>,
     shutdown: CancellationToken,
 ) {
     // The first sweep waits until this node has heard which streams other nodes have live.
@@ -70,7 +70,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        match sweep(&store, &db, &rules, &is_live, Utc::now()).await {
+        match sweep(&store, &db, &rules, &live_now(), Utc::now()).await {
             Ok(swept) if swept != Swept::default() => {
                 metrics::counter!("strata_swept_objects_total").increment(swept.objects);
                 tracing::info!(
@@ -90,7 +90,7 @@ pub async fn sweep(
     store: &Arc<dyn ObjectStore>,
     db: &Db,
     rules: &Rules,
-    is_live: &impl Fn(&str) -> bool,
+    live: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Result<Swept, SweepError> {
     let mut swept = Swept::default();
@@ -99,7 +99,7 @@ pub async fn sweep(
         let Some(playback_id) = prefix.filename().map(str::to_string) else {
             continue;
         };
-        if is_live(&playback_id) {
+        if live.contains(&playback_id) {
             continue;
         }
         swept.objects += sweep_live(store, &prefix, rules, now, settled).await?;
@@ -245,7 +245,7 @@ mod tests {
             live_after_end: Duration::from_secs(3600),
             vod_days: 0.0,
         };
-        let is_live = |id: &str| id == "llllllllllllllll";
+        let is_live = HashSet::from(["llllllllllllllll".to_string()]);
 
         // nothing is touched within the grace period
         let swept = sweep(&store, &db, &rules, &is_live, Utc::now())
@@ -294,7 +294,7 @@ mod tests {
             vod_days: 0.0,
         };
         let later = Utc::now() + chrono::Duration::days(3);
-        let none = |_: &str| false;
+        let none = HashSet::new();
         sweep(&store, &db, &rules, &none, later).await.unwrap();
         // kept forever with vod_days = 0
         assert!(exists(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s").await);
