@@ -21,7 +21,7 @@ use crate::http::api::ApiState;
 use crate::hub::Hub;
 use crate::ingest::rtmp::reconnect::Reconnects;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
-use crate::pipeline::PipelineContext;
+use crate::pipeline::{Budgets, PipelineContext};
 use crate::publish::store;
 use crate::publish::upload::Uploader;
 use crate::webhooks::Webhooks;
@@ -132,6 +132,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             handshake_timeout: settings.rtmp.handshake_timeout,
             max_message_size: settings.rtmp.max_message_size,
             max_connections: settings.rtmp.max_connections,
+            max_pending_per_ip: settings.rtmp.max_pending_per_ip,
+            write_timeout: Duration::from_secs_f64(settings.rtmp.write_timeout),
+            idle_timeout: Duration::from_secs_f64(settings.rtmp.idle_timeout),
         },
         db: db.clone(),
         hub,
@@ -149,6 +152,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             events,
             webhooks: Webhooks::new(&settings.webhooks, &urls.public)
                 .context("setting up webhooks")?,
+            budgets: Budgets {
+                ingest_queue_bytes: settings.limits.ingest_queue_bytes,
+                held_media_bytes: settings.limits.held_media_bytes,
+            },
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),

@@ -35,6 +35,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
     pub segment: SegmentSettings,
+    pub limits: LimitSettings,
     pub retention: RetentionSettings,
     pub node: NodeSettings,
     pub transcode: TranscodeSettings,
@@ -52,7 +53,15 @@ pub struct RtmpSettings {
     pub handshake_timeout: f64,
     /// Largest RTMP message accepted, bytes (a 4K keyframe is a few MB).
     pub max_message_size: u32,
+    /// Open RTMP connections, publishing or not.
     pub max_connections: usize,
+    /// Connections from one address that have not started publishing (handshaking,
+    /// connecting, or idle): one address cannot hold every slot.
+    pub max_pending_per_ip: usize,
+    /// Seconds every write to a peer may take: a peer that never reads is closed after it.
+    pub write_timeout: f64,
+    /// Seconds of silence after which a publisher is considered lost (see `reconnect_grace`).
+    pub idle_timeout: f64,
     /// Seconds a broadcast waits for a publisher lost without unpublishing to reconnect and
     /// continue it (0: end at once).
     pub reconnect_grace: f64,
@@ -145,6 +154,18 @@ pub struct SegmentSettings {
     pub window: usize,
 }
 
+/// Memory one broadcast may use, in bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Frames queued from ingest to packaging or the transcoder; past it the publisher's
+    /// socket is not read (TCP pushes back).
+    pub ingest_queue_bytes: usize,
+    /// Media held for packaging (open segments, segments waiting for other renditions or
+    /// audio); past it the broadcast ends with a reason.
+    pub held_media_bytes: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranscodeSettings {
@@ -196,7 +217,10 @@ listen = "0.0.0.0:1935"
 app = "live"
 handshake_timeout = 5.0
 max_message_size = 8388608
-max_connections = 256
+max_connections = 1000
+max_pending_per_ip = 16
+write_timeout = 10.0
+idle_timeout = 15.0
 reconnect_grace = 10.0
 
 [http]
@@ -231,6 +255,10 @@ url = ""
 [segment]
 duration = 2.0
 window = 6
+
+[limits]
+ingest_queue_bytes = 16777216
+held_media_bytes = 104857600
 
 [transcode]
 ladders = "./ladders"
@@ -291,6 +319,18 @@ impl Settings {
         )?;
         in_range("segment.window", self.segment.window, 3..=100, "segments")?;
         in_range(
+            "limits.ingest_queue_bytes",
+            self.limits.ingest_queue_bytes,
+            1 << 20..=1 << 30,
+            "bytes",
+        )?;
+        in_range(
+            "limits.held_media_bytes",
+            self.limits.held_media_bytes,
+            8 << 20..=4 << 30,
+            "bytes",
+        )?;
+        in_range(
             "rtmp.handshake_timeout",
             self.rtmp.handshake_timeout,
             0.5..=60.0,
@@ -307,6 +347,24 @@ impl Settings {
             self.rtmp.max_connections,
             1..=1_000_000,
             "connections",
+        )?;
+        in_range(
+            "rtmp.max_pending_per_ip",
+            self.rtmp.max_pending_per_ip,
+            1..=100_000,
+            "connections",
+        )?;
+        in_range(
+            "rtmp.write_timeout",
+            self.rtmp.write_timeout,
+            0.5..=300.0,
+            "seconds",
+        )?;
+        in_range(
+            "rtmp.idle_timeout",
+            self.rtmp.idle_timeout,
+            1.0..=300.0,
+            "seconds",
         )?;
         in_range(
             "rtmp.reconnect_grace",

@@ -1,7 +1,8 @@
 //! One broadcast's path after ingest: `StreamEvent`s → (the ladder's transcoder threads, unless
 //! the ladder is passthrough) → segmenter → publisher, the last two in one async task.
 //!
-//! Queues: ingest sends into a bounded channel of `EVENT_QUEUE` events, read by this task
+//! Queues: ingest sends into a queue of at most `EVENT_QUEUE` events and the configured bytes
+//! (`media::queue`), read by this task
 //! (passthrough) or by the transcoder's decode thread; the transcoder's threads write into a
 //! bounded channel of `transcode::OUTPUT_QUEUE` events read by this task. When a queue is full
 //! (transcoding or storage slower than real time), its writers wait; in the end the RTMP
@@ -22,8 +23,9 @@ use tracing::Instrument;
 use crate::db::{Db, Stream};
 use crate::events::{Ended, Event, EventBus, SegmentPublished};
 use crate::hub::Lease;
-use crate::media::{RenditionEvent, StreamEvent};
+use crate::media::{queue, RenditionEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
+use crate::publish::numbers::SegmentNumbers;
 use crate::publish::upload::Uploader;
 use crate::publish::{BroadcastPlan, Publisher};
 use crate::transcode::{self, Ladders, TranscodeJob};
@@ -52,13 +54,23 @@ pub struct PipelineContext {
     pub default_ladder: String,
     pub events: EventBus,
     pub webhooks: Webhooks,
+    pub budgets: Budgets,
     pub shutdown: CancellationToken,
+}
+
+/// What one broadcast may hold in memory, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// Frames queued between ingest and packaging or the transcoder (ingest waits past it).
+    pub ingest_queue_bytes: usize,
+    /// Media the segmenter holds (the broadcast ends past it).
+    pub held_media_bytes: usize,
 }
 
 /// Where the task reads the broadcast from.
 enum Input {
     /// Straight from ingest: the source is the only video rendition.
-    Passthrough(mpsc::Receiver<StreamEvent>),
+    Passthrough(queue::Receiver),
     /// From the ladder's transcoder threads.
     Ladder(mpsc::Receiver<RenditionEvent>),
 }
@@ -78,8 +90,8 @@ pub fn spawn(
     stream: Stream,
     lease: Lease,
     tracker: &TaskTracker,
-) -> mpsc::Sender<StreamEvent> {
-    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+) -> queue::Sender {
+    let (tx, rx) = queue::channel(EVENT_QUEUE, ctx.budgets.ingest_queue_bytes);
     let recording_id = lease.stats.id.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
     // Without an input (a ladder that cannot start), `rx` is dropped: the publisher closes.
@@ -96,7 +108,7 @@ fn open_input(
     ctx: &PipelineContext,
     stream: &Stream,
     lease: &Lease,
-    rx: mpsc::Receiver<StreamEvent>,
+    rx: queue::Receiver,
 ) -> Option<(Input, CutRule)> {
     let ladder = ctx
         .ladders
@@ -139,11 +151,23 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     {
         tracing::error!(error = %e, "could not record the broadcast start; continuing");
     }
+    // Numbers are reserved before anything is written, so a crash, a takeover or a database
+    // error can never make two objects share one.
+    let (mut numbers, first_number) = match SegmentNumbers::reserve(ctx.db.clone(), &stream.id)
+        .await
+    {
+        Ok(reserved) => reserved,
+        Err(e) => {
+            tracing::error!(error = %e, "could not reserve segment numbers; ending the broadcast");
+            return;
+        }
+    };
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: ctx.segment_duration,
-        first_number: stream.next_segment,
+        first_number,
         cut,
-    });
+    })
+    .with_budget(ctx.budgets.held_media_bytes);
     let mut publisher = Publisher::new(
         ctx.uploader.clone(),
         BroadcastPlan {
@@ -187,7 +211,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 segmenter.push(RenditionEvent::End).unwrap_or_default()
             }
         };
-        let published_before = segments;
         for output in outputs {
             let result = match output {
                 SegmenterOutput::Init(inits) => {
@@ -206,6 +229,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                             tracing::warn!(error = %e, "could not store the session's source");
                         }
                     }
+                    let needed = publisher.numbers_needed(segment.number);
+                    publisher.set_number_limit(numbers.cover(needed).await);
                     let result = publisher.publish_segment(segment, media_zero).await;
                     stats.set_segments_lost(publisher.lost());
                     result.map(|stored| {
@@ -226,16 +251,6 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 tracing::error!(error = %e, "publishing failed");
             }
         }
-        // Numbers are stored as they are used, so a crash can never reuse one.
-        if segments > published_before {
-            if let Err(e) = ctx
-                .db
-                .set_next_segment(&stream.id, segmenter.next_number())
-                .await
-            {
-                tracing::warn!(error = %e, "could not store the next segment number");
-            }
-        }
         if end {
             break;
         }
@@ -244,6 +259,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     // through the transcoder threads, which stop when their output closes), so its connection
     // closes.
     drop(events);
+    let needed = publisher.numbers_needed(numbers.end());
+    publisher.set_number_limit(numbers.cover(needed).await);
     let duration = match publisher.finish(media_zero).await {
         Ok(duration) => {
             tracing::info!(
@@ -305,7 +322,9 @@ mod tests {
     use super::*;
     use crate::hub::Hub;
     use crate::media::codec_test_data::AVC_RECORD_320X240;
-    use crate::media::{AvcConfig, CodecConfig, MediaFrame, Timestamp, TrackInfo, TrackKind};
+    use crate::media::{
+        AvcConfig, CodecConfig, MediaFrame, StreamEvent, Timestamp, TrackInfo, TrackKind,
+    };
     use bytes::Bytes;
     use object_store::memory::InMemory;
     use object_store::path::Path;
@@ -358,6 +377,10 @@ mod tests {
                 "http://localhost",
             )
             .unwrap(),
+            budgets: Budgets {
+                ingest_queue_bytes: 1 << 20,
+                held_media_bytes: 8 << 20,
+            },
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

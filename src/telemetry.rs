@@ -122,8 +122,9 @@ impl Drop for OpenConnection {
 }
 
 /// A connection closed at once because the limit was reached.
-pub fn connection_over_limit() {
-    metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => "over_limit").increment(1);
+/// A connection closed at accept by the connection policy (`reason`: which cap).
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => reason).increment(1);
 }
 
 /// One publish request's outcome.

@@ -1,7 +1,10 @@
-//! A publisher lost without unpublishing (ffmpeg killed): its session turns `reconnecting`; a
-//! publish of the same stream within the grace continues the same session and recording, whose
-//! segments stay numbered in order and whose media plays across the join; without a return,
-//! the broadcast ends when the grace runs out.
+//! A publisher lost without unpublishing (ffmpeg frozen, as a network drop looks to the
+//! server: the connection stays open and goes silent until `rtmp.idle_timeout`): its session
+//! turns `reconnecting`; a publish of the same stream within the grace continues the same
+//! session and recording, whose segments stay numbered in order and whose media plays across
+//! the join; without a return, the broadcast ends when the grace runs out. A publisher that
+//! closes its connection without unpublishing (GStreamer's `rtmp2sink` at end of stream) ends
+//! its broadcast at once, with every frame it sent published.
 
 mod support;
 
@@ -45,22 +48,32 @@ fn wait_segments(server: &Server, playback_id: &str, n: u64) {
     assert!(found.is_some(), "{n} segments never appeared");
 }
 
-/// Kills the publisher (no unpublish is sent) and waits for the session to say reconnecting.
+/// Freezes the publisher (SIGSTOP: its connection stays open and goes silent, like a network
+/// drop), waits for the session to say reconnecting, then kills it (SIGKILL).
 fn lose_publisher(server: &Server, publisher: &mut std::process::Child) -> String {
-    publisher.kill().expect("kill ffmpeg");
-    let _ = publisher.wait();
-    wait_for(Duration::from_secs(5), || {
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &publisher.id().to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let session = wait_for(Duration::from_secs(15), || {
         live_sessions(server)
             .into_iter()
             .find(|s| s["state"] == "reconnecting")
             .and_then(|s| s["session_id"].as_str().map(str::to_string))
     })
-    .expect("the session turns reconnecting")
+    .expect("the session turns reconnecting");
+    publisher.kill().expect("kill ffmpeg");
+    let _ = publisher.wait();
+    session
 }
+
+/// A silent publisher is lost after 2 s.
+const IDLE: (&str, &str) = ("STRATA__RTMP__IDLE_TIMEOUT", "2");
 
 #[test]
 fn a_publisher_back_within_the_grace_continues_its_session_and_recording() {
-    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "8")], |_| {});
+    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "8"), IDLE], |_| {});
     let stream = server.create_stream("flaky", "passthrough");
     let mut first = publish(&server.rtmp_url(&stream.key), 30);
     wait_segments(&server, &stream.playback_id, 2);
@@ -140,7 +153,7 @@ fn a_publisher_back_within_the_grace_continues_its_session_and_recording() {
 
 #[test]
 fn a_publisher_that_does_not_return_ends_the_broadcast_after_the_grace() {
-    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "2")], |_| {});
+    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "2"), IDLE], |_| {});
     let stream = server.create_stream("gone", "passthrough");
     let mut publisher = publish(&server.rtmp_url(&stream.key), 30);
     wait_segments(&server, &stream.playback_id, 1);
@@ -158,4 +171,204 @@ fn a_publisher_that_does_not_return_ends_the_broadcast_after_the_grace() {
     let playlist =
         media_playlist(&server, &format!("live/{}", stream.playback_id)).expect("live playlist");
     assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+}
+
+/// GStreamer's `rtmp2sink` publishing `seconds` of 320x240 test video and AAC audio; at the end
+/// of the stream it closes the connection without FCUnpublish or deleteStream.
+fn gstreamer_publish(url: &str, seconds: u32) -> std::process::Child {
+    let video = format!(
+        "videotestsrc is-live=true num-buffers={} ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc key-int-max=60 tune=zerolatency speed-preset=ultrafast bitrate=500 ! h264parse ! mux.",
+        seconds * 30
+    );
+    let audio = format!(
+        "audiotestsrc is-live=true samplesperbuffer=1024 num-buffers={} ! audio/x-raw,rate=44100,channels=2 \
+         ! audioconvert ! voaacenc ! aacparse ! mux.",
+        seconds * 44_100 / 1024
+    );
+    let pipeline =
+        format!("flvmux name=mux streamable=true ! rtmp2sink location={url} {video} {audio}");
+    std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gst-launch-1.0 (make test installs GStreamer)")
+}
+
+/// Decode times of every packet of `url`'s first stream, in seconds.
+fn decode_times(url: &str) -> Vec<f64> {
+    let probed = ffprobe(&[
+        "-show_entries",
+        "packet=dts_time",
+        "-select_streams",
+        "0",
+        url,
+    ]);
+    probed["packets"]
+        .as_array()
+        .map(|packets| {
+            packets
+                .iter()
+                .filter_map(|p| p["dts_time"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every rendition playlist `master` names (relative to `root`), video and audio.
+fn renditions(server: &Server, root: &str) -> Vec<String> {
+    let master = server
+        .get_text(&format!("{root}/master.m3u8"))
+        .expect("master playlist");
+    let mut uris: Vec<String> = master
+        .lines()
+        .filter(|l| l.ends_with(".m3u8") && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    uris.extend(master.lines().filter_map(|l| {
+        let start = l.find("URI=\"")? + 5;
+        let end = l[start..].find('"')?;
+        Some(l[start..start + end].to_string())
+    }));
+    uris.into_iter().map(|u| format!("{root}/{u}")).collect()
+}
+
+#[test]
+fn a_publisher_that_closes_without_unpublishing_ends_at_once_and_the_next_starts_cleanly() {
+    let server = Server::start();
+    let stream = server.create_stream("gst", "low-cpu");
+    let live = format!("live/{}", stream.playback_id);
+    let mut gst = gstreamer_publish(&server.rtmp_url(&stream.key), 6);
+    let status = gst.wait().expect("gst-launch");
+    let stopped = Instant::now();
+    assert!(status.success(), "GStreamer failed:\n{}", server.log());
+    // Every frame GStreamer sent is published as soon as it has gone: the broadcast ends.
+    let ended = wait_for(Duration::from_secs(10), || {
+        let media = media_playlist(&server, &live)?;
+        media.contains("#EXT-X-ENDLIST").then_some(media)
+    })
+    .expect("the broadcast ends when GStreamer closes");
+    let waited = stopped.elapsed();
+    // the database learns of the end right after the manifests
+    let first_session = wait_for(Duration::from_secs(5), || {
+        let first = sessions(&server).first()?.clone();
+        (first["state"] == "ended").then(|| first["id"].as_str().map(str::to_string))?
+    })
+    .expect("the session is ended");
+    let playlist = m3u8_rs::parse_media_playlist_res(ended.as_bytes()).expect("playlist");
+    let published: f64 = playlist
+        .segments
+        .iter()
+        .map(|s| f64::from(s.duration))
+        .sum();
+    assert!(
+        published > 5.0,
+        "only {published} s of GStreamer's 6 s were published"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "the last frames were published {waited:?} after the publisher left"
+    );
+    eprintln!("published {published:.2} s; ENDLIST {waited:?} after GStreamer exited");
+
+    // ffmpeg publishes 3 s later: a new broadcast, whose numbers follow the first's.
+    while stopped.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last_of_first = last_segment_number(&ended).expect("segments");
+    let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 4);
+    assert!(ffmpeg.wait().expect("ffmpeg").success());
+    let all = wait_for(Duration::from_secs(15), || {
+        let all = sessions(&server);
+        (all.len() == 2 && all.iter().all(|s| s["state"] == "ended")).then_some(all)
+    })
+    .expect("two sessions, both ended");
+    let second_session = all
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .find(|id| *id != first_session)
+        .expect("the second session")
+        .to_string();
+    let second = media_playlist(&server, &live).expect("live playlist");
+    let first_of_second = m3u8_rs::parse_media_playlist_res(second.as_bytes())
+        .expect("playlist")
+        .media_sequence;
+    assert!(
+        first_of_second > last_of_first,
+        "segment numbers reused: {first_of_second} after {last_of_first}"
+    );
+
+    // Every rendition of both recordings decodes with strictly increasing timestamps.
+    for session in [&first_session, &second_session] {
+        for rendition in renditions(&server, &format!("vod/{session}")) {
+            let times = decode_times(&server.url(&rendition));
+            assert!(times.len() > 50, "{rendition}: {} packets", times.len());
+            let backwards: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
+            assert!(backwards.is_empty(), "{rendition}: {backwards:?}");
+        }
+    }
+    let log = server.log();
+    // GStreamer repeats @setDataFrame; it is logged again only when what it says changes
+    let metadata: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("publisher metadata (advisory)") || l.contains("unpublished"))
+        .collect();
+    // the same metadata is never logged twice in a row
+    let said: Vec<&str> = metadata
+        .iter()
+        .filter_map(|l| l.split_once(" INFO ").map(|(_, said)| said))
+        .collect();
+    assert!(said.windows(2).all(|w| w[0] != w[1]), "{metadata:#?}");
+    assert!(said.len() <= 6, "{metadata:#?}");
+}
+
+#[test]
+fn an_orderly_close_without_unpublishing_publishes_every_frame_at_once() {
+    let server = Server::start();
+    let stream = server.create_stream("fin", "passthrough");
+    let flv = server.dir.path().join("sample.flv");
+    make_flv(&flv, 5, "320x240", 48_000);
+    let data = std::fs::read(&flv).expect("flv");
+    let mut publisher = support::rtmp_client::ScriptedPublisher::publish(&server.rtmp, &stream.key)
+        .expect("publish");
+    // every tag at once (no pacing), then the socket closes: a FIN, no unpublish
+    for (kind, ms, body) in flv_tags(&data) {
+        match kind {
+            9 => publisher.video(body, ms).expect("video"),
+            8 => publisher.audio(body, ms).expect("audio"),
+            _ => {}
+        }
+    }
+    drop(publisher);
+    let closed = Instant::now();
+    let live = format!("live/{}", stream.playback_id);
+    let ended = wait_for(Duration::from_secs(10), || {
+        let media = media_playlist(&server, &live)?;
+        media.contains("#EXT-X-ENDLIST").then_some(media)
+    })
+    .expect("the broadcast ends when the publisher closes");
+    let waited = closed.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "ended {waited:?} after the close"
+    );
+    let playlist = m3u8_rs::parse_media_playlist_res(ended.as_bytes()).expect("playlist");
+    let published: f64 = playlist
+        .segments
+        .iter()
+        .map(|s| f64::from(s.duration))
+        .sum();
+    assert!(
+        (published - 5.0).abs() < 0.1,
+        "{published} s of 5 s published"
+    );
+    wait_for(Duration::from_secs(5), || {
+        (sessions(&server).first()?["state"] == "ended").then_some(())
+    })
+    .expect("the session is ended");
+    assert!(server
+        .log()
+        .contains("publisher closed the connection without unpublishing"));
 }

@@ -18,6 +18,8 @@ pub enum DbError {
     NameTaken(String),
     #[error("a stream name {}", ids::NAME_RULE)]
     BadName,
+    #[error("no such stream")]
+    NotFound,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -268,14 +270,37 @@ impl Db {
         Ok(row.as_ref().map(Stream::from_row).transpose()?)
     }
 
-    /// Records that segment numbers below `next` are used.
-    pub async fn set_next_segment(&self, stream_id: &str, next: u64) -> Result<(), DbError> {
-        sqlx::query("UPDATE streams SET next_segment = $1 WHERE id = $2 AND next_segment < $1")
-            .bind(next as i64)
-            .bind(stream_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Reserves `count` segment numbers of `stream_id` in one atomic update; returns the first.
+    /// No other reservation, on this node or another, can get any of them.
+    pub async fn reserve_segments(&self, stream_id: &str, count: u64) -> Result<u64, DbError> {
+        let end: i64 = sqlx::query_scalar(
+            "UPDATE streams SET next_segment = next_segment + $1 WHERE id = $2 \
+             RETURNING next_segment",
+        )
+        .bind(count as i64)
+        .bind(stream_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound)?;
+        Ok((end.max(0) as u64).saturating_sub(count))
+    }
+
+    /// Extends a reservation that ends at `end` to `new_end`, only if nobody reserved numbers
+    /// after it meanwhile; whether it did.
+    pub async fn extend_segments(
+        &self,
+        stream_id: &str,
+        end: u64,
+        new_end: u64,
+    ) -> Result<bool, DbError> {
+        let done =
+            sqlx::query("UPDATE streams SET next_segment = $1 WHERE id = $2 AND next_segment = $3")
+                .bind(new_end as i64)
+                .bind(stream_id)
+                .bind(end as i64)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -314,12 +339,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn segment_numbers_only_move_forward() {
+    async fn segment_numbers_are_reserved_once() {
         let (_dir, db) = db().await;
         let (stream, _) = db.create_stream("s", "default", true).await.unwrap();
-        db.set_next_segment(&stream.id, 10).await.unwrap();
-        db.set_next_segment(&stream.id, 4).await.unwrap();
-        let s = db.stream_by_name("s").await.unwrap().unwrap();
-        assert_eq!(s.next_segment, 10);
+        assert_eq!(db.reserve_segments(&stream.id, 16).await.unwrap(), 0);
+        assert_eq!(db.reserve_segments(&stream.id, 16).await.unwrap(), 16);
+        // the first reservation cannot grow past the second
+        assert!(!db.extend_segments(&stream.id, 16, 32).await.unwrap());
+        assert!(db.extend_segments(&stream.id, 32, 48).await.unwrap());
+        assert_eq!(db.reserve_segments(&stream.id, 1).await.unwrap(), 48);
+        assert!(matches!(
+            db.reserve_segments("missing", 1).await,
+            Err(DbError::NotFound)
+        ));
     }
 }

@@ -3,7 +3,9 @@
 //! One broadcast per stream at a time. A second publisher on the same stream takes over (the
 //! usual case is OBS reconnecting while the old TCP connection is half-dead): the old
 //! broadcast is cancelled, and the new one waits — at most `TAKEOVER_WAIT` — until the old
-//! one has written its final manifests, so two writers never race on one stream's objects.
+//! one has written its final manifests, so two writers never race on one stream's objects. A
+//! takeover that times out leaves the hub as it was (the old broadcast, still finishing, stays
+//! the one listed and stoppable), never a listed broadcast that is not running.
 
 pub mod live;
 
@@ -30,14 +32,24 @@ struct Slot {
     current: Option<Current>,
 }
 
+#[derive(Clone)]
 struct Current {
     cancel: CancellationToken,
     stats: Arc<LiveStats>,
 }
 
-#[derive(Default)]
 pub struct Hub {
     slots: Mutex<HashMap<String, Slot>>,
+    takeover_wait: Duration,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+            takeover_wait: TAKEOVER_WAIT,
+        }
+    }
 }
 
 /// The right to publish one stream. Cancelled when another publisher takes over or the server
@@ -55,6 +67,14 @@ impl Hub {
         Arc::new(Self::default())
     }
 
+    /// A hub whose takeovers wait `wait` for the previous broadcast.
+    pub fn with_takeover_wait(wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            takeover_wait: wait,
+            ..Self::default()
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         // A poisoned map is still consistent (every update is a single insert/replace).
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
@@ -69,21 +89,33 @@ impl Hub {
     ) -> Result<Lease, HubError> {
         let cancel = parent.child_token();
         let stream_id = stats.id.stream_id.clone();
-        let writer = {
+        let (writer, previous) = {
             let mut slots = self.lock();
             let slot = slots.entry(stream_id.clone()).or_default();
             let current = Current {
                 cancel: cancel.clone(),
                 stats: stats.clone(),
             };
-            if let Some(previous) = slot.current.replace(current) {
+            let previous = slot.current.replace(current);
+            if let Some(previous) = &previous {
                 previous.cancel.cancel();
             }
-            slot.writer.clone()
+            (slot.writer.clone(), previous)
         };
-        let guard = tokio::time::timeout(TAKEOVER_WAIT, writer.lock_owned())
-            .await
-            .map_err(|_| HubError::TakeoverTimeout(TAKEOVER_WAIT))?;
+        let Ok(guard) = tokio::time::timeout(self.takeover_wait, writer.lock_owned()).await else {
+            // The old broadcast still holds the stream: it stays the one listed.
+            let mut slots = self.lock();
+            if let Some(slot) = slots.get_mut(&stream_id) {
+                if slot
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(&c.stats, &stats))
+                {
+                    slot.current = previous;
+                }
+            }
+            return Err(HubError::TakeoverTimeout(self.takeover_wait));
+        };
         Ok(Lease {
             hub: self.clone(),
             stream_id,
@@ -167,6 +199,26 @@ mod tests {
         assert!(!second.is_finished(), "… and the new one waits for it");
         drop(first);
         assert!(second.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_takeover_that_times_out_leaves_no_phantom_broadcast() {
+        let hub = Hub::with_takeover_wait(Duration::from_millis(50));
+        let root = CancellationToken::new();
+        let stuck = hub.begin(stats("one"), &root).await.unwrap();
+        let refused = hub.begin(stats("two"), &root).await;
+        assert!(matches!(refused, Err(HubError::TakeoverTimeout(_))));
+        let live: Vec<String> = hub.live().iter().map(|s| s.id.session_id.clone()).collect();
+        assert_eq!(
+            live,
+            vec!["one".to_string()],
+            "the running broadcast stays listed"
+        );
+        assert!(hub.stop("one"));
+        assert!(!hub.stop("two"), "the refused one is not listed");
+        drop(stuck);
+        assert!(hub.live().is_empty());
+        assert!(hub.begin(stats("three"), &root).await.is_ok());
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 mod codec;
 #[cfg(test)]
 pub(crate) mod codec_test_data;
+pub mod queue;
 mod rendition;
 mod timestamp;
 

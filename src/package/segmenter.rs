@@ -26,6 +26,12 @@
 //!   tick) so the fragments stay valid.
 //! - A segment that would grow past `MAX_SEGMENT_SECS` without a keyframe, or a codec change
 //!   after the start, is an error: the caller ends the broadcast with that message.
+//! - Memory is bounded in bytes and not only by the publisher's timestamps: the media held
+//!   (open segments, closed segments waiting for other renditions or audio, queued audio) may
+//!   not pass the byte budget (`with_budget`, default `DEFAULT_MAX_HELD_BYTES`); more than
+//!   `MAX_FROZEN_FRAMES` video frames in a row whose decode time does not advance (a frozen or
+//!   backward clock, which would otherwise pile frames into one segment that never reaches its
+//!   duration), or audio running `MAX_AUDIO_WITHOUT_VIDEO_SECS` ahead of video, are errors too.
 
 use std::collections::VecDeque;
 
@@ -45,6 +51,12 @@ const MAX_SEGMENTS_WAITING_FOR_AUDIO: usize = 2;
 const MAX_VIDEO_RENDITIONS: usize = 16;
 /// How many closed segments one video rendition may hold while another has none.
 const MAX_SEGMENTS_AHEAD: usize = 4;
+/// Bytes of media one broadcast's segmenter may hold unless told otherwise.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 100 << 20;
+/// Consecutive video frames whose decode time does not advance before the stream is refused.
+pub const MAX_FROZEN_FRAMES: u32 = 120;
+/// How far queued audio may run ahead of the video that cuts its segments.
+pub const MAX_AUDIO_WITHOUT_VIDEO_SECS: f64 = 2.0 * MAX_SEGMENT_SECS;
 const VIDEO_TIMESCALE: u32 = 90_000;
 const AAC_FRAME: i64 = crate::media::AAC_FRAME_SAMPLES as i64;
 
@@ -60,6 +72,22 @@ pub enum SegmenterError {
          switch codec parameters inside one broadcast — reconnect the encoder to start a new one"
     )]
     ConfigChanged(&'static str, String),
+    #[error(
+        "the broadcast holds more than {limit} bytes of media that cannot be published yet \
+         (segments without a keyframe, or timestamps that do not advance); lower the bitrate or \
+         set the keyframe interval to the segment duration"
+    )]
+    OverBudget { limit: usize },
+    #[error(
+        "video timestamps stopped advancing ({0} frames in a row at or before the previous \
+         one); the encoder's clock is broken or was reset — restart the stream"
+    )]
+    FrozenTimestamps(u32),
+    #[error(
+        "audio went on for {0:.0} s without video; the encoder stopped sending video — check \
+         the video source"
+    )]
+    AudioWithoutVideo(f64),
     #[error("rendition {0} stopped producing frames while the others went on")]
     RenditionStalled(String),
     #[error("video rendition {0} was not announced before the start (limit {1})")]
@@ -178,6 +206,10 @@ struct VideoTrack {
     /// keyframe's presentation time (90 kHz); `None` until the first keyframe arrived.
     dts_offset: Option<i64>,
     open: Vec<PendingVideo>,
+    /// Bytes of the open frames and closed segments this rendition holds.
+    held: usize,
+    /// Consecutive frames whose decode time did not advance.
+    frozen: u32,
     last_dts: Option<i64>,
     last_duration: i64,
     closed: VecDeque<ClosedVideo>,
@@ -195,6 +227,9 @@ pub struct Segmenter {
     base_ms: i64,
     next_number: u64,
     audio_queue: VecDeque<PendingAudio>,
+    /// Bytes of `audio_queue`.
+    audio_held: usize,
+    max_held: usize,
     next_audio_time: Option<i64>,
     /// Audio frames older than this (in audio ticks) belong to segments already emitted.
     audio_emitted_until: i64,
@@ -211,9 +246,22 @@ impl Segmenter {
             started: false,
             base_ms: 0,
             audio_queue: VecDeque::new(),
+            audio_held: 0,
+            max_held: DEFAULT_MAX_HELD_BYTES,
             next_audio_time: None,
             audio_emitted_until: i64::MIN,
         }
+    }
+
+    /// Limits the media held (see the module doc) to `max_held` bytes.
+    pub fn with_budget(mut self, max_held: usize) -> Self {
+        self.max_held = max_held;
+        self
+    }
+
+    /// Bytes of media held now.
+    pub fn held_bytes(&self) -> usize {
+        self.videos.iter().map(|v| v.held).sum::<usize>() + self.audio_held
     }
 
     /// The number the next emitted segment will carry.
@@ -309,11 +357,16 @@ impl Segmenter {
             TrackId::Audio => {
                 // after the start, an audio config exists only if it was part of the start
                 if self.started && self.audio_config.is_some() {
-                    self.on_audio(frame);
+                    self.on_audio(frame)?;
                 }
             }
         }
         self.emit_ready(false, &mut out)?;
+        if self.held_bytes() > self.max_held {
+            return Err(SegmenterError::OverBudget {
+                limit: self.max_held,
+            });
+        }
         Ok(out)
     }
 
@@ -361,6 +414,14 @@ impl Segmenter {
         };
         let monotonic = |dts: i64, last: Option<i64>| last.map_or(dts, |l| dts.max(l + 1));
         let mut dts = monotonic(raw_dts + offset, track.last_dts);
+        if track.last_dts.is_some_and(|last| raw_dts + offset <= last) {
+            track.frozen += 1;
+            if track.frozen > MAX_FROZEN_FRAMES {
+                return Err(SegmenterError::FrozenTimestamps(track.frozen));
+            }
+        } else {
+            track.frozen = 0;
+        }
         let cut = match track.open.first() {
             Some(first) => {
                 let elapsed = dts - first.dts;
@@ -391,6 +452,7 @@ impl Segmenter {
             track.last_duration = dts - last;
         }
         track.last_dts = Some(dts);
+        track.held += frame.data.len();
         track.open.push(PendingVideo {
             dts,
             pts,
@@ -406,20 +468,29 @@ impl Segmenter {
             .map_or(48_000, |a| a.codec.timescale())
     }
 
-    fn on_audio(&mut self, frame: MediaFrame) {
-        let actual = self.to_media_ticks(frame.dts, self.audio_timescale());
+    fn on_audio(&mut self, frame: MediaFrame) -> Result<(), SegmenterError> {
+        let scale = self.audio_timescale();
+        let actual = self.to_media_ticks(frame.dts, scale);
         let time = match self.next_audio_time {
             Some(expected) if (actual - expected).abs() <= 2 * AAC_FRAME => expected,
             _ => actual,
         };
         if time < 0 || time < self.audio_emitted_until {
-            return; // before media time 0, or late for a segment already emitted
+            return Ok(()); // before media time 0, or late for a segment already emitted
+        }
+        if let Some(oldest) = self.audio_queue.front() {
+            let ahead = (time - oldest.time) as f64 / f64::from(scale);
+            if ahead > MAX_AUDIO_WITHOUT_VIDEO_SECS {
+                return Err(SegmenterError::AudioWithoutVideo(ahead));
+            }
         }
         self.next_audio_time = Some(time + AAC_FRAME);
+        self.audio_held += frame.data.len();
         self.audio_queue.push_back(PendingAudio {
             time,
             data: frame.data,
         });
+        Ok(())
     }
 
     /// Emits segments every rendition has closed and whose audio is complete (or, when
@@ -466,6 +537,7 @@ impl Segmenter {
             let mut tracks = Vec::new();
             for video in &mut self.videos {
                 if let Some(closed) = video.closed.pop_front_if(|c| c.number == number) {
+                    video.held = video.held.saturating_sub(closed.segment.bytes.len());
                     tracks.push(closed.segment);
                 }
             }
@@ -484,6 +556,7 @@ impl Segmenter {
         let mut start = None;
         while let Some(frame) = self.audio_queue.pop_front_if(|f| f.time < cut) {
             start.get_or_insert(frame.time);
+            self.audio_held = self.audio_held.saturating_sub(frame.data.len());
             samples.push(Sample {
                 duration: AAC_FRAME as u32,
                 composition_offset: 0,
@@ -561,7 +634,10 @@ impl VideoTrack {
         };
         let number = self.next_number;
         self.next_number += 1;
-        let bytes = cmaf::media_segment(clamp_u32(number as i64), decode_start, &samples)?.into();
+        let bytes: Bytes =
+            cmaf::media_segment(clamp_u32(number as i64), decode_start, &samples)?.into();
+        let open_bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+        self.held = self.held.saturating_sub(open_bytes) + bytes.len();
         self.closed.push_back(ClosedVideo {
             segment: TrackSegment {
                 id,
@@ -970,5 +1046,98 @@ mod tests {
             Err(SegmenterError::RenditionStalled(name)) => assert_eq!(name, "r1"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn big_video(dts: i64, key: bool, bytes: usize) -> RenditionEvent {
+        RenditionEvent::Frame {
+            id: TrackId::Video(0),
+            frame: MediaFrame {
+                kind: TrackKind::Video,
+                dts: Timestamp::from_millis(dts),
+                pts: Timestamp::from_millis(dts),
+                keyframe: key,
+                data: Bytes::from(vec![0u8; bytes]),
+            },
+        }
+    }
+
+    #[test]
+    fn frozen_timestamps_end_the_stream_before_frames_pile_up() {
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(video(0, 0, true)).unwrap();
+        seg.push(video(40, 40, false)).unwrap();
+        let mut result = Ok(Vec::new());
+        let mut pushed = 0;
+        while result.is_ok() && pushed < 10_000 {
+            result = seg.push(video(40, 40, false));
+            pushed += 1;
+        }
+        assert!(
+            matches!(result, Err(SegmenterError::FrozenTimestamps(n)) if n == MAX_FROZEN_FRAMES + 1),
+            "{result:?}"
+        );
+        assert_eq!(pushed, MAX_FROZEN_FRAMES + 1);
+        // a clock that goes backwards is refused the same way
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(video(10_000, 10_000, true)).unwrap();
+        let backwards = (0..=MAX_FROZEN_FRAMES as i64)
+            .map(|i| seg.push(video(i * 40, i * 40, false)))
+            .find_map(Result::err);
+        assert!(matches!(
+            backwards,
+            Some(SegmenterError::FrozenTimestamps(_))
+        ));
+    }
+
+    #[test]
+    fn timestamps_that_advance_again_reset_the_frozen_count() {
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        for i in 0..1_000i64 {
+            // pairs of equal timestamps (a sloppy encoder) are nudged, never refused
+            let ms = (i / 2) * 40;
+            seg.push(video(ms, ms, i % 100 == 0)).unwrap();
+        }
+    }
+
+    #[test]
+    fn held_media_is_bounded_in_bytes() {
+        let mut seg = segmenter().with_budget(1 << 20);
+        seg.push(video_track()).unwrap();
+        // 100 KiB frames, one keyframe only: the open segment grows until the budget
+        let result = (0..100i64)
+            .map(|i| seg.push(big_video(i * 40, i == 0, 100 << 10)))
+            .find_map(Result::err);
+        assert!(
+            matches!(result, Some(SegmenterError::OverBudget { limit }) if limit == 1 << 20),
+            "{result:?}"
+        );
+        // emitted segments no longer count
+        let mut seg = segmenter().with_budget(1 << 20);
+        seg.push(video_track()).unwrap();
+        for i in 0..500i64 {
+            seg.push(big_video(i * 40, i % 50 == 0, 10 << 10)).unwrap();
+        }
+        assert!(seg.held_bytes() < 1 << 20, "{}", seg.held_bytes());
+        assert!(seg.held_bytes() > 0);
+    }
+
+    #[test]
+    fn audio_without_video_is_refused_after_a_while() {
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(audio_track()).unwrap();
+        seg.push(video(0, 0, true)).unwrap();
+        let secs = MAX_AUDIO_WITHOUT_VIDEO_SECS as i64 + 2;
+        // 48 kHz AAC: one frame every 21.33 ms
+        let result = (0..secs * 1000 * 48 / 1024)
+            .map(|i| seg.push(audio(i * 1024 / 48)))
+            .find_map(Result::err);
+        assert!(
+            matches!(result, Some(SegmenterError::AudioWithoutVideo(_))),
+            "{result:?}"
+        );
     }
 }

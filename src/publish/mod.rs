@@ -14,12 +14,17 @@
 //! (DASH `$Number$` addressing stays contiguous) and carries a discontinuity (HLS
 //! `EXT-X-DISCONTINUITY`, an explicit DASH `S@t`).
 //!
+//! Numbers: a segment is written only under a number below `number_limit`, which the caller
+//! sets from the numbers it reserved in the database (`numbers`); one that has no reserved
+//! number waits in the backlog like one the store refused.
+//!
 //! Retention: a segment that leaves the live window is deleted only after `grace`, so players
 //! and CDNs that fetched the previous playlist can still get it (the sweeper, `sweep`, removes
 //! what a crashed process left). Each segment is also copied (a hard link on local disk, a
 //! server-side copy on S3) under `vod/{recording_id}/`, where the finished broadcast stays as a
 //! VOD with its own manifests.
 
+pub mod numbers;
 pub mod store;
 pub mod sweep;
 pub mod upload;
@@ -107,6 +112,8 @@ pub struct Publisher {
     master_bandwidth: u64,
     /// Segments given up.
     lost: u64,
+    /// Only numbers below this may be written (the caller's reservation).
+    number_limit: u64,
 }
 
 impl Publisher {
@@ -125,7 +132,19 @@ impl Publisher {
             retention: VecDeque::new(),
             master_bandwidth: 0,
             lost: 0,
+            number_limit: u64::MAX,
         }
+    }
+
+    /// Only numbers below `limit` may be written from now on.
+    pub fn set_number_limit(&mut self, limit: u64) {
+        self.number_limit = limit;
+    }
+
+    /// The highest number the next `publish_segment` of a segment numbered `incoming` could
+    /// write, plus one: it may store the whole backlog and that segment.
+    pub fn numbers_needed(&self, incoming: u64) -> u64 {
+        self.next_number.unwrap_or(incoming) + self.backlog.len() as u64 + 1
     }
 
     fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -275,6 +294,14 @@ impl Publisher {
         }
         while let Some(pending) = self.backlog.front() {
             let number = self.next_number.unwrap_or(pending.segment.number);
+            if number >= self.number_limit {
+                tracing::warn!(
+                    segment = number,
+                    waiting = self.backlog.len(),
+                    "segment number not reserved; the segment waits"
+                );
+                break;
+            }
             let deadline = Instant::now() + budget;
             match self.store_segment(&pending.segment, number, deadline).await {
                 Ok(()) => {}

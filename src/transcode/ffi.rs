@@ -1,7 +1,7 @@
 //! The only `unsafe` in Strata's FFmpeg code, audited in one place. ffmpeg-next 9 has no safe
 //! accessor for a codec context's extradata (a decoder's AVCDecoderConfigurationRecord or
-//! AudioSpecificConfig; an encoder's SPS/PPS), nor for `av_frame_make_writable` and
-//! `av_frame_ref`.
+//! AudioSpecificConfig; an encoder's SPS/PPS), nor for `av_frame_make_writable`,
+//! `av_frame_ref` and a decoder's `max_pixels`.
 
 use ffmpeg::ffi;
 use ffmpeg_next as ffmpeg;
@@ -35,6 +35,17 @@ pub fn set_extradata(
         (*ctx).extradata_size = size;
     }
     Ok(())
+}
+
+/// Makes a decoder refuse pictures of more than `pixels` (FFmpeg checks it whenever it allocates
+/// a picture, so parameter sets inside the stream cannot ask for more than the sequence header
+/// was allowed to).
+pub fn set_max_pixels(context: &mut ffmpeg::codec::Context, pixels: u64) {
+    // SAFETY: `context` owns a valid AVCodecContext that is not open yet; `max_pixels` is a
+    // plain int64 field that FFmpeg reads when it allocates picture buffers.
+    unsafe {
+        (*context.as_mut_ptr()).max_pixels = i64::try_from(pixels).unwrap_or(i64::MAX);
+    }
 }
 
 /// A copy of a codec context's extradata (empty when it has none).

@@ -34,6 +34,7 @@ use super::poster::{self, PosterClock, POSTER_QUEUE};
 use super::rung::{self, RungEncoder, RungInput, RUNG_QUEUE};
 use super::TranscodeError;
 use crate::hub::LiveStats;
+use crate::media::queue;
 use crate::media::{
     AvcConfig, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo,
     TrackKind, AUDIO_RENDITION, SOURCE_RENDITION,
@@ -44,6 +45,8 @@ pub const OUTPUT_QUEUE: usize = 256;
 /// Largest source picture decoded (4096x2304): a hostile SPS could declare 16384x16384 and make
 /// the decoder allocate gigabytes. Bigger sources can use the passthrough ladder.
 const MAX_SOURCE_PIXELS: u64 = 4096 * 2304;
+/// Slice threads of the source decoder.
+const DECODER_THREADS: usize = 2;
 /// Behind real time by more than this, a full rung queue skips frames instead of waiting.
 const MAX_LAG_SECS: f64 = 1.0;
 /// How often dropped-frame counts are logged.
@@ -62,7 +65,7 @@ pub struct TranscodeJob {
 /// Starts the decode thread; it reads `input` and writes `output` until the broadcast ends.
 pub fn spawn(
     job: TranscodeJob,
-    input: mpsc::Receiver<StreamEvent>,
+    input: queue::Receiver,
     output: mpsc::Sender<RenditionEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
     spawn_in_span("strata-decode".into(), move || {
@@ -139,7 +142,7 @@ impl Transcoder {
         }
     }
 
-    fn run(&mut self, mut input: mpsc::Receiver<StreamEvent>) -> Result<(), TranscodeError> {
+    fn run(&mut self, mut input: queue::Receiver) -> Result<(), TranscodeError> {
         while let Some(event) = input.blocking_recv() {
             match event {
                 StreamEvent::Track(info) => self.on_track(info)?,
@@ -461,7 +464,9 @@ fn avc_track(config: AvcConfig) -> TrackInfo {
 }
 
 /// A decoder for `config`; refuses pictures above `MAX_SOURCE_PIXELS`, at the start or after a
-/// mid-stream change alike.
+/// mid-stream change alike, and (through FFmpeg's `max_pixels`) when a parameter set inside the
+/// stream asks for more. It decodes on `DECODER_THREADS` slice threads: frame threads would
+/// add a frame of delay and a picture buffer per thread.
 fn open_decoder(config: &AvcConfig) -> Result<ffmpeg::decoder::Video, TranscodeError> {
     if u64::from(config.width) * u64::from(config.height) > MAX_SOURCE_PIXELS {
         return Err(TranscodeError::SourceTooLarge(config.width, config.height));
@@ -470,6 +475,12 @@ fn open_decoder(config: &AvcConfig) -> Result<ffmpeg::decoder::Video, TranscodeE
     let mut context = ffmpeg::codec::Context::new_with_codec(codec);
     ffi::set_extradata(&mut context, &config.record)
         .map_err(|e| TranscodeError::open("video decoder", e))?;
+    ffi::set_max_pixels(&mut context, MAX_SOURCE_PIXELS);
+    context.set_threading(ffmpeg::codec::threading::Config {
+        kind: ffmpeg::codec::threading::Type::Slice,
+        count: DECODER_THREADS,
+        ..Default::default()
+    });
     context
         .decoder()
         .video()

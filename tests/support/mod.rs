@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod rtmp_client;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -265,6 +266,17 @@ impl Server {
         (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// The server's resident memory now, bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -468,7 +480,7 @@ pub fn make_flv(path: &Path, seconds: u32, size: &str, sample_rate: u32) {
 }
 
 /// The tags of an FLV file: (type, timestamp ms, body).
-fn flv_tags(data: &[u8]) -> Vec<(u8, u32, &[u8])> {
+pub fn flv_tags(data: &[u8]) -> Vec<(u8, u32, &[u8])> {
     let mut tags = Vec::new();
     let mut i = 9 + 4;
     while i + 11 <= data.len() {

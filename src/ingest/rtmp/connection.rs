@@ -2,8 +2,19 @@
 //! accepted), then FLV tags → `StreamEvent`s into the broadcast's pipeline.
 //!
 //! Everything from handshake to an accepted `publish` must finish within the configured
-//! timeout; after that, a publisher silent for `IDLE_TIMEOUT` is considered gone. Any protocol
-//! error closes this connection with one log line and nothing else.
+//! timeout; after that, a publisher silent for `idle_timeout` is considered gone. Every write
+//! must finish within `write_timeout`, so a peer that never reads cannot hold its task. Any
+//! protocol error closes this connection with one log line and nothing else.
+//!
+//! How a broadcast ends with its connection:
+//! - Any unpublish command (`FCUnpublish`, `deleteStream`, `closeStream`) ends it at once.
+//! - An orderly close (TCP FIN) without unpublishing also ends it at once. GStreamer's
+//!   `rtmp2sink` ends every stream that way, and a publisher process that exits or crashes
+//!   closes the same way; holding such a broadcast for a reconnect only delays its end and lets
+//!   an unrelated later publish join it.
+//! - A lost connection (socket error, `idle_timeout` of silence, write timeout) parks the broadcast for the
+//!   reconnect grace (see `reconnect`): that is what a network drop looks like, and encoders
+//!   reconnect by themselves after one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,39 +23,36 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::ServerSessionEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::GuardLimits;
 use super::reconnect::ResumableClock;
-use super::session::{GuardedSession, SessionError};
+use super::session::{handshake_step, GuardedSession, SessionError};
 use super::IngestContext;
 use crate::db::ids;
 use crate::db::DbError;
 use crate::hub::HubError;
 use crate::hub::LiveStats;
+use crate::ingest::admission::Admission;
 use crate::ingest::flv::{FlvDemuxer, FlvError};
-use crate::media::{StreamEvent, TrackKind};
+use crate::media::{queue, StreamEvent, TrackKind};
 use crate::pipeline;
 use crate::telemetry;
 use crate::webhooks::{PublishRequest, WebhookError};
-
-/// A publishing connection that sends nothing for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
-    #[error("handshake: {0}")]
-    Handshake(String),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error("no publish within {0:?} of connecting")]
     SetupTimeout(Duration),
     #[error("publisher silent for {0:?}")]
     Idle(Duration),
+    #[error("peer did not take our bytes within {0:?}")]
+    WriteTimeout(Duration),
     #[error("connect to unknown application (expected `{0}`)")]
     UnknownApp(String),
     #[error("publish refused: unknown stream key")]
@@ -83,7 +91,7 @@ impl ConnectionError {
 pub(super) struct Publishing {
     /// Identifies the broadcast (its playback id labels log lines) and counts its input.
     pub(super) stats: Arc<LiveStats>,
-    events: mpsc::Sender<StreamEvent>,
+    events: queue::Sender,
     pub(super) cancel: CancellationToken,
     demuxer: FlvDemuxer,
     pub(super) clock: ResumableClock,
@@ -119,33 +127,59 @@ impl Refusal {
     }
 }
 
-pub async fn handle(socket: TcpStream, ctx: Arc<IngestContext>) -> Result<(), ConnectionError> {
+pub async fn handle(
+    socket: TcpStream,
+    ctx: Arc<IngestContext>,
+    admission: Admission,
+) -> Result<(), ConnectionError> {
     let peer = socket.peer_addr()?.ip();
     let setup_timeout = Duration::from_secs_f64(ctx.settings.handshake_timeout);
     let setup_deadline = Instant::now() + setup_timeout;
-    let (socket, leftover) = handshake(socket, setup_deadline, setup_timeout).await?;
+    let write_timeout = ctx.settings.write_timeout;
+    let (socket, leftover) =
+        handshake(socket, setup_deadline, setup_timeout, write_timeout).await?;
     let (session, hello) = GuardedSession::new(GuardLimits::new(ctx.settings.max_message_size))?;
     let mut connection = Connection {
         ctx,
         peer,
         socket,
         session,
+        admission,
         publishing: None,
         setup: Some((setup_deadline, setup_timeout)),
+        last_metadata: None,
     };
-    connection.socket.write_all(&hello).await?;
+    connection.send(&hello).await?;
     let result = connection.run(&leftover).await;
     // A broadcast the connection carried ends with it, unless the publisher was lost without
-    // unpublishing: then it waits for a reconnect.
+    // unpublishing: then it waits for a reconnect (see the module doc).
     if let Some(publishing) = connection.publishing.take() {
         match &result {
-            Ok(()) | Err(ConnectionError::Io(_) | ConnectionError::Idle(_)) => {
-                connection.ctx.reconnects.park(publishing).await;
+            Err(
+                ConnectionError::Io(_)
+                | ConnectionError::Idle(_)
+                | ConnectionError::WriteTimeout(_),
+            ) => connection.ctx.reconnects.park(publishing).await,
+            Ok(()) => {
+                tracing::info!(playback_id = %publishing.stats.id.playback_id, "publisher closed the connection without unpublishing; ending the broadcast");
+                publishing.end().await
             }
             Err(_) => publishing.end().await,
         }
     }
     result
+}
+
+/// Writes all of `bytes` within `timeout`.
+async fn write_within(
+    socket: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), ConnectionError> {
+    tokio::time::timeout(timeout, socket.write_all(bytes))
+        .await
+        .map_err(|_| ConnectionError::WriteTimeout(timeout))?
+        .map_err(ConnectionError::from)
 }
 
 /// The RTMP handshake (fixed sizes: C0+C1 1537 bytes, C2 1536 bytes). Returns the bytes that
@@ -154,6 +188,7 @@ async fn handshake(
     mut socket: TcpStream,
     deadline: Instant,
     timeout: Duration,
+    write_timeout: Duration,
 ) -> Result<(TcpStream, Vec<u8>), ConnectionError> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = [0u8; 4096];
@@ -164,18 +199,17 @@ async fn handshake(
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
-        match handshake.process_bytes(&buf[..n]) {
-            Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                socket.write_all(&response_bytes).await?;
+        match handshake_step(&mut handshake, &buf[..n])? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                write_within(&mut socket, &response_bytes, write_timeout).await?;
             }
-            Ok(HandshakeProcessResult::Completed {
+            HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
-            }) => {
-                socket.write_all(&response_bytes).await?;
+            } => {
+                write_within(&mut socket, &response_bytes, write_timeout).await?;
                 return Ok((socket, remaining_bytes));
             }
-            Err(e) => return Err(ConnectionError::Handshake(format!("{e:?}"))),
         }
     }
 }
@@ -185,9 +219,14 @@ struct Connection {
     peer: std::net::IpAddr,
     socket: TcpStream,
     session: GuardedSession,
+    /// This connection's place under the connection policy.
+    admission: Admission,
     publishing: Option<Publishing>,
     /// Until a publish is accepted, every read must finish before this deadline.
     setup: Option<(Instant, Duration)>,
+    /// The last metadata logged (the fields the log line shows): encoders repeat
+    /// `@setDataFrame`, which is logged only when what it says changes.
+    last_metadata: Option<String>,
 }
 
 impl Connection {
@@ -203,7 +242,7 @@ impl Connection {
         }
     }
 
-    /// One read, bounded by the setup deadline before publishing and by `IDLE_TIMEOUT` after;
+    /// One read, bounded by the setup deadline before publishing and by `idle_timeout` after;
     /// a publisher that is taken over or shut down stops waiting at once.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
         let cancel = self.publishing.as_ref().map(|p| p.cancel.clone());
@@ -214,9 +253,12 @@ impl Connection {
                         .await
                         .map_err(|_| ConnectionError::SetupTimeout(timeout))?
                 }
-                None => tokio::time::timeout(IDLE_TIMEOUT, self.socket.read(buf))
-                    .await
-                    .map_err(|_| ConnectionError::Idle(IDLE_TIMEOUT))?,
+                None => {
+                    let idle = self.ctx.settings.idle_timeout;
+                    tokio::time::timeout(idle, self.socket.read(buf))
+                        .await
+                        .map_err(|_| ConnectionError::Idle(idle))?
+                }
             }
             .map_err(ConnectionError::from)
         };
@@ -234,19 +276,30 @@ impl Connection {
         if bytes.is_empty() {
             return Ok(());
         }
-        let (out, events) = self.session.input(bytes)?;
-        self.send(&out).await?;
-        for event in events {
+        let input = self.session.input(bytes)?;
+        self.send(&input.out).await?;
+        for event in input.events {
             self.on_event(event).await?;
+        }
+        if let Some(command) = input.unpublished {
+            self.unpublish(command).await;
         }
         Ok(())
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         if !bytes.is_empty() {
-            self.socket.write_all(bytes).await?;
+            write_within(&mut self.socket, bytes, self.ctx.settings.write_timeout).await?;
         }
         Ok(())
+    }
+
+    /// The publisher is done (it sent `command`): its broadcast ends now.
+    async fn unpublish(&mut self, command: &str) {
+        if let Some(publishing) = self.publishing.take() {
+            tracing::info!(playback_id = %publishing.stats.id.playback_id, command, "publisher unpublished; ending the broadcast");
+            publishing.end().await;
+        }
     }
 
     /// Refuses request `request_id` with an `onStatus` error, then fails with the refusal.
@@ -292,6 +345,7 @@ impl Connection {
                     telemetry::publish_result("accepted");
                     self.publishing = Some(publishing);
                     self.setup = None;
+                    self.admission.publishing();
                     self.accept(request_id).await
                 }
                 Err(refusal) => {
@@ -306,7 +360,17 @@ impl Connection {
                 data, timestamp, ..
             } => self.forward(timestamp.value, |d, t| d.audio(data, t)).await,
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                if let Some(p) = &self.publishing {
+                let Some(p) = &self.publishing else {
+                    return Ok(());
+                };
+                let described = format!(
+                    "{:?} {:?} {:?} {:?}",
+                    metadata.video_width,
+                    metadata.video_height,
+                    metadata.video_frame_rate,
+                    metadata.encoder
+                );
+                if self.last_metadata.as_ref() != Some(&described) {
                     tracing::info!(
                         playback_id = %p.stats.id.playback_id,
                         width = metadata.video_width,
@@ -315,15 +379,13 @@ impl Connection {
                         encoder = metadata.encoder.as_deref().unwrap_or(""),
                         "publisher metadata (advisory)"
                     );
+                    self.last_metadata = Some(described);
                 }
                 Ok(())
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => {
-                if let Some(publishing) = self.publishing.take() {
-                    publishing.end().await;
-                }
-                Ok(())
-            }
+            // `input.unpublished` names the command that raised this; the broadcast ends there,
+            // after the media of the same batch was forwarded.
+            ServerSessionEvent::PublishStreamFinished { .. } => Ok(()),
             _ => Ok(()),
         }
     }

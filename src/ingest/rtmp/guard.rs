@@ -290,15 +290,35 @@ impl ChunkGuard {
                 if message.payload.len() > self.limits.max_command_size {
                     return Err(GuardError::CommandTooLarge(message.payload.len()));
                 }
-                // AMF3-typed messages carry a one-byte prefix before AMF0 values
-                let skip = usize::from(matches!(message.type_id, AMF3_COMMAND | AMF3_DATA));
-                let body = message.payload.get(skip..).unwrap_or_default();
-                amf::check(body, self.limits.max_amf_depth)?;
+                let message = as_amf0(message);
+                amf::check(&message.payload, self.limits.max_amf_depth)?;
                 Ok(Some(message))
             }
             _ => Ok(Some(message)),
         }
     }
+}
+
+/// The AMF0 message a command or data message is parsed as, so that the bytes `amf::check`
+/// validates are exactly the bytes rml_rtmp parses.
+///
+/// AMF3-typed messages (15, 17) from real clients carry a 0x00 format byte before AMF0 values;
+/// rml_rtmp skips that byte for commands but not for data, and reads either from byte 0 when the
+/// prefix is missing. Checking one reading and forwarding the other let a peer hide deep
+/// nesting from the check. Instead the guard strips an optional leading 0x00 and re-types the
+/// message as AMF0 (18, 20): rml_rtmp then has exactly one way to read it, the checked one.
+fn as_amf0(mut message: Message) -> Message {
+    use message_type::*;
+    let amf0_type = match message.type_id {
+        AMF3_COMMAND => AMF0_COMMAND,
+        AMF3_DATA => AMF0_DATA,
+        _ => return message,
+    };
+    if message.payload.first() == Some(&0x00) {
+        message.payload.advance(1);
+    }
+    message.type_id = amf0_type;
+    message
 }
 
 fn read_u24(b: &[u8]) -> u32 {
@@ -400,6 +420,73 @@ mod tests {
             g.push(&[0x43, 0, 0, 0, 0, 0, 2, 9]).unwrap_err(),
             GuardError::NoPreviousHeader(3)
         );
+    }
+
+    /// The remote crash of issue 13: from byte 1 (where the old guard started) one long
+    /// string; from byte 0 (where rml_rtmp starts when there is no 0x00 prefix) an object whose
+    /// 3072-byte key is followed by thousands of nested objects.
+    fn two_faced_body(levels: usize) -> Vec<u8> {
+        let key_end = 3 + 0x0C00;
+        let total = key_end + 4 * levels;
+        let mut body = vec![0x03, 0x0C];
+        body.extend_from_slice(&((total - 6) as u32).to_be_bytes());
+        body.resize(key_end, b'k');
+        for _ in 0..levels {
+            body.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
+        }
+        body
+    }
+
+    fn command(type_id: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = type0(3, 0, body.len() as u32, type_id);
+        for (i, piece) in body.chunks(128).enumerate() {
+            if i > 0 {
+                bytes.push(0xC3);
+            }
+            bytes.extend_from_slice(piece);
+        }
+        bytes
+    }
+
+    #[test]
+    fn amf3_typed_messages_are_checked_as_rml_rtmp_reads_them() {
+        let body = two_faced_body(19_600);
+        assert_eq!(
+            amf::check(&body[1..], 16),
+            Ok(()),
+            "the old reading is flat"
+        );
+        for type_id in [message_type::AMF3_COMMAND, message_type::AMF3_DATA] {
+            let err = guard().push(&command(type_id, &body)).unwrap_err();
+            assert_eq!(
+                err,
+                GuardError::Amf(AmfError::TooDeep(16)),
+                "type {type_id}"
+            );
+        }
+        // With the 0x00 format byte the rest is what gets checked (and forwarded).
+        let mut prefixed = vec![0x00];
+        prefixed.extend_from_slice(&body);
+        let err = guard()
+            .push(&command(message_type::AMF3_COMMAND, &prefixed))
+            .unwrap_err();
+        assert_eq!(err, GuardError::Amf(AmfError::TooDeep(16)));
+    }
+
+    #[test]
+    fn amf3_typed_messages_are_forwarded_as_the_amf0_bytes_that_were_checked() {
+        let mut body = vec![0x00, 0x02, 0x00, 0x07];
+        body.extend_from_slice(b"connect");
+        for (type_id, forwarded) in [
+            (message_type::AMF3_COMMAND, message_type::AMF0_COMMAND),
+            (message_type::AMF3_DATA, message_type::AMF0_DATA),
+        ] {
+            let mut g = guard();
+            let out = g.push(&command(type_id, &body)).unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].type_id, forwarded);
+            assert_eq!(&out[0].payload[..], &body[1..]);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! RTMP ingest on tokio: a listener with a connection limit, one task per connection, and a
-//! guard in front of rml_rtmp (see `guard`). `serve` takes an already-bound listener so tests
-//! bind port 0.
+//! RTMP ingest on tokio: a listener under the connection policy (`ingest::admission`: a global
+//! cap, a per-address cap on connections not yet publishing, throttled refusal logs, backoff on
+//! accept errors), one task per connection, and a guard in front of rml_rtmp (see `guard`).
+//! `serve` takes an already-bound listener so tests bind port 0.
 
 pub mod amf;
 pub mod connection;
@@ -10,9 +11,12 @@ pub mod session;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+
+use super::admission::{AcceptBackoff, ConnectionPolicy};
 
 use crate::db::Db;
 use crate::hub::Hub;
@@ -26,6 +30,12 @@ pub struct IngestSettings {
     pub handshake_timeout: f64,
     pub max_message_size: u32,
     pub max_connections: usize,
+    /// Connections from one address that have not started publishing.
+    pub max_pending_per_ip: usize,
+    /// Every write to a peer must finish within this.
+    pub write_timeout: Duration,
+    /// A publisher silent for this long is lost.
+    pub idle_timeout: Duration,
 }
 
 pub struct IngestContext {
@@ -39,35 +49,51 @@ pub struct IngestContext {
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
-/// Accepts connections until shutdown. Connections beyond the limit are closed at once.
+/// Accepts connections until shutdown. Connections the policy refuses are closed at once.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
-    let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
+    let policy = ConnectionPolicy::new(
+        ctx.settings.max_connections,
+        ctx.settings.max_pending_per_ip,
+    );
+    let mut backoff = AcceptBackoff::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = ctx.pipeline.shutdown.cancelled() => return,
         };
         let (socket, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "RTMP accept failed");
-                continue;
+                let wait = backoff.failed();
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "RTMP accept failed; waiting before the next");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = ctx.pipeline.shutdown.cancelled() => return,
+                }
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            telemetry::connection_over_limit();
-            tracing::warn!(%peer, limit = ctx.settings.max_connections, "RTMP connection refused: too many connections");
-            continue;
+        let admission = match policy.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refused) => {
+                telemetry::connection_refused(refused.reason());
+                if let Some(unlogged) = policy.log_refusal() {
+                    tracing::warn!(peer = %peer.ip(), unlogged, "RTMP connection refused: {refused}");
+                }
+                continue;
+            }
         };
         let open = telemetry::OpenConnection::new();
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         ctx.tracker.clone().spawn(async move {
-            match connection::handle(socket, ctx).await {
+            match connection::handle(socket, ctx, admission).await {
                 Ok(()) => tracing::info!(%peer, "RTMP connection closed"),
                 Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection closed"),
             }
-            drop((permit, open));
+            drop(open);
         });
     }
 }
