@@ -54,13 +54,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     let node_id = settings.node_id()?;
-    let ended = db.end_orphaned_sessions(&node_id).await?;
-    if ended > 0 {
-        tracing::warn!(
-            sessions = ended,
-            "sessions left live by an earlier process marked ended"
-        );
-    }
     let (token_hashes, new_admin_token) = admin_tokens(&settings, &db).await?;
     let storage_url = settings.storage_url();
     let store = store::open(&storage_url, &settings.cloud_options()).context("opening storage")?;
@@ -78,6 +71,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         public: settings.public_url(http_addr),
         rtmp: settings.rtmp_url(http_addr, rtmp_addr),
     };
+    let webhooks =
+        Webhooks::new(&settings.webhooks, &urls.public).context("setting up webhooks")?;
+    // What an earlier process of this node left: its recordings are finished from their last
+    // checkpoint, then its sessions are ended.
+    let (finished, removed) = crate::publish::recovery::recover(&db, &store, &webhooks, &node_id)
+        .await
+        .context("finishing recordings an earlier process left")?;
+    if finished + removed > 0 {
+        tracing::warn!(finished, removed, "recordings interrupted by a crash");
+    }
+    let ended = db.end_orphaned_sessions(&node_id).await?;
+    if ended > 0 {
+        tracing::warn!(
+            sessions = ended,
+            "sessions left live by an earlier process marked ended"
+        );
+    }
 
     let demo_key = create_demo_stream_if_empty(&db, &settings.transcode.default_ladder).await?;
     print_banner(
@@ -150,8 +160,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ladders,
             default_ladder: settings.transcode.default_ladder.clone(),
             events,
-            webhooks: Webhooks::new(&settings.webhooks, &urls.public)
-                .context("setting up webhooks")?,
+            webhooks,
             budgets: Budgets {
                 ingest_queue_bytes: settings.limits.ingest_queue_bytes,
                 held_media_bytes: settings.limits.held_media_bytes,

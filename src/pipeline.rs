@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::db::claims::CLAIM_RENEW;
 use crate::db::{Db, Stream};
 use crate::events::{Ended, Event, EventBus, SegmentPublished};
 use crate::hub::Lease;
@@ -185,10 +186,25 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     let mut segments = 0u64;
     tracing::info!("broadcast started");
     ctx.events.send(Event::Live(stats.snapshot()));
+    let mut renew = tokio::time::interval(CLAIM_RENEW);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
             _ = lease.cancel.cancelled() => RenditionEvent::End,
+            _ = renew.tick() => {
+                match ctx.db.renew_claim(&stream.id, &ctx.node_id).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        tracing::error!("another node took this stream (this node's claim expired); ending the broadcast");
+                        RenditionEvent::End
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not renew the stream claim; retrying");
+                        continue;
+                    }
+                }
+            }
             _ = sleep_until(publisher.next_deletion()) => {
                 publisher.delete_due(std::time::Instant::now()).await;
                 continue;
@@ -275,6 +291,10 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             0.0
         }
     };
+    // Nothing more is written under this broadcast's numbers: another node may take over.
+    if let Err(e) = ctx.db.release_claim(&stream.id, &recording_id).await {
+        tracing::warn!(error = %e, "could not release the stream claim; it expires by itself");
+    }
     let bitrate = (duration > 0.0).then(|| (stats.bytes_in() as f64 * 8.0 / duration) as i64);
     if let Err(e) = ctx
         .db

@@ -2,6 +2,7 @@
 //! several nodes share state). Repositories are plain async functions over the pool.
 
 pub mod admin;
+pub mod claims;
 pub mod ids;
 pub mod sessions;
 

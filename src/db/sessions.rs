@@ -211,6 +211,27 @@ impl Db {
             .map_err(DbError::from)
     }
 
+    /// Recordings a crashed process of node `node_id` left unfinished: (session id, stream id)
+    /// of each session it left live that records. Called at start-up, before
+    /// `end_orphaned_sessions`.
+    pub async fn orphaned_recordings(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.stream_id FROM sessions s JOIN recordings r ON r.id = s.id \
+             WHERE s.state <> 'ended' AND (s.node_id = $1 OR s.node_id = '') \
+             AND r.ended_at IS NULL",
+        )
+        .bind(node_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("stream_id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
     /// Removes a recording's row (its objects are the caller's); false if there was none.
     pub async fn delete_recording(&self, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query("DELETE FROM recordings WHERE id = $1")

@@ -22,9 +22,12 @@
 //! and CDNs that fetched the previous playlist can still get it (the sweeper, `sweep`, removes
 //! what a crashed process left). Each segment is also copied (a hard link on local disk, a
 //! server-side copy on S3) under `vod/{recording_id}/`, where the finished broadcast stays as a
-//! VOD with its own manifests.
+//! VOD with its own manifests. Those manifests are also written every `CHECKPOINT_EVERY` stored
+//! segments while the broadcast runs (as a finished VOD of what exists so far), so a process
+//! that dies leaves a playable recording behind (`recovery` finishes it at the next start).
 
 pub mod numbers;
+pub mod recovery;
 pub mod store;
 pub mod sweep;
 pub mod upload;
@@ -114,7 +117,12 @@ pub struct Publisher {
     lost: u64,
     /// Only numbers below this may be written (the caller's reservation).
     number_limit: u64,
+    /// Segments stored since the recording's manifests were last written.
+    since_checkpoint: usize,
 }
+
+/// The recording's manifests are rewritten after this many stored segments.
+pub const CHECKPOINT_EVERY: usize = 3;
 
 impl Publisher {
     pub fn new(up: Uploader, plan: BroadcastPlan) -> Self {
@@ -133,6 +141,7 @@ impl Publisher {
             master_bandwidth: 0,
             lost: 0,
             number_limit: u64::MAX,
+            since_checkpoint: 0,
         }
     }
 
@@ -268,6 +277,10 @@ impl Publisher {
             } else {
                 self.manifests_behind = false;
             }
+        }
+        self.since_checkpoint += stored.len();
+        if self.since_checkpoint >= CHECKPOINT_EVERY {
+            self.checkpoint_recording().await;
         }
         let latency_end = Instant::now();
         Ok(stored
@@ -429,6 +442,23 @@ impl Publisher {
             self.master_bandwidth = bandwidth;
         }
         Ok(())
+    }
+
+    /// Writes the recording's manifests for what is stored so far (kept for the next try when
+    /// the store refuses).
+    async fn checkpoint_recording(&mut self) {
+        let (Some(root), Some(p)) = (&self.vod_root, &self.presentation) else {
+            return;
+        };
+        let vod = Presentation {
+            kind: PresentationKind::Vod,
+            ended: true,
+            ..p.clone()
+        };
+        match self.write_manifests(root, &vod, true).await {
+            Ok(()) => self.since_checkpoint = 0,
+            Err(e) => tracing::warn!(error = %e, "recording manifests not checkpointed; retried"),
+        }
     }
 
     /// The manifests of `p` under `root`, in order: every media playlist, then (when asked)

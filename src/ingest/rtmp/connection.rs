@@ -434,6 +434,30 @@ impl Connection {
                 e.into(),
             ));
         }
+        // One node owns a stream at a time: the claim is taken before anything starts.
+        match self
+            .ctx
+            .db
+            .claim_stream(&stream.id, &self.ctx.pipeline.node_id, &session_id)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let node = self.ctx.db.claim_holder(&stream.id).await.ok().flatten();
+                let error = ConnectionError::Refused(format!(
+                    "the stream is live on node `{}` (publish there, or stop that broadcast first)",
+                    node.as_deref().unwrap_or("another node")
+                ));
+                return Err(Refusal::new(BAD_NAME, "stream live on another node", error));
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    "NetStream.Publish.Failed",
+                    "server error",
+                    e.into(),
+                ))
+            }
+        }
         if let Some(publishing) = reconnects.resume(&stream.id).await {
             return Ok(publishing);
         }
