@@ -187,7 +187,7 @@ pub struct AuthSettings {
 }
 
 /// Publish webhooks (see `webhooks`); an empty URL means no hook.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Asked before every publish; only a 2xx answer within `timeout` lets it start.
@@ -198,6 +198,21 @@ pub struct WebhookSettings {
     pub on_recording_ready: String,
     /// Seconds a hook may take to answer.
     pub timeout: f64,
+    /// Key of the HMAC-SHA256 signature every hook request carries (see `webhooks`). Empty:
+    /// requests are not signed.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("on_publish", &self.on_publish)
+            .field("on_unpublish", &self.on_unpublish)
+            .field("on_recording_ready", &self.on_recording_ready)
+            .field("timeout", &self.timeout)
+            .field("secret", &if self.secret.is_empty() { "" } else { "…" })
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -273,6 +288,7 @@ on_publish = ""
 on_unpublish = ""
 on_recording_ready = ""
 timeout = 2.0
+secret = ""
 "#;
 
 impl Settings {
@@ -404,6 +420,12 @@ impl Settings {
             0.1..=30.0,
             "seconds",
         )?;
+        if !self.webhooks.secret.is_empty() && self.webhooks.secret.len() < 16 {
+            return Err(invalid(
+                "webhooks.secret",
+                "must be at least 16 characters (or empty to send unsigned requests)",
+            ));
+        }
         url_with_scheme("storage.url", &self.storage.url, store::SCHEMES)?;
         url_with_scheme(
             "storage.endpoint",

@@ -393,6 +393,7 @@ mod tests {
                     on_unpublish: String::new(),
                     on_recording_ready: String::new(),
                     timeout: 2.0,
+                    secret: String::new(),
                 },
                 "http://localhost",
             )

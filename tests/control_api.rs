@@ -1,7 +1,9 @@
 //! The admin API against a real server, on SQLite and on a real PostgreSQL (`make test` starts
 //! it; without it these tests fail): every documented admin path refuses a request without the
 //! token; streams, key rotation and revocation, live sessions and the events stream work with
-//! a real ffmpeg publisher; the stream key used throughout never leaks.
+//! a real ffmpeg publisher; the stream key used throughout never leaks. Rotating or revoking
+//! a key takes the broadcast live with it off air within seconds (the latency is printed), and
+//! the old key cannot come back.
 
 mod support;
 
@@ -398,4 +400,151 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Creates a passthrough stream through the API: (id, key, playback id).
+fn create_via_api(server: &Server, name: &str) -> (String, String, String) {
+    let (status, body) = api(
+        server,
+        "POST",
+        "/api/v1/streams",
+        Some(&server.admin_token),
+        Some(json!({"name": name, "ladder": "passthrough"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).expect("json");
+    let field = |v: &Value| v.as_str().expect("field").to_string();
+    (
+        field(&created["stream"]["id"]),
+        field(&created["key"]),
+        field(&created["stream"]["playback_id"]),
+    )
+}
+
+/// Publishes with `key` until the broadcast is live and has a segment; returns the publisher
+/// and the session id.
+fn go_live(
+    server: &Server,
+    events: &mpsc::Receiver<(i64, String, Value)>,
+    key: &str,
+    playback: &str,
+) -> (std::process::Child, String) {
+    let publisher = publish(&server.rtmp_url(key), 60);
+    let (_, live) =
+        wait_event(events, "stream.live", Duration::from_secs(15)).expect("stream.live");
+    let session_id = live["session_id"].as_str().expect("session id").to_string();
+    let playlist = format!("live/{playback}/source/index.m3u8");
+    let segment = wait_for(Duration::from_secs(15), || {
+        server.get_text(&playlist).filter(|p| p.contains(".m4s"))
+    });
+    assert!(segment.is_some(), "a segment was published");
+    (publisher, session_id)
+}
+
+/// Sends `method path` (a key change) and measures how long until the broadcast `session_id`
+/// ended (its `stream.ended` event) and its publisher was disconnected; asserts both happen
+/// within 5 s (the target is 1 s; the slack is for a loaded machine) and the broadcast ended
+/// normally: the playlist is finished and the recording is listed. Returns the answer's body.
+fn cut_off_by(
+    server: &Server,
+    events: &mpsc::Receiver<(i64, String, Value)>,
+    (method, path, expected_status): (&str, &str, u16),
+    (session_id, publisher, playback): (&str, &mut std::process::Child, &str),
+) -> String {
+    let asked = now_ms();
+    let (status, body) = api(server, method, path, Some(&server.admin_token), None);
+    assert_eq!(status, expected_status, "{body}");
+    let (arrived, ended) = wait_event(events, "stream.ended", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{method} {path} did not end the live broadcast within 5 s"));
+    assert_eq!(ended["session_id"].as_str(), Some(session_id), "{ended}");
+    let event_ms = arrived - asked;
+    let exited = wait_for(Duration::from_secs(5), || {
+        publisher.try_wait().ok().flatten()
+    });
+    assert!(
+        exited.is_some(),
+        "the publisher is still connected 5 s after {method} {path}"
+    );
+    let disconnect_ms = now_ms() - asked;
+    eprintln!("{method} {path}: stream.ended after {event_ms} ms, publisher gone after at most {disconnect_ms} ms");
+    assert!(
+        event_ms <= 5000,
+        "stream.ended {event_ms} ms after {method} {path}"
+    );
+    let playlist = format!("live/{playback}/source/index.m3u8");
+    let finished = wait_for(Duration::from_secs(5), || {
+        server
+            .get_text(&playlist)
+            .filter(|p| p.contains("#EXT-X-ENDLIST"))
+    });
+    assert!(
+        finished.is_some(),
+        "the stopped broadcast's playlist is finished"
+    );
+    let (_, recordings) = api(
+        server,
+        "GET",
+        "/api/v1/recordings",
+        Some(&server.admin_token),
+        None,
+    );
+    assert!(
+        recordings.contains(session_id),
+        "the stopped broadcast is recorded: {recordings}"
+    );
+    body
+}
+
+#[test]
+fn rotating_or_revoking_the_key_takes_the_live_publisher_off_air() {
+    let server = Server::start();
+    let events = subscribe(&server);
+    let (id, old_key, playback) = create_via_api(&server, "cut");
+    let key_path = format!("/api/v1/streams/{id}/key");
+
+    // rotation: the live publisher is cut off and cannot come back with the old key
+    let (mut publisher, session) = go_live(&server, &events, &old_key, &playback);
+    let rotated = cut_off_by(
+        &server,
+        &events,
+        ("POST", &key_path, 200),
+        (&session, &mut publisher, &playback),
+    );
+    let (_, body) = api(
+        &server,
+        "GET",
+        "/api/v1/sessions",
+        Some(&server.admin_token),
+        None,
+    );
+    assert_eq!(body.trim(), "[]", "no session is live after the rotation");
+    let mut again = publish(&server.rtmp_url(&old_key), 2);
+    assert!(
+        !again.wait().expect("ffmpeg").success(),
+        "the old key publishes again after the rotation"
+    );
+    let new_key = serde_json::from_str::<Value>(&rotated).expect("json")["key"]
+        .as_str()
+        .expect("the new key")
+        .to_string();
+
+    // revocation: the same, and the revoked key is refused afterwards
+    let (mut publisher, session) = go_live(&server, &events, &new_key, &playback);
+    cut_off_by(
+        &server,
+        &events,
+        ("DELETE", &key_path, 204),
+        (&session, &mut publisher, &playback),
+    );
+    let mut again = publish(&server.rtmp_url(&new_key), 2);
+    assert!(
+        !again.wait().expect("ffmpeg").success(),
+        "a revoked key publishes"
+    );
+    let log = server.log();
+    assert!(log.contains("the live publisher was disconnected"), "{log}");
+    assert!(
+        !log.contains(&old_key) && !log.contains(&new_key),
+        "a key was logged"
+    );
 }

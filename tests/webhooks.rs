@@ -1,23 +1,38 @@
 //! Publish webhooks against a local HTTP receiver: `on_publish` allows (2xx), denies (403),
 //! refuses when the hook never answers (2 s timeout) or cannot be reached; `on_unpublish` and
 //! `on_recording_ready` arrive after a broadcast with the session's ids and a recording that
-//! plays. No payload carries the stream key.
+//! plays. No payload carries the stream key. With `webhooks.secret` set every request is
+//! signed, and the README's Python verifier accepts it with the secret and refuses it with
+//! another secret or another body.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
 
-/// One request the receiver got: when, the path, and the JSON body.
+/// One request the receiver got: when, the path, its headers (names lower-cased), the exact
+/// body bytes and the body as JSON.
 struct Hook {
     at: Instant,
     path: String,
+    headers: Vec<(String, String)>,
+    raw: Vec<u8>,
     body: Value,
+}
+
+impl Hook {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A local HTTP server that answers by path: `/allow*` 204, `/deny` 403, `/hang` never.
@@ -61,6 +76,7 @@ fn answer(mut socket: TcpStream, tx: mpsc::Sender<Hook>) {
         .unwrap_or_default()
         .to_string();
     let mut length = 0;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
@@ -70,16 +86,19 @@ fn answer(mut socket: TcpStream, tx: mpsc::Sender<Hook>) {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap_or(0);
             }
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
+    let mut raw = vec![0; length];
+    if reader.read_exact(&mut raw).is_err() {
         return;
     }
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let _ = tx.send(Hook {
         at: Instant::now(),
         path: path.clone(),
+        headers,
+        raw,
         body,
     });
     let status = match path.as_str() {
@@ -168,6 +187,110 @@ fn an_allowing_hook_lets_the_publish_through_and_hears_its_end_and_recording() {
 
     let payloads = serde_json::to_string(&notified).expect("json") + &hook.body.to_string();
     assert!(!payloads.contains(&stream.key), "a hook saw the stream key");
+    assert_eq!(
+        hook.header("x-strata-signature"),
+        None,
+        "no secret, no signature"
+    );
+}
+
+/// The README's verifier (Python 3 standard library), run on what the receiver got: exit 0
+/// when the signature is valid and the timestamp within 5 minutes.
+const VERIFY: &str = r#"
+import hashlib, hmac, sys, time
+
+def verify(secret: bytes, timestamp: str, signature: str, body: bytes) -> bool:
+    if abs(time.time() - int(timestamp)) > 300:
+        return False
+    signed = timestamp.encode() + b"." + body
+    expected = "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+secret, timestamp, signature = sys.argv[1:4]
+sys.exit(0 if verify(secret.encode(), timestamp, signature, sys.stdin.buffer.read()) else 1)
+"#;
+
+/// Whether the README's verifier accepts `body` with the hook's headers and `secret`.
+fn python_verifies(secret: &str, hook: &Hook, body: &[u8]) -> bool {
+    let mut verifier = Command::new("python3")
+        .args(["-c", VERIFY, secret])
+        .arg(hook.header("x-strata-timestamp").unwrap_or("0"))
+        .arg(hook.header("x-strata-signature").unwrap_or(""))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    verifier
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("feed the verifier");
+    verifier.wait().expect("verifier").success()
+}
+
+#[test]
+fn with_a_secret_every_hook_request_is_signed_and_verifies() {
+    const SECRET: &str = "whsec_integration_test_secret_42";
+    let receiver = Receiver::start();
+    let (allow, notify) = (receiver.url("/allow"), receiver.url("/allow-notify"));
+    let mut env = hooks_env(&allow, &notify);
+    env.push(("STRATA__WEBHOOKS__SECRET", SECRET));
+    let server = Server::start_with_env(&env, |_| {});
+    let stream = server.create_stream("signed", "passthrough");
+    let mut publisher = publish(&server.rtmp_url(&stream.key), 2);
+    assert!(
+        publisher.wait().expect("ffmpeg").success(),
+        "a signed on_publish was allowed"
+    );
+
+    let mut hooks = Vec::new();
+    while hooks.len() < 3 {
+        hooks.push(
+            receiver
+                .next(Duration::from_secs(10))
+                .expect("on_publish, on_unpublish and on_recording_ready called"),
+        );
+    }
+    let events: Vec<&str> = hooks
+        .iter()
+        .filter_map(|h| h.body["event"].as_str())
+        .collect();
+    assert_eq!(events, ["publish", "unpublish", "recording.ready"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    for hook in &hooks {
+        let signature = hook.header("x-strata-signature").expect("a signature");
+        assert!(signature.starts_with("sha256="), "{signature}");
+        let timestamp: i64 = hook
+            .header("x-strata-timestamp")
+            .and_then(|t| t.parse().ok())
+            .expect("a timestamp");
+        assert!(
+            (now - timestamp).abs() <= 30,
+            "timestamp {timestamp}, now {now}"
+        );
+        assert_eq!(hook.header("content-type"), Some("application/json"));
+        assert!(
+            python_verifies(SECRET, hook, &hook.raw),
+            "the signature of {} does not verify",
+            hook.body["event"]
+        );
+        assert!(
+            !python_verifies("whsec_some_other_secret_0000000", hook, &hook.raw),
+            "a wrong secret verified"
+        );
+        let mut tampered = hook.raw.clone();
+        tampered.extend_from_slice(b" ");
+        assert!(
+            !python_verifies(SECRET, hook, &tampered),
+            "a changed body verified"
+        );
+    }
+    let log = server.log();
+    assert!(!log.contains(SECRET), "the secret was logged");
+    assert!(!log.contains(&stream.key), "the key was logged");
 }
 
 /// Publishes with `on_publish` set; checks the publish was refused and published nothing;

@@ -2,7 +2,9 @@
 //! `/api/v1/openapi.json` (utoipa). Every route needs `Authorization: Bearer TOKEN`; a missing
 //! or wrong token gets 401 before any handler runs. Errors are `{"error": "…"}` with a message
 //! a person can act on. Stream keys appear only in the answers that create them (create,
-//! rotate), never elsewhere.
+//! rotate), never elsewhere. Rotating or revoking a key (and deleting a stream) also stops the
+//! stream's live broadcast on whichever node runs it, like `DELETE /sessions/{id}`: a key
+//! that was taken away does not stay on air.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,6 +51,18 @@ impl ApiState {
     /// Ends a live session wherever it runs; false when no node has it.
     fn stop_anywhere(&self, session_id: &str) -> bool {
         self.hub.stop(session_id) || self.cluster.request_stop(session_id)
+    }
+
+    /// Ends every live broadcast of `stream_id` (one at most, plus a reconnecting one),
+    /// wherever it runs, the way `DELETE /sessions/{id}` does: the publisher is disconnected and
+    /// the broadcast ends normally (final manifests, recording, `stream.ended`). Returns how
+    /// many were told to stop.
+    fn stop_stream(&self, stream_id: &str) -> usize {
+        self.live_sessions()
+            .iter()
+            .filter(|live| live.id.stream_id == stream_id)
+            .filter(|live| self.stop_anywhere(&live.id.session_id))
+            .count()
     }
 }
 
@@ -224,11 +238,7 @@ async fn update_stream(
 #[utoipa::path(delete, path = "/api/v1/streams/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
-    for live in state.live_sessions() {
-        if live.id.stream_id == *id {
-            state.stop_anywhere(&live.id.session_id);
-        }
-    }
+    state.stop_stream(&id);
     match state.db.delete_stream(&id).await {
         Ok(true) => HttpResponse::NoContent().finish(),
         Ok(false) => not_found("stream", &id),
@@ -236,28 +246,46 @@ async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> Htt
     }
 }
 
+/// Logs that a key change cut a live broadcast off (ids only).
+fn cut_off(stream_id: &str, stopped: usize, change: &str) {
+    if stopped > 0 {
+        tracing::info!(
+            stream_id,
+            broadcasts = stopped,
+            "stream key {change}; the live publisher was disconnected"
+        );
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/streams/{id}/key", params(("id" = String, Path)),
-    responses((status = 200, body = StreamKey, description = "the new key, shown once; the old one no longer publishes"),
+    responses((status = 200, body = StreamKey, description = "the new key, shown once; the old one no longer publishes, and a broadcast live with it is stopped"),
         (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn rotate_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     match state.db.rotate_key(&id).await {
-        Ok(Some(key)) => HttpResponse::Ok().json(StreamKey {
-            key,
-            rtmp_url: state.rtmp_url.clone(),
-        }),
+        Ok(Some(key)) => {
+            // the key is changed first, so the stopped publisher cannot come back with it
+            cut_off(&id, state.stop_stream(&id), "rotated");
+            HttpResponse::Ok().json(StreamKey {
+                key,
+                rtmp_url: state.rtmp_url.clone(),
+            })
+        }
         Ok(None) => not_found("stream", &id),
         Err(e) => db_error(e),
     }
 }
 
 #[utoipa::path(delete, path = "/api/v1/streams/{id}/key", params(("id" = String, Path)),
-    responses((status = 204, description = "the key no longer publishes; rotate to get a new one"),
+    responses((status = 204, description = "the key no longer publishes, and a broadcast live with it is stopped; rotate to get a new one"),
         (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn revoke_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     match state.db.revoke_key(&id).await {
-        Ok(true) => HttpResponse::NoContent().finish(),
+        Ok(true) => {
+            cut_off(&id, state.stop_stream(&id), "revoked");
+            HttpResponse::NoContent().finish()
+        }
         Ok(false) => not_found("stream", &id),
         Err(e) => db_error(e),
     }

@@ -1,17 +1,25 @@
 //! Opening the object store named by `storage.url`, and the object keys Strata writes.
 //! Keys are built only from server-generated ids and rendition names (see `db::ids`).
+//!
+//! Misconfigurations are reported by the setting that fixes them: a plain-HTTP endpoint
+//! (`storage.endpoint`, or `AWS_ENDPOINT` / `AZURE_STORAGE_ENDPOINT` in the environment) is
+//! refused here, before any request, unless `storage.allow_http` (or the provider's own
+//! `AWS_ALLOW_HTTP` / `AZURE_ALLOW_HTTP`) allows it; other failures of the start-up check keep
+//! their whole error chain (object_store's own message alone is often just "builder error").
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +33,71 @@ pub enum StoreError {
         probe: String,
         reason: String,
     },
+    #[error(
+        "{setting} is `{endpoint}`, a plain-HTTP endpoint, and plain HTTP is not allowed: set \
+         storage.allow_http = true (STRATA__STORAGE__ALLOW_HTTP=true) if this server is on a \
+         network you trust, or use an https:// endpoint"
+    )]
+    PlainHttp {
+        /// Where the endpoint came from: `storage.endpoint` or an environment variable.
+        setting: &'static str,
+        endpoint: String,
+    },
+}
+
+/// `error` and every `source()` under it, joined by `: ` (object_store's and reqwest's own
+/// messages leave out the cause, e.g. "HTTP error: builder error").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A boolean setting as object_store parses it from the environment.
+fn truthy(value: Option<String>) -> bool {
+    value.is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "on" | "yes" | "y"
+        )
+    })
+}
+
+/// Refuses an `http://` endpoint unless plain HTTP is allowed. `configured` is
+/// `storage.endpoint`; `effective` is the endpoint the client will use (the setting or the
+/// environment's); `env_name` names the environment variable it falls back to.
+fn check_plain_http(
+    configured: &str,
+    effective: Option<String>,
+    allow_http: bool,
+    env_name: &'static str,
+) -> Result<(), StoreError> {
+    let Some(endpoint) =
+        effective.filter(|e| !allow_http && e.to_ascii_lowercase().starts_with("http://"))
+    else {
+        return Ok(());
+    };
+    // show where it points, never credentials a URL may carry
+    let shown = url::Url::parse(&endpoint).map_or_else(
+        |_| "http://…".to_string(),
+        |u| u.origin().ascii_serialization(),
+    );
+    Err(StoreError::PlainHttp {
+        setting: if configured.is_empty() {
+            env_name
+        } else {
+            "storage.endpoint"
+        },
+        endpoint: shown,
+    })
 }
 
 /// The `storage.url` schemes `open` understands.
@@ -62,11 +135,12 @@ impl std::fmt::Debug for CloudOptions {
 }
 
 impl CloudOptions {
-    fn client(&self) -> ClientOptions {
+    /// Client options; `allow_http` is `self.allow_http` or the provider's environment variable.
+    fn client(&self, allow_http: bool) -> ClientOptions {
         ClientOptions::new()
             .with_timeout(self.request_timeout.max(Duration::from_millis(500)))
             .with_connect_timeout(Duration::from_secs(2))
-            .with_allow_http(self.allow_http)
+            .with_allow_http(allow_http)
     }
 
     /// A couple of quick retries inside one request; the publisher's budget decides the rest
@@ -88,7 +162,7 @@ impl CloudOptions {
 /// `gs://bucket[/prefix]` or `az://container[/prefix]`.
 pub fn open(url: &str, cloud: &CloudOptions) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let parsed = url::Url::parse(url).map_err(|e| StoreError::BadUrl(url.into(), e.to_string()))?;
-    let bad = |e: object_store::Error| StoreError::BadUrl(url.into(), e.to_string());
+    let bad = |e: object_store::Error| StoreError::BadUrl(url.into(), chain(&e));
     let bucket_url = format!(
         "{}://{}",
         parsed.scheme(),
@@ -106,13 +180,24 @@ pub fn open(url: &str, cloud: &CloudOptions) -> Result<Arc<dyn ObjectStore>, Sto
             return Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?));
         }
         "s3" => {
-            let mut b = AmazonS3Builder::from_env()
+            let env = AmazonS3Builder::from_env();
+            // `with_client_options` below replaces what `from_env` read; keep AWS_ALLOW_HTTP
+            let allow_http = cloud.allow_http
+                || truthy(
+                    env.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)),
+                );
+            let mut b = env
                 .with_url(bucket_url)
-                .with_client_options(cloud.client())
+                .with_client_options(cloud.client(allow_http))
                 .with_retry(cloud.retry());
             if !cloud.endpoint.is_empty() {
                 b = b.with_endpoint(&cloud.endpoint);
             }
+            // object_store prefers AWS_ENDPOINT_URL_S3 over the general endpoint
+            let effective = b
+                .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+                .or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint));
+            check_plain_http(&cloud.endpoint, effective, allow_http, "AWS_ENDPOINT")?;
             if !cloud.region.is_empty() {
                 b = b.with_region(&cloud.region);
             }
@@ -124,25 +209,37 @@ pub fn open(url: &str, cloud: &CloudOptions) -> Result<Arc<dyn ObjectStore>, Sto
             if cloud.path_style {
                 b = b.with_virtual_hosted_style_request(false);
             }
-            Arc::new(b.with_allow_http(cloud.allow_http).build().map_err(bad)?)
+            Arc::new(b.with_allow_http(allow_http).build().map_err(bad)?)
         }
         "gs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(bucket_url)
-                .with_client_options(cloud.client())
+                .with_client_options(cloud.client(cloud.allow_http))
                 .with_retry(cloud.retry())
                 .build()
                 .map_err(bad)?,
         ),
         "az" => {
-            let mut b = MicrosoftAzureBuilder::from_env()
+            let env = MicrosoftAzureBuilder::from_env();
+            let allow_http = cloud.allow_http
+                || truthy(
+                    env.get_config_value(&AzureConfigKey::Client(ClientConfigKey::AllowHttp)),
+                );
+            let mut b = env
                 .with_url(bucket_url)
-                .with_client_options(cloud.client())
+                .with_client_options(cloud.client(allow_http))
                 .with_retry(cloud.retry());
             if !cloud.endpoint.is_empty() {
                 b = b.with_endpoint(cloud.endpoint.clone());
             }
-            Arc::new(b.with_allow_http(cloud.allow_http).build().map_err(bad)?)
+            let effective = b.get_config_value(&AzureConfigKey::Endpoint);
+            check_plain_http(
+                &cloud.endpoint,
+                effective,
+                allow_http,
+                "AZURE_STORAGE_ENDPOINT",
+            )?;
+            Arc::new(b.with_allow_http(allow_http).build().map_err(bad)?)
         }
         other => {
             return Err(StoreError::BadUrl(
@@ -187,7 +284,7 @@ pub async fn check(
         Ok(Ok(_)) => Err(unusable(
             "the object read back differs from the one written".into(),
         )),
-        Ok(Err(e)) => Err(unusable(e.to_string())),
+        Ok(Err(e)) => Err(unusable(chain(&e))),
         Err(_) => Err(unusable(format!("no answer within {timeout:?}"))),
     }
 }
@@ -228,3 +325,55 @@ pub const MPD: &str = "manifest.mpd";
 pub const INIT_SEGMENT: &str = "init.mp4";
 /// The live picture's poster (JPEG), under the live root.
 pub const POSTER: &str = "poster.jpg";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_at(endpoint: &str, allow_http: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        open(
+            "s3://bucket/prefix",
+            &CloudOptions {
+                endpoint: endpoint.into(),
+                region: "us-east-1".into(),
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+                path_style: true,
+                allow_http,
+                request_timeout: Duration::from_secs(1),
+            },
+        )
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_names_the_setting_that_allows_it() {
+        let Err(e) = s3_at("http://user:pw@127.0.0.1:9000/", false) else {
+            panic!("a plain-HTTP endpoint was accepted without storage.allow_http");
+        };
+        let message = e.to_string();
+        assert!(
+            message.starts_with("storage.endpoint is `http://127.0.0.1:9000`")
+                && message.contains("set storage.allow_http = true")
+                && message.contains("https://"),
+            "{message}"
+        );
+        assert!(!message.contains("pw"), "credentials shown: {message}");
+        assert!(s3_at("http://127.0.0.1:9000", true).is_ok());
+        assert!(s3_at("https://s3.example.com", false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_up_check_says_why() {
+        // nothing listens on the port just freed
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let url = "s3://bucket/prefix";
+        let store = s3_at(&format!("http://{closed}"), true).unwrap();
+        let e = check(&store, url, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        let message = e.to_string().to_lowercase();
+        assert!(message.contains("connect"), "{message}");
+    }
+}

@@ -25,6 +25,8 @@ pub struct FaultProxy {
     pub failed: Arc<AtomicU64>,
     pub forwarded: Arc<AtomicU64>,
     pub request_lines: Arc<Mutex<Vec<String>>>,
+    /// The request lines refused because `down` was set.
+    pub refused_while_down: Arc<Mutex<Vec<String>>>,
     /// While set, every request fails (a full outage).
     pub down: Arc<AtomicBool>,
     /// While set, requests pass untouched.
@@ -44,6 +46,7 @@ impl FaultProxy {
             failed: Arc::default(),
             forwarded: Arc::default(),
             request_lines: Arc::default(),
+            refused_while_down: Arc::default(),
             down: Arc::default(),
             calm: Arc::default(),
         };
@@ -51,6 +54,7 @@ impl FaultProxy {
             failed: proxy.failed.clone(),
             forwarded: proxy.forwarded.clone(),
             lines: proxy.request_lines.clone(),
+            refused_while_down: proxy.refused_while_down.clone(),
             down: proxy.down.clone(),
             calm: proxy.calm.clone(),
         };
@@ -76,6 +80,7 @@ struct Shared {
     failed: Arc<AtomicU64>,
     forwarded: Arc<AtomicU64>,
     lines: Arc<Mutex<Vec<String>>>,
+    refused_while_down: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
     calm: Arc<AtomicBool>,
 }
@@ -114,12 +119,18 @@ fn serve(
     }
     let mut body = vec![0; content_length];
     reader.read_exact(&mut body)?;
+    let down = shared.down.load(Ordering::Relaxed);
+    if down {
+        if let Ok(mut l) = shared.refused_while_down.lock() {
+            l.push(request_line.clone());
+        }
+    }
     if let Ok(mut l) = shared.lines.lock() {
         l.push(request_line);
     }
     let mut rng = rand::rng();
     let calm = shared.calm.load(Ordering::Relaxed);
-    if shared.down.load(Ordering::Relaxed) || (!calm && rng.random_bool(faults.fail_ratio)) {
+    if down || (!calm && rng.random_bool(faults.fail_ratio)) {
         shared.failed.fetch_add(1, Ordering::Relaxed);
         let response = format!(
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n\
