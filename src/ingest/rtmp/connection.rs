@@ -468,6 +468,29 @@ impl Connection {
             .begin(stats.clone(), &self.ctx.pipeline.shutdown)
             .await
             .map_err(|e| Refusal::new(BAD_NAME, "stream busy", e.into()))?;
+        // The key may have been rotated or revoked while this publish waited (webhook,
+        // takeover). The API stops what the hub lists after its change; checked again now that
+        // this broadcast is listed, one of the two always sees the other.
+        let still_valid = matches!(
+            self.ctx.db.stream_by_key(key).await,
+            Ok(Some(current)) if current.id == stream.id
+        );
+        if !still_valid {
+            drop(lease);
+            if let Err(e) = self
+                .ctx
+                .db
+                .release_claim(&stream.id, &stats.id.session_id)
+                .await
+            {
+                tracing::warn!(error = %e, "could not release the stream claim; it expires by itself");
+            }
+            return Err(Refusal::new(
+                BAD_NAME,
+                "unknown stream key",
+                ConnectionError::BadKey,
+            ));
+        }
         let cancel = lease.cancel.clone();
         tracing::info!(playback_id = %stream.playback_id, "publish accepted");
         let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);
