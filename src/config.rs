@@ -356,7 +356,12 @@ impl Settings {
             1..=1_000_000,
             "connections",
         )?;
-        in_range("http.keep_alive", self.http.keep_alive, 0.0..=3600.0, "seconds")?;
+        in_range(
+            "http.keep_alive",
+            self.http.keep_alive,
+            0.0..=3600.0,
+            "seconds",
+        )?;
         in_range(
             "http.request_timeout",
             self.http.request_timeout,

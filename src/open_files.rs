@@ -43,11 +43,11 @@ pub fn raise_to_hard_limit() -> Result<Raised, OpenFilesError> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(OpenFilesError::Read(std::io::Error::last_os_error()));
     }
-    let from = limit.rlim_cur as u64;
+    let from = figure(limit.rlim_cur);
     let target = if limit.rlim_max == libc::RLIM_INFINITY {
         kernel_ceiling()
     } else {
-        limit.rlim_max as u64
+        figure(limit.rlim_max)
     };
     if from >= target {
         return Ok(Raised { from, to: from });
@@ -70,6 +70,13 @@ pub fn raise_to_hard_limit() -> Result<Raised, OpenFilesError> {
 #[cfg(not(unix))]
 pub fn raise_to_hard_limit() -> Result<Raised, OpenFilesError> {
     Err(OpenFilesError::Unsupported)
+}
+
+/// A limit as a number (`rlim_t` is `u64` on Linux but not on every Unix).
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+fn figure(value: libc::rlim_t) -> u64 {
+    value as u64
 }
 
 /// The most descriptors the kernel lets one process have.
@@ -111,7 +118,7 @@ mod tests {
             unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
             0
         );
-        (limit.rlim_cur as u64, limit.rlim_max as u64)
+        (figure(limit.rlim_cur), figure(limit.rlim_max))
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub async fn events(
 ) -> HttpResponse {
     let slot = match super::events::subscribe(&req, &http) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(refused) => return refused.response(),
     };
     super::events::response(
         BroadcastStream::new(state.events.subscribe()).filter_map(|item| async move {

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 
 use super::api::ApiState;
-use super::subscribers::Slot;
+use super::subscribers::{Slot, SubscribeError};
 use super::HttpState;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -31,11 +31,10 @@ pub fn lagged(missed: u64) -> Bytes {
     ))
 }
 
-/// A slot under the subscriber caps for this request's client (its TCP peer), or the refusal
-/// to send instead (503 or 429).
-pub fn subscribe(req: &HttpRequest, http: &HttpState) -> Result<Slot, HttpResponse> {
-    let peer = req.peer_addr().map(|a| a.ip());
-    http.subscribers.acquire(peer).map_err(|e| e.response())
+/// A slot under the subscriber caps for this request's client (its TCP peer), or why not
+/// (its `response()` is the answer to send instead).
+pub fn subscribe(req: &HttpRequest, http: &HttpState) -> Result<Slot, SubscribeError> {
+    http.subscribers.acquire(req.peer_addr().map(|a| a.ip()))
 }
 
 /// An SSE response of `frames`, with keep-alive comments in between; `slot` is held until the
@@ -68,7 +67,7 @@ pub async fn events(
 ) -> HttpResponse {
     let slot = match subscribe(&req, &http) {
         Ok(slot) => slot,
-        Err(refused) => return refused,
+        Err(refused) => return refused.response(),
     };
     response(
         BroadcastStream::new(state.events.subscribe()).map(|item| match item {

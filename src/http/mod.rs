@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
 use actix_web::http::KeepAlive;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use object_store::ObjectStore;
 
@@ -155,7 +155,9 @@ pub fn server(
     })
     .workers(WORKERS)
     .max_connections(per_worker(settings.max_connections))
-    .keep_alive(KeepAlive::from(Duration::from_secs_f64(settings.keep_alive)))
+    .keep_alive(KeepAlive::from(Duration::from_secs_f64(
+        settings.keep_alive,
+    )))
     .client_request_timeout(Duration::from_secs_f64(settings.request_timeout))
     .client_disconnect_timeout(DISCONNECT_TIMEOUT)
     .h1_allow_half_closed(false)

@@ -367,10 +367,22 @@ mod tests {
         assert_eq!(s("bytes=0-99999999999999999999999"), Some(0..100));
         assert_eq!(s("bytes=0-0"), Some(0..1));
         assert_eq!(s("bytes=99-"), Some(99..100));
-        assert_eq!(s("bytes=90-1000"), Some(90..100), "the end is cut to the object");
+        assert_eq!(
+            s("bytes=90-1000"),
+            Some(90..100),
+            "the end is cut to the object"
+        );
         assert_eq!(s("bytes=-1"), Some(99..100));
-        assert_eq!(s("bytes=-500"), Some(0..100), "a long suffix is the whole object");
-        assert_eq!(satisfiable(&GetRange::Suffix(5), 0), None, "an empty object has no byte");
+        assert_eq!(
+            s("bytes=-500"),
+            Some(0..100),
+            "a long suffix is the whole object"
+        );
+        assert_eq!(
+            satisfiable(&GetRange::Suffix(5), 0),
+            None,
+            "an empty object has no byte"
+        );
         assert_eq!(satisfiable(&GetRange::Offset(0), 0), None);
     }
 
@@ -391,6 +403,9 @@ mod tests {
         let mut body = std::pin::pin!(body);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(matches!(body.as_mut().poll_next(&mut cx), Poll::Ready(None)));
+        assert!(matches!(
+            body.as_mut().poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 }
