@@ -70,9 +70,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
         .await
         .with_context(|| format!("binding RTMP on {}", settings.rtmp.listen))?;
-    let http_listener = std::net::TcpListener::bind(settings.http.listen)
+    let http_listener = crate::http::bind(settings.http.listen)
         .with_context(|| format!("binding HTTP on {}", settings.http.listen))?;
-    http_listener.set_nonblocking(true)?;
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let urls = Urls {

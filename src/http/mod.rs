@@ -8,7 +8,8 @@
 //! between the two workers; at the cap the server stops accepting and new clients wait in the
 //! kernel's listen backlog); a new connection must send its request head within
 //! `http.request_timeout` (else 408 and close); an idle kept-alive connection is closed after
-//! `http.keep_alive`; a closing connection gets `DISCONNECT_TIMEOUT` to finish. Half-closed
+//! `http.keep_alive`; a closing connection gets `DISCONNECT_TIMEOUT` to finish; up to
+//! `LISTEN_BACKLOG` connections wait in the kernel while none is accepted. Half-closed
 //! connections are not kept: a client's EOF ends its connection at once, so an event stream's
 //! subscriber slot comes back as soon as its client leaves rather than at the next write.
 
@@ -33,6 +34,10 @@ use crate::config::HttpSettings;
 
 /// Worker threads serving HTTP; `http.max_connections` is divided between them.
 const WORKERS: usize = 2;
+/// Connections the kernel queues for us while we do not accept (at `http.max_connections`, or
+/// in a burst); the kernel caps it at `net.core.somaxconn`. Past it new clients' SYNs are
+/// dropped and retried by their TCP stack.
+const LISTEN_BACKLOG: i32 = 1024;
 /// How long a connection being closed may take to flush and shut down.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -111,6 +116,19 @@ fn without_regexes(pattern: &str) -> String {
         }
     }
     out
+}
+
+/// A non-blocking listener on `addr` whose kernel queue holds `LISTEN_BACKLOG` connections not
+/// yet accepted (std's `TcpListener::bind` allows 128).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Connections one worker may hold so that all workers together hold at most `total`
