@@ -660,6 +660,11 @@ mod tests {
             ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[rtmp]\napp = \"a/b\"\n", "rtmp.app"),
+            (
+                "[http]\nmax_event_subscribers = 0\n",
+                "http.max_event_subscribers",
+            ),
+            ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
         ] {
             std::fs::write(&path, toml).unwrap();
             let err = Settings::load(Some(&path)).unwrap_err().to_string();
