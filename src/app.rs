@@ -47,6 +47,7 @@ impl Urls {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crate::open_files::raise_and_log();
     let ladders = Arc::new(settings.load_ladders()?);
     let metrics = crate::telemetry::install().context("installing the metrics recorder")?;
     crate::transcode::init().context("initialising FFmpeg")?;
@@ -62,9 +63,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
         .await
         .with_context(|| format!("binding RTMP on {}", settings.rtmp.listen))?;
-    let http_listener = std::net::TcpListener::bind(settings.http.listen)
+    let http_listener = crate::http::bind(settings.http.listen)
         .with_context(|| format!("binding HTTP on {}", settings.http.listen))?;
-    http_listener.set_nonblocking(true)?;
     let rtmp_addr = rtmp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let urls = Urls {
@@ -204,6 +204,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let http = crate::http::server(
         http_listener,
+        &settings.http,
         actix_web::web::Data::new(crate::http::HttpState {
             store,
             metrics: Some(metrics),
@@ -211,6 +212,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             segment_base_url: Some(settings.storage.public_base_url.trim_end_matches('/'))
                 .filter(|base| !base.is_empty())
                 .map(str::to_string),
+            subscribers: crate::http::subscribers::Subscribers::new(
+                settings.http.max_event_subscribers,
+                settings.http.max_event_subscribers_per_ip,
+            ),
         }),
         api,
     )?;

@@ -75,6 +75,21 @@ pub struct HttpSettings {
     pub public_url: String,
     /// The built web app (player, streams page, dashboard): `web/dist` after `make web`.
     pub web_root: PathBuf,
+    /// Open HTTP connections, all workers together (event streams included). At the cap the
+    /// server stops accepting; further clients wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Seconds an idle kept-alive connection stays open between requests (0: close after each
+    /// response).
+    pub keep_alive: f64,
+    /// Seconds a new connection has to send its first request head; past it the server answers
+    /// 408 and closes (a client that connects and says nothing does not hold a slot).
+    pub request_timeout: f64,
+    /// Event streams (`/api/v1/events` and `/api/public/events` together) open at once; past it
+    /// a new one is answered 503 with `Retry-After`.
+    pub max_event_subscribers: usize,
+    /// Event streams open at once from one client address (IPv6: one /64), as the TCP peer
+    /// (behind a reverse proxy that is the proxy); past it 429 with `Retry-After`.
+    pub max_event_subscribers_per_ip: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -242,6 +257,11 @@ reconnect_grace = 10.0
 listen = "0.0.0.0:8080"
 public_url = ""
 web_root = "./web/dist"
+max_connections = 10000
+keep_alive = 15.0
+request_timeout = 10.0
+max_event_subscribers = 1000
+max_event_subscribers_per_ip = 20
 
 [storage]
 url = ""
@@ -404,6 +424,36 @@ impl Settings {
             ));
         }
         url_with_scheme("http.public_url", &self.http.public_url, &["http", "https"])?;
+        in_range(
+            "http.max_connections",
+            self.http.max_connections,
+            1..=1_000_000,
+            "connections",
+        )?;
+        in_range(
+            "http.keep_alive",
+            self.http.keep_alive,
+            0.0..=3600.0,
+            "seconds",
+        )?;
+        in_range(
+            "http.request_timeout",
+            self.http.request_timeout,
+            0.1..=300.0,
+            "seconds",
+        )?;
+        in_range(
+            "http.max_event_subscribers",
+            self.http.max_event_subscribers,
+            1..=1_000_000,
+            "event streams",
+        )?;
+        in_range(
+            "http.max_event_subscribers_per_ip",
+            self.http.max_event_subscribers_per_ip,
+            1..=1_000_000,
+            "event streams",
+        )?;
         for (key, url) in [
             ("webhooks.on_publish", &self.webhooks.on_publish),
             ("webhooks.on_unpublish", &self.webhooks.on_unpublish),
@@ -690,6 +740,11 @@ mod tests {
             ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[rtmp]\napp = \"a/b\"\n", "rtmp.app"),
+            (
+                "[http]\nmax_event_subscribers = 0\n",
+                "http.max_event_subscribers",
+            ),
+            ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
         ] {
             std::fs::write(&path, toml).unwrap();
             let err = Settings::load(Some(&path)).unwrap_err().to_string();

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod ingest;
 pub mod manifest;
 pub mod media;
+pub mod open_files;
 pub mod package;
 pub mod pipeline;
 pub mod publish;

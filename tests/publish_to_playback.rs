@@ -286,6 +286,83 @@ fn origin_serves_ranges_etags_cors_and_refuses_odd_paths() {
     assert_eq!(not_modified.status(), 304);
     let head = agent.head(&url).call().expect("HEAD");
     assert_eq!(head.status(), 200);
+    let full_len = agent
+        .get(&url)
+        .call()
+        .expect("GET")
+        .body_mut()
+        .read_to_vec()
+        .expect("body")
+        .len();
+    let hh = |name: &str| {
+        head.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        hh("content-length"),
+        full_len.to_string(),
+        "HEAD tells the real length"
+    );
+    for name in [
+        "content-type",
+        "cache-control",
+        "etag",
+        "accept-ranges",
+        "last-modified",
+    ] {
+        assert_eq!(hh(name), h(name), "HEAD and GET agree on {name}");
+    }
+
+    // Ranges: exact Content-Range on 206; 416 naming the size when no byte is selected.
+    let size = full_len;
+    let range = |spec: &str| {
+        let mut r = agent
+            .get(&url)
+            .header("Range", spec)
+            .call()
+            .expect("range request");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (content_range, length) = (header("content-range"), header("content-length"));
+        let body = r.body_mut().read_to_vec().expect("body");
+        (r.status().as_u16(), content_range, length, body.len())
+    };
+    let last = size - 1;
+    let past_end = format!("bytes={size}-");
+    for (spec, expected) in [
+        ("bytes=-0", (416, Some(format!("bytes */{size}")), 0)),
+        (past_end.as_str(), (416, Some(format!("bytes */{size}")), 0)),
+        (
+            "bytes=-4",
+            (206, Some(format!("bytes {}-{last}/{size}", size - 4)), 4),
+        ),
+        (
+            "bytes=-99999999",
+            (206, Some(format!("bytes 0-{last}/{size}")), size),
+        ),
+        (
+            "bytes=2-99999999",
+            (206, Some(format!("bytes 2-{last}/{size}")), size - 2),
+        ),
+        ("bytes=5-2", (200, None, size)),
+    ] {
+        let (status, content_range, length, body) = range(spec);
+        assert_eq!(
+            (status, content_range, body),
+            expected,
+            "Range: {spec} (object of {size} bytes)"
+        );
+        if status != 416 {
+            assert_eq!(length, Some(body.to_string()), "{spec}: Content-Length");
+        }
+    }
 
     let playlist = agent
         .get(&server.url(&format!("{live}/master.m3u8")))

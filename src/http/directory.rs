@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -154,18 +154,29 @@ fn public_frame(event: &Event) -> Option<bytes::Bytes> {
 
 #[utoipa::path(get, path = "/api/public/events",
     responses((status = 200, content_type = "text/event-stream",
-        description = "Server-Sent Events: `stream.live` (a DirectoryEntry) and `stream.ended` (`{playback_id}`)")))]
-pub async fn events(state: web::Data<ApiState>) -> HttpResponse {
-    super::events::response(BroadcastStream::new(state.events.subscribe()).filter_map(
-        |item| async move {
+        description = "Server-Sent Events: `stream.live` (a DirectoryEntry) and `stream.ended` (`{playback_id}`)"),
+        (status = 429, description = "this client address has `http.max_event_subscribers_per_ip` event streams open (`Retry-After`)"),
+        (status = 503, description = "the server has `http.max_event_subscribers` event streams open (`Retry-After`)")))]
+pub async fn events(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    http: web::Data<super::HttpState>,
+) -> HttpResponse {
+    let slot = match super::events::subscribe(&req, &http) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.response(),
+    };
+    super::events::response(
+        BroadcastStream::new(state.events.subscribe()).filter_map(|item| async move {
             match item {
                 Ok(event) => public_frame(&event),
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     Some(super::events::lagged(missed))
                 }
             }
-        },
-    ))
+        }),
+        slot,
+    )
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

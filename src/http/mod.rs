@@ -3,20 +3,43 @@
 //! `/api/v1` is the admin API (bearer token), with its events stream. Every request is counted
 //! by route pattern and status. `/api/public` is the viewers' directory (no token, open CORS);
 //! the web app's pages and assets are served from `http.web_root`.
+//!
+//! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
+//! between the two workers; at the cap the server stops accepting and new clients wait in the
+//! kernel's listen backlog); a new connection must send its request head within
+//! `http.request_timeout` (else 408 and close); an idle kept-alive connection is closed after
+//! `http.keep_alive`; a closing connection gets `DISCONNECT_TIMEOUT` to finish; up to
+//! `LISTEN_BACKLOG` connections wait in the kernel while none is accepted. Half-closed
+//! connections are not kept: a client's EOF ends its connection at once, so an event stream's
+//! subscriber slot comes back as soon as its client leaves rather than at the next write.
 
 pub mod api;
 pub mod directory;
 pub mod events;
 pub mod playback;
+pub mod subscribers;
 pub mod webapp;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use object_store::ObjectStore;
+
+use crate::config::HttpSettings;
+
+/// Worker threads serving HTTP; `http.max_connections` is divided between them.
+const WORKERS: usize = 2;
+/// Connections the kernel queues for us while we do not accept (at `http.max_connections`, or
+/// in a burst); the kernel caps it at `net.core.somaxconn`. Past it new clients' SYNs are
+/// dropped and retried by their TCP stack.
+const LISTEN_BACKLOG: i32 = 1024;
+/// How long a connection being closed may take to flush and shut down.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct HttpState {
     pub store: Arc<dyn ObjectStore>,
@@ -26,6 +49,8 @@ pub struct HttpState {
     pub web_root: webapp::WebRoot,
     /// Segment requests are redirected here (`storage.public_base_url`, no trailing slash).
     pub segment_base_url: Option<String>,
+    /// Open event streams under `http.max_event_subscribers` and `…_per_ip`.
+    pub subscribers: subscribers::Subscribers,
 }
 
 async fn healthz() -> HttpResponse {
@@ -93,9 +118,30 @@ fn without_regexes(pattern: &str) -> String {
     out
 }
 
-/// Builds the server on an already-bound listener; the caller runs and stops it.
+/// A non-blocking listener on `addr` whose kernel queue holds `LISTEN_BACKLOG` connections not
+/// yet accepted (std's `TcpListener::bind` allows 128).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Connections one worker may hold so that all workers together hold at most `total`
+/// (rounded up to a multiple of the worker count).
+fn per_worker(total: usize) -> usize {
+    total.div_ceil(WORKERS).max(1)
+}
+
+/// Builds the server on an already-bound listener with the connection policy of `settings`;
+/// the caller runs and stops it.
 pub fn server(
     listener: std::net::TcpListener,
+    settings: &HttpSettings,
     state: web::Data<HttpState>,
     api: web::Data<api::ApiState>,
 ) -> std::io::Result<actix_web::dev::Server> {
@@ -125,7 +171,14 @@ pub fn server(
                     .configure(directory::configure),
             )
     })
-    .workers(2)
+    .workers(WORKERS)
+    .max_connections(per_worker(settings.max_connections))
+    .keep_alive(KeepAlive::from(Duration::from_secs_f64(
+        settings.keep_alive,
+    )))
+    .client_request_timeout(Duration::from_secs_f64(settings.request_timeout))
+    .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+    .h1_allow_half_closed(false)
     .disable_signals()
     .listen(listener)?
     .run();
@@ -134,7 +187,14 @@ pub fn server(
 
 #[cfg(test)]
 mod tests {
-    use super::without_regexes;
+    use super::{per_worker, without_regexes, WORKERS};
+
+    #[test]
+    fn the_connection_cap_is_split_between_workers_and_never_zero() {
+        assert_eq!(per_worker(10_000) * WORKERS, 10_000);
+        assert_eq!(per_worker(1), 1);
+        assert!(per_worker(7) * WORKERS >= 7);
+    }
 
     #[test]
     fn route_labels_keep_segment_names_and_drop_their_regexes() {

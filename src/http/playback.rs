@@ -12,7 +12,20 @@
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
 //! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
 //! (`live/{id}/poster.jpg`) for 5 s.
+//!
+//! `HEAD` answers the headers `GET` would (the object's real `Content-Length` included) with no
+//! body. A single `bytes=` range is served as `206`; a range that selects no byte of the object
+//! (a first byte at or past its end, or a zero-length suffix such as `bytes=-0`) is `416` with
+//! `Content-Range: bytes */SIZE` (RFC 9110 §14.1.1, §15.5.17); a malformed or multi-range
+//! header is ignored and the whole object is served; `HEAD` ignores `Range`, as RFC 9110 §14.2
+//! defines ranges for `GET` only.
 
+use std::convert::Infallible;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -117,20 +130,61 @@ fn not_found() -> HttpResponse {
         .finish()
 }
 
-/// A single `bytes=` range; multi-range requests are served whole (allowed by RFC 9110).
+/// A single `bytes=` range (the unit is case-insensitive); `None` for anything else: multi-range
+/// requests and malformed headers are served whole (allowed by RFC 9110 §14.2). Whether the
+/// range fits the object is [`satisfiable`]'s question.
 fn parse_range(value: &HeaderValue) -> Option<GetRange> {
-    let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
+    let (unit, spec) = value.to_str().ok()?.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
         return None;
     }
     let (start, end) = spec.split_once('-')?;
+    // Digits only; a number too large for u64 is past the end of any object.
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().unwrap_or(u64::MAX))
+    };
     match (start.trim(), end.trim()) {
-        ("", n) => Some(GetRange::Suffix(n.parse().ok()?)),
-        (s, "") => Some(GetRange::Offset(s.parse().ok()?)),
+        ("", n) => Some(GetRange::Suffix(number(n)?)),
+        (s, "") => Some(GetRange::Offset(number(s)?)),
         (s, e) => {
-            let (s, e): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
+            let (s, e) = (number(s)?, number(e)?);
             (e >= s).then(|| GetRange::Bounded(s..e.saturating_add(1)))
         }
+    }
+}
+
+/// The bytes of an object of `size` that `range` selects, or `None` when it selects none (then
+/// the answer is 416): the first byte is at or past the end, or the suffix is empty. A last
+/// byte past the end and a suffix longer than the object are cut to the object.
+fn satisfiable(range: &GetRange, size: u64) -> Option<Range<u64>> {
+    range.as_range(size).ok().filter(|r| r.start < r.end)
+}
+
+/// 416 for an object of `size` bytes.
+fn unsatisfiable(size: u64) -> HttpResponse {
+    HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+        .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+        .insert_header((header::CACHE_CONTROL, NOT_FOUND_CACHE))
+        .finish()
+}
+
+/// A `HEAD` answer's body: it declares the object's size, so `Content-Length` is what `GET`
+/// sends, and yields no bytes (actix writes no body for `HEAD` anyway).
+struct HeadBody(u64);
+
+impl MessageBody for HeadBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.0)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<bytes::Bytes, Infallible>>> {
+        Poll::Ready(None)
     }
 }
 
@@ -150,14 +204,18 @@ async fn object(
             .finish();
     }
     let head = req.method() == Method::HEAD;
-    let range = req.headers().get(header::RANGE).and_then(parse_range);
+    let range = if head {
+        None
+    } else {
+        req.headers().get(header::RANGE).and_then(parse_range)
+    };
     let options = GetOptions {
         if_none_match: req
             .headers()
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        range: if head { None } else { range.clone() },
+        range: range.clone(),
         head,
         ..Default::default()
     };
@@ -173,13 +231,8 @@ async fn object(
             // Stores word an unsatisfiable range differently; the object's size decides.
             if let Some(range) = &range {
                 if let Ok(meta) = state.store.head(&location).await {
-                    if range.as_range(meta.size).is_err() {
-                        return HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                            .insert_header((
-                                header::CONTENT_RANGE,
-                                format!("bytes */{}", meta.size),
-                            ))
-                            .finish();
+                    if satisfiable(range, meta.size).is_none() {
+                        return unsatisfiable(meta.size);
                     }
                 }
             }
@@ -188,7 +241,14 @@ async fn object(
     };
     let meta = result.meta.clone();
     let served = result.range.clone();
-    let mut response = if range.is_some() && !head {
+    // Some stores serve an empty range (`bytes=-0`) without complaint.
+    if range
+        .as_ref()
+        .is_some_and(|r| satisfiable(r, meta.size).is_none() || served.is_empty())
+    {
+        return unsatisfiable(meta.size);
+    }
+    let mut response = if range.is_some() {
         let mut r = HttpResponse::PartialContent();
         r.insert_header((
             header::CONTENT_RANGE,
@@ -212,9 +272,7 @@ async fn object(
         response.insert_header((header::ETAG, format!("\"{}\"", etag.trim_matches('"'))));
     }
     if head {
-        return response
-            .insert_header((header::CONTENT_LENGTH, meta.size.to_string()))
-            .finish();
+        return response.body(HeadBody(meta.size));
     }
     match result.bytes().await {
         Ok(body) => response.body(body),
@@ -278,5 +336,76 @@ mod tests {
         assert_eq!(parse_range(&h("bytes=-20")), Some(GetRange::Suffix(20)));
         assert_eq!(parse_range(&h("bytes=9-3")), None);
         assert_eq!(parse_range(&h("items=0-1")), None);
+        assert_eq!(parse_range(&h("Bytes=0-0")), Some(GetRange::Bounded(0..1)));
+        assert_eq!(parse_range(&h("bytes=-0")), Some(GetRange::Suffix(0)));
+        for ignored in [
+            "bytes=0-1,4-5",
+            "bytes=-",
+            "bytes=",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "bytes=--1",
+            "bytes=a-",
+            "bytes=1",
+            "0-1",
+        ] {
+            assert_eq!(parse_range(&h(ignored)), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn a_range_that_selects_no_byte_is_unsatisfiable() {
+        let size = 100;
+        let s = |spec: &'static str| {
+            parse_range(&HeaderValue::from_static(spec)).and_then(|r| satisfiable(&r, size))
+        };
+        assert_eq!(s("bytes=-0"), None, "an empty suffix selects nothing");
+        assert_eq!(s("bytes=100-"), None);
+        assert_eq!(s("bytes=100-100"), None);
+        assert_eq!(s("bytes=250-300"), None);
+        assert_eq!(s("bytes=99999999999999999999999-"), None);
+        assert_eq!(s("bytes=0-99999999999999999999999"), Some(0..100));
+        assert_eq!(s("bytes=0-0"), Some(0..1));
+        assert_eq!(s("bytes=99-"), Some(99..100));
+        assert_eq!(
+            s("bytes=90-1000"),
+            Some(90..100),
+            "the end is cut to the object"
+        );
+        assert_eq!(s("bytes=-1"), Some(99..100));
+        assert_eq!(
+            s("bytes=-500"),
+            Some(0..100),
+            "a long suffix is the whole object"
+        );
+        assert_eq!(
+            satisfiable(&GetRange::Suffix(5), 0),
+            None,
+            "an empty object has no byte"
+        );
+        assert_eq!(satisfiable(&GetRange::Offset(0), 0), None);
+    }
+
+    #[test]
+    fn unsatisfiable_answers_name_the_size() {
+        let response = unsatisfiable(1234);
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            response.headers().get(header::CONTENT_RANGE),
+            Some(&HeaderValue::from_static("bytes */1234"))
+        );
+    }
+
+    #[test]
+    fn head_bodies_declare_the_object_size_and_hold_no_bytes() {
+        let body = HeadBody(4321);
+        assert_eq!(body.size(), BodySize::Sized(4321));
+        let mut body = std::pin::pin!(body);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            body.as_mut().poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 }
