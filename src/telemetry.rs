@@ -10,8 +10,8 @@
 //! disappears instead of showing its last value forever. Counters and histograms never expire.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -39,6 +39,39 @@ pub const GAUGE_IDLE: Duration = Duration::from_secs(5);
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Lets a repeated warning through at most once per interval and counts what it held back.
+pub struct LogThrottle {
+    interval: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when this occurrence should be logged (with the number held back
+    /// since the last one logged); `None` when it is held back.
+    pub fn check(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = state.1;
+                *state = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
 
 /// RTMP connections open right now (see `OpenConnection`).
 static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
@@ -145,5 +178,21 @@ pub fn set_gauges(live: &[Arc<LiveStats>]) {
             )
             .set(speed);
         }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn repeated_warnings_are_throttled_and_count_what_they_held_back() {
+        let throttle = LogThrottle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.check(), Some(0));
+        assert_eq!(throttle.check(), None);
+        assert_eq!(throttle.check(), None);
+        let zero = LogThrottle::new(Duration::ZERO);
+        assert_eq!(zero.check(), Some(0));
+        assert_eq!(zero.check(), Some(0));
     }
 }

@@ -17,10 +17,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
+
+use crate::telemetry::LogThrottle;
 
 /// What a refused client is told to wait before it tries again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -67,7 +69,7 @@ struct Inner {
     max: usize,
     max_per_address: usize,
     counts: Mutex<Counts>,
-    warnings: Mutex<Warnings>,
+    warnings: LogThrottle,
 }
 
 #[derive(Default)]
@@ -75,13 +77,6 @@ struct Counts {
     total: usize,
     /// Only addresses with at least one open stream: the map never outgrows `max`.
     per_address: HashMap<IpAddr, usize>,
-}
-
-#[derive(Default)]
-struct Warnings {
-    last: Option<Instant>,
-    /// Refusals since the last warning line.
-    unreported: u64,
 }
 
 /// One open event stream's place under the caps; given back when dropped.
@@ -118,7 +113,7 @@ impl Subscribers {
                 max,
                 max_per_address,
                 counts: Mutex::new(Counts::default()),
-                warnings: Mutex::new(Warnings::default()),
+                warnings: LogThrottle::new(WARN_EVERY),
             }),
         }
     }
@@ -162,18 +157,10 @@ impl Subscribers {
     }
 
     fn warn(&self, error: &SubscribeError, address: IpAddr) {
-        let mut warnings = lock(&self.inner.warnings);
-        warnings.unreported += 1;
-        let now = Instant::now();
-        if warnings
-            .last
-            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
-        {
+        let Some(unlogged) = self.inner.warnings.check() else {
             return;
-        }
-        let refused = std::mem::take(&mut warnings.unreported);
-        warnings.last = Some(now);
-        drop(warnings);
+        };
+        let refused = unlogged + 1;
         tracing::warn!(
             client = %address,
             refused_since_last_warning = refused,

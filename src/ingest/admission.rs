@@ -16,9 +16,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::telemetry::LogThrottle;
 
 /// Refusals are logged at most this often (per listener).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -134,39 +136,6 @@ impl Drop for PendingSlot {
     }
 }
 
-/// Lets a repeated warning through at most once per interval and counts what it held back.
-pub struct LogThrottle {
-    interval: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogThrottle {
-    pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed)` when this occurrence should be logged (with the number held back
-    /// since the last one logged); `None` when it is held back.
-    pub fn check(&self) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match state.0 {
-            Some(last) if now.duration_since(last) < self.interval => {
-                state.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = state.1;
-                *state = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
-    }
-}
-
 /// The wait after consecutive accept errors.
 #[derive(Debug)]
 pub struct AcceptBackoff {
@@ -235,17 +204,6 @@ mod tests {
         assert_eq!(policy.admit(ip(3)).err(), Some(Refused::Global(2)));
         drop(a);
         assert!(policy.admit(ip(3)).is_ok());
-    }
-
-    #[test]
-    fn refusal_logs_are_throttled_and_count_what_they_held_back() {
-        let throttle = LogThrottle::new(Duration::from_secs(3600));
-        assert_eq!(throttle.check(), Some(0));
-        assert_eq!(throttle.check(), None);
-        assert_eq!(throttle.check(), None);
-        let zero = LogThrottle::new(Duration::ZERO);
-        assert_eq!(zero.check(), Some(0));
-        assert_eq!(zero.check(), Some(0));
     }
 
     #[test]
