@@ -1,7 +1,9 @@
 //! Publishers with a valid key that send what no sane encoder does are bounded in bytes, not
 //! by their timestamps: frozen video timestamps and audio without video each end their own
 //! broadcast with a reason the streamer can act on, the server's memory stays within
-//! baseline + 200 MiB, and another live stream keeps advancing meanwhile.
+//! baseline + 200 MiB, and another live stream keeps advancing meanwhile. An SPS inside the
+//! frames that asks for more pixels than the decoder accepts is refused without the decoder
+//! allocating the pictures (peak memory grows by less than 100 MiB; 155 MiB without the limit).
 
 mod support;
 
@@ -168,4 +170,94 @@ fn audio_without_video_ends_only_that_broadcast_and_memory_stays_bounded() {
     });
     assert!(advanced.is_some(), "the good stream stopped advancing");
     assert!(good_ffmpeg.wait().expect("ffmpeg").success());
+}
+
+/// `seconds` of `size` H.264 with its SPS and PPS repeated inside every keyframe, as FLV tags.
+fn encoded_tags(
+    dir: &std::path::Path,
+    name: &str,
+    size: &str,
+    frames: u32,
+) -> Vec<(u8, u32, Vec<u8>)> {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size={size}:rate=30"))
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-g",
+            "1",
+            "-x264-params",
+            "repeat-headers=1",
+            "-pix_fmt",
+            "yuv420p",
+            "-an",
+        ])
+        .args(["-f", "flv"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg could not encode {size}");
+    let data = std::fs::read(&path).expect("flv");
+    flv_tags(&data)
+        .into_iter()
+        .map(|(kind, ms, body)| (kind, ms, body.to_vec()))
+        .collect()
+}
+
+#[test]
+fn an_in_stream_sps_above_the_size_limit_is_refused_without_a_large_allocation() {
+    let server = Server::start();
+    let stream = server.create_stream("sneaky", "low-cpu");
+    let small = encoded_tags(server.dir.path(), "small.flv", "320x240", 180);
+    // 7680x4320: 3.6 times the 4096x2304 the decoder accepts
+    let huge = encoded_tags(server.dir.path(), "huge.flv", "7680x4320", 8);
+    let mut publisher = ScriptedPublisher::publish(&server.rtmp, &stream.key).expect("publish");
+    let live = format!("live/{}/master.m3u8", stream.playback_id);
+    // a legal start: the sequence header announces 320x240
+    for (kind, ms, body) in small.iter().filter(|t| t.0 == 9) {
+        publisher.video(body, *ms).expect("small frames");
+    }
+    wait_for(Duration::from_secs(20), || server.get_text(&live)).expect("the ladder runs");
+    let baseline = server.peak_rss();
+    // then 8K pictures whose SPS arrives only inside the frames (no new sequence header)
+    let start = small.iter().map(|t| t.1).max().unwrap_or(0) + 33;
+    for (_, ms, body) in huge.iter().filter(|t| t.0 == 9 && t.2.get(1) == Some(&1)) {
+        if publisher.video(body, start + ms).is_err() {
+            break; // the server may close the broadcast
+        }
+    }
+    // the decoder either refuses the pictures or the broadcast ends; memory stays put
+    let settled = wait_for(Duration::from_secs(20), || {
+        let log = server.log();
+        (log.contains("invalid") || log.contains("ending broadcast") || log.contains("dropping"))
+            .then_some(log)
+    });
+    let grown = server.peak_rss().saturating_sub(baseline);
+    eprintln!("peak memory grew by {} MiB after the 8K SPS", grown / MIB);
+    assert!(
+        grown < 100 * MIB,
+        "peak memory grew by {} MiB after the 8K SPS",
+        grown / MIB
+    );
+    assert!(
+        settled.is_some(),
+        "no sign of the refusal:\n{}",
+        server.log()
+    );
 }
