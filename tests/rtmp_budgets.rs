@@ -230,7 +230,7 @@ fn an_in_stream_sps_above_the_size_limit_is_refused_without_a_large_allocation()
     let mut publisher = ScriptedPublisher::publish(&server.rtmp, &stream.key).expect("publish");
     let live = format!("live/{}/master.m3u8", stream.playback_id);
     // a legal start: the sequence header announces 320x240
-    for (kind, ms, body) in small.iter().filter(|t| t.0 == 9) {
+    for (_, ms, body) in small.iter().filter(|t| t.0 == 9) {
         publisher.video(body, *ms).expect("small frames");
     }
     wait_for(Duration::from_secs(20), || server.get_text(&live)).expect("the ladder runs");
