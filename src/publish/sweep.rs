@@ -4,7 +4,9 @@
 //! runs at start-up and every `retention.sweep_interval` on every node (deletes are
 //! idempotent), and it touches nothing younger than `retention.grace`:
 //!
-//! - `live/{playback_id}/` of a stream not live on any node: when its newest manifest is older
+//! - `live/{playback_id}/` of a stream not live on any node (neither in the snapshot of live
+//!   broadcasts the sweep starts from, nor, checked again just before its objects are listed,
+//!   claimed by any node in the database): when its newest manifest is older
 //!   than `retention.live_after_end`, everything; otherwise every segment its media playlists
 //!   no longer name.
 //! - `vod/{recording_id}/`: everything, once the recording ended more than
@@ -99,7 +101,7 @@ pub async fn sweep(
         let Some(playback_id) = prefix.filename().map(str::to_string) else {
             continue;
         };
-        if live.contains(&playback_id) {
+        if live.contains(&playback_id) || claimed(db, &playback_id).await? {
             continue;
         }
         swept.objects += sweep_live(store, &prefix, rules, now, settled).await?;
@@ -120,6 +122,15 @@ pub async fn sweep(
         }
     }
     Ok(swept)
+}
+
+/// Whether the stream of `playback_id` is claimed by a node now (a broadcast that started after
+/// the sweep's snapshot of live broadcasts).
+async fn claimed(db: &Db, playback_id: &str) -> Result<bool, SweepError> {
+    let Some(stream) = db.stream_by_playback_id(playback_id).await? else {
+        return Ok(false);
+    };
+    Ok(db.claim_holder(&stream.id).await?.is_some())
 }
 
 /// One stream's live objects: everything once its manifests are old, otherwise the segments
@@ -273,6 +284,33 @@ mod tests {
         assert!(!exists(&store, &format!("{ended}/source/index.m3u8")).await);
         assert!(!exists(&store, &format!("{ended}/source/5.m4s")).await);
         assert!(exists(&store, &format!("{live}/source/1.m4s")).await);
+    }
+
+    #[tokio::test]
+    async fn a_stream_claimed_after_the_snapshot_is_left_alone() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        let root = format!("live/{}", stream.playback_id);
+        put(&store, &format!("{root}/source/index.m3u8"), PLAYLIST).await;
+        put(&store, &format!("{root}/source/3.m4s"), "x").await;
+        let rules = Rules {
+            grace: Duration::from_secs(30),
+            live_after_end: Duration::from_secs(3600),
+            vod_days: 0.0,
+        };
+        // the snapshot says nothing is live, but a node claimed the stream since
+        assert!(db.claim_stream(&stream.id, "node-x", "rec").await.unwrap());
+        let much_later = Utc::now() + chrono::Duration::hours(2);
+        let swept = sweep(&store, &db, &rules, &HashSet::new(), much_later)
+            .await
+            .unwrap();
+        assert_eq!(swept.objects, 0);
+        db.release_claim(&stream.id, "rec").await.unwrap();
+        let swept = sweep(&store, &db, &rules, &HashSet::new(), much_later)
+            .await
+            .unwrap();
+        assert_eq!(swept.objects, 2);
     }
 
     #[tokio::test]
