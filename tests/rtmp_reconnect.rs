@@ -372,3 +372,86 @@ fn an_orderly_close_without_unpublishing_publishes_every_frame_at_once() {
         .log()
         .contains("publisher closed the connection without unpublishing"));
 }
+
+/// Sends every tag of `data` (an FLV file) at once, unpaced.
+fn send_flv(publisher: &mut support::rtmp_client::ScriptedPublisher, data: &[u8]) {
+    for (kind, ms, body) in flv_tags(data) {
+        match kind {
+            9 => publisher.video(body, ms).expect("video"),
+            8 => publisher.audio(body, ms).expect("audio"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_lost_publisher_s_frames_are_published_at_once_and_a_resume_continues_the_timeline() {
+    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "30"), IDLE], |_| {});
+    let stream = server.create_stream("lossy", "passthrough");
+    let flv = server.dir.path().join("part.flv");
+    make_flv(&flv, 5, "320x240", 48_000);
+    let data = std::fs::read(&flv).expect("flv");
+    let live = format!("live/{}", stream.playback_id);
+
+    // 5 s sent at once, then silence with the connection open: a network drop
+    let mut first = support::rtmp_client::ScriptedPublisher::publish(&server.rtmp, &stream.key)
+        .expect("publish");
+    send_flv(&mut first, &data);
+    let session = wait_for(Duration::from_secs(15), || {
+        live_sessions(&server)
+            .into_iter()
+            .find(|s| s["state"] == "reconnecting")
+            .and_then(|s| s["session_id"].as_str().map(str::to_string))
+    })
+    .expect("the session turns reconnecting");
+    let parked = Instant::now();
+    // everything sent before the loss is listed, without waiting for the grace
+    let published = wait_for(Duration::from_secs(10), || {
+        let media = media_playlist(&server, &live)?;
+        let parsed = m3u8_rs::parse_media_playlist_res(media.as_bytes()).ok()?;
+        let sum: f64 = parsed.segments.iter().map(|s| f64::from(s.duration)).sum();
+        (sum > 4.9).then_some(sum)
+    })
+    .expect("the lost publisher's last frames are published during the grace");
+    eprintln!(
+        "{published:.2} s listed {:?} after the loss was seen",
+        parked.elapsed()
+    );
+    assert!(
+        parked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        parked.elapsed()
+    );
+
+    // the publisher comes back with 5 more seconds, then closes
+    let mut second = support::rtmp_client::ScriptedPublisher::publish(&server.rtmp, &stream.key)
+        .expect("resume");
+    send_flv(&mut second, &data);
+    drop(second);
+    drop(first);
+    wait_for(Duration::from_secs(15), || {
+        (sessions(&server).first()?["state"] == "ended").then_some(())
+    })
+    .expect("the broadcast ends");
+    let all = sessions(&server);
+    assert_eq!(all.len(), 1, "one session across the loss: {all:?}");
+    assert_eq!(all[0]["id"].as_str(), Some(session.as_str()));
+
+    // the recording holds both parts, contiguous, decoding in order in every rendition
+    let vod = format!("vod/{session}");
+    let media = media_playlist(&server, &vod).expect("vod playlist");
+    let parsed = m3u8_rs::parse_media_playlist_res(media.as_bytes()).expect("playlist");
+    let sum: f64 = parsed.segments.iter().map(|s| f64::from(s.duration)).sum();
+    assert!(
+        (sum - 10.0).abs() < 0.3,
+        "the recording lasts {sum} s of 10 s"
+    );
+    for rendition in renditions(&server, &vod) {
+        let times = decode_times(&server.url(&rendition));
+        assert!(times.len() > 100, "{rendition}: {} packets", times.len());
+        let backwards: Vec<_> = times.windows(2).filter(|w| w[1] <= w[0]).collect();
+        assert!(backwards.is_empty(), "{rendition}: {backwards:?}");
+        let gaps: Vec<_> = times.windows(2).filter(|w| w[1] - w[0] > 0.15).collect();
+        assert!(gaps.is_empty(), "{rendition}: gaps {gaps:?}");
+    }
+}

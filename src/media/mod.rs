@@ -61,6 +61,9 @@ pub enum StreamEvent {
     Track(TrackInfo),
     /// A coded frame of a track already announced.
     Frame(MediaFrame),
+    /// The publisher was lost and may come back (reconnect grace): publish what is held now.
+    /// If frames follow, they continue the same timeline, starting with a video keyframe.
+    Pause,
     /// The publisher stopped (cleanly or not). Nothing follows.
     End,
 }

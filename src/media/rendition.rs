@@ -42,6 +42,8 @@ pub enum RenditionEvent {
     },
     /// A new poster (JPEG) of the live picture; not part of any rendition.
     Poster(bytes::Bytes),
+    /// See `StreamEvent::Pause`.
+    Pause,
     /// Nothing follows.
     End,
 }
@@ -67,6 +69,7 @@ impl From<StreamEvent> for RenditionEvent {
                 id: id(frame.kind),
                 frame,
             },
+            StreamEvent::Pause => RenditionEvent::Pause,
             StreamEvent::End => RenditionEvent::End,
         }
     }

@@ -26,6 +26,11 @@
 //!   tick) so the fragments stay valid.
 //! - A segment that would grow past `MAX_SEGMENT_SECS` without a keyframe, or a codec change
 //!   after the start, is an error: the caller ends the broadcast with that message.
+//! - A pause (the publisher was lost and may come back) closes every open segment at once, so
+//!   viewers and the recording get every frame up to the loss. What follows resumes the same
+//!   timeline exactly where the paused segments ended: the first video keyframe after the pause
+//!   is placed there (earlier frames and audio are dropped), so segments stay contiguous, with
+//!   no gap and no overlap, however the publisher's clock moved meanwhile.
 //! - Memory is bounded in bytes and not only by the publisher's timestamps: the media held
 //!   (open segments, closed segments waiting for other renditions or audio, queued audio) may
 //!   not pass the byte budget (`with_budget`, default `DEFAULT_MAX_HELD_BYTES`); more than
@@ -233,6 +238,8 @@ pub struct Segmenter {
     next_audio_time: Option<i64>,
     /// Audio frames older than this (in audio ticks) belong to segments already emitted.
     audio_emitted_until: i64,
+    /// After a pause: where (90 kHz media ticks) the next video keyframe is placed.
+    resume_at: Option<i64>,
 }
 
 impl Segmenter {
@@ -250,6 +257,7 @@ impl Segmenter {
             max_held: DEFAULT_MAX_HELD_BYTES,
             next_audio_time: None,
             audio_emitted_until: i64::MIN,
+            resume_at: None,
         }
     }
 
@@ -275,6 +283,7 @@ impl Segmenter {
             RenditionEvent::Frame { id, frame } => self.on_frame(id, frame),
             // posters are not media: the pipeline stores them without packaging
             RenditionEvent::Poster(_) => Ok(Vec::new()),
+            RenditionEvent::Pause => self.pause(),
             RenditionEvent::End => self.finish(),
         }
     }
@@ -343,6 +352,15 @@ impl Segmenter {
         frame: MediaFrame,
     ) -> Result<Vec<SegmenterOutput>, SegmenterError> {
         let mut out = Vec::new();
+        if let Some(resume_at) = self.resume_at {
+            // after a pause, everything waits for a video keyframe
+            if id == TrackId::Audio || !frame.keyframe {
+                return Ok(out);
+            }
+            let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks - self.base_ms;
+            self.base_ms += pts_ms - resume_at / i64::from(VIDEO_TIMESCALE / 1000);
+            self.resume_at = None;
+        }
         match id {
             TrackId::Video(index) => {
                 if !self.started {
@@ -578,6 +596,38 @@ impl Segmenter {
             samples: samples.len() as u32,
             starts_with_keyframe: true,
         }))
+    }
+
+    /// The publisher was lost (see the module doc): every open segment is closed and emitted.
+    fn pause(&mut self) -> Result<Vec<SegmenterOutput>, SegmenterError> {
+        let mut out = Vec::new();
+        if !self.started || self.resume_at.is_some() {
+            return Ok(out);
+        }
+        let ms = i64::from(VIDEO_TIMESCALE / 1000);
+        let mut end = 0;
+        for (index, video) in self.videos.iter_mut().enumerate() {
+            if let Some(last) = video.last_dts {
+                // the next frame's decode time, on a whole millisecond (the resumed timeline
+                // is placed in milliseconds)
+                let next = (last + video.last_duration.max(1) + ms - 1).max(0) / ms * ms;
+                if !video.open.is_empty() {
+                    video.close(TrackId::Video(index), next, next)?;
+                }
+                end = end.max(next);
+            }
+            video.dts_offset = None;
+        }
+        self.emit_ready(true, &mut out)?;
+        // audio past the video's end has no video to go with: the timeline resumes at `end`
+        self.audio_queue.clear();
+        self.audio_held = 0;
+        self.next_audio_time = None;
+        self.audio_emitted_until = Timestamp::new(end, VIDEO_TIMESCALE)
+            .rescale(self.audio_timescale())
+            .ticks;
+        self.resume_at = Some(end);
+        Ok(out)
     }
 
     /// End of stream: closes every open segment and emits everything still held.
@@ -1139,5 +1189,83 @@ mod tests {
             matches!(result, Some(SegmenterError::AudioWithoutVideo(_))),
             "{result:?}"
         );
+    }
+
+    /// `seconds` of 25 fps video (keyframe every `gop`, B-frame reordering) and 48 kHz audio
+    /// from `start_ms`, without the track announcements or the end.
+    fn frames(seg: &mut Segmenter, start_ms: i64, seconds: i64, gop: i64) -> Vec<SegmenterOutput> {
+        let mut out = Vec::new();
+        let mut next_audio = start_ms as f64;
+        for i in 0..seconds * 1000 / FPS_MS {
+            let dts = start_ms + i * FPS_MS;
+            let pos = i % gop;
+            let pts = match pos {
+                0 => dts + FPS_MS,
+                p if p % 3 == 1 => dts + 3 * FPS_MS,
+                _ => dts,
+            };
+            while next_audio <= dts as f64 {
+                out.extend(seg.push(audio(next_audio.round() as i64)).unwrap());
+                next_audio += 1024.0 / 48.0;
+            }
+            out.extend(seg.push(video(dts, pts, pos == 0)).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_pause_publishes_what_is_held_and_the_resumed_timeline_continues_without_gap_or_overlap() {
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(audio_track()).unwrap();
+        // 5.2 s: two whole segments emitted, the third (from 4 s) held
+        let before = frames(&mut seg, 1_000, 5, 50);
+        assert_eq!(segments(&before).len(), 2);
+        let paused = seg.push(RenditionEvent::Pause).unwrap();
+        let held = segments(&paused);
+        assert_eq!(held.len(), 1, "the held segment is published at once");
+        let held_video = held[0].track(TrackId::Video(0)).unwrap();
+        assert!(
+            held_video.duration_secs() > 0.9,
+            "{}",
+            held_video.duration_secs()
+        );
+        // the publisher comes back 30 s later on its clock (a new connection's timestamps
+        // continue 100 ms after the last ones), starting with a non-keyframe and some audio
+        let resumed_at = 1_000 + 5_000 + 100;
+        seg.push(video(resumed_at - 40, resumed_at - 40, false))
+            .unwrap();
+        let mut after = frames(&mut seg, resumed_at, 5, 50);
+        after.extend(seg.push(RenditionEvent::End).unwrap());
+        let mut all: Vec<&Segment> = segments(&before);
+        all.extend(held);
+        all.extend(segments(&after));
+        let numbers: Vec<u64> = all.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, (100..100 + all.len() as u64).collect::<Vec<_>>());
+        for kind in [TrackId::Video(0), TrackId::Audio] {
+            let tracks: Vec<&TrackSegment> = all.iter().filter_map(|s| s.track(kind)).collect();
+            for pair in tracks.windows(2) {
+                let end = pair[0].start + pair[0].duration;
+                let gap = pair[1].start as i64 - end as i64;
+                // the lost publisher's audio may stop a little before its video did
+                let allowed = match kind {
+                    TrackId::Audio => -AAC_FRAME..=4_800,
+                    TrackId::Video(_) => 0..=0,
+                };
+                assert!(
+                    allowed.contains(&gap),
+                    "{kind:?}: {} ends at {end}, the next starts at {}",
+                    pair[0].start,
+                    pair[1].start
+                );
+            }
+            assert!(tracks.iter().all(|t| t.starts_with_keyframe));
+        }
+        let total: f64 = all
+            .iter()
+            .filter_map(|s| s.track(TrackId::Video(0)))
+            .map(TrackSegment::duration_secs)
+            .sum();
+        assert!((total - 10.0).abs() < 0.1, "{total} s of 10 s");
     }
 }

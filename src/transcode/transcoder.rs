@@ -150,6 +150,9 @@ impl Transcoder {
                     TrackKind::Video => self.on_video(frame)?,
                     TrackKind::Audio => self.on_audio(frame)?,
                 },
+                // The encoders keep what they hold until more frames come (or the end):
+                // draining them would need new encoders and a new timeline.
+                StreamEvent::Pause => {}
                 StreamEvent::End => break,
             }
         }

@@ -99,6 +99,13 @@ pub(super) struct Publishing {
 }
 
 impl Publishing {
+    /// The publisher was lost: the pipeline publishes what it holds now (the broadcast may
+    /// continue when the publisher comes back).
+    pub(super) async fn pause(&self) {
+        // Fails only when the pipeline already ended; the grace then ends nothing.
+        let _ = self.events.send(StreamEvent::Pause).await;
+    }
+
     /// Ends the broadcast: its pipeline finishes the manifests and the recording.
     pub(super) async fn end(self) {
         // Fails only when the pipeline already ended; nothing more to tell it then.
@@ -522,7 +529,7 @@ impl Connection {
                     StreamEvent::Frame(frame) => p
                         .stats
                         .add_input(frame.data.len(), frame.kind == TrackKind::Video),
-                    StreamEvent::End => {}
+                    StreamEvent::Pause | StreamEvent::End => {}
                 }
                 p.events
                     .send(event)

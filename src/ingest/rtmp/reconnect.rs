@@ -1,11 +1,15 @@
 //! Reconnection grace. Encoders (OBS among them) reconnect by themselves after a network drop;
 //! viewers should see a short stall, not an ended stream and a new one. So when a publishing
-//! connection is lost without the publisher unpublishing (EOF, socket error, idle timeout),
-//! its broadcast is parked here for `grace`: its session turns `reconnecting`, and the next
-//! accepted publish of the same stream within the grace continues it — same session, recording
-//! and segment numbering, with timestamps continuing (`ResumableClock`). Otherwise, when the
-//! grace runs out (or the broadcast is stopped or the server shuts down), the broadcast ends as
-//! if the publisher had left.
+//! connection is lost without the publisher unpublishing (a socket error, an idle or write
+//! timeout; an orderly close ends the broadcast, see `connection`), its broadcast is parked here
+//! for `grace`. What it sent is published at once (a pause: a passthrough broadcast's open
+//! segment is cut there; a ladder's encoders keep the few frames they hold until the publisher
+//! is back or the grace ends), its session turns `reconnecting`, and the next accepted publish
+//! of the same stream within the grace continues it — same session, recording and segment
+//! numbering, with timestamps continuing (`ResumableClock`) and the segmenter placing the
+//! first keyframe where the paused segment ended. Otherwise, when the grace runs out (or the
+//! broadcast is stopped or the server shuts down), the broadcast ends as if the publisher had
+//! left.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +55,8 @@ impl Reconnects {
             publishing.end().await;
             return;
         }
+        // viewers and the recording get every frame up to the loss now, not after the grace
+        publishing.pause().await;
         let stats = publishing.stats.clone();
         let cancel = publishing.cancel.clone();
         let stream_id = stats.id.stream_id.clone();
