@@ -61,12 +61,7 @@ fn send_until_closed(
     let mut i = 0u64;
     while started.elapsed() < limit {
         let (kind, ms, body) = next(i);
-        let sent = if kind == 9 {
-            publisher.video(&body, ms)
-        } else {
-            publisher.audio(&body, ms)
-        };
-        if sent.is_err() {
+        if publisher.tag(kind, &body, ms).is_err() {
             return Some(started.elapsed());
         }
         i += 1;
@@ -74,22 +69,44 @@ fn send_until_closed(
     None
 }
 
+/// A scripted publisher on `key` that has sent the sequence headers of `tags`.
+fn publish_headers(server: &Server, key: &str, tags: &[(u8, u32, Vec<u8>)]) -> ScriptedPublisher {
+    let mut publisher = ScriptedPublisher::publish(&server.rtmp, key).expect("publish");
+    for (kind, _, body) in headers(tags) {
+        publisher.tag(*kind, body, 0).expect("headers");
+    }
+    publisher
+}
+
+/// The hostile broadcast ended saying `reason`; the server's memory stayed within
+/// `baseline` + 200 MiB; the good stream (its ffmpeg, playlist and segment number before the
+/// attack) kept advancing and its publisher finished undisturbed.
+fn only_that_broadcast_ended(
+    server: &mut Server,
+    reason: &str,
+    baseline: u64,
+    (mut good_ffmpeg, good, before): (std::process::Child, &str, u64),
+) {
+    let log = server.log();
+    assert!(log.contains(reason), "{log}");
+    let grown = server.rss().saturating_sub(baseline);
+    assert!(grown < 200 * MIB, "memory grew by {} MiB", grown / MIB);
+    assert!(server.is_running());
+    let advanced = wait_for(Duration::from_secs(10), || {
+        newest(server, good).filter(|n| *n > before)
+    });
+    assert!(advanced.is_some(), "the good stream stopped advancing");
+    assert!(good_ffmpeg.wait().expect("ffmpeg").success());
+}
+
 #[test]
 fn frozen_timestamps_end_only_that_broadcast_and_memory_stays_bounded() {
     let mut server = Server::start();
-    let (mut good_ffmpeg, good) = good_stream(&server);
+    let (good_ffmpeg, good) = good_stream(&server);
     let baseline = server.rss();
     let stream = server.create_stream("frozen", "passthrough");
     let tags = sample_tags(server.dir.path());
-    let mut publisher = ScriptedPublisher::publish(&server.rtmp, &stream.key).expect("publish");
-    for (kind, _, body) in headers(&tags) {
-        let sent = if *kind == 9 {
-            publisher.video(body, 0)
-        } else {
-            publisher.audio(body, 0)
-        };
-        sent.expect("headers");
-    }
+    let mut publisher = publish_headers(&server, &stream.key, &tags);
     let frames: Vec<&Vec<u8>> = tags
         .iter()
         .filter(|(kind, _, body)| *kind == 9 && body.get(1) == Some(&1))
@@ -106,34 +123,22 @@ fn frozen_timestamps_end_only_that_broadcast_and_memory_stays_bounded() {
         "the server took 30 s of frozen timestamps:\n{}",
         server.log()
     );
-    let log = server.log();
-    assert!(log.contains("video timestamps stopped advancing"), "{log}");
-    let grown = server.rss().saturating_sub(baseline);
-    assert!(grown < 200 * MIB, "memory grew by {} MiB", grown / MIB);
-    assert!(server.is_running());
-    let advanced = wait_for(Duration::from_secs(10), || {
-        newest(&server, &good).filter(|n| *n > before)
-    });
-    assert!(advanced.is_some(), "the good stream stopped advancing");
-    assert!(good_ffmpeg.wait().expect("ffmpeg").success());
+    only_that_broadcast_ended(
+        &mut server,
+        "video timestamps stopped advancing",
+        baseline,
+        (good_ffmpeg, &good, before),
+    );
 }
 
 #[test]
 fn audio_without_video_ends_only_that_broadcast_and_memory_stays_bounded() {
-    let server = Server::start();
-    let (mut good_ffmpeg, good) = good_stream(&server);
+    let mut server = Server::start();
+    let (good_ffmpeg, good) = good_stream(&server);
     let baseline = server.rss();
     let stream = server.create_stream("radio", "passthrough");
     let tags = sample_tags(server.dir.path());
-    let mut publisher = ScriptedPublisher::publish(&server.rtmp, &stream.key).expect("publish");
-    for (kind, _, body) in headers(&tags) {
-        let sent = if *kind == 9 {
-            publisher.video(body, 0)
-        } else {
-            publisher.audio(body, 0)
-        };
-        sent.expect("headers");
-    }
+    let mut publisher = publish_headers(&server, &stream.key, &tags);
     // one keyframe starts the broadcast; then only audio, 10 minutes of it, as fast as it goes
     let keyframe = tags
         .iter()
@@ -161,15 +166,12 @@ fn audio_without_video_ends_only_that_broadcast_and_memory_stays_bounded() {
         "the server took audio without video:\n{}",
         server.log()
     );
-    let log = server.log();
-    assert!(log.contains("without video"), "{log}");
-    let grown = server.rss().saturating_sub(baseline);
-    assert!(grown < 200 * MIB, "memory grew by {} MiB", grown / MIB);
-    let advanced = wait_for(Duration::from_secs(10), || {
-        newest(&server, &good).filter(|n| *n > before)
-    });
-    assert!(advanced.is_some(), "the good stream stopped advancing");
-    assert!(good_ffmpeg.wait().expect("ffmpeg").success());
+    only_that_broadcast_ended(
+        &mut server,
+        "without video",
+        baseline,
+        (good_ffmpeg, &good, before),
+    );
 }
 
 /// `seconds` of `size` H.264 with its SPS and PPS repeated inside every keyframe, as FLV tags.

@@ -143,16 +143,7 @@ fn two_faced_amf3(type_id: u8, after_connect: bool) -> Vec<u8> {
     }
     let mut bytes = set_chunk_size(1 << 20);
     if after_connect {
-        let mut connect = amf_string("connect");
-        connect.push(0x00);
-        connect.extend_from_slice(&1.0f64.to_be_bytes());
-        connect.push(0x03);
-        connect.extend_from_slice(&3u16.to_be_bytes());
-        connect.extend_from_slice(b"app");
-        connect.extend(amf_string("live"));
-        connect.extend_from_slice(&[0, 0, 0x09]);
-        bytes.extend(type0(3, 0, connect.len() as u32, 20));
-        bytes.extend(connect);
+        bytes.extend(connect_command());
     }
     bytes.extend(type0(3, 0, body.len() as u32, type_id));
     bytes.extend(body);

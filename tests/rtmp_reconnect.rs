@@ -38,6 +38,13 @@ fn media_playlist(server: &Server, root: &str) -> Option<String> {
     server.get_text(&format!("{root}/{variant}"))
 }
 
+/// The seconds a media playlist lists (0 when it does not parse).
+fn listed_seconds(playlist: &str) -> f64 {
+    m3u8_rs::parse_media_playlist_res(playlist.as_bytes())
+        .map(|p| p.segments.iter().map(|s| f64::from(s.duration)).sum())
+        .unwrap_or(0.0)
+}
+
 /// Waits until the live playlist lists at least `n` segments.
 fn wait_segments(server: &Server, playback_id: &str, n: u64) {
     let root = format!("live/{playback_id}");
@@ -257,12 +264,7 @@ fn a_publisher_that_closes_without_unpublishing_ends_at_once_and_the_next_starts
         (first["state"] == "ended").then(|| first["id"].as_str().map(str::to_string))?
     })
     .expect("the session is ended");
-    let playlist = m3u8_rs::parse_media_playlist_res(ended.as_bytes()).expect("playlist");
-    let published: f64 = playlist
-        .segments
-        .iter()
-        .map(|s| f64::from(s.duration))
-        .sum();
+    let published = listed_seconds(&ended);
     assert!(
         published > 5.0,
         "only {published} s of GStreamer's 6 s were published"
@@ -334,13 +336,7 @@ fn an_orderly_close_without_unpublishing_publishes_every_frame_at_once() {
     let mut publisher = support::rtmp_client::ScriptedPublisher::publish(&server.rtmp, &stream.key)
         .expect("publish");
     // every tag at once (no pacing), then the socket closes: a FIN, no unpublish
-    for (kind, ms, body) in flv_tags(&data) {
-        match kind {
-            9 => publisher.video(body, ms).expect("video"),
-            8 => publisher.audio(body, ms).expect("audio"),
-            _ => {}
-        }
-    }
+    send_flv(&mut publisher, &data);
     drop(publisher);
     let closed = Instant::now();
     let live = format!("live/{}", stream.playback_id);
@@ -354,12 +350,7 @@ fn an_orderly_close_without_unpublishing_publishes_every_frame_at_once() {
         waited < Duration::from_secs(2),
         "ended {waited:?} after the close"
     );
-    let playlist = m3u8_rs::parse_media_playlist_res(ended.as_bytes()).expect("playlist");
-    let published: f64 = playlist
-        .segments
-        .iter()
-        .map(|s| f64::from(s.duration))
-        .sum();
+    let published = listed_seconds(&ended);
     assert!(
         (published - 5.0).abs() < 0.1,
         "{published} s of 5 s published"
@@ -376,11 +367,7 @@ fn an_orderly_close_without_unpublishing_publishes_every_frame_at_once() {
 /// Sends every tag of `data` (an FLV file) at once, unpaced.
 fn send_flv(publisher: &mut support::rtmp_client::ScriptedPublisher, data: &[u8]) {
     for (kind, ms, body) in flv_tags(data) {
-        match kind {
-            9 => publisher.video(body, ms).expect("video"),
-            8 => publisher.audio(body, ms).expect("audio"),
-            _ => {}
-        }
+        publisher.tag(kind, body, ms).expect("tag");
     }
 }
 
@@ -407,9 +394,7 @@ fn a_lost_publisher_s_frames_are_published_at_once_and_a_resume_continues_the_ti
     let parked = Instant::now();
     // everything sent before the loss is listed, without waiting for the grace
     let published = wait_for(Duration::from_secs(10), || {
-        let media = media_playlist(&server, &live)?;
-        let parsed = m3u8_rs::parse_media_playlist_res(media.as_bytes()).ok()?;
-        let sum: f64 = parsed.segments.iter().map(|s| f64::from(s.duration)).sum();
+        let sum = listed_seconds(&media_playlist(&server, &live)?);
         (sum > 4.9).then_some(sum)
     })
     .expect("the lost publisher's last frames are published during the grace");
@@ -439,9 +424,7 @@ fn a_lost_publisher_s_frames_are_published_at_once_and_a_resume_continues_the_ti
 
     // the recording holds both parts, contiguous, decoding in order in every rendition
     let vod = format!("vod/{session}");
-    let media = media_playlist(&server, &vod).expect("vod playlist");
-    let parsed = m3u8_rs::parse_media_playlist_res(media.as_bytes()).expect("playlist");
-    let sum: f64 = parsed.segments.iter().map(|s| f64::from(s.duration)).sum();
+    let sum = listed_seconds(&media_playlist(&server, &vod).expect("vod playlist"));
     assert!(
         (sum - 10.0).abs() < 0.3,
         "the recording lasts {sum} s of 10 s"

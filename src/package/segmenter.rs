@@ -790,29 +790,12 @@ mod tests {
         })
     }
 
-    /// Interleaves 25 fps video (GOP of `gop` frames, IPBB-style B-frame reordering) with
-    /// 48 kHz AAC, both starting at `start_ms`, for `seconds`.
+    /// Announces the tracks, sends `frames` and ends.
     fn publish(seg: &mut Segmenter, start_ms: i64, seconds: i64, gop: i64) -> Vec<SegmenterOutput> {
         let mut out = Vec::new();
         out.extend(seg.push(video_track()).unwrap());
         out.extend(seg.push(audio_track()).unwrap());
-        let frames = seconds * 1000 / FPS_MS;
-        let mut next_audio = start_ms as f64;
-        for i in 0..frames {
-            let dts = start_ms + i * FPS_MS;
-            // decode order I P B B: P is shown after the two Bs
-            let pos = i % gop;
-            let pts = match pos {
-                0 => dts + FPS_MS,
-                p if p % 3 == 1 => dts + 3 * FPS_MS,
-                _ => dts,
-            };
-            while next_audio <= dts as f64 {
-                out.extend(seg.push(audio(next_audio.round() as i64)).unwrap());
-                next_audio += 1024.0 / 48.0;
-            }
-            out.extend(seg.push(video(dts, pts, pos == 0)).unwrap());
-        }
+        out.extend(frames(seg, start_ms, seconds, gop));
         out.extend(seg.push(RenditionEvent::End).unwrap());
         out
     }
@@ -1191,8 +1174,9 @@ mod tests {
         );
     }
 
-    /// `seconds` of 25 fps video (keyframe every `gop`, B-frame reordering) and 48 kHz audio
-    /// from `start_ms`, without the track announcements or the end.
+    /// `seconds` of 25 fps video (a keyframe every `gop` frames, IPBB-style B-frame
+    /// reordering) interleaved with 48 kHz AAC, both from `start_ms`; no track announcements,
+    /// no end.
     fn frames(seg: &mut Segmenter, start_ms: i64, seconds: i64, gop: i64) -> Vec<SegmenterOutput> {
         let mut out = Vec::new();
         let mut next_audio = start_ms as f64;

@@ -46,6 +46,15 @@ impl ScriptedPublisher {
         Ok(this)
     }
 
+    /// Sends one FLV tag body of type `kind` (9 video, 8 audio; others are skipped).
+    pub fn tag(&mut self, kind: u8, body: &[u8], ms: u32) -> Result<(), String> {
+        match kind {
+            9 => self.video(body, ms),
+            8 => self.audio(body, ms),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends one FLV video tag body stamped `ms`.
     pub fn video(&mut self, body: &[u8], ms: u32) -> Result<(), String> {
         let packet = self

@@ -8,13 +8,13 @@
 //!
 //! How a broadcast ends with its connection:
 //! - Any unpublish command (`FCUnpublish`, `deleteStream`, `closeStream`) ends it at once.
-//! - An orderly close (TCP FIN) without unpublishing also ends it at once. GStreamer's
-//!   `rtmp2sink` ends every stream that way, and a publisher process that exits or crashes
-//!   closes the same way; holding such a broadcast for a reconnect only delays its end and lets
-//!   an unrelated later publish join it.
-//! - A lost connection (socket error, `idle_timeout` of silence, write timeout) parks the broadcast for the
-//!   reconnect grace (see `reconnect`): that is what a network drop looks like, and encoders
-//!   reconnect by themselves after one.
+//! - An orderly close (TCP FIN) without unpublishing also ends it at once: a publisher process
+//!   that exits or crashes closes that way (and so, reportedly, does GStreamer's `rtmp2sink` in
+//!   some versions; 1.22.0 sends `FCUnpublish` first). Holding such a broadcast for a reconnect
+//!   would only delay its end and let an unrelated later publish join it.
+//! - A lost connection (socket error, `idle_timeout` of silence, write timeout) parks the
+//!   broadcast for the reconnect grace (see `reconnect`): that is what a network drop looks
+//!   like, and encoders reconnect by themselves after one.
 
 use std::sync::Arc;
 use std::time::Duration;
