@@ -51,16 +51,19 @@ impl Reader<'_> {
     }
 }
 
-/// Checks that `data` is a sequence of well-formed AMF0 values nested at most `max_depth` deep.
-pub fn check(data: &[u8], max_depth: usize) -> Result<(), AmfError> {
+/// Checks that `data` is a sequence of well-formed AMF0 values nested at most `max_depth` deep;
+/// returns how many values it holds at the top level.
+pub fn check(data: &[u8], max_depth: usize) -> Result<usize, AmfError> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Container> = Vec::new();
+    let mut top_level = 0;
     loop {
         match stack.last_mut() {
             None => {
                 if r.remaining() == 0 {
-                    return Ok(());
+                    return Ok(top_level);
                 }
+                top_level += 1;
             }
             Some(Container::Values(left)) => {
                 if *left == 0 {
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn accepts_a_real_connect_command() {
-        assert_eq!(check(&connect_command(), 16), Ok(()));
+        assert_eq!(check(&connect_command(), 16), Ok(3));
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub enum GuardError {
     CommandTooLarge(usize),
     #[error("malformed command: {0}")]
     Amf(#[from] AmfError),
+    #[error("command with {0} values (a command has a name, a transaction id and an object)")]
+    ShortCommand(usize),
     #[error("malformed protocol control message (type {0})")]
     BadControl(u8),
 }
@@ -291,7 +293,11 @@ impl ChunkGuard {
                     return Err(GuardError::CommandTooLarge(message.payload.len()));
                 }
                 let message = as_amf0(message);
-                amf::check(&message.payload, self.limits.max_amf_depth)?;
+                let values = amf::check(&message.payload, self.limits.max_amf_depth)?;
+                // rml_rtmp takes the first three values of a command without looking (a panic)
+                if message.type_id == AMF0_COMMAND && values < 3 {
+                    return Err(GuardError::ShortCommand(values));
+                }
                 Ok(Some(message))
             }
             _ => Ok(Some(message)),
@@ -451,11 +457,7 @@ mod tests {
     #[test]
     fn amf3_typed_messages_are_checked_as_rml_rtmp_reads_them() {
         let body = two_faced_body(19_600);
-        assert_eq!(
-            amf::check(&body[1..], 16),
-            Ok(()),
-            "the old reading is flat"
-        );
+        assert_eq!(amf::check(&body[1..], 16), Ok(1), "the old reading is flat");
         for type_id in [message_type::AMF3_COMMAND, message_type::AMF3_DATA] {
             let err = guard().push(&command(type_id, &body)).unwrap_err();
             assert_eq!(
@@ -477,6 +479,9 @@ mod tests {
     fn amf3_typed_messages_are_forwarded_as_the_amf0_bytes_that_were_checked() {
         let mut body = vec![0x00, 0x02, 0x00, 0x07];
         body.extend_from_slice(b"connect");
+        body.push(0x00);
+        body.extend_from_slice(&1.0f64.to_be_bytes());
+        body.push(0x05);
         for (type_id, forwarded) in [
             (message_type::AMF3_COMMAND, message_type::AMF0_COMMAND),
             (message_type::AMF3_DATA, message_type::AMF0_DATA),
@@ -487,6 +492,21 @@ mod tests {
             assert_eq!(out[0].type_id, forwarded);
             assert_eq!(&out[0].payload[..], &body[1..]);
         }
+    }
+
+    #[test]
+    fn commands_of_fewer_than_three_values_are_refused() {
+        // rml_rtmp 0.8 panics on these (`drain(..3)`); found by the rtmp_session fuzz target
+        let mut name = vec![0x02, 0x00, 0x07];
+        name.extend_from_slice(b"connect");
+        let err = guard()
+            .push(&command(message_type::AMF0_COMMAND, &name))
+            .unwrap_err();
+        assert_eq!(err, GuardError::ShortCommand(1));
+        // data messages may hold any number of values
+        assert!(guard()
+            .push(&command(message_type::AMF0_DATA, &name))
+            .is_ok());
     }
 
     #[test]
