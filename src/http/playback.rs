@@ -48,7 +48,7 @@ async fn time() -> HttpResponse {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub enum Kind {
     Playlist,
     Mpd,
     Init,
@@ -67,7 +67,7 @@ fn is_number(s: &str) -> bool {
 }
 
 /// Classifies a well-formed object path; `None` for anything Strata never writes.
-fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
+pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
     let parts: Vec<&str> = tail.split('/').collect();
     let kind = match parts.as_slice() {
         [id, "master.m3u8"] if ids::is_public_id(id) => Kind::Playlist,
@@ -118,7 +118,7 @@ fn not_found() -> HttpResponse {
 }
 
 /// A single `bytes=` range; multi-range requests are served whole (allowed by RFC 9110).
-fn parse_range(value: &HeaderValue) -> Option<GetRange> {
+pub fn parse_range(value: &HeaderValue) -> Option<GetRange> {
     let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
