@@ -24,8 +24,11 @@ pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, in the order `make fuzz` runs them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("origin_path", origin_path),
     ("origin_range", origin_range),
     ("codec_config", codec_config),
