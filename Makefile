@@ -24,7 +24,7 @@ AS_POSTGRES := $(if $(SUDO),sudo -u postgres,runuser -u postgres --)
 CARGO ?= cargo
 
 .PHONY: run test bench deps test-deps postgres fmt lint unit integration node web web-test \
-	compose-check
+	compose-check fuzz fuzz-deps
 
 # The web app (web/: Svelte + Vite) is rebuilt when its sources or lockfile change. Vite 7
 # needs Node.js 20.19 or newer; Debian 12's own nodejs is 18, so an older node is an error
@@ -110,3 +110,29 @@ bench: test-deps
 	$(CARGO) build --release --locked
 	bash benches/passthrough_vs_ffmpeg.sh
 	bash benches/ladder_vs_ffmpeg.sh
+
+# Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain): every target runs FUZZ_SECONDS on one
+# core, new inputs land in fuzz/corpus/<target>/, which is then minimized (`cargo fuzz cmin`);
+# commit it. A crash stops here with libFuzzer's report and the input in fuzz/artifacts/<target>/:
+# copy that input to fuzz/regressions/<target>/ so `make test` replays it. Without a sanitizer:
+# the code is safe Rust, and a shared 2-core machine gets several times the executions.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= origin_path origin_range codec_config rtmp_guard flv_demux segmenter rtmp_session
+FUZZ := $(CARGO) +nightly fuzz
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null || { echo "installing: cargo-fuzz"; \
+		$(CARGO) install cargo-fuzz --locked --quiet; }
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+
+fuzz: deps fuzz-deps
+	$(FUZZ) build -s none
+	@mkdir -p fuzz/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		log=fuzz/artifacts/$$t.log; \
+		if ! $(FUZZ) run -s none $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >$$log 2>&1; then \
+			tail -n 40 $$log; echo "$$t: FAILED (full log: $$log)"; exit 1; fi; \
+		echo "$$t: $$(grep -o 'number_of_executed_units: [0-9]*' $$log | grep -o '[0-9]*$$') executions in $(FUZZ_SECONDS) s"; \
+		$(FUZZ) cmin -s none $$t >$$log.cmin 2>&1 || { tail -n 20 $$log.cmin; exit 1; }; \
+	done

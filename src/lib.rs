@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod fuzz_harness;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -61,7 +61,7 @@ async fn time() -> HttpResponse {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub enum Kind {
     Playlist,
     Mpd,
     Init,
@@ -80,7 +80,7 @@ fn is_number(s: &str) -> bool {
 }
 
 /// Classifies a well-formed object path; `None` for anything Strata never writes.
-fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
+pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
     let parts: Vec<&str> = tail.split('/').collect();
     let kind = match parts.as_slice() {
         [id, "master.m3u8"] if ids::is_public_id(id) => Kind::Playlist,
@@ -133,7 +133,7 @@ fn not_found() -> HttpResponse {
 /// A single `bytes=` range (the unit is case-insensitive); `None` for anything else: multi-range
 /// requests and malformed headers are served whole (allowed by RFC 9110 §14.2). Whether the
 /// range fits the object is [`satisfiable`]'s question.
-fn parse_range(value: &HeaderValue) -> Option<GetRange> {
+pub fn parse_range(value: &HeaderValue) -> Option<GetRange> {
     let (unit, spec) = value.to_str().ok()?.trim().split_once('=')?;
     if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
         return None;
@@ -157,7 +157,7 @@ fn parse_range(value: &HeaderValue) -> Option<GetRange> {
 /// The bytes of an object of `size` that `range` selects, or `None` when it selects none (then
 /// the answer is 416): the first byte is at or past the end, or the suffix is empty. A last
 /// byte past the end and a suffix longer than the object are cut to the object.
-fn satisfiable(range: &GetRange, size: u64) -> Option<Range<u64>> {
+pub fn satisfiable(range: &GetRange, size: u64) -> Option<Range<u64>> {
     range.as_range(size).ok().filter(|r| r.start < r.end)
 }
 

@@ -71,16 +71,10 @@ impl AvcConfig {
                 "3-byte NAL unit lengths are not allowed".into(),
             ));
         }
-        let mut sps = Vec::new();
-        for set in avcc.sequence_parameter_sets() {
-            let set = set.map_err(|e| CodecError::Avc(format!("SPS: {e:?}")))?;
-            sps.push(Bytes::copy_from_slice(set));
-        }
-        let mut pps = Vec::new();
-        for set in avcc.picture_parameter_sets() {
-            let set = set.map_err(|e| CodecError::Avc(format!("PPS: {e:?}")))?;
-            pps.push(Bytes::copy_from_slice(set));
-        }
+        // h264-reader's parameter-set iterators index into a zero-length set and panic (fuzz
+        // target `codec_config`), so the sets are walked here; its record check above has
+        // already confirmed every length fits.
+        let (sps, pps) = param_sets(&record)?;
         let first_sps = sps
             .first()
             .ok_or_else(|| CodecError::Avc("no SPS".into()))?;
@@ -121,6 +115,39 @@ impl AvcConfig {
             self.profile_idc, self.constraint_flags, self.level_idc
         )
     }
+}
+
+/// The SPS and PPS of an AVCDecoderConfigurationRecord, each a non-empty NAL unit of its type.
+fn param_sets(record: &[u8]) -> Result<(Vec<Bytes>, Vec<Bytes>), CodecError> {
+    const SPS: u8 = 7;
+    const PPS: u8 = 8;
+    let truncated = || CodecError::Avc("truncated parameter sets".into());
+    let mut pos = 5;
+    let mut sets = [Vec::new(), Vec::new()];
+    for (i, (kind, mask)) in [(SPS, 0x1F), (PPS, 0xFF)].into_iter().enumerate() {
+        let count = record.get(pos).ok_or_else(truncated)? & mask;
+        pos += 1;
+        for _ in 0..count {
+            let len = record.get(pos..pos + 2).ok_or_else(truncated)?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let set = record.get(pos + 2..pos + 2 + len).ok_or_else(truncated)?;
+            let name = if kind == SPS { "SPS" } else { "PPS" };
+            match set.first() {
+                Some(header) if header & 0x1F == kind => {}
+                Some(header) => {
+                    return Err(CodecError::Avc(format!(
+                        "{name}: NAL unit type {}",
+                        header & 0x1F
+                    )))
+                }
+                None => return Err(CodecError::Avc(format!("empty {name}"))),
+            }
+            sets[i].push(Bytes::copy_from_slice(set));
+            pos += 2 + len;
+        }
+    }
+    let [sps, pps] = sets;
+    Ok((sps, pps))
 }
 
 /// AAC configuration (ISO/IEC 14496-3 AudioSpecificConfig).
@@ -222,6 +249,22 @@ mod tests {
         let err = AvcConfig::parse(Bytes::from_static(&AVC_RECORD_320X240[..20])).unwrap_err();
         assert!(matches!(err, CodecError::Avc(_)));
         assert!(AvcConfig::parse(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn refuses_an_empty_parameter_set() {
+        // found by the `codec_config` fuzz target: h264-reader's iterator panicked on it
+        let record = [0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00];
+        assert_eq!(
+            AvcConfig::parse(Bytes::copy_from_slice(&record)),
+            Err(CodecError::Avc("empty PPS".into()))
+        );
+        let mut empty_sps = AVC_RECORD_320X240[..6].to_vec();
+        empty_sps.extend_from_slice(&[0, 0, 1, 0, 4, 0x68, 0xce, 0x0f, 0xc8]);
+        assert_eq!(
+            AvcConfig::parse(Bytes::from(empty_sps)),
+            Err(CodecError::Avc("empty SPS".into()))
+        );
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! The entry points shared by the cargo-fuzz targets in `fuzz/fuzz_targets/` and by the corpus
+//! replay test (`tests/fuzz_corpora.rs`): one `pub fn <target>(data: &[u8])` per fuzz target,
+//! named like the target. Each feeds the bytes to one untrusted-input parser (or a chain of
+//! them) and asserts the invariants that are cheap to check; a broken invariant or any panic is
+//! a finding. The fuzz targets are one-liners calling these, so a committed corpus file replays
+//! through exactly the code libFuzzer ran.
+//!
+//! - `rtmp_guard`: bytes after the handshake into `ChunkGuard`, split where the input says.
+//! - `rtmp_session`: the differential target, guard → rml_rtmp (`GuardedSession`), with the
+//!   media it yields into the FLV demuxer.
+//! - `flv_demux`: structure-aware FLV tags into `FlvDemuxer`, then the `Segmenter`.
+//! - `codec_config`: every decoder-configuration parser on the same bytes.
+//! - `segmenter`: structure-aware multi-rendition frames into the `Segmenter` and CMAF writer.
+//! - `origin_path` / `origin_range`: the HTTP origin's path classifier and Range parsing.
+//!
+//! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
+//! is a valid input to every target.
+
+mod media;
+mod origin;
+mod rtmp;
+
+pub use media::{codec_config, flv_demux, segmenter};
+pub use origin::{origin_path, origin_range};
+pub use rtmp::{rtmp_guard, rtmp_session};
+
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, in the order `make fuzz` runs them.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("origin_path", origin_path),
+    ("origin_range", origin_range),
+    ("codec_config", codec_config),
+    ("rtmp_guard", rtmp_guard),
+    ("flv_demux", flv_demux),
+    ("segmenter", segmenter),
+    ("rtmp_session", rtmp_session),
+];
+
+/// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input
+/// chooses its split points: seed 0 is one piece, seed `s` gives pieces of 1..=4·s bytes.
+pub(crate) struct Pieces<'a> {
+    rest: &'a [u8],
+    max: usize,
+    state: u32,
+}
+
+impl<'a> Pieces<'a> {
+    pub(crate) fn new(data: &'a [u8], seed: u8) -> Self {
+        Self {
+            rest: data,
+            max: if seed == 0 {
+                usize::MAX
+            } else {
+                usize::from(seed) * 4
+            },
+            state: u32::from(seed) | 0x9E37_0000,
+        }
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        // xorshift32
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 17;
+        self.state ^= self.state << 5;
+        let len = if self.max == usize::MAX {
+            self.rest.len()
+        } else {
+            1 + self.state as usize % self.max
+        };
+        let (piece, rest) = self.rest.split_at(len.min(self.rest.len()));
+        self.rest = rest;
+        Some(piece)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_input_in_order() {
+        let data: Vec<u8> = (0..=255).collect();
+        for seed in [0u8, 1, 7, 255] {
+            let joined: Vec<u8> = Pieces::new(&data, seed).flatten().copied().collect();
+            assert_eq!(joined, data, "seed {seed}");
+        }
+        assert_eq!(Pieces::new(&data, 0).count(), 1);
+        assert!(Pieces::new(&data, 1).all(|p| (1..=4).contains(&p.len())));
+    }
+
+    #[test]
+    fn every_target_accepts_empty_and_junk_input() {
+        for (name, target) in TARGETS {
+            for input in [&b""[..], &[0xFF; 64][..], b"bytes=0-1 live/x/y"] {
+                target(input);
+                let _ = name;
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Replays every committed fuzz input (`fuzz/corpus/<target>/*` and
+//! `fuzz/regressions/<target>/*`) through the same `strata::fuzz_harness` function the
+//! cargo-fuzz target calls, on the stable toolchain, in seconds. A corpus directory that is
+//! missing or empty fails the test, so it cannot pass on nothing.
+//!
+//! `write_seeds` (ignored; run it with `-- --ignored write_seeds`) regenerates the hand-made
+//! seeds: a real ffmpeg publish captured by a small rml_rtmp server, the AMF3-typed commands of
+//! issue 13, and a few valid paths, ranges and codec configurations.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rml_rtmp::chunk_io::ChunkSerializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::{MessagePayload, RtmpMessage};
+use rml_rtmp::rml_amf0::Amf0Value;
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use strata::fuzz_harness::TARGETS;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// The files directly in `dir`, sorted; none when it does not exist.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_committed_fuzz_input_replays_without_a_finding() {
+    let mut failures = Vec::new();
+    let mut counts = Vec::new();
+    for (name, target) in TARGETS {
+        let corpus = files(&fuzz_dir().join("corpus").join(name));
+        assert!(
+            !corpus.is_empty(),
+            "fuzz/corpus/{name}/ is missing or empty: run `make fuzz` and commit the corpus"
+        );
+        let regressions = files(&fuzz_dir().join("regressions").join(name));
+        counts.push(format!("{name}: {} + {}", corpus.len(), regressions.len()));
+        for file in corpus.iter().chain(&regressions) {
+            let data = std::fs::read(file).expect("committed fuzz input readable");
+            if std::panic::catch_unwind(|| target(&data)).is_err() {
+                failures.push(file.display().to_string());
+            }
+        }
+    }
+    println!("replayed (corpus + regressions): {}", counts.join(", "));
+    assert!(failures.is_empty(), "findings: {failures:#?}");
+}
+
+/// Every directory under `fuzz/corpus` and `fuzz/regressions` belongs to a target, and every
+/// harness function is a cargo-fuzz target, so a renamed target cannot leave its inputs unread.
+#[test]
+fn corpus_directories_and_fuzz_targets_match_the_harness() {
+    let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
+    for kind in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(fuzz_dir().join(kind)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                names.contains(&dir.as_str()),
+                "fuzz/{kind}/{dir} has no target"
+            );
+        }
+    }
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    for name in names {
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml has no target {name}"
+        );
+        let source = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        let source = std::fs::read_to_string(&source).expect("fuzz target source");
+        assert!(source.contains(&format!("strata::fuzz_harness::{name}(data)")));
+    }
+}
+
+// ---- seed generation (ignored) ----
+
+fn write(kind: &str, target: &str, file: &str, bytes: &[u8]) {
+    let dir = fuzz_dir().join(kind).join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), bytes).unwrap();
+}
+
+fn chunks(serializer: &mut ChunkSerializer, type_id: u8, stream_id: u32, data: Vec<u8>) -> Vec<u8> {
+    let payload = MessagePayload {
+        timestamp: RtmpTimestamp::new(0),
+        type_id,
+        message_stream_id: stream_id,
+        data: data.into(),
+    };
+    serializer.serialize(&payload, false, false).unwrap().bytes
+}
+
+fn command(serializer: &mut ChunkSerializer, name: &str, id: f64, object: Amf0Value) -> Vec<u8> {
+    let message = RtmpMessage::Amf0Command {
+        command_name: name.into(),
+        transaction_id: id,
+        command_object: object,
+        additional_arguments: vec![],
+    };
+    let payload = MessagePayload::from_rtmp_message(message, RtmpTimestamp::new(0), 0).unwrap();
+    serializer.serialize(&payload, false, false).unwrap().bytes
+}
+
+fn connect(serializer: &mut ChunkSerializer) -> Vec<u8> {
+    let object = Amf0Value::Object(
+        [
+            ("app".to_string(), Amf0Value::Utf8String("live".into())),
+            (
+                "type".to_string(),
+                Amf0Value::Utf8String("nonprivate".into()),
+            ),
+            (
+                "tcUrl".to_string(),
+                Amf0Value::Utf8String("rtmp://127.0.0.1/live".into()),
+            ),
+        ]
+        .into(),
+    );
+    command(serializer, "connect", 1.0, object)
+}
+
+/// Issue 13's remote crash: from byte 1 (our guard's reading) one AMF0 long string; from byte 0
+/// (rml_rtmp's, the first byte not being 0) an object whose key runs into the string, then
+/// `levels` nested objects. `levels` ≈ 20,400 is the ~81 KB message of the issue.
+fn amf3_bomb(levels: usize) -> Vec<u8> {
+    let mut content = vec![b'a'; 3069];
+    content.push(0x03);
+    for _ in 0..levels {
+        content.extend_from_slice(&[0x00, 0x01, b'a', 0x03]);
+    }
+    // the long string's length bytes are read as the end of the key: keep them ASCII
+    while (content.len() >> 16) & 0xFF >= 0x80
+        || (content.len() >> 8) & 0xFF >= 0x80
+        || content.len() & 0xFF >= 0x80
+    {
+        content.push(b'a');
+    }
+    let mut body = vec![0x03, 0x0C];
+    body.extend_from_slice(&(content.len() as u32).to_be_bytes());
+    body.extend_from_slice(&content);
+    body
+}
+
+/// A real ffmpeg publish (testsrc + sine, H.264 + AAC, 1 s) as the server receives it after
+/// the handshake, captured by rml_rtmp's server session accepting everything.
+fn ffmpeg_publish() -> Vec<u8> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=128x96:rate=10")
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "1",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "5",
+            "-bf",
+            "2",
+        ])
+        .args(["-c:a", "aac", "-b:a", "32k", "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{port}/live/sk_seed"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let (mut socket, _) = listener.accept().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut handshake = Handshake::new(PeerType::Server);
+    let mut buf = vec![0; 65536];
+    let mut captured = Vec::new();
+    loop {
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "ffmpeg closed during the handshake");
+        match handshake.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket.write_all(&response_bytes).unwrap();
+                captured.extend_from_slice(&remaining_bytes);
+                break;
+            }
+        }
+    }
+    let (mut session, results) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+    let mut pending = results;
+    let mut offset = 0;
+    while Instant::now() < deadline {
+        let mut next = Vec::new();
+        for result in pending.drain(..) {
+            match result {
+                ServerSessionResult::OutboundResponse(p) => socket.write_all(&p.bytes).unwrap(),
+                ServerSessionResult::RaisedEvent(
+                    ServerSessionEvent::ConnectionRequested { request_id, .. }
+                    | ServerSessionEvent::PublishStreamRequested { request_id, .. },
+                ) => next.extend(session.accept_request(request_id).unwrap()),
+                _ => {}
+            }
+        }
+        if !next.is_empty() {
+            pending = next;
+            continue;
+        }
+        if offset < captured.len() {
+            pending = session.handle_input(&captured[offset..]).unwrap();
+            offset = captured.len();
+            continue;
+        }
+        match socket.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => captured.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg failed");
+    captured
+}
+
+#[test]
+#[ignore = "regenerates the committed seeds; needs ffmpeg"]
+fn write_seeds() {
+    // RTMP: split seed byte 0 (one piece), then the chunk stream.
+    let publish = ffmpeg_publish();
+    assert!(
+        publish.len() > 1_000,
+        "captured only {} bytes",
+        publish.len()
+    );
+    for target in ["rtmp_session", "rtmp_guard"] {
+        write(
+            "corpus",
+            target,
+            "ffmpeg_publish",
+            &[&[0][..], &publish].concat(),
+        );
+    }
+    let mut s = ChunkSerializer::new();
+    let connect_bytes = connect(&mut s);
+    // Flash-style AMF3-typed command and data messages: a 0 byte, then AMF0.
+    let mut flash_command = vec![0x00];
+    flash_command.extend(
+        rml_rtmp::rml_amf0::serialize(&vec![
+            Amf0Value::Utf8String("createStream".into()),
+            Amf0Value::Number(2.0),
+            Amf0Value::Null,
+        ])
+        .unwrap(),
+    );
+    let mut flash_data = vec![0x00];
+    flash_data.extend(
+        rml_rtmp::rml_amf0::serialize(&vec![
+            Amf0Value::Utf8String("@setDataFrame".into()),
+            Amf0Value::Utf8String("onMetaData".into()),
+            Amf0Value::Object([("width".to_string(), Amf0Value::Number(320.0))].into()),
+        ])
+        .unwrap(),
+    );
+    for (file, type_id, body) in [
+        ("connect_amf3_command", 17, flash_command),
+        ("connect_amf3_data", 15, flash_data),
+    ] {
+        let bytes = [&[0][..], &connect_bytes, &chunks(&mut s, type_id, 0, body)].concat();
+        write("corpus", "rtmp_session", file, &bytes);
+        write("corpus", "rtmp_guard", file, &bytes);
+    }
+    // The crash of issue 13, as reported (~81 KB, ~20,400 levels), for both message types.
+    for (file, type_id) in [("amf3_command_nesting", 17), ("amf3_data_nesting", 15)] {
+        let mut s = ChunkSerializer::new();
+        let connect_bytes = connect(&mut s);
+        let bomb = chunks(&mut s, type_id, 0, amf3_bomb(20_400));
+        write(
+            "regressions",
+            "rtmp_session",
+            file,
+            &[&[0][..], &connect_bytes, &bomb].concat(),
+        );
+    }
+
+    let id = "abcdefghij012345";
+    for (i, path) in [
+        format!("\x00{id}/master.m3u8"),
+        format!("\x00{id}/manifest.mpd"),
+        format!("\x00{id}/poster.jpg"),
+        format!("\x00{id}/source/index.m3u8"),
+        format!("\x00{id}/source/init.mp4"),
+        format!("\x01{id}/720p/12.m4s"),
+        format!("\x00{id}/audio/12.3.m4s"),
+        "\x00../../etc/passwd".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(
+            "corpus",
+            "origin_path",
+            &format!("seed{i}"),
+            path.as_bytes(),
+        );
+    }
+    for (i, range) in [
+        "bytes=0-99",
+        "bytes=100-",
+        "bytes=-20",
+        "bytes=-0",
+        "bytes=5-1",
+        "bytes=0-1,4-5",
+        " bytes= 7 - 9 ",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bytes = [&1000u64.to_le_bytes()[..], range.as_bytes()].concat();
+        write("corpus", "origin_range", &format!("seed{i}"), &bytes);
+    }
+    let record: &[u8] = &[
+        0x01, 0x4d, 0x40, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x4d, 0x40, 0x0d, 0xec, 0xa0, 0xa0,
+        0xfd, 0x80, 0x88, 0x00, 0x00, 0x03, 0x00, 0x08, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x78, 0xa1,
+        0x4c, 0xb0, 0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
+    ];
+    let sps = &record[8..32];
+    let pps = &record[35..];
+    let annex_b = [&[0, 0, 0, 1][..], sps, &[0, 0, 1], pps].concat();
+    write("corpus", "codec_config", "avcc_320x240", record);
+    write("corpus", "codec_config", "annex_b_sps_pps", &annex_b);
+    write(
+        "corpus",
+        "codec_config",
+        "asc_aac_lc_48k",
+        &[0x11, 0x90, 0x56, 0xe5, 0x00],
+    );
+    write(
+        "corpus",
+        "codec_config",
+        "asc_he_aac",
+        &[0x2b, 0x92, 0x08, 0x00],
+    );
+}
