@@ -26,22 +26,17 @@ pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String
     let dynamic = !p.is_vod() && !p.ended;
     let segment = secs(p.segment_duration);
     let window = secs(p.duration_secs());
-    let mut adaptations = vec![adaptation_set(0, &p.videos, p, dynamic)];
-    if let Some(audio) = &p.audio {
-        adaptations.push(adaptation_set(1, std::slice::from_ref(audio), p, dynamic));
-    }
+    let periods = period_spans(p, dynamic);
     let mut mpd = MPD {
         xmlns: Some("urn:mpeg:dash:schema:mpd:2011".into()),
         profiles: Some(LIVE_PROFILE.into()),
         mpdtype: Some(if dynamic { "dynamic" } else { "static" }.into()),
         minBufferTime: Some(segment),
         maxSegmentDuration: Some(secs(p.longest_segment_secs())),
-        periods: vec![Period {
-            id: Some("0".into()),
-            start: Some(Duration::ZERO),
-            adaptations,
-            ..Default::default()
-        }],
+        periods: periods
+            .iter()
+            .map(|span| period(p, span, dynamic))
+            .collect(),
         ..Default::default()
     };
     if dynamic {
@@ -56,9 +51,129 @@ pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String
             ..Default::default()
         }];
     } else {
-        mpd.mediaPresentationDuration = Some(window);
+        // the last Period starts after any gap a lost segment left, and runs to the end
+        let last = periods.last().map_or(Duration::ZERO, |span| {
+            let lead = p.lead().map_or(0.0, |t| span_secs(p, t, span));
+            span.start + secs(lead)
+        });
+        mpd.mediaPresentationDuration = Some(last.max(window));
     }
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{mpd}\n")
+}
+
+/// One Period: the listed segments whose numbers run on without a gap. `$Number$` addressing
+/// counts segments from `startNumber`, so it cannot skip the number of a segment the store
+/// lost (`publish` never reuses one); each run after such a loss is a Period of its own.
+struct PeriodSpan {
+    id: String,
+    /// Numbers in `first..end` belong to this Period.
+    first: u64,
+    end: u64,
+    /// Period@start.
+    start: Duration,
+    /// Media time of Period@start in seconds, or `None` for "the first listed segment of each
+    /// representation" (the first Period of a static MPD; 0 in a dynamic one).
+    media_start: Option<f64>,
+}
+
+/// The Periods of the listed segments, found on the lead rendition (a loss takes a number
+/// from every rendition at once). Runs that slid out of the window are left out; a kept run
+/// keeps its id and start while the window slides over it.
+fn period_spans(p: &Presentation, dynamic: bool) -> Vec<PeriodSpan> {
+    let Some(lead) = p.lead() else {
+        return Vec::new();
+    };
+    let scale = f64::from(lead.timescale);
+    let listed = p.listed(lead);
+    let first_listed = listed.first().map_or(0, |s| s.number);
+    // a static MPD's presentation begins at its first listed segment
+    let shift = if dynamic {
+        0
+    } else {
+        listed.first().map_or(0, |s| s.start)
+    };
+    let all = lead.all();
+    let starts: Vec<&SegmentEntry> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i == 0 || s.number != all[i - 1].number + 1)
+        .map(|(_, s)| s)
+        .collect();
+    if starts.is_empty() {
+        // nothing published yet: one empty Period, as a player expects
+        return vec![PeriodSpan {
+            id: "0".into(),
+            first: 0,
+            end: u64::MAX,
+            start: Duration::ZERO,
+            media_start: None,
+        }];
+    }
+    let ends: Vec<u64> = starts
+        .iter()
+        .skip(1)
+        .map(|s| s.number)
+        .chain([u64::MAX])
+        .collect();
+    let broadcast_first = starts[0].number;
+    let mut spans = Vec::new();
+    for (run, (start, end)) in starts.into_iter().zip(ends).enumerate() {
+        if end <= first_listed {
+            continue;
+        }
+        let first_kept = spans.is_empty();
+        let (start_time, media_start) = if first_kept && (!dynamic || run == 0) {
+            (Duration::ZERO, dynamic.then_some(0.0))
+        } else {
+            let period_start = secs(start.start.saturating_sub(shift) as f64 / scale);
+            let media = period_start.as_secs_f64() + shift as f64 / scale;
+            (period_start, Some(media))
+        };
+        spans.push(PeriodSpan {
+            id: if start.number == broadcast_first {
+                "0".into()
+            } else {
+                start.number.to_string()
+            },
+            first: start.number,
+            end,
+            start: start_time,
+            media_start,
+        });
+    }
+    spans
+}
+
+fn period(p: &Presentation, span: &PeriodSpan, dynamic: bool) -> Period {
+    let mut adaptations = vec![adaptation_set(0, &p.videos, p, span, dynamic)];
+    if let Some(audio) = &p.audio {
+        adaptations.push(adaptation_set(
+            1,
+            std::slice::from_ref(audio),
+            p,
+            span,
+            dynamic,
+        ));
+    }
+    Period {
+        id: Some(span.id.clone()),
+        start: Some(span.start),
+        adaptations,
+        ..Default::default()
+    }
+}
+
+/// The listed segments of `timeline` inside `span`.
+fn in_span<'a>(p: &Presentation, timeline: &'a Timeline, span: &PeriodSpan) -> &'a [SegmentEntry] {
+    let listed = p.listed(timeline);
+    let from = listed.partition_point(|s| s.number < span.first);
+    let to = listed.partition_point(|s| s.number < span.end);
+    &listed[from..to.max(from)]
+}
+
+fn span_secs(p: &Presentation, timeline: &Timeline, span: &PeriodSpan) -> f64 {
+    let ticks: u64 = in_span(p, timeline, span).iter().map(|s| s.duration).sum();
+    ticks as f64 / f64::from(timeline.timescale)
 }
 
 fn secs(v: f64) -> Duration {
@@ -72,6 +187,7 @@ fn adaptation_set(
     id: usize,
     timelines: &[Timeline],
     p: &Presentation,
+    span: &PeriodSpan,
     dynamic: bool,
 ) -> AdaptationSet {
     let mut set = AdaptationSet {
@@ -94,21 +210,32 @@ fn adaptation_set(
     }
     set.representations = timelines
         .iter()
-        .map(|t| representation(p.listed(t), t, dynamic))
+        .map(|t| representation(in_span(p, t, span), t, span, dynamic))
         .collect();
     set
 }
 
-fn representation(listed: &[SegmentEntry], timeline: &Timeline, dynamic: bool) -> Representation {
+fn representation(
+    listed: &[SegmentEntry],
+    timeline: &Timeline,
+    span: &PeriodSpan,
+    dynamic: bool,
+) -> Representation {
     let first = listed.first();
+    let offset = match span.media_start {
+        // 0 in the first Period of a dynamic MPD: media time is presentation time
+        Some(media) if media > 0.0 => Some((media * f64::from(timeline.timescale)).round() as u64),
+        Some(_) => None,
+        // a static MPD of a window that started after media time 0 begins its presentation
+        // at the first listed segment
+        None => (!dynamic).then(|| first.map_or(0, |s| s.start)),
+    };
     let template = SegmentTemplate {
         timescale: Some(u64::from(timeline.timescale)),
         initialization: Some("$RepresentationID$/init.mp4".into()),
         media: Some("$RepresentationID$/$Number$.m4s".into()),
-        startNumber: Some(first.map_or(0, |s| s.number)),
-        // A static MPD of a window that started after media time 0 begins its presentation at
-        // the first listed segment.
-        presentationTimeOffset: (!dynamic).then(|| first.map_or(0, |s| s.start)),
+        startNumber: Some(first.map_or(span.first, |s| s.number)),
+        presentationTimeOffset: offset,
         SegmentTimeline: Some(segment_timeline(listed)),
         ..Default::default()
     };

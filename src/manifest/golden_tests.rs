@@ -195,3 +195,74 @@ fn vod_mpd_is_static_with_duration() {
     check_golden("vod_video.m3u8", &vod);
     assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
 }
+
+/// The presentation above with segment 42 lost by the store: every timeline skips its number
+/// and the next segment is marked.
+fn presentation_with_a_loss(kind: PresentationKind) -> Presentation {
+    let mut p = presentation(kind, false);
+    for timeline in p.videos.iter_mut().chain(p.audio.as_mut()) {
+        timeline.segments.remove(2);
+        timeline.segments[2].discontinuity = true;
+    }
+    p
+}
+
+#[test]
+fn a_lost_number_starts_a_new_period_and_the_media_sequence_runs_on() {
+    let p = presentation_with_a_loss(PresentationKind::Live { window: 3 });
+    let text = dash::mpd(&p, "http://origin.example/time", t0());
+    check_golden("live_after_loss.mpd", &text);
+    let mpd = dash_mpd_core::parse(&text).unwrap();
+    // listed: 41 | 43 44 — two Periods; the first keeps its id and start while it slides
+    let ids: Vec<_> = mpd.periods.iter().map(|p| p.id.clone().unwrap()).collect();
+    assert_eq!(ids, ["0", "43"]);
+    assert_eq!(mpd.periods[0].start, Some(std::time::Duration::ZERO));
+    // segment 43 starts at 2 + 2 + 2.4 = 6.4 s of media time
+    assert_eq!(
+        mpd.periods[1].start,
+        Some(std::time::Duration::from_millis(6_400))
+    );
+    for (period, (first, count)) in mpd.periods.iter().zip([(41, 1), (43, 2)]) {
+        for set in &period.adaptations {
+            for representation in &set.representations {
+                let template = representation.SegmentTemplate.as_ref().unwrap();
+                assert_eq!(template.startNumber, Some(first), "{text}");
+                let timeline = template.SegmentTimeline.as_ref().unwrap();
+                let n: i64 = timeline.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum();
+                assert_eq!(n, count, "{text}");
+                // media time at Period@start is the Period's first media time, in each timescale
+                if first == 43 {
+                    let scale = template.timescale.unwrap();
+                    assert_eq!(template.presentationTimeOffset, Some(scale * 64 / 10));
+                }
+            }
+        }
+    }
+    let hls = hls::media_playlist(&p, &p.videos[0]);
+    assert!(hls.contains("#EXT-X-MEDIA-SEQUENCE:41\n"), "{hls}");
+    let marked = hls
+        .split("#EXT-X-DISCONTINUITY\n")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        marked.contains("\n43.m4s") && !marked.contains("41.m4s"),
+        "{hls}"
+    );
+}
+
+#[test]
+fn a_static_mpd_after_a_loss_lasts_to_the_end_of_its_last_period() {
+    let p = presentation_with_a_loss(PresentationKind::Vod);
+    let text = dash::mpd(&p, "http://origin.example/time", t0());
+    let mpd = dash_mpd_core::parse(&text).unwrap();
+    assert_eq!(mpd.periods.len(), 2, "{text}");
+    // 40 41 | (42 lost: 6.4 s start of 43) 43 44 → 6.4 + 4 s
+    assert_eq!(
+        mpd.periods[1].start,
+        Some(std::time::Duration::from_millis(6_400))
+    );
+    assert_eq!(
+        mpd.mediaPresentationDuration,
+        Some(std::time::Duration::from_millis(10_400))
+    );
+}

@@ -37,7 +37,7 @@ pub fn media_playlist(p: &Presentation, timeline: &Timeline) -> String {
     let playlist = MediaPlaylist {
         version: Some(7),
         target_duration: p.target_duration,
-        media_sequence: listed.first().map_or(0, |s| s.number),
+        media_sequence: p.media_sequence(timeline),
         discontinuity_sequence: p.discontinuity_sequence(timeline),
         segments,
         end_list: p.ended || p.is_vod(),

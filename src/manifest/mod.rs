@@ -21,7 +21,8 @@ pub struct SegmentEntry {
     pub bytes: u64,
     /// Samples (frames) in the segment.
     pub samples: u32,
-    /// The segment before it was lost (see `publish`): HLS `EXT-X-DISCONTINUITY`.
+    /// The segment before it was lost (see `publish`), so `number` skips one: HLS
+    /// `EXT-X-DISCONTINUITY`, a new DASH Period.
     pub discontinuity: bool,
 }
 
@@ -76,7 +77,21 @@ impl Timeline {
         &self.segments[self.segments.len().saturating_sub(window)..]
     }
 
-    /// The segment the latest `push` moved out of a window of `window` segments, if any.
+    /// Every segment published so far, oldest first.
+    pub fn all(&self) -> &[SegmentEntry] {
+        &self.segments
+    }
+
+    /// HLS media sequence number of the first of the last `window` segments: the first
+    /// segment's number plus its position. Numbers skip a lost segment; media sequence
+    /// numbers do not, so a segment keeps its media sequence number while the window slides.
+    pub fn first_sequence(&self, window: Option<usize>) -> u64 {
+        let before = self.segments.len() - self.listed(window).len();
+        self.segments
+            .first()
+            .map_or(0, |s| s.number + before as u64)
+    }
+
     /// Discontinuities before the last `window` segments (HLS `EXT-X-DISCONTINUITY-SEQUENCE`).
     pub fn discontinuities_before(&self, window: Option<usize>) -> u64 {
         let listed = self.listed(window).len();
@@ -86,6 +101,7 @@ impl Timeline {
             .count() as u64
     }
 
+    /// The segment the latest `push` moved out of a window of `window` segments, if any.
     pub fn left_window(&self, window: usize) -> Option<&SegmentEntry> {
         let index = self.segments.len().checked_sub(window.max(1) + 1)?;
         self.segments.get(index)
@@ -161,6 +177,14 @@ impl Presentation {
         match self.kind {
             PresentationKind::Live { window } => timeline.listed(Some(window)),
             PresentationKind::Vod => timeline.listed(None),
+        }
+    }
+
+    /// `EXT-X-MEDIA-SEQUENCE` of `timeline`'s listed segments.
+    pub fn media_sequence(&self, timeline: &Timeline) -> u64 {
+        match self.kind {
+            PresentationKind::Live { window } => timeline.first_sequence(Some(window)),
+            PresentationKind::Vod => timeline.first_sequence(None),
         }
     }
 

@@ -10,9 +10,9 @@
 //! backlog first, so when the store comes back publishing catches up and the manifests jump to
 //! the live edge. A backlog longer than `BroadcastPlan::backlog` gives up its oldest segment:
 //! logged as an error, counted in `strata_segments_lost_total` and the session's
-//! `segments_lost`, never silently. The next stored segment then takes the lost one's number
-//! (DASH `$Number$` addressing stays contiguous) and carries a discontinuity (HLS
-//! `EXT-X-DISCONTINUITY`, an explicit DASH `S@t`).
+//! `segments_lost`, never silently. Its number is never used again: its write may have landed
+//! after all, and a stored object never changes. The next stored segment carries a
+//! discontinuity (HLS `EXT-X-DISCONTINUITY`; a new DASH Period, as `$Number$` cannot skip).
 //!
 //! Numbers: a segment is written only under a number below `number_limit`, which the caller
 //! sets from the numbers it reserved in the database (`numbers`); one that has no reserved
@@ -406,11 +406,14 @@ impl Publisher {
             let Some(pending) = self.backlog.pop_front() else {
                 break;
             };
+            // the number it was tried under is spent
+            let number = self.next_number.unwrap_or(pending.segment.number);
+            self.next_number = Some(number + 1);
             self.lost += 1;
             self.after_loss = true;
             metrics::counter!("strata_segments_lost_total").increment(1);
             tracing::error!(
-                segment = pending.segment.number,
+                segment = number,
                 waited_ms = pending.arrived.elapsed().as_millis() as u64,
                 lost_so_far = self.lost,
                 "segment could not be stored in time and is left out of every manifest \
@@ -771,28 +774,82 @@ mod tests {
         }
         assert_eq!(publisher.lost(), 1);
         stall(false);
-        // segments 6, 7, 8 take numbers 5, 6, 7: the numbering stays contiguous for DASH
+        // the given-up write of segment 5 may have landed after all (a store that timed out
+        // can still apply a write): its object must keep its bytes
+        let lost_object = Path::from("live/aaaaaaaaaaaaaaaa/source/5.m4s");
+        let lost_bytes = segment(5).tracks[0].bytes.clone();
+        store
+            .put(&lost_object, lost_bytes.clone().into())
+            .await
+            .unwrap();
+        // segments 6, 7, 8 keep their own numbers: 5 is never used again
         assert_eq!(
             numbers(publisher.publish_segment(segment(8), zero).await.unwrap()),
-            [5, 6, 7]
+            [6, 7, 8]
         );
         let text_now = text(&store, playlist).await;
         assert!(text_now.contains("#EXT-X-DISCONTINUITY\n"), "{text_now}");
+        // media sequence numbers run on without the gap: 6 is the sixth segment listed
+        assert!(text_now.contains("#EXT-X-MEDIA-SEQUENCE:5\n"), "{text_now}");
         assert!(
             missing_in_playlist(&store, playlist).await.is_empty(),
             "{text_now}"
         );
+        let mpd = text(&store, "live/aaaaaaaaaaaaaaaa/manifest.mpd").await;
+        let parsed = dash_mpd_core::parse(&mpd).unwrap();
+        // the run before the loss slid out of the window; the run after it is its own Period
+        // starting where segment 6 starts (12 s), its numbers counted from 6
+        assert_eq!(parsed.periods.len(), 1, "{mpd}");
+        assert_eq!(parsed.periods[0].id.as_deref(), Some("6"), "{mpd}");
+        assert_eq!(parsed.periods[0].start, Some(Duration::from_secs(12)));
+        let template = parsed.periods[0].adaptations[0].representations[0]
+            .SegmentTemplate
+            .clone()
+            .unwrap();
+        assert_eq!(template.startNumber, Some(6));
+        assert_eq!(template.presentationTimeOffset, Some(6 * 180_000));
         // once the discontinuity leaves the window, the playlist counts it
         publisher.publish_segment(segment(9), zero).await.unwrap();
         let slid = text(&store, playlist).await;
         assert!(slid.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{slid}");
         assert!(!slid.contains("#EXT-X-DISCONTINUITY\n"), "{slid}");
-        // the recording has every listed segment too
+        // the recording has every listed segment too, and two Periods around the loss
         publisher.finish(zero).await.unwrap();
         assert!(
             missing_in_playlist(&store, "vod/rrrrrrrrrrrrrrrr/source/index.m3u8")
                 .await
                 .is_empty()
         );
+        let vod_mpd = text(&store, "vod/rrrrrrrrrrrrrrrr/manifest.mpd").await;
+        let vod = dash_mpd_core::parse(&vod_mpd).unwrap();
+        let starts: Vec<_> = vod
+            .periods
+            .iter()
+            .map(|period| {
+                let template = period.adaptations[0].representations[0]
+                    .SegmentTemplate
+                    .clone()
+                    .unwrap();
+                (period.start, template.startNumber)
+            })
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                (Some(Duration::ZERO), Some(0)),
+                (Some(Duration::from_secs(12)), Some(6))
+            ],
+            "{vod_mpd}"
+        );
+        assert_eq!(vod.mediaPresentationDuration, Some(Duration::from_secs(20)));
+        // no object ever changed: the late write of segment 5 is still segment 5
+        let now = store
+            .get(&lost_object)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(now, lost_bytes);
     }
 }
