@@ -130,6 +130,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         public_url: urls.public.clone(),
         events: events.clone(),
         cluster: cluster.clone(),
+        store: store.clone(),
+        grace: Duration::from_secs_f64(settings.retention.grace),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),

@@ -237,6 +237,12 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
         serde_json::from_str(&api(&server, "GET", &path, auth, None).1).expect("json")
     };
     assert_eq!(filtered(&id)[0]["id"], recordings[0]["id"]);
+    let recording_id = recordings[0]["id"]
+        .as_str()
+        .expect("recording id")
+        .to_string();
+    let recording_master = format!("vod/{recording_id}/master.m3u8");
+    assert_eq!(server.get(&recording_master).0, 200, "the recording plays");
     assert_eq!(filtered("str_other"), json!([]));
     let (_, body) = api(&server, "GET", "/api/v1/sessions?state=all", auth, None);
     let history: Value = serde_json::from_str(&body).expect("json");
@@ -373,6 +379,15 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     let (status, body) = api(&server, "GET", &format!("/api/v1/streams/{id}"), auth, None);
     assert_eq!(status, 404);
     assert!(body.contains("no stream with id"), "{body}");
+    // its recording went with it: not listed, not served, no object left
+    assert_eq!(filtered(&id), json!([]));
+    assert_eq!(
+        server.get(&recording_master).0,
+        404,
+        "a deleted recording is served"
+    );
+    let left = files_under(&server.media_dir().join("vod").join(&recording_id));
+    assert!(left.is_empty(), "the deleted recording left {left:?}");
     let (status, body) = api(
         &server,
         "POST",
@@ -400,6 +415,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The files (not directories) under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walk(dir).into_iter().filter(|p| p.is_file()).collect()
 }
 
 /// Creates a passthrough stream through the API: (id, key, playback id).
@@ -546,5 +566,67 @@ fn rotating_or_revoking_the_key_takes_the_live_publisher_off_air() {
     assert!(
         !log.contains(&old_key) && !log.contains(&new_key),
         "a key was logged"
+    );
+}
+
+#[test]
+fn deleting_a_live_stream_takes_it_off_air_and_deletes_its_recording() {
+    // a broadcast stopped by the delete may still write while it finishes: the sweeper (every
+    // second here) removes what it wrote after the API's own delete
+    let server = Server::start_with_env(
+        &[
+            ("STRATA__RETENTION__SWEEP_INTERVAL", "1"),
+            ("STRATA__RETENTION__GRACE", "2"),
+        ],
+        |_| {},
+    );
+    let events = subscribe(&server);
+    let (id, key, playback) = create_via_api(&server, "deleted-live");
+    let (mut publisher, session) = go_live(&server, &events, &key, &playback);
+    let recording = server.media_dir().join("vod").join(&session);
+    assert!(
+        !files_under(&recording).is_empty(),
+        "the live broadcast records"
+    );
+
+    let (status, body) = api(
+        &server,
+        "DELETE",
+        &format!("/api/v1/streams/{id}"),
+        Some(&server.admin_token),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (_, ended) = wait_event(&events, "stream.ended", Duration::from_secs(5))
+        .expect("deleting the stream ends its live broadcast");
+    assert_eq!(ended["session_id"].as_str(), Some(session.as_str()));
+    assert!(
+        wait_for(Duration::from_secs(5), || publisher
+            .try_wait()
+            .ok()
+            .flatten())
+        .is_some(),
+        "the publisher is still connected after its stream was deleted"
+    );
+    let gone = wait_for(Duration::from_secs(20), || {
+        files_under(&recording).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the deleted stream's recording still has {:?}",
+        files_under(&recording)
+    );
+    assert_eq!(server.get(&format!("vod/{session}/master.m3u8")).0, 404);
+    let (_, recordings) = api(
+        &server,
+        "GET",
+        "/api/v1/recordings",
+        Some(&server.admin_token),
+        None,
+    );
+    assert!(!recordings.contains(&session), "{recordings}");
+    assert!(
+        server.log().contains("stream deleted with its recordings"),
+        "the API removed the recording"
     );
 }

@@ -215,9 +215,20 @@ impl Db {
         self.stream_by_id(id).await
     }
 
-    /// Deletes a stream with its sessions and recording rows; false if there was none.
+    /// Deletes a stream with its sessions and recording rows; false if there was none. Each
+    /// recording is remembered in `deleted_recordings` until its objects are gone (see
+    /// `publish::sweep::remove_deleted_recordings`).
     pub async fn delete_stream(&self, id: &str) -> Result<bool, DbError> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO deleted_recordings (id, deleted_at) \
+             SELECT id, $2 FROM recordings WHERE stream_id = $1 \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         for table in ["sessions", "recordings"] {
             let sql = format!("DELETE FROM {table} WHERE stream_id = $1");
             sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -232,6 +232,26 @@ impl Db {
             .map_err(DbError::from)
     }
 
+    /// Recordings of deleted streams whose objects may remain: (id, deleted at, Unix ms).
+    pub async fn deleted_recordings(&self) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = sqlx::query("SELECT id, deleted_at FROM deleted_recordings ORDER BY deleted_at")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("deleted_at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Forgets a deleted recording once none of its objects remain.
+    pub async fn forget_deleted_recording(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM deleted_recordings WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Removes a recording's row (its objects are the caller's); false if there was none.
     pub async fn delete_recording(&self, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query("DELETE FROM recordings WHERE id = $1")

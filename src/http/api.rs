@@ -8,12 +8,15 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -24,6 +27,7 @@ use crate::db::sessions::{Recording, Session, SourceInfo};
 use crate::db::{Db, DbError, Stream};
 use crate::events::EventBus;
 use crate::hub::{Hub, SessionIdentity, SessionStats};
+use crate::publish::sweep::remove_deleted_recordings;
 use crate::transcode::Ladders;
 
 /// What the API handlers share.
@@ -40,6 +44,10 @@ pub struct ApiState {
     pub events: EventBus,
     /// Other nodes' live broadcasts, and how to ask them to stop one.
     pub cluster: Arc<Cluster>,
+    /// Where recordings live: deleting a stream deletes them.
+    pub store: Arc<dyn ObjectStore>,
+    /// `retention.grace`: how long a deleted recording is watched for late writes.
+    pub grace: Duration,
 }
 
 impl ApiState {
@@ -240,7 +248,23 @@ async fn update_stream(
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     state.stop_stream(&id);
     match state.db.delete_stream(&id).await {
-        Ok(true) => HttpResponse::NoContent().finish(),
+        Ok(true) => {
+            // the recordings' objects go now; what fails here (or a stopped broadcast writes
+            // while it finishes) the sweeper removes
+            let removed =
+                remove_deleted_recordings(&state.store, &state.db, state.grace, Utc::now()).await;
+            match removed {
+                Ok(swept) => tracing::info!(
+                    stream_id = %id,
+                    recordings = swept.recordings,
+                    objects = swept.objects,
+                    "stream deleted with its recordings"
+                ),
+                Err(e) => tracing::warn!(stream_id = %id, error = %e,
+                    "stream deleted; its recordings' objects are left to the sweeper"),
+            }
+            HttpResponse::NoContent().finish()
+        }
         Ok(false) => not_found("stream", &id),
         Err(e) => db_error(e),
     }

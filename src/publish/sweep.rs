@@ -13,6 +13,10 @@
 //!   `retention.vod_days` ago (0 keeps recordings). The recording's row goes with it. Objects
 //!   of a recording the database does not know are left alone: a database pointed at another
 //!   deployment's bucket must not empty it.
+//! - `vod/{recording_id}/` of a recording whose stream was deleted (`deleted_recordings`, written
+//!   with the delete): everything, at once. The API does the same right after the delete; the
+//!   sweeper finishes what that left (a failed delete, a broadcast that was still finishing) and
+//!   forgets the recording once nothing is left and `retention.grace` has passed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -95,7 +99,7 @@ pub async fn sweep(
     live: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Result<Swept, SweepError> {
-    let mut swept = Swept::default();
+    let mut swept = remove_deleted_recordings(store, db, rules.grace, now).await?;
     let settled = now - chrono::Duration::from_std(rules.grace).unwrap_or_default();
     for prefix in children(store, "live").await? {
         let Some(playback_id) = prefix.filename().map(str::to_string) else {
@@ -120,6 +124,31 @@ pub async fn sweep(
         if db.delete_recording(&recording.id).await? {
             swept.recordings += 1;
         }
+    }
+    Ok(swept)
+}
+
+/// Deletes every object of the recordings of deleted streams; forgets a recording once it has
+/// none left and was deleted more than `grace` before `now` (a broadcast stopped by the delete
+/// may still write its last segments and manifests until then).
+pub async fn remove_deleted_recordings(
+    store: &Arc<dyn ObjectStore>,
+    db: &Db,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<Swept, SweepError> {
+    let mut swept = Swept::default();
+    let settled = (now - chrono::Duration::from_std(grace).unwrap_or_default()).timestamp_millis();
+    for (id, deleted_at) in db.deleted_recordings().await? {
+        let objects = list(store, &Root::vod(&id).prefix()).await?;
+        if objects.is_empty() {
+            if deleted_at < settled {
+                db.forget_deleted_recording(&id).await?;
+            }
+            continue;
+        }
+        swept.objects += delete(store, objects.into_iter().map(|o| o.location)).await;
+        swept.recordings += 1;
     }
     Ok(swept)
 }
@@ -311,6 +340,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(swept.objects, 2);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_streams_recordings_go_and_are_forgotten_after_the_grace() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        db.start_session("rrrrrrrrrrrrrrrr", &stream.id, "passthrough", true, "n")
+            .await
+            .unwrap();
+        put(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s", "x").await;
+        put(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8", "x").await;
+        put(&store, "vod/oooooooooooooooo/source/1.m4s", "x").await;
+        assert!(db.delete_stream(&stream.id).await.unwrap());
+        let grace = Duration::from_secs(30);
+        let swept = remove_deleted_recordings(&store, &db, grace, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!((swept.objects, swept.recordings), (2, 1));
+        assert!(!exists(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8").await);
+        assert!(exists(&store, "vod/oooooooooooooooo/source/1.m4s").await);
+        // the broadcast that was stopped by the delete writes once more: still removed
+        put(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8", "late").await;
+        remove_deleted_recordings(&store, &db, grace, Utc::now())
+            .await
+            .unwrap();
+        assert!(!exists(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8").await);
+        assert_eq!(db.deleted_recordings().await.unwrap().len(), 1);
+        // nothing left and the grace passed: forgotten
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        remove_deleted_recordings(&store, &db, grace, later)
+            .await
+            .unwrap();
+        assert!(db.deleted_recordings().await.unwrap().is_empty());
     }
 
     #[tokio::test]
