@@ -258,6 +258,25 @@ fn a_720p_source_yields_an_aligned_720_480_360_ladder() {
         }
     }
 
+    // segment N lasts the same in audio as in video, from the first segment on (the audio the
+    // video encoders' delay let through first is not dropped)
+    let audio = server
+        .get_text(&format!("{live}/audio/index.m3u8"))
+        .expect("audio playlist");
+    let audio = m3u8_rs::parse_media_playlist_res(audio.as_bytes()).expect("audio playlist");
+    assert_eq!(audio.segments.len(), lead.len(), "audio segment count");
+    for (video, audio) in lead.iter().zip(&audio.segments) {
+        assert_eq!(video.uri, audio.uri);
+        let apart = (video.duration - f64::from(audio.duration)).abs();
+        assert!(
+            apart < 0.05,
+            "{}: audio lasts {} s, video {} s",
+            audio.uri,
+            audio.duration,
+            video.duration
+        );
+    }
+
     // ffprobe reads the whole ladder through both manifests
     let expected = [
         (0, 0, "aac".to_string()),

@@ -7,11 +7,13 @@
 mod codec;
 #[cfg(test)]
 pub(crate) mod codec_test_data;
+pub mod early_audio;
 pub mod queue;
 mod rendition;
 mod timestamp;
 
 pub use codec::{AacConfig, AvcConfig, CodecConfig, CodecError, AAC_FRAME_SAMPLES};
+pub use early_audio::EarlyAudio;
 pub use rendition::{RenditionEvent, TrackId, AUDIO_RENDITION, SOURCE_RENDITION};
 pub use timestamp::{Timestamp, TimestampUnwrapper};
 

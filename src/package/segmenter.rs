@@ -3,8 +3,11 @@
 //! Rules it keeps:
 //! - The track set is fixed at the first video keyframe: the video renditions are those whose
 //!   configuration was announced by then; audio is included if its config arrived
-//!   before that keyframe (ffmpeg and OBS send both first). Frames before a rendition's first
-//!   keyframe are dropped: a segment must start with a keyframe.
+//!   before that keyframe (ffmpeg and OBS send both first). Video frames before a rendition's
+//!   first keyframe are dropped: a segment must start with a keyframe. Audio that arrives
+//!   before the first keyframe (a video encoder's delay: a ladder's audio comes out first) is
+//!   held, bounded (`EarlyAudio`), and what is presented from the keyframe on goes into the
+//!   first segment, so it lasts as long in audio as in video.
 //! - Media time 0 is the presentation time of the first keyframe. At every segment start a video
 //!   rendition's decode times are shifted by that keyframe's decode delay (PTS − DTS), so each
 //!   segment's first decode time equals its presentation time and B-frames show up as signed
@@ -43,7 +46,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::media::{
-    CodecConfig, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind,
+    CodecConfig, EarlyAudio, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind,
 };
 use crate::package::cmaf::{self, CmafError, Sample};
 
@@ -240,6 +243,9 @@ pub struct Segmenter {
     audio_emitted_until: i64,
     /// After a pause: where (90 kHz media ticks) the next video keyframe is placed.
     resume_at: Option<i64>,
+    /// Audio that came before the first keyframe (a video encoder's delay), replayed at the
+    /// start from the keyframe's presentation time on.
+    early_audio: EarlyAudio,
 }
 
 impl Segmenter {
@@ -258,6 +264,7 @@ impl Segmenter {
             next_audio_time: None,
             audio_emitted_until: i64::MIN,
             resume_at: None,
+            early_audio: EarlyAudio::default(),
         }
     }
 
@@ -269,7 +276,9 @@ impl Segmenter {
 
     /// Bytes of media held now.
     pub fn held_bytes(&self) -> usize {
-        self.videos.iter().map(|v| v.held).sum::<usize>() + self.audio_held
+        self.videos.iter().map(|v| v.held).sum::<usize>()
+            + self.audio_held
+            + self.early_audio.bytes()
     }
 
     /// The number the next emitted segment will carry.
@@ -369,6 +378,11 @@ impl Segmenter {
                         return Ok(out);
                     }
                     out.push(self.start(&frame)?);
+                    if self.audio_config.is_some() {
+                        for early in self.early_audio.take_from(frame.pts) {
+                            self.on_audio(early)?;
+                        }
+                    }
                 }
                 self.on_video(index, frame)?;
             }
@@ -376,6 +390,8 @@ impl Segmenter {
                 // after the start, an audio config exists only if it was part of the start
                 if self.started && self.audio_config.is_some() {
                     self.on_audio(frame)?;
+                } else if !self.started {
+                    self.early_audio.push(frame);
                 }
             }
         }
@@ -903,6 +919,46 @@ mod tests {
         assert_eq!(first.track(TrackId::Video(0)).unwrap().start, 0);
         // the first audio frame kept is the one at 541 ms, i.e. 21 ms after media time 0
         assert_eq!(a.start, 21 * 48);
+    }
+
+    #[test]
+    fn audio_that_arrives_before_the_keyframe_it_follows_starts_the_first_segment() {
+        // a ladder: the audio encoder's output comes out before the delayed video encoders'
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(audio_track()).unwrap();
+        let audio_ms = |i: i64| 1_000 + i * 1024 / 48;
+        let early = 30; // ~640 ms of audio before the first video frame
+        for i in 0..early {
+            assert!(seg.push(audio(audio_ms(i))).unwrap().is_empty());
+        }
+        let mut outs = Vec::new();
+        let mut next_audio = early;
+        for f in 0..150 {
+            let ms = 1_000 + f * FPS_MS;
+            outs.extend(seg.push(video(ms, ms, f % 50 == 0)).unwrap());
+            while audio_ms(next_audio) < ms + 640 {
+                outs.extend(seg.push(audio(audio_ms(next_audio))).unwrap());
+                next_audio += 1;
+            }
+        }
+        outs.extend(seg.push(RenditionEvent::End).unwrap());
+        let segs = segments(&outs);
+        let first = segs[0];
+        let a = first
+            .track(TrackId::Audio)
+            .expect("the first segment has audio");
+        let v = first.track(TrackId::Video(0)).unwrap();
+        assert_eq!(
+            a.start, 0,
+            "the first segment's audio starts with its video"
+        );
+        assert!(
+            (a.duration_secs() - v.duration_secs()).abs() < 0.03,
+            "first segment: audio {} s, video {} s",
+            a.duration_secs(),
+            v.duration_secs()
+        );
     }
 
     #[test]

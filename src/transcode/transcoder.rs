@@ -113,6 +113,8 @@ struct Transcoder {
     /// Index of the untouched source among the video renditions.
     source_rendition: Option<usize>,
     audio: Option<(std_mpsc::SyncSender<AudioInput>, JoinHandle<()>)>,
+    /// Audio that arrived before the first keyframe (an encoder's video delay sends it first).
+    early_audio: crate::media::EarlyAudio,
     posters: Option<(
         std_mpsc::SyncSender<Arc<ffmpeg::frame::Video>>,
         JoinHandle<()>,
@@ -135,6 +137,7 @@ impl Transcoder {
             lanes: Vec::new(),
             source_rendition: None,
             audio: None,
+            early_audio: crate::media::EarlyAudio::default(),
             posters: None,
             poster_clock: PosterClock::default(),
             lag: RealTimeLag::default(),
@@ -315,6 +318,10 @@ impl Transcoder {
                 return Ok(()); // nothing decodes before the first keyframe
             }
             self.start(&source)?;
+            // the renditions start at this keyframe: audio from its decode time on joins them
+            for early in self.early_audio.take_from(frame.dts) {
+                self.on_audio(early)?;
+            }
         }
         let dts_ms = frame.dts.rescale(Timestamp::MILLIS).ticks;
         let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
@@ -428,8 +435,12 @@ impl Transcoder {
     }
 
     fn on_audio(&mut self, frame: MediaFrame) -> Result<(), TranscodeError> {
-        // before the plan, audio has nowhere to go (its rendition starts with the video)
+        // before the plan, audio waits for the first keyframe (its rendition starts with the
+        // video)
         let Some((queue, _)) = &self.audio else {
+            if !self.started {
+                self.early_audio.push(frame);
+            }
             return Ok(());
         };
         queue
