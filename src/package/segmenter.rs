@@ -32,8 +32,9 @@
 //! - A pause (the publisher was lost and may come back) closes every open segment at once, so
 //!   viewers and the recording get every frame up to the loss. What follows resumes the same
 //!   timeline exactly where the paused segments ended: the first video keyframe after the pause
-//!   is placed there (earlier frames and audio are dropped), so segments stay contiguous, with
-//!   no gap and no overlap, however the publisher's clock moved meanwhile.
+//!   is placed there (earlier video is dropped; audio waits for it like before the first
+//!   keyframe), so segments stay contiguous, with no gap and no overlap, however the
+//!   publisher's clock moved meanwhile.
 //! - Memory is bounded in bytes and not only by the publisher's timestamps: the media held
 //!   (open segments, closed segments waiting for other renditions or audio, queued audio) may
 //!   not pass the byte budget (`with_budget`, default `DEFAULT_MAX_HELD_BYTES`); more than
@@ -362,13 +363,23 @@ impl Segmenter {
     ) -> Result<Vec<SegmenterOutput>, SegmenterError> {
         let mut out = Vec::new();
         if let Some(resume_at) = self.resume_at {
-            // after a pause, everything waits for a video keyframe
-            if id == TrackId::Audio || !frame.keyframe {
+            // after a pause, everything waits for a video keyframe; audio is held for it (a
+            // ladder's new encoders send their first video after the audio of that moment)
+            if id == TrackId::Audio {
+                self.early_audio.push(frame);
+                return Ok(out);
+            }
+            if !frame.keyframe {
                 return Ok(out);
             }
             let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks - self.base_ms;
             self.base_ms += pts_ms - resume_at / i64::from(VIDEO_TIMESCALE / 1000);
             self.resume_at = None;
+            if self.audio_config.is_some() {
+                for early in self.early_audio.take_from(frame.pts) {
+                    self.on_audio(early)?;
+                }
+            }
         }
         match id {
             TrackId::Video(index) => {

@@ -59,6 +59,13 @@ impl SegmentCadence {
         self.cadence
     }
 
+    /// After a pause: the next frame (clock) or the next source keyframe starts a segment.
+    pub fn restart(&mut self) {
+        self.next_ms = None;
+        self.last_chosen_dts = None;
+        self.chosen_pts.clear();
+    }
+
     /// A source packet, in decode order. Returns whether it starts a segment (only ever true
     /// when following the source's keyframes).
     pub fn on_packet(&mut self, dts_ms: i64, pts_ms: i64, keyframe: bool) -> bool {

@@ -32,6 +32,14 @@ pub const RUNG_QUEUE: usize = 8;
 /// How often a rung reports its speed.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
+/// What the decode thread sends a rung.
+pub enum RungMessage {
+    Frame(RungInput),
+    /// The publisher was lost: hand packaging every frame the encoder holds, answer on the
+    /// sender, and continue with a fresh encoder (what may follow starts with an IDR).
+    Flush(std_mpsc::SyncSender<()>),
+}
+
 /// A decoded source frame for one rung.
 pub struct RungInput {
     pub frame: Arc<ffmpeg::frame::Video>,
@@ -44,12 +52,14 @@ pub struct RungEncoder {
     pub config: AvcConfig,
     encoder: ffmpeg::encoder::Video,
     rung: EncodeRung,
+    keyint: u32,
 }
 
 impl RungEncoder {
     /// Opens libx264 for `rung`; `keyint` is the segment duration in frames (0 for "only
     /// forced IDRs": when segment starts follow the source's keyframes).
     pub fn open(rung: &EncodeRung, keyint: u32) -> Result<Self, TranscodeError> {
+        let requested_keyint = keyint;
         let codec = ffmpeg::encoder::find_by_name("libx264").ok_or(TranscodeError::NoX264)?;
         let mut context = ffmpeg::codec::Context::new_with_codec(codec)
             .encoder()
@@ -92,7 +102,22 @@ impl RungEncoder {
             config,
             encoder,
             rung: rung.clone(),
+            keyint: requested_keyint,
         })
+    }
+
+    /// The same encoder, opened anew (after a flush). x264 writes the same parameter sets for
+    /// the same settings; if it did not, the rendition's announced configuration would be
+    /// wrong, so that is an error.
+    fn reopen(&self) -> Result<Self, TranscodeError> {
+        let fresh = Self::open(&self.rung, self.keyint)?;
+        if fresh.config != self.config {
+            return Err(TranscodeError::EncoderConfig(
+                self.rung.rung.name.clone(),
+                "the reopened encoder announced other parameter sets".into(),
+            ));
+        }
+        Ok(fresh)
     }
 }
 
@@ -100,7 +125,7 @@ impl RungEncoder {
 pub fn run(
     mut rung: RungEncoder,
     id: TrackId,
-    input: std_mpsc::Receiver<RungInput>,
+    input: std_mpsc::Receiver<RungMessage>,
     output: mpsc::Sender<RenditionEvent>,
     stats: Arc<LiveStats>,
 ) {
@@ -115,11 +140,25 @@ pub fn run(
         stats,
     };
     let result = (|| {
-        while let Ok(item) = input.recv() {
-            let began = Instant::now();
-            worker.encode(&mut rung, item)?;
-            worker.speed.add_work(began.elapsed());
-            worker.report();
+        while let Ok(message) = input.recv() {
+            match message {
+                RungMessage::Frame(item) => {
+                    let began = Instant::now();
+                    worker.encode(&mut rung, item)?;
+                    worker.speed.add_work(began.elapsed());
+                    worker.report();
+                }
+                RungMessage::Flush(done) => {
+                    rung.encoder
+                        .send_eof()
+                        .map_err(|e| TranscodeError::encode(&worker.name, e))?;
+                    worker.drain(&mut rung)?;
+                    worker.segment_starts.clear();
+                    rung = rung.reopen()?;
+                    // the decode thread waits for this; it is gone only if the broadcast ended
+                    let _ = done.send(());
+                }
+            }
         }
         rung.encoder
             .send_eof()

@@ -3,7 +3,11 @@
 //! decoded frames out to one encoder thread per rung; source audio goes to the audio thread.
 //!
 //! Order on the output queue: every rendition's `Track` first (before any frame), then frames
-//! from all threads, then `End` once every thread has flushed. Queues:
+//! from all threads, then `End` once every thread has flushed. A `Pause` (the publisher was
+//! lost) flushes the decoder and every rung's encoder first and waits for them, so the frames
+//! up to the loss reach packaging before the `Pause` does; new ones take what follows. (The
+//! AAC encoder's one or two held frames are not flushed: after a pause packaging drops audio
+//! until the next keyframe anyway.) Queues:
 //! - ingest → here: `pipeline::EVENT_QUEUE` events; when full, ingest waits (TCP back-pressure
 //!   on that one publisher).
 //! - here → each rung: `RUNG_QUEUE` decoded frames; when full, the decode thread waits — unless
@@ -31,7 +35,7 @@ use super::ffi;
 use super::ladder::Ladder;
 use super::plan::{Plan, PlannedVideo, Source};
 use super::poster::{self, PosterClock, POSTER_QUEUE};
-use super::rung::{self, RungEncoder, RungInput, RUNG_QUEUE};
+use super::rung::{self, RungEncoder, RungInput, RungMessage, RUNG_QUEUE};
 use super::TranscodeError;
 use crate::hub::LiveStats;
 use crate::media::queue;
@@ -94,7 +98,7 @@ fn spawn_in_span(
 
 struct RungLane {
     name: String,
-    queue: Option<std_mpsc::SyncSender<RungInput>>,
+    queue: Option<std_mpsc::SyncSender<RungMessage>>,
     thread: Option<JoinHandle<()>>,
     cap: FrameRateCap,
     dropped: u64,
@@ -107,6 +111,8 @@ struct Transcoder {
     source_audio: Option<crate::media::AacConfig>,
     /// The plan is made and every rendition announced (at the first keyframe).
     started: bool,
+    /// After a pause the decoder is new: frames wait for a keyframe.
+    awaiting_keyframe: bool,
     decoder: Option<ffmpeg::decoder::Video>,
     cadence: SegmentCadence,
     lanes: Vec<RungLane>,
@@ -133,6 +139,7 @@ impl Transcoder {
             source_video: None,
             source_audio: None,
             started: false,
+            awaiting_keyframe: false,
             decoder: None,
             lanes: Vec::new(),
             source_rendition: None,
@@ -153,9 +160,7 @@ impl Transcoder {
                     TrackKind::Video => self.on_video(frame)?,
                     TrackKind::Audio => self.on_audio(frame)?,
                 },
-                // The encoders keep what they hold until more frames come (or the end):
-                // draining them would need new encoders and a new timeline.
-                StreamEvent::Pause => {}
+                StreamEvent::Pause => self.pause()?,
                 StreamEvent::End => break,
             }
         }
@@ -322,6 +327,11 @@ impl Transcoder {
             for early in self.early_audio.take_from(frame.dts) {
                 self.on_audio(early)?;
             }
+        } else if self.awaiting_keyframe {
+            if !frame.keyframe {
+                return Ok(()); // the new decoder starts at a keyframe
+            }
+            self.awaiting_keyframe = false;
         }
         let dts_ms = frame.dts.rescale(Timestamp::MILLIS).ticks;
         let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
@@ -349,6 +359,40 @@ impl Transcoder {
             tracing::debug!(error = %e, "the decoder rejected a video frame");
         }
         self.receive_decoded()
+    }
+
+    /// The publisher was lost (it may come back): every frame the decoder and the encoders
+    /// hold is encoded and handed to packaging before the pause itself, so packaging publishes
+    /// everything up to the loss at once. A new decoder and new encoders take what follows,
+    /// which starts a segment at its first keyframe.
+    fn pause(&mut self) -> Result<(), TranscodeError> {
+        if !self.started {
+            return Ok(());
+        }
+        if self.decoder.is_some() {
+            self.drain_decoder()?;
+            if let Some(source) = &self.source_video {
+                self.decoder = Some(open_decoder(source)?);
+            }
+            self.awaiting_keyframe = true;
+        }
+        let mut flushed = Vec::new();
+        for lane in &self.lanes {
+            let Some(queue) = &lane.queue else { continue };
+            let (done, answer) = std_mpsc::sync_channel(1);
+            queue
+                .send(RungMessage::Flush(done))
+                .map_err(|_| TranscodeError::WorkerGone(lane.name.clone()))?;
+            flushed.push((lane.name.clone(), answer));
+        }
+        // every rung's last frames reach packaging before the pause does
+        for (name, answer) in flushed {
+            answer
+                .recv()
+                .map_err(|_| TranscodeError::WorkerGone(name))?;
+        }
+        self.cadence.restart();
+        self.emit(RenditionEvent::Pause)
     }
 
     fn drain_decoder(&mut self) -> Result<(), TranscodeError> {
@@ -386,11 +430,11 @@ impl Transcoder {
                     continue;
                 }
                 let Some(queue) = &lane.queue else { continue };
-                let item = RungInput {
+                let item = RungMessage::Frame(RungInput {
                     frame: frame.clone(),
                     pts_ms,
                     segment_start,
-                };
+                });
                 let sent = if !may_skip {
                     queue.send(item).map_err(|_| ())
                 } else {
