@@ -60,8 +60,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = store::open(&storage_url, &settings.cloud_options()).context("opening storage")?;
     store::check(&store, &storage_url, STORE_CHECK_TIMEOUT).await?;
 
-    let rtmp_listener = tokio::net::TcpListener::bind(settings.rtmp.listen)
-        .await
+    // the same kernel queue as HTTP's: a burst of encoders connecting at once is not refused
+    let rtmp_listener = crate::http::bind(settings.rtmp.listen)
+        .and_then(tokio::net::TcpListener::from_std)
         .with_context(|| format!("binding RTMP on {}", settings.rtmp.listen))?;
     let http_listener = crate::http::bind(settings.http.listen)
         .with_context(|| format!("binding HTTP on {}", settings.http.listen))?;

@@ -119,7 +119,7 @@ fn without_regexes(pattern: &str) -> String {
 }
 
 /// A non-blocking listener on `addr` whose kernel queue holds `LISTEN_BACKLOG` connections not
-/// yet accepted (std's `TcpListener::bind` allows 128).
+/// yet accepted (std's and tokio's `TcpListener::bind` allow 128). RTMP listens with it too.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
