@@ -132,7 +132,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events: events.clone(),
         cluster: cluster.clone(),
         store: store.clone(),
-        grace: Duration::from_secs_f64(settings.retention.grace),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),

@@ -185,7 +185,10 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no stream named `{name}`"))?;
             db.delete_stream(&stream.id).await?;
-            println!("Stream `{name}` deleted.");
+            println!(
+                "Stream `{name}` deleted. A running server's sweeper deletes its recordings \
+                 (every `retention.sweep_interval`)."
+            );
         }
         StreamCommand::List { json } => {
             let streams = db.list_streams().await?;

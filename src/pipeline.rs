@@ -139,7 +139,7 @@ fn open_input(
 async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Input, cut: CutRule) {
     let stats = lease.stats.clone();
     let recording_id = stats.id.session_id.clone();
-    if let Err(e) = ctx
+    match ctx
         .db
         .start_session(
             &recording_id,
@@ -150,7 +150,12 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         )
         .await
     {
-        tracing::error!(error = %e, "could not record the broadcast start; continuing");
+        Ok(()) => {}
+        Err(crate::db::DbError::NotFound) => {
+            tracing::warn!("the stream was deleted as its broadcast started; ending it");
+            return;
+        }
+        Err(e) => tracing::error!(error = %e, "could not record the broadcast start; continuing"),
     }
     // Numbers are reserved before anything is written, so a crash, a takeover or a database
     // error can never make two objects share one.
@@ -296,7 +301,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         tracing::warn!(error = %e, "could not release the stream claim; it expires by itself");
     }
     let bitrate = (duration > 0.0).then(|| (stats.bytes_in() as f64 * 8.0 / duration) as i64);
-    if let Err(e) = ctx
+    let mut recorded = stream.record;
+    match ctx
         .db
         .finish_session(
             &recording_id,
@@ -309,7 +315,9 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         )
         .await
     {
-        tracing::warn!(error = %e, "could not record the broadcast end");
+        // the stream (and the recording with it) was deleted: no hook for a recording gone
+        Ok(exists) => recorded &= exists,
+        Err(e) => tracing::warn!(error = %e, "could not record the broadcast end"),
     }
     // after the database knows, so a client reacting to the event or a hook finds the recording
     let ended = Ended {
@@ -319,7 +327,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         duration_secs: duration,
         segments,
     };
-    ctx.webhooks.broadcast_ended(&ended, stream.record);
+    ctx.webhooks.broadcast_ended(&ended, recorded);
     ctx.events.send(Event::Ended(ended));
     drop(lease);
     while let Some(at) = publisher.next_deletion() {

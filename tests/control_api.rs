@@ -379,15 +379,22 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     let (status, body) = api(&server, "GET", &format!("/api/v1/streams/{id}"), auth, None);
     assert_eq!(status, 404);
     assert!(body.contains("no stream with id"), "{body}");
-    // its recording went with it: not listed, not served, no object left
+    // its recording went with it: not listed, soon neither stored nor served
     assert_eq!(filtered(&id), json!([]));
+    let recording_dir = server.media_dir().join("vod").join(&recording_id);
+    let gone = wait_for(Duration::from_secs(10), || {
+        files_under(&recording_dir).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the deleted recording left {:?}",
+        files_under(&recording_dir)
+    );
     assert_eq!(
         server.get(&recording_master).0,
         404,
         "a deleted recording is served"
     );
-    let left = files_under(&server.media_dir().join("vod").join(&recording_id));
-    assert!(left.is_empty(), "the deleted recording left {left:?}");
     let (status, body) = api(
         &server,
         "POST",

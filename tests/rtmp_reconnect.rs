@@ -405,13 +405,13 @@ fn lost_then_resumed(ladder: &str) {
     .expect("the session turns reconnecting");
     let parked = Instant::now();
     // everything sent before the loss is listed in every rendition, without waiting for the
-    // grace (audio may miss the AAC encoder's last frames)
+    // grace (audio in whole AAC frames: up to 21 ms short)
     let published = wait_for(Duration::from_secs(10), || {
         let sum = listed_seconds(&media_playlist(&server, &live)?);
         let all = renditions(&server, &live).iter().all(|rendition| {
             server
                 .get_text(rendition)
-                .is_some_and(|playlist| listed_seconds(&playlist) > 4.8)
+                .is_some_and(|playlist| listed_seconds(&playlist) > 4.9)
         });
         (sum > 4.9 && all).then_some(sum)
     })

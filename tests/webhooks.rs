@@ -350,3 +350,40 @@ fn an_unreachable_hook_refuses_the_publish() {
     let (log, _) = refused_by(&receiver, &format!("http://{closed}/hook"));
     assert!(log.contains("the hook could not be reached"), "{log}");
 }
+
+#[test]
+fn a_stream_deleted_while_live_hears_its_end_but_no_recording() {
+    let receiver = Receiver::start();
+    let (allow, notify) = (receiver.url("/allow"), receiver.url("/allow-notify"));
+    let server = Server::start_with_env(&hooks_env(&allow, &notify), |_| {});
+    let stream = server.create_stream("doomed", "passthrough");
+    let mut publisher = publish(&server.rtmp_url(&stream.key), 60);
+    let hook = receiver
+        .next(Duration::from_secs(10))
+        .expect("on_publish called");
+    let stream_id = hook.body["stream"]["id"]
+        .as_str()
+        .expect("stream id")
+        .to_string();
+    let master = format!("live/{}/master.m3u8", stream.playback_id);
+    wait_for(Duration::from_secs(15), || server.get_text(&master)).expect("the broadcast is live");
+
+    let (status, body) = api(
+        &server,
+        "DELETE",
+        &format!("/api/v1/streams/{stream_id}"),
+        Some(&server.admin_token),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    let hook = receiver
+        .next(Duration::from_secs(10))
+        .expect("on_unpublish called");
+    assert_eq!(hook.body["event"], "unpublish", "{}", hook.body);
+    // the recording went with the stream: no hook announces it (it would follow at once)
+    if let Some(hook) = receiver.next(Duration::from_secs(3)) {
+        panic!("a hook after the deleted stream's end: {}", hook.body);
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

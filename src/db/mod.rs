@@ -215,11 +215,25 @@ impl Db {
         self.stream_by_id(id).await
     }
 
-    /// Deletes a stream with its sessions and recording rows; false if there was none. Each
-    /// recording is remembered in `deleted_recordings` until its objects are gone (see
-    /// `publish::sweep::remove_deleted_recordings`).
-    pub async fn delete_stream(&self, id: &str) -> Result<bool, DbError> {
+    /// Deletes a stream with its sessions and recording rows; returns the ids of its
+    /// recordings, or `None` if there was no such stream. Each recording is remembered in
+    /// `deleted_recordings` until its objects are gone (see `publish::sweep`).
+    pub async fn delete_stream(&self, id: &str) -> Result<Option<Vec<String>>, DbError> {
         let mut tx = self.pool.begin().await?;
+        // lock the stream's row first: a broadcast starting now (`start_session` takes the same
+        // lock) either committed its recording before, and it is remembered below, or finds
+        // the stream gone
+        sqlx::query("UPDATE streams SET id = id WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let recordings: Vec<String> = sqlx::query("SELECT id FROM recordings WHERE stream_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, sqlx::Error>>()?;
         sqlx::query(
             "INSERT INTO deleted_recordings (id, deleted_at) \
              SELECT id, $2 FROM recordings WHERE stream_id = $1 \
@@ -241,7 +255,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok((done.rows_affected() > 0).then_some(recordings))
     }
 
     /// Replaces the stream's key with a new one, returned once; the old key stops working.

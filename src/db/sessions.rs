@@ -87,6 +87,15 @@ impl Db {
     ) -> Result<(), DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        // the stream's row lock orders this against a delete of the stream (see
+        // `Db::delete_stream`): either the delete sees this recording, or this finds no stream
+        let locked = sqlx::query("UPDATE streams SET id = id WHERE id = $1")
+            .bind(stream_id)
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
         sqlx::query(
             "INSERT INTO sessions (id, stream_id, state, ladder, started_at, node_id) \
              VALUES ($1, $2, 'live', $3, $4, $5)",
@@ -138,14 +147,15 @@ impl Db {
     }
 
     /// The broadcast ended: the session is `ended` with its average input bit rate and last
-    /// segment number, and its recording has a duration.
+    /// segment number, and its recording has a duration. Returns whether the recording exists
+    /// (it does not when the broadcast did not record, or its stream was deleted meanwhile).
     pub async fn finish_session(
         &self,
         id: &str,
         duration_ms: i64,
         bitrate: Option<i64>,
         last_segment: Option<u64>,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -158,14 +168,15 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
-            .bind(now)
-            .bind(duration_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let recording =
+            sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
+                .bind(now)
+                .bind(duration_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(recording.rows_affected() > 0)
     }
 
     /// Every session, newest first.

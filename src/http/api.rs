@@ -15,7 +15,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use chrono::Utc;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -27,7 +26,7 @@ use crate::db::sessions::{Recording, Session, SourceInfo};
 use crate::db::{Db, DbError, Stream};
 use crate::events::EventBus;
 use crate::hub::{Hub, SessionIdentity, SessionStats};
-use crate::publish::sweep::remove_deleted_recordings;
+use crate::publish::sweep::remove_recording;
 use crate::transcode::Ladders;
 
 /// What the API handlers share.
@@ -46,8 +45,6 @@ pub struct ApiState {
     pub cluster: Arc<Cluster>,
     /// Where recordings live: deleting a stream deletes them.
     pub store: Arc<dyn ObjectStore>,
-    /// `retention.grace`: how long a deleted recording is watched for late writes.
-    pub grace: Duration,
 }
 
 impl ApiState {
@@ -248,26 +245,51 @@ async fn update_stream(
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     state.stop_stream(&id);
     match state.db.delete_stream(&id).await {
-        Ok(true) => {
-            // the recordings' objects go now; what fails here (or a stopped broadcast writes
-            // while it finishes) the sweeper removes
-            let removed =
-                remove_deleted_recordings(&state.store, &state.db, state.grace, Utc::now()).await;
-            match removed {
-                Ok(swept) => tracing::info!(
-                    stream_id = %id,
-                    recordings = swept.recordings,
-                    objects = swept.objects,
-                    "stream deleted with its recordings"
-                ),
-                Err(e) => tracing::warn!(stream_id = %id, error = %e,
-                    "stream deleted; its recordings' objects are left to the sweeper"),
-            }
+        Ok(Some(recordings)) => {
+            // a broadcast that started while the first stop went out is stopped now
+            state.stop_stream(&id);
+            tokio::spawn(remove_recordings(
+                state.into_inner(),
+                id.into_inner(),
+                recordings,
+            ));
             HttpResponse::NoContent().finish()
         }
-        Ok(false) => not_found("stream", &id),
+        Ok(None) => not_found("stream", &id),
         Err(e) => db_error(e),
     }
+}
+
+/// How long the removal of a deleted stream's recordings waits for its broadcast to finish.
+const FINISH_WAIT: Duration = Duration::from_secs(10);
+
+/// Deletes the objects of a deleted stream's recordings once its stopped broadcast has
+/// finished writing (or `FINISH_WAIT` passed); what is left, or written later, the sweeper
+/// removes (`deleted_recordings`).
+async fn remove_recordings(state: Arc<ApiState>, stream_id: String, recordings: Vec<String>) {
+    let deadline = tokio::time::Instant::now() + FINISH_WAIT;
+    while tokio::time::Instant::now() < deadline
+        && state
+            .live_sessions()
+            .iter()
+            .any(|live| live.id.stream_id == stream_id)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut objects = 0;
+    for recording in &recordings {
+        match remove_recording(&state.store, recording).await {
+            Ok(n) => objects += n,
+            Err(e) => tracing::warn!(%stream_id, %recording, error = %e,
+                "a deleted stream's recording is left to the sweeper"),
+        }
+    }
+    tracing::info!(
+        %stream_id,
+        recordings = recordings.len(),
+        objects,
+        "stream deleted with its recordings"
+    );
 }
 
 /// Logs that a key change cut a live broadcast off (ids only).

@@ -51,19 +51,15 @@ pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String
             ..Default::default()
         }];
     } else {
-        // the last Period starts after any gap a lost segment left, and runs to the end
-        let last = periods.last().map_or(Duration::ZERO, |span| {
-            let lead = p.lead().map_or(0.0, |t| span_secs(p, t, span));
-            span.start + secs(lead)
-        });
-        mpd.mediaPresentationDuration = Some(last.max(window));
+        // Periods follow each other without a gap (see `period_spans`)
+        mpd.mediaPresentationDuration = Some(window);
     }
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{mpd}\n")
 }
 
 /// One Period: the listed segments whose numbers run on without a gap. `$Number$` addressing
-/// counts segments from `startNumber`, so it cannot skip the number of a segment the store
-/// lost (`publish` never reuses one); each run after such a loss is a Period of its own.
+/// counts segments from `startNumber`, so it cannot skip a number: after a segment the store
+/// lost (`publish` never reuses its number), or one a rendition lacks, a new Period starts.
 struct PeriodSpan {
     id: String,
     /// Numbers in `first..end` belong to this Period.
@@ -72,74 +68,85 @@ struct PeriodSpan {
     /// Period@start.
     start: Duration,
     /// Media time of Period@start in seconds, or `None` for "the first listed segment of each
-    /// representation" (the first Period of a static MPD; 0 in a dynamic one).
+    /// representation" (the first Period of a static MPD).
     media_start: Option<f64>,
 }
 
-/// The Periods of the listed segments, found on the lead rendition (a loss takes a number
-/// from every rendition at once). Runs that slid out of the window are left out; a kept run
-/// keeps its id and start while the window slides over it.
+/// Numbers that follow a gap in `segments`.
+fn after_gaps(segments: &[SegmentEntry]) -> impl Iterator<Item = u64> + '_ {
+    segments
+        .windows(2)
+        .filter(|w| w[1].number != w[0].number + 1)
+        .map(|w| w[1].number)
+}
+
+/// The Periods of the listed segments. A dynamic MPD keeps the wall clock: each Period starts
+/// at its first segment's media time (a lost segment leaves a gap), and keeps its id and start
+/// while the window slides over it. A static MPD (an ended broadcast, a recording) has no clock
+/// to keep: its Periods follow each other without a gap, as HLS plays it.
 fn period_spans(p: &Presentation, dynamic: bool) -> Vec<PeriodSpan> {
+    let empty = || PeriodSpan {
+        id: "0".into(),
+        first: 0,
+        end: u64::MAX,
+        start: Duration::ZERO,
+        media_start: None,
+    };
     let Some(lead) = p.lead() else {
         return Vec::new();
     };
-    let scale = f64::from(lead.timescale);
     let listed = p.listed(lead);
-    let first_listed = listed.first().map_or(0, |s| s.number);
-    // a static MPD's presentation begins at its first listed segment
-    let shift = if dynamic {
-        0
-    } else {
-        listed.first().map_or(0, |s| s.start)
-    };
-    let all = lead.all();
-    let starts: Vec<&SegmentEntry> = all
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| *i == 0 || s.number != all[i - 1].number + 1)
-        .map(|(_, s)| s)
-        .collect();
-    if starts.is_empty() {
+    let (Some(first_listed), Some(broadcast_first)) = (listed.first(), lead.all().first()) else {
         // nothing published yet: one empty Period, as a player expects
-        return vec![PeriodSpan {
-            id: "0".into(),
-            first: 0,
-            end: u64::MAX,
-            start: Duration::ZERO,
-            media_start: None,
-        }];
-    }
-    let ends: Vec<u64> = starts
-        .iter()
-        .skip(1)
-        .map(|s| s.number)
-        .chain([u64::MAX])
+        return vec![empty()];
+    };
+    let scale = f64::from(lead.timescale);
+    let mut run_starts: Vec<u64> = p
+        .timelines()
+        .flat_map(|t| after_gaps(t.all()))
+        .chain([broadcast_first.number])
         .collect();
-    let broadcast_first = starts[0].number;
-    let mut spans = Vec::new();
-    for (run, (start, end)) in starts.into_iter().zip(ends).enumerate() {
-        if end <= first_listed {
+    run_starts.sort_unstable();
+    run_starts.dedup();
+    let mut spans: Vec<PeriodSpan> = Vec::new();
+    let mut static_start = Duration::ZERO;
+    for (k, &first) in run_starts.iter().enumerate() {
+        let end = run_starts.get(k + 1).copied().unwrap_or(u64::MAX);
+        let in_run = |s: &&SegmentEntry| s.number >= first && s.number < end;
+        if end <= first_listed.number {
             continue;
         }
-        let first_kept = spans.is_empty();
-        let (start_time, media_start) = if first_kept && (!dynamic || run == 0) {
-            (Duration::ZERO, dynamic.then_some(0.0))
-        } else {
-            let period_start = secs(start.start.saturating_sub(shift) as f64 / scale);
-            let media = period_start.as_secs_f64() + shift as f64 / scale;
-            (period_start, Some(media))
+        // a run the lead has no listed segment of has no times: left out
+        let Some(lead_first) = listed.iter().find(in_run) else {
+            continue;
         };
+        let id = if first == broadcast_first.number {
+            "0".to_string()
+        } else {
+            first.to_string()
+        };
+        let (start, media_start) = if dynamic {
+            // media time is presentation time; the run's true start, not its first listed
+            let run_first = lead.all().iter().find(in_run).unwrap_or(lead_first);
+            let start = secs(run_first.start as f64 / scale);
+            (start, Some(start.as_secs_f64()))
+        } else if spans.is_empty() {
+            (Duration::ZERO, None)
+        } else {
+            (static_start, Some(lead_first.start as f64 / scale))
+        };
+        let listed_ticks: u64 = listed.iter().filter(in_run).map(|s| s.duration).sum();
+        static_start = start + secs(listed_ticks as f64 / scale);
         spans.push(PeriodSpan {
-            id: if start.number == broadcast_first {
-                "0".into()
-            } else {
-                start.number.to_string()
-            },
-            first: start.number,
+            id,
+            first,
             end,
-            start: start_time,
+            start,
             media_start,
         });
+    }
+    if spans.is_empty() {
+        spans.push(empty());
     }
     spans
 }
@@ -169,11 +176,6 @@ fn in_span<'a>(p: &Presentation, timeline: &'a Timeline, span: &PeriodSpan) -> &
     let from = listed.partition_point(|s| s.number < span.first);
     let to = listed.partition_point(|s| s.number < span.end);
     &listed[from..to.max(from)]
-}
-
-fn span_secs(p: &Presentation, timeline: &Timeline, span: &PeriodSpan) -> f64 {
-    let ticks: u64 = in_span(p, timeline, span).iter().map(|s| s.duration).sum();
-    ticks as f64 / f64::from(timeline.timescale)
 }
 
 fn secs(v: f64) -> Duration {

@@ -251,18 +251,52 @@ fn a_lost_number_starts_a_new_period_and_the_media_sequence_runs_on() {
 }
 
 #[test]
-fn a_static_mpd_after_a_loss_lasts_to_the_end_of_its_last_period() {
+fn a_static_mpd_after_a_loss_plays_its_periods_back_to_back() {
     let p = presentation_with_a_loss(PresentationKind::Vod);
     let text = dash::mpd(&p, "http://origin.example/time", t0());
     let mpd = dash_mpd_core::parse(&text).unwrap();
     assert_eq!(mpd.periods.len(), 2, "{text}");
-    // 40 41 | (42 lost: 6.4 s start of 43) 43 44 → 6.4 + 4 s
+    // 40 41 | 43 44: no clock to keep, so the second Period follows the first without the
+    // lost segment's gap (as HLS plays it), its media time starting where 43 does (6.4 s)
     assert_eq!(
         mpd.periods[1].start,
-        Some(std::time::Duration::from_millis(6_400))
+        Some(std::time::Duration::from_millis(4_000))
     );
+    let template = mpd.periods[1].adaptations[0].representations[0]
+        .SegmentTemplate
+        .as_ref()
+        .unwrap();
+    assert_eq!(template.presentationTimeOffset, Some(576_000));
+    assert_eq!(template.startNumber, Some(43));
     assert_eq!(
         mpd.mediaPresentationDuration,
-        Some(std::time::Duration::from_millis(10_400))
+        Some(std::time::Duration::from_millis(8_000))
     );
+}
+
+#[test]
+fn a_number_one_rendition_lacks_ends_its_period_for_every_rendition() {
+    // the audio of segment 42 never came (its segment was emitted without it)
+    let mut p = presentation(PresentationKind::Live { window: 5 }, false);
+    if let Some(audio) = p.audio.as_mut() {
+        audio.segments.remove(2);
+    }
+    let text = dash::mpd(&p, "http://origin.example/time", t0());
+    let mpd = dash_mpd_core::parse(&text).unwrap();
+    let ids: Vec<_> = mpd.periods.iter().map(|p| p.id.clone().unwrap()).collect();
+    assert_eq!(ids, ["0", "43"], "{text}");
+    // every representation's $Number$ counts exactly its own segments in each Period
+    let counts = |period: usize, set: usize| {
+        let template = mpd.periods[period].adaptations[set].representations[0]
+            .SegmentTemplate
+            .as_ref()
+            .unwrap();
+        let timeline = template.SegmentTimeline.as_ref().unwrap();
+        let n: i64 = timeline.segments.iter().map(|s| 1 + s.r.unwrap_or(0)).sum();
+        (template.startNumber, n)
+    };
+    assert_eq!(counts(0, 0), (Some(40), 3), "video 40 41 42");
+    assert_eq!(counts(0, 1), (Some(40), 2), "audio 40 41");
+    assert_eq!(counts(1, 0), (Some(43), 2));
+    assert_eq!(counts(1, 1), (Some(43), 2));
 }

@@ -366,7 +366,7 @@ impl Segmenter {
             // after a pause, everything waits for a video keyframe; audio is held for it (a
             // ladder's new encoders send their first video after the audio of that moment)
             if id == TrackId::Audio {
-                self.early_audio.push(frame);
+                self.hold_early_audio(frame);
                 return Ok(out);
             }
             if !frame.keyframe {
@@ -375,11 +375,7 @@ impl Segmenter {
             let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks - self.base_ms;
             self.base_ms += pts_ms - resume_at / i64::from(VIDEO_TIMESCALE / 1000);
             self.resume_at = None;
-            if self.audio_config.is_some() {
-                for early in self.early_audio.take_from(frame.pts) {
-                    self.on_audio(early)?;
-                }
-            }
+            self.replay_early_audio(frame.pts)?;
         }
         match id {
             TrackId::Video(index) => {
@@ -389,11 +385,7 @@ impl Segmenter {
                         return Ok(out);
                     }
                     out.push(self.start(&frame)?);
-                    if self.audio_config.is_some() {
-                        for early in self.early_audio.take_from(frame.pts) {
-                            self.on_audio(early)?;
-                        }
-                    }
+                    self.replay_early_audio(frame.pts)?;
                 }
                 self.on_video(index, frame)?;
             }
@@ -402,7 +394,7 @@ impl Segmenter {
                 if self.started && self.audio_config.is_some() {
                     self.on_audio(frame)?;
                 } else if !self.started {
-                    self.early_audio.push(frame);
+                    self.hold_early_audio(frame);
                 }
             }
         }
@@ -413,6 +405,22 @@ impl Segmenter {
             });
         }
         Ok(out)
+    }
+
+    /// Holds audio until the next keyframe (only audio of an announced track can be used).
+    fn hold_early_audio(&mut self, frame: MediaFrame) {
+        if self.audio_config.is_some() {
+            self.early_audio.push(frame);
+        }
+    }
+
+    /// At a (first or resumed) keyframe presented at `from`: the held audio from then on
+    /// joins the timeline; the rest is dropped.
+    fn replay_early_audio(&mut self, from: Timestamp) -> Result<(), SegmenterError> {
+        for early in self.early_audio.take_from(from) {
+            self.on_audio(early)?;
+        }
+        Ok(())
     }
 
     fn start(&mut self, keyframe: &MediaFrame) -> Result<SegmenterOutput, SegmenterError> {

@@ -406,9 +406,22 @@ impl Publisher {
             let Some(pending) = self.backlog.pop_front() else {
                 break;
             };
-            // the number it was tried under is spent
+            // the number it was tried under is spent; whatever of it landed late goes after
+            // the grace, like a segment that left the window
             let number = self.next_number.unwrap_or(pending.segment.number);
             self.next_number = Some(number + 1);
+            let deadline = Instant::now() + self.plan.grace;
+            for track in &pending.segment.tracks {
+                let Some(name) = self.rendition_name(track.id) else {
+                    continue;
+                };
+                self.retention
+                    .push_back((deadline, self.live_root.segment(&name, number)));
+                if let Some(vod) = &self.vod_root {
+                    self.retention
+                        .push_back((deadline, vod.segment(&name, number)));
+                }
+            }
             self.lost += 1;
             self.after_loss = true;
             metrics::counter!("strata_segments_lost_total").increment(1);
@@ -813,7 +826,8 @@ mod tests {
         let slid = text(&store, playlist).await;
         assert!(slid.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{slid}");
         assert!(!slid.contains("#EXT-X-DISCONTINUITY\n"), "{slid}");
-        // the recording has every listed segment too, and two Periods around the loss
+        // the recording has every listed segment too, and two Periods around the loss, back
+        // to back (a recording has no clock to keep; HLS plays it the same)
         publisher.finish(zero).await.unwrap();
         assert!(
             missing_in_playlist(&store, "vod/rrrrrrrrrrrrrrrr/source/index.m3u8")
@@ -837,12 +851,12 @@ mod tests {
             starts,
             [
                 (Some(Duration::ZERO), Some(0)),
-                (Some(Duration::from_secs(12)), Some(6))
+                (Some(Duration::from_secs(10)), Some(6))
             ],
             "{vod_mpd}"
         );
-        assert_eq!(vod.mediaPresentationDuration, Some(Duration::from_secs(20)));
-        // no object ever changed: the late write of segment 5 is still segment 5
+        assert_eq!(vod.mediaPresentationDuration, Some(Duration::from_secs(18)));
+        // no object ever changed: the late write of segment 5 is still segment 5 …
         let now = store
             .get(&lost_object)
             .await
@@ -851,5 +865,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(now, lost_bytes);
+        // … until the grace after the loss, when it goes like a segment that left the window
+        publisher
+            .delete_due(Instant::now() + Duration::from_secs(3600))
+            .await;
+        assert!(store.head(&lost_object).await.is_err());
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,13 @@ pub async fn sweep(
     live: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Result<Swept, SweepError> {
-    let mut swept = remove_deleted_recordings(store, db, rules.grace, now).await?;
+    // a failure here is logged and retried next time; it does not hold back the rest
+    let mut swept = remove_deleted_recordings(store, db, rules.grace, now)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not look up deleted recordings; retried next sweep");
+            Swept::default()
+        });
     let settled = now - chrono::Duration::from_std(rules.grace).unwrap_or_default();
     for prefix in children(store, "live").await? {
         let Some(playback_id) = prefix.filename().map(str::to_string) else {
@@ -140,17 +146,32 @@ pub async fn remove_deleted_recordings(
     let mut swept = Swept::default();
     let settled = (now - chrono::Duration::from_std(grace).unwrap_or_default()).timestamp_millis();
     for (id, deleted_at) in db.deleted_recordings().await? {
-        let objects = list(store, &Root::vod(&id).prefix()).await?;
-        if objects.is_empty() {
-            if deleted_at < settled {
-                db.forget_deleted_recording(&id).await?;
+        match remove_recording(store, &id).await {
+            Ok(0) if deleted_at < settled => {
+                if let Err(e) = db.forget_deleted_recording(&id).await {
+                    tracing::warn!(recording = %id, error = %e, "could not forget a deleted recording");
+                }
             }
-            continue;
+            Ok(0) => {}
+            Ok(objects) => {
+                swept.objects += objects;
+                swept.recordings += 1;
+            }
+            Err(e) => {
+                tracing::warn!(recording = %id, error = %e, "could not remove a deleted recording; retried next sweep")
+            }
         }
-        swept.objects += delete(store, objects.into_iter().map(|o| o.location)).await;
-        swept.recordings += 1;
     }
     Ok(swept)
+}
+
+/// Deletes every object under `vod/{id}/`; returns how many there were.
+pub async fn remove_recording(store: &Arc<dyn ObjectStore>, id: &str) -> Result<u64, SweepError> {
+    let objects = list(store, &Root::vod(id).prefix()).await?;
+    if objects.is_empty() {
+        return Ok(0);
+    }
+    Ok(delete(store, objects.into_iter().map(|o| o.location)).await)
 }
 
 /// Whether the stream of `playback_id` is claimed by a node now (a broadcast that started after
@@ -235,13 +256,16 @@ async fn list(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Vec<ObjectM
     Ok(store.list(Some(prefix)).try_collect().await?)
 }
 
-/// Deletes `paths`; returns how many went (a failure is logged and retried next sweep).
+/// Deletes `paths` (in batches where the store has a bulk delete, as S3 does); returns how many
+/// went (a failure is logged and retried next sweep).
 async fn delete(store: &Arc<dyn ObjectStore>, paths: impl IntoIterator<Item = Path>) -> u64 {
+    let paths: Vec<Result<Path, object_store::Error>> = paths.into_iter().map(Ok).collect();
+    let mut results = store.delete_stream(futures::stream::iter(paths).boxed());
     let mut deleted = 0;
-    for path in paths {
-        match store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-            Err(e) => tracing::warn!(object = %path, error = %e, "sweeper could not delete"),
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => tracing::warn!(error = %e, "sweeper could not delete an object"),
         }
     }
     deleted
@@ -353,7 +377,8 @@ mod tests {
         put(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s", "x").await;
         put(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8", "x").await;
         put(&store, "vod/oooooooooooooooo/source/1.m4s", "x").await;
-        assert!(db.delete_stream(&stream.id).await.unwrap());
+        let recordings = db.delete_stream(&stream.id).await.unwrap();
+        assert_eq!(recordings, Some(vec!["rrrrrrrrrrrrrrrr".to_string()]));
         let grace = Duration::from_secs(30);
         let swept = remove_deleted_recordings(&store, &db, grace, Utc::now())
             .await

@@ -35,6 +35,9 @@ const FRAME: usize = AAC_FRAME_SAMPLES as usize;
 pub enum AudioInput {
     Config(AacConfig),
     Frame(MediaFrame),
+    /// The publisher was lost: hand packaging every frame the encoder holds, answer on the
+    /// sender, and continue with a fresh encoder.
+    Flush(std_mpsc::SyncSender<()>),
 }
 
 /// The AAC-LC configuration the worker produces (known before it starts, so packaging can
@@ -73,6 +76,11 @@ pub fn run(
             match item {
                 AudioInput::Config(config) => worker.configure(&config)?,
                 AudioInput::Frame(frame) => worker.decode(&frame)?,
+                AudioInput::Flush(done) => {
+                    worker.flush()?;
+                    // the decode thread waits for this; it is gone only if the broadcast ended
+                    let _ = done.send(());
+                }
             }
         }
         worker.finish()
@@ -99,33 +107,53 @@ struct Worker {
 impl Worker {
     fn new(audio: AudioRung, output: mpsc::Sender<RenditionEvent>) -> Result<Self, TranscodeError> {
         let layout = ChannelLayout::default(i32::from(audio.channels));
-        let codec = ffmpeg::encoder::find_by_name("aac").ok_or(TranscodeError::NoAac)?;
-        let mut context = ffmpeg::codec::Context::new_with_codec(codec)
-            .encoder()
-            .audio()
-            .map_err(|e| TranscodeError::open("audio", e))?;
-        context.set_rate(audio.sample_rate as i32);
-        context.set_channel_layout(layout);
-        context.set_channels(i32::from(audio.channels));
-        context.set_format(PLANAR_FLOAT);
-        context.set_bit_rate(audio.bitrate as usize);
-        context.set_time_base(ffmpeg::Rational::new(1, audio.sample_rate as i32));
-        context.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
-        let encoder = context
-            .open()
-            .map_err(|e| TranscodeError::open("audio", e))?;
         Ok(Self {
             fifo: vec![Vec::new(); usize::from(audio.channels)],
+            encoder: open_encoder(&audio, layout)?,
             audio,
             layout,
             output,
             decoder: None,
             resampler: None,
-            encoder,
             fifo_start: None,
         })
     }
 
+    /// Encodes what the encoder holds, then starts a fresh encoder; samples short of a whole
+    /// frame (under 21 ms) are dropped, and the next frame sets the output clock again.
+    fn flush(&mut self) -> Result<(), TranscodeError> {
+        self.encoder
+            .send_eof()
+            .map_err(|e| TranscodeError::encode("audio", e))?;
+        self.send_packets()?;
+        self.encoder = open_encoder(&self.audio, self.layout)?;
+        self.fifo.iter_mut().for_each(Vec::clear);
+        self.fifo_start = None;
+        Ok(())
+    }
+}
+
+/// FFmpeg's AAC-LC encoder for `audio`.
+fn open_encoder(
+    audio: &AudioRung,
+    layout: ChannelLayout,
+) -> Result<ffmpeg::encoder::Audio, TranscodeError> {
+    let codec = ffmpeg::encoder::find_by_name("aac").ok_or(TranscodeError::NoAac)?;
+    let mut context = ffmpeg::codec::Context::new_with_codec(codec)
+        .encoder()
+        .audio()
+        .map_err(|e| TranscodeError::open("audio", e))?;
+    context.set_rate(audio.sample_rate as i32);
+    context.set_channel_layout(layout);
+    context.set_channels(i32::from(audio.channels));
+    context.set_format(PLANAR_FLOAT);
+    context.set_bit_rate(audio.bitrate as usize);
+    context.set_time_base(ffmpeg::Rational::new(1, audio.sample_rate as i32));
+    context.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
+    context.open().map_err(|e| TranscodeError::open("audio", e))
+}
+
+impl Worker {
     fn configure(&mut self, config: &AacConfig) -> Result<(), TranscodeError> {
         if self.decoder.is_some() {
             tracing::info!(

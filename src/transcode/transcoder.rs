@@ -5,9 +5,8 @@
 //! Order on the output queue: every rendition's `Track` first (before any frame), then frames
 //! from all threads, then `End` once every thread has flushed. A `Pause` (the publisher was
 //! lost) flushes the decoder and every rung's encoder first and waits for them, so the frames
-//! up to the loss reach packaging before the `Pause` does; new ones take what follows. (The
-//! AAC encoder's one or two held frames are not flushed: after a pause packaging drops audio
-//! until the next keyframe anyway.) Queues:
+//! up to the loss reach packaging before the `Pause` does; new ones take what follows (the
+//! audio worker's too). Queues:
 //! - ingest → here: `pipeline::EVENT_QUEUE` events; when full, ingest waits (TCP back-pressure
 //!   on that one publisher).
 //! - here → each rung: `RUNG_QUEUE` decoded frames; when full, the decode thread waits — unless
@@ -385,7 +384,14 @@ impl Transcoder {
                 .map_err(|_| TranscodeError::WorkerGone(lane.name.clone()))?;
             flushed.push((lane.name.clone(), answer));
         }
-        // every rung's last frames reach packaging before the pause does
+        if let Some((queue, _)) = &self.audio {
+            let (done, answer) = std_mpsc::sync_channel(1);
+            queue
+                .send(AudioInput::Flush(done))
+                .map_err(|_| TranscodeError::WorkerGone("audio".into()))?;
+            flushed.push(("audio".into(), answer));
+        }
+        // every rung's and the audio's last frames reach packaging before the pause does
         for (name, answer) in flushed {
             answer
                 .recv()

@@ -2,9 +2,9 @@
 //! viewers should see a short stall, not an ended stream and a new one. So when a publishing
 //! connection is lost without the publisher unpublishing (a socket error, an idle or write
 //! timeout; an orderly close ends the broadcast, see `connection`), its broadcast is parked here
-//! for `grace`. What it sent is published at once (a pause: a passthrough broadcast's open
-//! segment is cut there; a ladder's encoders keep the few frames they hold until the publisher
-//! is back or the grace ends), its session turns `reconnecting`, and the next accepted publish
+//! for `grace`. What it sent is published at once (a pause: a ladder first flushes its decoder
+//! and encoders, then every open segment is cut there), its session turns `reconnecting`, and
+//! the next accepted publish
 //! of the same stream within the grace continues it — same session, recording and segment
 //! numbering, with timestamps continuing (`ResumableClock`) and the segmenter placing the
 //! first keyframe where the paused segment ended. Otherwise, when the grace runs out (or the
