@@ -11,7 +11,7 @@ RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavuti
 # GStreamer publishes with rtmp2sink, which ends a stream without unpublishing.
 TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client chromium python3-venv \
 	docker-compose gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly openssl
 # The cloud-storage tests run against moto's S3 server (PyPI `moto[server]`), installed into a
 # virtualenv under .test-tools/ and started by the tests on loopback.
 MOTO_VERSION := 5.1.22

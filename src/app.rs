@@ -34,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Urls {
     pub public: String,
     pub rtmp: String,
+    /// When RTMPS is on.
+    pub rtmps: Option<String>,
 }
 
 impl Urls {
@@ -67,10 +69,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let http_listener = crate::http::bind(settings.http.listen)
         .with_context(|| format!("binding HTTP on {}", settings.http.listen))?;
     let rtmp_addr = rtmp_listener.local_addr()?;
+    // RTMPS: a second listener, TLS in front of the same connection code (off without a
+    // certificate)
+    let rtmps = match settings.rtmps.identity() {
+        Some((cert, key)) => {
+            let acceptor = rtmp::tls::acceptor(cert, key)?;
+            let listener = crate::http::bind(settings.rtmps.listen)
+                .and_then(tokio::net::TcpListener::from_std)
+                .with_context(|| format!("binding RTMPS on {}", settings.rtmps.listen))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let rtmps_addr = match &rtmps {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     let http_addr = http_listener.local_addr()?;
     let urls = Urls {
         public: settings.public_url(http_addr),
         rtmp: settings.rtmp_url(http_addr, rtmp_addr),
+        rtmps: rtmps_addr.and_then(|addr| settings.rtmps_url(http_addr, addr)),
     };
     let webhooks =
         Webhooks::new(&settings.webhooks, &urls.public).context("setting up webhooks")?;
@@ -96,7 +115,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         demo_key.as_deref(),
         new_admin_token.as_deref(),
         &urls,
-        rtmp_addr,
+        (rtmp_addr, rtmps_addr),
         http_addr,
     );
 
@@ -128,6 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         default_ladder: settings.transcode.default_ladder.clone(),
         token_hashes,
         rtmp_url: urls.rtmp.clone(),
+        rtmps_url: urls.rtmps.clone(),
         public_url: urls.public.clone(),
         events: events.clone(),
         cluster: cluster.clone(),
@@ -196,7 +216,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     ));
-    let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest));
+    let rtmps_task = rtmps.map(|(listener, acceptor)| {
+        tokio::spawn(rtmp::serve(listener, ingest.clone(), Some(acceptor)))
+    });
+    let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, None));
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
         tracing::warn!(
@@ -228,6 +251,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing live broadcasts");
     shutdown.cancel();
     let _ = ingest_task.await;
+    if let Some(task) = rtmps_task {
+        let _ = task.await;
+    }
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
@@ -275,12 +301,15 @@ fn print_banner(
     demo_key: Option<&str>,
     admin_token: Option<&str>,
     urls: &Urls,
-    rtmp: SocketAddr,
+    (rtmp, rtmps): (SocketAddr, Option<SocketAddr>),
     http: SocketAddr,
 ) {
     println!("Strata is running.");
     println!("  OBS → Settings → Stream → Service: Custom");
     println!("    Server:     {}", urls.rtmp);
+    if let Some(url) = &urls.rtmps {
+        println!("    or, encrypted (RTMPS): {url}");
+    }
     match demo_key {
         Some(key) => println!(
             "    Stream Key: {key}   (stream `demo`; shown once — keep it, only its hash is stored)"
@@ -308,7 +337,10 @@ fn print_banner(
         println!("    Admin token: {token}   (shown once — keep it, only its hash is stored)");
     }
     // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
-    println!("STRATA_READY rtmp={rtmp} http={http}");
+    let rtmps = rtmps
+        .map(|addr| format!(" rtmps={addr}"))
+        .unwrap_or_default();
+    println!("STRATA_READY rtmp={rtmp} http={http}{rtmps}");
 }
 
 async fn wait_for_signal() {

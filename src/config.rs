@@ -31,6 +31,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub rtmp: RtmpSettings,
+    pub rtmps: RtmpsSettings,
     pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -65,6 +66,26 @@ pub struct RtmpSettings {
     /// Seconds a broadcast waits for a publisher lost without unpublishing to reconnect and
     /// continue it (0: end at once).
     pub reconnect_grace: f64,
+}
+
+/// RTMPS: RTMP over TLS on its own port, with the same limits and admission as RTMP. Off
+/// unless both `cert` and `key` are set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpsSettings {
+    pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first). Empty: RTMPS is off.
+    pub cert: PathBuf,
+    /// PEM private key of the certificate. Empty: RTMPS is off.
+    pub key: PathBuf,
+}
+
+impl RtmpsSettings {
+    /// The certificate and key paths, when RTMPS is on.
+    pub fn identity(&self) -> Option<(&Path, &Path)> {
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        (set(&self.cert) && set(&self.key)).then_some((self.cert.as_path(), self.key.as_path()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +274,11 @@ write_timeout = 10.0
 idle_timeout = 15.0
 reconnect_grace = 10.0
 
+[rtmps]
+listen = "0.0.0.0:1936"
+cert = ""
+key = ""
+
 [http]
 listen = "0.0.0.0:8080"
 public_url = ""
@@ -347,6 +373,17 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let (cert_set, key_set) = (
+            !self.rtmps.cert.as_os_str().is_empty(),
+            !self.rtmps.key.as_os_str().is_empty(),
+        );
+        if cert_set != key_set {
+            let missing = if cert_set { "rtmps.key" } else { "rtmps.cert" };
+            return Err(invalid(
+                missing,
+                "RTMPS needs both rtmps.cert and rtmps.key (PEM files); set it too, or neither",
+            ));
+        }
         in_range(
             "segment.duration",
             self.segment.duration,
@@ -669,6 +706,16 @@ impl Settings {
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| "localhost".into());
         format!("rtmp://{host}:{}/{}", bound_rtmp.port(), self.rtmp.app)
+    }
+
+    /// The RTMPS URL OBS is told about (same host as `rtmp_url`), when RTMPS is on.
+    pub fn rtmps_url(&self, bound_http: SocketAddr, bound_rtmps: SocketAddr) -> Option<String> {
+        self.rtmps.identity()?;
+        let rtmp = self.rtmp_url(bound_http, bound_rtmps);
+        Some(format!(
+            "rtmps{}",
+            rtmp.strip_prefix("rtmp").unwrap_or(&rtmp)
+        ))
     }
 }
 

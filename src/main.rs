@@ -131,6 +131,7 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
     let urls = strata::app::Urls {
         public: settings.public_url(settings.http.listen),
         rtmp: settings.rtmp_url(settings.http.listen, settings.rtmp.listen),
+        rtmps: settings.rtmps_url(settings.http.listen, settings.rtmps.listen),
     };
     match command {
         StreamCommand::Create {
@@ -151,6 +152,7 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     "ladder": stream.ladder,
                     "record": stream.record,
                     "rtmp_url": urls.rtmp,
+                    "rtmps_url": urls.rtmps,
                     "hls_url": urls.hls(&stream),
                     "dash_url": urls.dash(&stream),
                 });
@@ -161,6 +163,9 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     stream.name, stream.ladder
                 );
                 println!("  OBS Server:     {}", urls.rtmp);
+                if let Some(rtmps) = &urls.rtmps {
+                    println!("    or (RTMPS):   {rtmps}");
+                }
                 println!("  OBS Stream Key: {key}   (shown once)");
                 println!("  HLS:  {}", urls.hls(&stream));
                 println!("  DASH: {}", urls.dash(&stream));
@@ -177,6 +182,9 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                 .ok_or_else(|| anyhow::anyhow!("stream `{name}` was deleted meanwhile"))?;
             println!("New key for `{name}` (shown once; the old key no longer publishes):");
             println!("  OBS Server:     {}", urls.rtmp);
+            if let Some(rtmps) = &urls.rtmps {
+                println!("    or (RTMPS):   {rtmps}");
+            }
             println!("  OBS Stream Key: {key}");
         }
         StreamCommand::Delete { name } => {

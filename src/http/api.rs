@@ -39,6 +39,8 @@ pub struct ApiState {
     pub token_hashes: HashSet<String>,
     /// OBS "Server" (`rtmp://host:port/app`) and the public base URL, for create answers.
     pub rtmp_url: String,
+    /// The RTMPS "Server" field, when RTMPS is on.
+    pub rtmps_url: Option<String>,
     pub public_url: String,
     pub events: EventBus,
     /// Other nodes' live broadcasts, and how to ask them to stop one.
@@ -127,6 +129,9 @@ pub struct StreamKey {
     pub key: String,
     /// The OBS "Server" field.
     pub rtmp_url: String,
+    /// The OBS "Server" field over TLS, when RTMPS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmps_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,6 +139,9 @@ pub struct CreatedStream {
     pub stream: Stream,
     pub key: String,
     pub rtmp_url: String,
+    /// When RTMPS is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtmps_url: Option<String>,
     pub hls_url: String,
     pub dash_url: String,
 }
@@ -183,6 +191,7 @@ async fn create_stream(state: web::Data<ApiState>, body: web::Json<CreateStream>
                 state.public_url, stream.playback_id
             ),
             rtmp_url: state.rtmp_url.clone(),
+            rtmps_url: state.rtmps_url.clone(),
             stream,
             key,
         }),
@@ -315,6 +324,7 @@ async fn rotate_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpRe
             HttpResponse::Ok().json(StreamKey {
                 key,
                 rtmp_url: state.rtmp_url.clone(),
+                rtmps_url: state.rtmps_url.clone(),
             })
         }
         Ok(None) => not_found("stream", &id),

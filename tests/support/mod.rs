@@ -17,6 +17,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub rtmp: String,
     pub http: String,
+    /// The RTMPS listener's address, when the server was started with a certificate.
+    pub rtmps: Option<String>,
     /// The admin token printed at first start.
     pub admin_token: String,
     /// Extra environment (settings) the server and its CLI runs share.
@@ -101,9 +103,17 @@ pub fn web_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist")
 }
 
-/// Starts `strata serve` in `dir` and waits for its ready line: the process, its RTMP and HTTP
-/// addresses, and the admin token it printed (empty when it printed none).
-fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String, String, String) {
+/// What `strata serve` printed when it was ready.
+struct Ready {
+    rtmp: String,
+    http: String,
+    rtmps: Option<String>,
+    /// Empty when it printed none.
+    admin_token: String,
+}
+
+/// Starts `strata serve` in `dir` and waits for its ready line.
+fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, Ready) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -143,10 +153,15 @@ fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String, String, String
         ready
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .expect("ready line field")
-            .to_string()
+            .map(str::to_string)
     };
-    (child, field("rtmp"), field("http"), admin_token)
+    let ready = Ready {
+        rtmp: field("rtmp").expect("ready line: rtmp"),
+        http: field("http").expect("ready line: http"),
+        rtmps: field("rtmps"),
+        admin_token,
+    };
+    (child, ready)
 }
 
 fn strata(dir: &Path, env: &[(String, String)]) -> Command {
@@ -195,11 +210,12 @@ impl Server {
             .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         prepare(dir.path());
-        let (child, rtmp, http, admin_token) = spawn(dir.path(), &env);
+        let (child, ready) = spawn(dir.path(), &env);
         Self {
-            rtmp,
-            http,
-            admin_token,
+            rtmp: ready.rtmp,
+            http: ready.http,
+            rtmps: ready.rtmps,
+            admin_token: ready.admin_token,
             child,
             dir,
             env,
@@ -216,8 +232,9 @@ impl Server {
     /// Starts the process again on the same data directory and settings (new ports).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, rtmp, http, _) = spawn(self.dir.path(), &self.env);
-        (self.child, self.rtmp, self.http) = (child, rtmp, http);
+        let (child, ready) = spawn(self.dir.path(), &self.env);
+        (self.child, self.rtmp, self.http, self.rtmps) =
+            (child, ready.rtmp, ready.http, ready.rtmps);
     }
 
     /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::ServerSessionEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -134,12 +133,18 @@ impl Refusal {
     }
 }
 
+/// What a connection runs over: a TCP socket (RTMP) or a TLS stream on one (RTMPS).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport for T {}
+
+/// Serves one connection from `peer` until it closes.
 pub async fn handle(
-    socket: TcpStream,
+    socket: Box<dyn Transport>,
+    peer: std::net::IpAddr,
     ctx: Arc<IngestContext>,
     admission: Admission,
 ) -> Result<(), ConnectionError> {
-    let peer = socket.peer_addr()?.ip();
     let setup_timeout = Duration::from_secs_f64(ctx.settings.handshake_timeout);
     let setup_deadline = Instant::now() + setup_timeout;
     let write_timeout = ctx.settings.write_timeout;
@@ -179,7 +184,7 @@ pub async fn handle(
 
 /// Writes all of `bytes` within `timeout`.
 async fn write_within(
-    socket: &mut TcpStream,
+    socket: &mut Box<dyn Transport>,
     bytes: &[u8],
     timeout: Duration,
 ) -> Result<(), ConnectionError> {
@@ -192,11 +197,11 @@ async fn write_within(
 /// The RTMP handshake (fixed sizes: C0+C1 1537 bytes, C2 1536 bytes). Returns the bytes that
 /// followed it.
 async fn handshake(
-    mut socket: TcpStream,
+    mut socket: Box<dyn Transport>,
     deadline: Instant,
     timeout: Duration,
     write_timeout: Duration,
-) -> Result<(TcpStream, Vec<u8>), ConnectionError> {
+) -> Result<(Box<dyn Transport>, Vec<u8>), ConnectionError> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = [0u8; 4096];
     loop {
@@ -224,7 +229,7 @@ async fn handshake(
 struct Connection {
     ctx: Arc<IngestContext>,
     peer: std::net::IpAddr,
-    socket: TcpStream,
+    socket: Box<dyn Transport>,
     session: GuardedSession,
     /// This connection's place under the connection policy.
     admission: Admission,

@@ -1,19 +1,24 @@
 //! RTMP ingest on tokio: a listener under the connection policy (`ingest::admission`: a global
 //! cap, a per-address cap on connections not yet publishing, throttled refusal logs, backoff on
 //! accept errors), one task per connection, and a guard in front of rml_rtmp (see `guard`).
-//! `serve` takes an already-bound listener so tests bind port 0.
+//! `serve` takes an already-bound listener so tests bind port 0. RTMPS is the same listener
+//! with a TLS acceptor (`tls`): the handshake runs in the connection's task, within
+//! `rtmp.handshake_timeout`, and what follows is the same RTMP connection. Each listener has its
+//! own connection policy.
 
 pub mod amf;
 pub mod connection;
 pub mod guard;
 pub mod reconnect;
 pub mod session;
+pub mod tls;
 
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{AcceptBackoff, ConnectionPolicy};
@@ -49,8 +54,10 @@ pub struct IngestContext {
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
-/// Accepts connections until shutdown. Connections the policy refuses are closed at once.
-pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
+/// Accepts connections until shutdown (over TLS when `tls` is given: RTMPS). Connections the
+/// policy refuses are closed at once.
+pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
+    let protocol = if tls.is_some() { "RTMPS" } else { "RTMP" };
     let policy = ConnectionPolicy::new(
         ctx.settings.max_connections,
         ctx.settings.max_pending_per_ip,
@@ -68,7 +75,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
             }
             Err(e) => {
                 let wait = backoff.failed();
-                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "RTMP accept failed; waiting before the next");
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "{protocol} accept failed; waiting before the next");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = ctx.pipeline.shutdown.cancelled() => return,
@@ -80,7 +87,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
             Err(refused) => {
                 telemetry::connection_refused(refused.reason());
                 if let Some(unlogged) = policy.log_refusal() {
-                    tracing::warn!(peer = %peer.ip(), unlogged, "RTMP connection refused: {refused}");
+                    tracing::warn!(peer = %peer.ip(), unlogged, "{protocol} connection refused: {refused}");
                 }
                 continue;
             }
@@ -88,10 +95,28 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>) {
         let open = telemetry::OpenConnection::new();
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
+        let tls = tls.clone();
         ctx.tracker.clone().spawn(async move {
-            match connection::handle(socket, ctx, admission).await {
-                Ok(()) => tracing::info!(%peer, "RTMP connection closed"),
-                Err(e) => tracing::warn!(%peer, error = %e, "RTMP connection closed"),
+            let transport: Box<dyn connection::Transport> = match tls {
+                None => Box::new(socket),
+                Some(tls) => {
+                    let limit = Duration::from_secs_f64(ctx.settings.handshake_timeout);
+                    match tokio::time::timeout(limit, tls.accept(socket)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "RTMPS connection closed: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "RTMPS connection closed: no TLS handshake within {limit:?}");
+                            return;
+                        }
+                    }
+                }
+            };
+            match connection::handle(transport, peer.ip(), ctx, admission).await {
+                Ok(()) => tracing::info!(%peer, "{protocol} connection closed"),
+                Err(e) => tracing::warn!(%peer, error = %e, "{protocol} connection closed"),
             }
             drop(open);
         });
