@@ -381,15 +381,7 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     assert!(body.contains("no stream with id"), "{body}");
     // its recording went with it: not listed, soon neither stored nor served
     assert_eq!(filtered(&id), json!([]));
-    let recording_dir = server.media_dir().join("vod").join(&recording_id);
-    let gone = wait_for(Duration::from_secs(10), || {
-        files_under(&recording_dir).is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "the deleted recording left {:?}",
-        files_under(&recording_dir)
-    );
+    wait_until_gone(&server.media_dir().join("vod").join(&recording_id));
     assert_eq!(
         server.get(&recording_master).0,
         404,
@@ -427,6 +419,18 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The files (not directories) under `dir`.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     walk(dir).into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// Waits (up to 20 s) until no file is left under a deleted recording's directory.
+fn wait_until_gone(recording: &std::path::Path) {
+    let gone = wait_for(Duration::from_secs(20), || {
+        files_under(recording).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the deleted recording still has {:?}",
+        files_under(recording)
+    );
 }
 
 /// Creates a passthrough stream through the API: (id, key, playback id).
@@ -615,14 +619,7 @@ fn deleting_a_live_stream_takes_it_off_air_and_deletes_its_recording() {
         .is_some(),
         "the publisher is still connected after its stream was deleted"
     );
-    let gone = wait_for(Duration::from_secs(20), || {
-        files_under(&recording).is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "the deleted stream's recording still has {:?}",
-        files_under(&recording)
-    );
+    wait_until_gone(&recording);
     assert_eq!(server.get(&format!("vod/{session}/master.m3u8")).0, 404);
     let (_, recordings) = api(
         &server,

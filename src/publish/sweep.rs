@@ -366,14 +366,20 @@ mod tests {
         assert_eq!(swept.objects, 2);
     }
 
-    #[tokio::test]
-    async fn a_deleted_streams_recordings_go_and_are_forgotten_after_the_grace() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let (_dir, db) = db().await;
+    /// A stream with one recording, `rrrrrrrrrrrrrrrr`, started.
+    async fn recording_stream(db: &Db) -> crate::db::Stream {
         let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
         db.start_session("rrrrrrrrrrrrrrrr", &stream.id, "passthrough", true, "n")
             .await
             .unwrap();
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_deleted_streams_recordings_go_and_are_forgotten_after_the_grace() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        let stream = recording_stream(&db).await;
         put(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s", "x").await;
         put(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8", "x").await;
         put(&store, "vod/oooooooooooooooo/source/1.m4s", "x").await;
@@ -405,10 +411,7 @@ mod tests {
     async fn recordings_expire_after_vod_days_and_unknown_ones_stay() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (_dir, db) = db().await;
-        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
-        db.start_session("rrrrrrrrrrrrrrrr", &stream.id, "passthrough", true, "n")
-            .await
-            .unwrap();
+        recording_stream(&db).await;
         db.finish_session("rrrrrrrrrrrrrrrr", 4000, None, Some(1))
             .await
             .unwrap();
