@@ -131,29 +131,7 @@ impl Worker {
         self.fifo_start = None;
         Ok(())
     }
-}
 
-/// FFmpeg's AAC-LC encoder for `audio`.
-fn open_encoder(
-    audio: &AudioRung,
-    layout: ChannelLayout,
-) -> Result<ffmpeg::encoder::Audio, TranscodeError> {
-    let codec = ffmpeg::encoder::find_by_name("aac").ok_or(TranscodeError::NoAac)?;
-    let mut context = ffmpeg::codec::Context::new_with_codec(codec)
-        .encoder()
-        .audio()
-        .map_err(|e| TranscodeError::open("audio", e))?;
-    context.set_rate(audio.sample_rate as i32);
-    context.set_channel_layout(layout);
-    context.set_channels(i32::from(audio.channels));
-    context.set_format(PLANAR_FLOAT);
-    context.set_bit_rate(audio.bitrate as usize);
-    context.set_time_base(ffmpeg::Rational::new(1, audio.sample_rate as i32));
-    context.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
-    context.open().map_err(|e| TranscodeError::open("audio", e))
-}
-
-impl Worker {
     fn configure(&mut self, config: &AacConfig) -> Result<(), TranscodeError> {
         if self.decoder.is_some() {
             tracing::info!(
@@ -317,4 +295,24 @@ impl Worker {
             .map_err(|e| TranscodeError::encode("audio", e))?;
         self.send_packets()
     }
+}
+
+/// FFmpeg's AAC-LC encoder for `audio`.
+fn open_encoder(
+    audio: &AudioRung,
+    layout: ChannelLayout,
+) -> Result<ffmpeg::encoder::Audio, TranscodeError> {
+    let codec = ffmpeg::encoder::find_by_name("aac").ok_or(TranscodeError::NoAac)?;
+    let mut context = ffmpeg::codec::Context::new_with_codec(codec)
+        .encoder()
+        .audio()
+        .map_err(|e| TranscodeError::open("audio", e))?;
+    context.set_rate(audio.sample_rate as i32);
+    context.set_channel_layout(layout);
+    context.set_channels(i32::from(audio.channels));
+    context.set_format(PLANAR_FLOAT);
+    context.set_bit_rate(audio.bitrate as usize);
+    context.set_time_base(ffmpeg::Rational::new(1, audio.sample_rate as i32));
+    context.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
+    context.open().map_err(|e| TranscodeError::open("audio", e))
 }
