@@ -90,11 +90,13 @@ fn describe() {
     describe_gauge!(RTMP_CONNECTIONS, "RTMP connections open now.");
     describe_counter!(
         RTMP_CONNECTIONS_TOTAL,
-        "RTMP connections accepted, or refused because the connection limit was reached."
+        "RTMP and RTMPS connections by protocol (rtmp, rtmps), accepted or refused because a \
+         connection limit was reached."
     );
     describe_counter!(
         PUBLISHES_TOTAL,
-        "RTMP publish requests by result (accepted, bad_key, hook_refused, busy, error, refused)."
+        "Publish requests by protocol (rtmp, rtmps) and result (accepted, bad_key, \
+         hook_refused, busy, error, refused)."
     );
     describe_gauge!(LIVE_BROADCASTS, "Broadcasts live now.");
     describe_counter!(
@@ -135,16 +137,12 @@ fn describe() {
 pub struct OpenConnection(());
 
 impl OpenConnection {
-    pub fn new() -> Self {
+    /// `protocol`: `rtmp` or `rtmps`.
+    pub fn new(protocol: &'static str) -> Self {
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
+        metrics::counter!(RTMP_CONNECTIONS_TOTAL, "protocol" => protocol, "result" => "accepted")
+            .increment(1);
         Self(())
-    }
-}
-
-impl Default for OpenConnection {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -156,13 +154,14 @@ impl Drop for OpenConnection {
 
 /// A connection closed at once because the limit was reached.
 /// A connection closed at accept by the connection policy (`reason`: which cap).
-pub fn connection_refused(reason: &'static str) {
-    metrics::counter!(RTMP_CONNECTIONS_TOTAL, "result" => reason).increment(1);
+pub fn connection_refused(protocol: &'static str, reason: &'static str) {
+    metrics::counter!(RTMP_CONNECTIONS_TOTAL, "protocol" => protocol, "result" => reason)
+        .increment(1);
 }
 
-/// One publish request's outcome.
-pub fn publish_result(result: &'static str) {
-    metrics::counter!(PUBLISHES_TOTAL, "result" => result).increment(1);
+/// One publish request's outcome over `protocol`.
+pub fn publish_result(protocol: &'static str, result: &'static str) {
+    metrics::counter!(PUBLISHES_TOTAL, "protocol" => protocol, "result" => result).increment(1);
 }
 
 /// Sets the gauges from the broadcasts live now; called every `events::STATS_EVERY`.

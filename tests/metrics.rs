@@ -143,12 +143,15 @@ fn counters_move_while_live_and_live_gauges_end_with_the_broadcast() {
     let speed = later.value(&speed_series);
     assert!(speed > 0.5, "transcode speed {speed}");
     assert_eq!(
-        later.value("strata_publishes_total{result=accepted}"),
+        later.value("strata_publishes_total{protocol=rtmp,result=accepted}"),
         1.0,
         "{:#?}",
         later.keys()
     );
-    assert_eq!(later.value("strata_publishes_total{result=bad_key}"), 1.0);
+    assert_eq!(
+        later.value("strata_publishes_total{protocol=rtmp,result=bad_key}"),
+        1.0
+    );
     assert!(later.value("strata_http_requests_total{route=/metrics,status=200}") >= 2.0);
     assert!(later.value("strata_http_requests_total{route=/{root}/{tail},status=200}") >= 1.0);
 

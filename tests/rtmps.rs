@@ -58,6 +58,15 @@ fn rtmps_url(server: &Server, key: &str) -> String {
     format!("rtmps://{addr}/live/{key}")
 }
 
+/// The value of one series in the server's `/metrics`, if present.
+fn metric(server: &Server, series: &str) -> Option<f64> {
+    let (_, body) = server.get("metrics");
+    String::from_utf8_lossy(&body).lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.trim();
+        value.parse().ok()
+    })
+}
+
 /// Publishes 6 s over RTMPS to a stream on `ladder` and checks both manifests decode with
 /// video and audio and last about as long.
 fn publishes_and_plays(ladder: &str) {
@@ -98,6 +107,14 @@ fn publishes_and_plays(ladder: &str) {
             .unwrap_or(0.0);
         assert!((5.0..=7.0).contains(&seconds), "{manifest}: {seconds} s");
     }
+    assert_eq!(
+        metric(
+            &server,
+            r#"strata_publishes_total{protocol="rtmps",result="accepted"}"#
+        ),
+        Some(1.0),
+        "the publish is counted as RTMPS"
+    );
     let log = server.log();
     assert!(log.contains("RTMPS connection closed"), "{log}");
     assert!(!log.contains(&stream.key), "the key was logged");
@@ -128,6 +145,13 @@ fn rtmps_refuses_a_wrong_key_plain_rtmp_and_a_silent_client() {
         started.elapsed() < Duration::from_secs(10),
         "refused after {:?}",
         started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &server,
+            r#"strata_publishes_total{protocol="rtmps",result="bad_key"}"#
+        ),
+        Some(1.0)
     );
     // plain RTMP to the TLS port: no TLS, closed
     let plain = server.rtmps.clone().expect("rtmps");

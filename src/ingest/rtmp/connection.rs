@@ -138,10 +138,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport for T {}
 
-/// Serves one connection from `peer` until it closes.
+/// Serves one connection from `peer` until it closes; `protocol` (`rtmp`, `rtmps`) labels its
+/// metrics.
 pub async fn handle(
     socket: Box<dyn Transport>,
     peer: std::net::IpAddr,
+    protocol: &'static str,
     ctx: Arc<IngestContext>,
     admission: Admission,
 ) -> Result<(), ConnectionError> {
@@ -154,6 +156,7 @@ pub async fn handle(
     let mut connection = Connection {
         ctx,
         peer,
+        protocol,
         socket,
         session,
         admission,
@@ -229,6 +232,8 @@ async fn handshake(
 struct Connection {
     ctx: Arc<IngestContext>,
     peer: std::net::IpAddr,
+    /// `rtmp` or `rtmps`, for metrics.
+    protocol: &'static str,
     socket: Box<dyn Transport>,
     session: GuardedSession,
     /// This connection's place under the connection policy.
@@ -354,14 +359,14 @@ impl Connection {
                 ..
             } => match self.start_publishing(&stream_key).await {
                 Ok(publishing) => {
-                    telemetry::publish_result("accepted");
+                    telemetry::publish_result(self.protocol, "accepted");
                     self.publishing = Some(publishing);
                     self.setup = None;
                     self.admission.publishing();
                     self.accept(request_id).await
                 }
                 Err(refusal) => {
-                    telemetry::publish_result(refusal.error.publish_result());
+                    telemetry::publish_result(self.protocol, refusal.error.publish_result());
                     self.refuse(request_id, refusal).await
                 }
             },

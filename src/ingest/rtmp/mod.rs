@@ -57,7 +57,11 @@ pub struct IngestContext {
 /// Accepts connections until shutdown (over TLS when `tls` is given: RTMPS). Connections the
 /// policy refuses are closed at once.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
-    let protocol = if tls.is_some() { "RTMPS" } else { "RTMP" };
+    let (protocol, label) = if tls.is_some() {
+        ("RTMPS", "rtmps")
+    } else {
+        ("RTMP", "rtmp")
+    };
     let policy = ConnectionPolicy::new(
         ctx.settings.max_connections,
         ctx.settings.max_pending_per_ip,
@@ -85,14 +89,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
         let admission = match policy.admit(peer.ip()) {
             Ok(admission) => admission,
             Err(refused) => {
-                telemetry::connection_refused(refused.reason());
+                telemetry::connection_refused(label, refused.reason());
                 if let Some(unlogged) = policy.log_refusal() {
                     tracing::warn!(peer = %peer.ip(), unlogged, "{protocol} connection refused: {refused}");
                 }
                 continue;
             }
         };
-        let open = telemetry::OpenConnection::new();
+        let open = telemetry::OpenConnection::new(label);
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         let tls = tls.clone();
@@ -114,7 +118,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
                     }
                 }
             };
-            match connection::handle(transport, peer.ip(), ctx, admission).await {
+            match connection::handle(transport, peer.ip(), label, ctx, admission).await {
                 Ok(()) => tracing::info!(%peer, "{protocol} connection closed"),
                 Err(e) => tracing::warn!(%peer, error = %e, "{protocol} connection closed"),
             }
