@@ -133,7 +133,7 @@ fn open_input(
         tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
         return None;
     }
-    Some((Input::Ladder(out_rx), CutRule::EveryKeyframe))
+    Some((Input::Ladder(out_rx), CutRule::AtMarks))
 }
 
 async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Input, cut: CutRule) {
@@ -372,7 +372,8 @@ mod tests {
             kind: TrackKind::Video,
             dts: Timestamp::from_millis(ms),
             pts: Timestamp::from_millis(ms),
-            keyframe: key,
+            sync: key,
+            segment_start: false,
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
         })
     }

@@ -259,7 +259,7 @@ pub fn segmenter(data: &[u8]) {
         target_duration: (f64::from(input.target) + 1.0) / 10.0,
         first_number: u64::from(input.first_number),
         cut: if input.every_keyframe {
-            CutRule::EveryKeyframe
+            CutRule::AtMarks
         } else {
             CutRule::AfterTarget
         },
@@ -311,7 +311,9 @@ pub fn segmenter(data: &[u8]) {
                         kind: TrackKind::Video,
                         dts: Timestamp::new(dts, scale),
                         pts: Timestamp::new(dts + i64::from(cts), scale),
-                        keyframe,
+                        // one flag drives both, so either cut rule sees its cuts
+                        sync: keyframe,
+                        segment_start: keyframe,
                         data: Bytes::from(data),
                     },
                 }
@@ -328,7 +330,8 @@ pub fn segmenter(data: &[u8]) {
                         kind: TrackKind::Audio,
                         dts: ts,
                         pts: ts,
-                        keyframe: true,
+                        sync: true,
+                        segment_start: false,
                         data: Bytes::from(data),
                     },
                 }

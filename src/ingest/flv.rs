@@ -106,7 +106,8 @@ impl FlvDemuxer {
                     kind: TrackKind::Video,
                     dts: Timestamp::from_millis(dts),
                     pts: Timestamp::from_millis(dts + i64::from(cts)),
-                    keyframe: frame_type == VIDEO_FRAME_KEY,
+                    sync: frame_type == VIDEO_FRAME_KEY,
+                    segment_start: false,
                     data: nalus,
                 })))
             }
@@ -151,7 +152,8 @@ impl FlvDemuxer {
                     kind: TrackKind::Audio,
                     dts: ts,
                     pts: ts,
-                    keyframe: true,
+                    sync: true,
+                    segment_start: false,
                     data: payload,
                 })))
             }
@@ -288,10 +290,10 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let key = frame(d.video(avc_frame(true, 66), 0).unwrap());
-        assert!(key.keyframe);
+        assert!(key.sync);
         assert_eq!((key.dts.ticks, key.pts.ticks), (0, 66));
         let b = frame(d.video(avc_frame(false, -33), 100).unwrap());
-        assert!(!b.keyframe);
+        assert!(!b.sync);
         assert_eq!((b.dts.ticks, b.pts.ticks), (100, 67));
         assert_eq!(&b.data[..], &[0, 0, 0, 2, 0x65, 0x88]);
     }
@@ -399,7 +401,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert!(f.keyframe);
+        assert!(f.sync);
         assert_eq!(f.pts, f.dts);
     }
 }

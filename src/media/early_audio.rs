@@ -42,10 +42,9 @@ impl EarlyAudio {
     /// Every held frame presented at or after `start`, oldest first; the rest is dropped.
     pub fn take_from(&mut self, start: Timestamp) -> Vec<MediaFrame> {
         self.bytes = 0;
-        let start_ms = start.rescale(Timestamp::MILLIS).ticks;
         std::mem::take(&mut self.frames)
             .into_iter()
-            .filter(|f| f.pts.rescale(Timestamp::MILLIS).ticks >= start_ms)
+            .filter(|f| !f.pts.precedes(start))
             .collect()
     }
 }
@@ -63,7 +62,8 @@ mod tests {
             kind: TrackKind::Audio,
             dts: ts,
             pts: ts,
-            keyframe: true,
+            sync: true,
+            segment_start: false,
             data: Bytes::from(vec![0; size]),
         }
     }

@@ -45,14 +45,20 @@ pub struct TrackInfo {
 
 /// One coded access unit (video) or raw codec frame (audio).
 ///
-/// `dts` and `pts` share the frame's timebase. Video `data` is length-prefixed NAL units (the
+/// `dts` and `pts` share the frame's timebase: the source's own clock (1 kHz for RTMP, 90 kHz for
+/// MPEG-TS) until an encoder or the segmenter needs another, never rounded through milliseconds. Video `data` is length-prefixed NAL units (the
 /// NALU length size is in the track's `AvcConfig`); audio `data` is one raw AAC frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaFrame {
     pub kind: TrackKind,
     pub dts: Timestamp,
     pub pts: Timestamp,
-    pub keyframe: bool,
+    /// A random access point: decoding can start here (an IDR for H.264, every AAC frame).
+    /// CMAF sample flags follow it.
+    pub sync: bool,
+    /// Where every rendition of a ladder starts a segment: set by the transcoder on the forced
+    /// IDRs (a `sync` frame) it aligned across rungs; ingest never sets it.
+    pub segment_start: bool,
     pub data: Bytes,
 }
 

@@ -104,7 +104,8 @@ mod tests {
             kind: TrackKind::Video,
             dts: Timestamp::from_millis(0),
             pts: Timestamp::from_millis(0),
-            keyframe: true,
+            sync: true,
+            segment_start: false,
             data: Bytes::from(vec![0u8; bytes]),
         })
     }

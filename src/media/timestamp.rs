@@ -42,6 +42,34 @@ impl Timestamp {
         )
     }
 
+    /// The time from `origin` to `self`, in `timescale` ticks, rounded once to the nearest tick
+    /// (ties away from zero): exact when the two share a clock that `timescale` divides, and
+    /// without drift however long the stream, since every value is computed from its own
+    /// timestamp rather than summed from rounded steps.
+    pub fn since(self, origin: Timestamp, timescale: u32) -> i64 {
+        if self.timescale == 0 || origin.timescale == 0 {
+            return 0;
+        }
+        let (a, b) = (i128::from(self.timescale), i128::from(origin.timescale));
+        // (self − origin) in 1/(a·b) s, then in 1/timescale s
+        let num = (i128::from(self.ticks) * b - i128::from(origin.ticks) * a)
+            * i128::from(timescale);
+        let den = a * b;
+        let half = den / 2;
+        let rounded = if num >= 0 {
+            (num + half) / den
+        } else {
+            (num - half) / den
+        };
+        rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Whether `self` is strictly earlier than `other`, compared exactly across timescales.
+    pub fn precedes(self, other: Timestamp) -> bool {
+        i128::from(self.ticks) * i128::from(other.timescale)
+            < i128::from(other.ticks) * i128::from(self.timescale)
+    }
+
     pub fn as_secs_f64(self) -> f64 {
         if self.timescale == 0 {
             return 0.0;
@@ -95,6 +123,19 @@ mod tests {
         assert_eq!(Timestamp::from_millis(21).rescale(48_000).ticks, 1008);
         assert_eq!(Timestamp::new(1024, 48_000).rescale(1000).ticks, 21);
         assert_eq!(Timestamp::from_millis(-3).rescale(90_000).ticks, -270);
+    }
+
+    #[test]
+    fn since_is_exact_on_a_shared_clock_and_rounds_once_across_clocks() {
+        let origin = Timestamp::new(900_000, 90_000);
+        // 29.97 fps on a 90 kHz clock: 3003 ticks a frame, 10 minutes in
+        let frame = Timestamp::new(900_000 + 17_982 * 3003, 90_000);
+        assert_eq!(frame.since(origin, 90_000), 17_982 * 3003);
+        assert_eq!(Timestamp::from_millis(1_500).since(origin, 90_000), -765_000);
+        // 1024 samples at 44.1 kHz on a 90 kHz clock rounds to the nearest tick
+        let audio = Timestamp::new(1024, 44_100);
+        assert_eq!(audio.since(Timestamp::new(0, 90_000), 90_000), 2090);
+        assert_eq!(Timestamp::new(-3, 1000).since(Timestamp::new(0, 1), 90_000), -270);
     }
 
     #[test]

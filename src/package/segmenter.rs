@@ -111,8 +111,19 @@ pub enum CutRule {
     /// At the first keyframe at least the target duration after the segment start
     /// (passthrough: the encoder chose its keyframes).
     AfterTarget,
-    /// At every keyframe: the producer marked only segment starts as keyframes (the ladder).
-    EveryKeyframe,
+    /// At every frame marked `segment_start` (the ladder: the transcoder marks the IDRs it
+    /// aligned across rungs; other sync samples do not cut).
+    AtMarks,
+}
+
+impl CutRule {
+    /// Whether `frame` may start a segment under this rule.
+    fn starts_segment(self, frame: &MediaFrame) -> bool {
+        match self {
+            CutRule::AfterTarget => frame.sync,
+            CutRule::AtMarks => frame.sync && frame.segment_start,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +197,7 @@ pub enum SegmenterOutput {
 struct PendingVideo {
     dts: i64,
     pts: i64,
-    keyframe: bool,
+    sync: bool,
     data: Bytes,
 }
 
@@ -232,8 +243,8 @@ pub struct Segmenter {
     audio_name: String,
     audio_config: Option<TrackInfo>,
     started: bool,
-    /// Media time 0, in source milliseconds.
-    base_ms: i64,
+    /// Media time 0: the first keyframe's presentation time, on the source's clock.
+    base: Timestamp,
     next_number: u64,
     audio_queue: VecDeque<PendingAudio>,
     /// Bytes of `audio_queue`.
@@ -258,7 +269,7 @@ impl Segmenter {
             audio_name: String::new(),
             audio_config: None,
             started: false,
-            base_ms: 0,
+            base: Timestamp::new(0, VIDEO_TIMESCALE),
             audio_queue: VecDeque::new(),
             audio_held: 0,
             max_held: DEFAULT_MAX_HELD_BYTES,
@@ -369,11 +380,12 @@ impl Segmenter {
                 self.hold_early_audio(frame);
                 return Ok(out);
             }
-            if !frame.keyframe {
+            if !self.config.cut.starts_segment(&frame) {
                 return Ok(out);
             }
-            let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks - self.base_ms;
-            self.base_ms += pts_ms - resume_at / i64::from(VIDEO_TIMESCALE / 1000);
+            // media time 0 moves so that this keyframe lands at `resume_at`
+            let resume = Timestamp::new(resume_at, VIDEO_TIMESCALE).rescale(frame.pts.timescale);
+            self.base = Timestamp::new(frame.pts.ticks - resume.ticks, frame.pts.timescale);
             self.resume_at = None;
             self.replay_early_audio(frame.pts)?;
         }
@@ -381,7 +393,8 @@ impl Segmenter {
             TrackId::Video(index) => {
                 if !self.started {
                     let all_configured = self.videos.iter().all(|v| v.info.is_some());
-                    if !frame.keyframe || !all_configured || index >= self.videos.len() {
+                    let starts = self.config.cut.starts_segment(&frame);
+                    if !starts || !all_configured || index >= self.videos.len() {
                         return Ok(out);
                     }
                     out.push(self.start(&frame)?);
@@ -425,7 +438,7 @@ impl Segmenter {
 
     fn start(&mut self, keyframe: &MediaFrame) -> Result<SegmenterOutput, SegmenterError> {
         self.started = true;
-        self.base_ms = keyframe.pts.rescale(Timestamp::MILLIS).ticks;
+        self.base = keyframe.pts;
         let mut inits = Vec::new();
         for (index, video) in self.videos.iter().enumerate() {
             if let Some(info) = &video.info {
@@ -448,9 +461,10 @@ impl Segmenter {
         Ok(SegmenterOutput::Init(inits))
     }
 
+    /// `ts` on the broadcast's media timeline, in `timescale` ticks: exact when `ts` and the
+    /// base share a clock (the source's), rounded once to the nearest tick otherwise.
     fn to_media_ticks(&self, ts: Timestamp, timescale: u32) -> i64 {
-        let ms = ts.rescale(Timestamp::MILLIS).ticks - self.base_ms;
-        Timestamp::from_millis(ms).rescale(timescale).ticks
+        ts.since(self.base, timescale)
     }
 
     fn on_video(&mut self, index: usize, frame: MediaFrame) -> Result<(), SegmenterError> {
@@ -458,11 +472,12 @@ impl Segmenter {
         let pts = self.to_media_ticks(frame.pts, VIDEO_TIMESCALE);
         let target = (self.config.target_duration * f64::from(VIDEO_TIMESCALE)) as i64;
         let cut_rule = self.config.cut;
+        let may_cut = cut_rule.starts_segment(&frame);
         let track = self.video_mut(index)?;
         let offset = match track.dts_offset {
             Some(offset) => offset,
             // a rendition starts at its first keyframe at or after media time 0
-            None if frame.keyframe && pts >= 0 => pts - raw_dts,
+            None if may_cut && pts >= 0 => pts - raw_dts,
             None => return Ok(()),
         };
         let monotonic = |dts: i64, last: Option<i64>| last.map_or(dts, |l| dts.max(l + 1));
@@ -478,10 +493,10 @@ impl Segmenter {
         let cut = match track.open.first() {
             Some(first) => {
                 let elapsed = dts - first.dts;
-                let cut = frame.keyframe
+                let cut = may_cut
                     && match cut_rule {
                         CutRule::AfterTarget => elapsed >= target,
-                        CutRule::EveryKeyframe => true,
+                        CutRule::AtMarks => true,
                     };
                 if !cut && elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
                     return Err(SegmenterError::NoKeyframe(
@@ -509,7 +524,7 @@ impl Segmenter {
         track.open.push(PendingVideo {
             dts,
             pts,
-            keyframe: frame.keyframe,
+            sync: frame.sync,
             data: frame.data,
         });
         Ok(())
@@ -639,13 +654,17 @@ impl Segmenter {
         if !self.started || self.resume_at.is_some() {
             return Ok(out);
         }
-        let ms = i64::from(VIDEO_TIMESCALE / 1000);
+        // the resumed timeline is placed on the source's clock: the end is rounded up to one of
+        // its ticks (a whole millisecond for RTMP; exact for a 90 kHz source)
+        let tick = match self.base.timescale {
+            0 => 1,
+            scale if VIDEO_TIMESCALE % scale == 0 => i64::from(VIDEO_TIMESCALE / scale),
+            _ => 1,
+        };
         let mut end = 0;
         for (index, video) in self.videos.iter_mut().enumerate() {
             if let Some(last) = video.last_dts {
-                // the next frame's decode time, on a whole millisecond (the resumed timeline
-                // is placed in milliseconds)
-                let next = (last + video.last_duration.max(1) + ms - 1).max(0) / ms * ms;
+                let next = (last + video.last_duration.max(1) + tick - 1).max(0) / tick * tick;
                 if !video.open.is_empty() {
                     video.close(TrackId::Video(index), next, next)?;
                 }
@@ -695,7 +714,7 @@ impl VideoTrack {
         let decode_start = first.dts.max(0) as u64;
         // Manifests and players place segments by presentation time: the keyframe's.
         let start = first.pts.max(0);
-        let starts_with_keyframe = first.keyframe;
+        let starts_with_keyframe = first.sync;
         let samples: Vec<Sample> = frames
             .iter()
             .enumerate()
@@ -705,7 +724,7 @@ impl VideoTrack {
                     duration: clamp_u32(next - f.dts),
                     composition_offset: (f.pts - f.dts).clamp(i32::MIN as i64, i32::MAX as i64)
                         as i32,
-                    sync: f.keyframe,
+                    sync: f.sync,
                     data: f.data.clone(),
                 }
             })
@@ -801,7 +820,8 @@ mod tests {
                 kind: TrackKind::Video,
                 dts: Timestamp::from_millis(dts),
                 pts: Timestamp::from_millis(pts),
-                keyframe: key,
+                sync: key,
+                segment_start: key,
                 data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
             },
         }
@@ -812,7 +832,8 @@ mod tests {
             kind: TrackKind::Audio,
             dts: Timestamp::from_millis(ms),
             pts: Timestamp::from_millis(ms),
-            keyframe: true,
+            sync: true,
+            segment_start: false,
             data: Bytes::from_static(&[0x21, 0x10]),
         }))
     }
@@ -1068,7 +1089,7 @@ mod tests {
         let mut seg = Segmenter::new(SegmenterConfig {
             target_duration: 2.0,
             first_number,
-            cut: CutRule::EveryKeyframe,
+            cut: CutRule::AtMarks,
         });
         for r in 0..2 {
             let RenditionEvent::Track { info, .. } = video_track() else {
@@ -1163,7 +1184,8 @@ mod tests {
                 kind: TrackKind::Video,
                 dts: Timestamp::from_millis(dts),
                 pts: Timestamp::from_millis(dts),
-                keyframe: key,
+                sync: key,
+                segment_start: key,
                 data: Bytes::from(vec![0u8; bytes]),
             },
         }

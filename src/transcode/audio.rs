@@ -275,7 +275,8 @@ impl Worker {
                 kind: TrackKind::Audio,
                 dts: time,
                 pts: time,
-                keyframe: true,
+                sync: true,
+                segment_start: false,
                 data: Bytes::copy_from_slice(data),
             };
             self.output

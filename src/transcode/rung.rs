@@ -5,8 +5,9 @@
 //! x264 settings that keep renditions aligned: closed GOPs (`CLOSED_GOP`; FFmpeg's wrapper
 //! makes open GOPs otherwise), `scenecut=0`, `keyint` = the segment duration in frames, and an
 //! IDR forced (`forced-idr`, picture type I) on exactly the frames the decode thread marks as
-//! segment starts. Only those IDRs are reported to the segmenter as keyframes, so a stray
-//! x264 keyframe can never cut one rendition where the others do not. Rate control is ABR with
+//! segment starts. Only those IDRs carry the `segment_start` mark the segmenter cuts at, so a
+//! stray x264 keyframe (still a `sync` sample) can never cut one rendition where the others do
+//! not. Rate control is ABR with
 //! VBV (`vbv-maxrate`, `vbv-bufsize` from the ladder).
 
 use std::collections::VecDeque;
@@ -257,16 +258,18 @@ impl Worker {
                 continue;
             };
             let dts = packet.dts().unwrap_or(pts);
-            let mut keyframe = false;
-            if packet.is_key() && self.segment_starts.contains(&pts) {
+            let sync = packet.is_key();
+            let mut segment_start = false;
+            if sync && self.segment_starts.contains(&pts) {
                 while self.segment_starts.pop_front_if(|p| *p <= pts).is_some() {}
-                keyframe = true;
+                segment_start = true;
             }
             let frame = MediaFrame {
                 kind: TrackKind::Video,
                 dts: Timestamp::from_millis(dts),
                 pts: Timestamp::from_millis(pts),
-                keyframe,
+                sync,
+                segment_start,
                 data: avc::to_length_prefixed(data),
             };
             self.output

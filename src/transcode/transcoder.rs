@@ -318,7 +318,7 @@ impl Transcoder {
             let Some(source) = self.source_video.clone() else {
                 return Ok(());
             };
-            if !frame.keyframe {
+            if !frame.sync {
                 return Ok(()); // nothing decodes before the first keyframe
             }
             self.start(&source)?;
@@ -327,19 +327,19 @@ impl Transcoder {
                 self.on_audio(early)?;
             }
         } else if self.awaiting_keyframe {
-            if !frame.keyframe {
+            if !frame.sync {
                 return Ok(()); // the new decoder starts at a keyframe
             }
             self.awaiting_keyframe = false;
         }
         let dts_ms = frame.dts.rescale(Timestamp::MILLIS).ticks;
         let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
-        let starts_segment = self.cadence.on_packet(dts_ms, pts_ms, frame.keyframe);
+        let starts_segment = self.cadence.on_packet(dts_ms, pts_ms, frame.sync);
         if let Some(index) = self.source_rendition {
             self.emit(RenditionEvent::Frame {
                 id: TrackId::Video(index),
                 frame: MediaFrame {
-                    keyframe: starts_segment,
+                    segment_start: starts_segment,
                     ..frame.clone()
                 },
             })?;
@@ -350,7 +350,7 @@ impl Transcoder {
         let mut packet = ffmpeg::Packet::copy(&frame.data);
         packet.set_pts(Some(pts_ms));
         packet.set_dts(Some(dts_ms));
-        if frame.keyframe {
+        if frame.sync {
             packet.set_flags(ffmpeg::packet::Flags::KEY);
         }
         if let Err(e) = decoder.send_packet(&packet) {
