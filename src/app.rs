@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use std::collections::HashSet;
 
+use crate::broadcast::{Core, Reconnects};
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::db::ids::sha256_hex;
@@ -19,7 +20,6 @@ use crate::db::{Db, Stream};
 use crate::events::EventBus;
 use crate::http::api::ApiState;
 use crate::hub::Hub;
-use crate::ingest::rtmp::reconnect::Reconnects;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
 use crate::pipeline::{Budgets, PipelineContext};
 use crate::publish::store;
@@ -158,16 +158,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events.clone(),
         shutdown.clone(),
     ));
-    let ingest = Arc::new(IngestContext {
-        settings: IngestSettings {
-            app: settings.rtmp.app.clone(),
-            handshake_timeout: settings.rtmp.handshake_timeout,
-            max_message_size: settings.rtmp.max_message_size,
-            max_connections: settings.rtmp.max_connections,
-            max_pending_per_ip: settings.rtmp.max_pending_per_ip,
-            write_timeout: Duration::from_secs_f64(settings.rtmp.write_timeout),
-            idle_timeout: Duration::from_secs_f64(settings.rtmp.idle_timeout),
-        },
+    let core = Arc::new(Core {
         db: db.clone(),
         hub,
         pipeline: PipelineContext {
@@ -196,12 +187,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )),
         cluster,
     });
+    let ingest = Arc::new(IngestContext {
+        settings: IngestSettings {
+            app: settings.rtmp.app.clone(),
+            handshake_timeout: settings.rtmp.handshake_timeout,
+            max_message_size: settings.rtmp.max_message_size,
+            max_connections: settings.rtmp.max_connections,
+            max_pending_per_ip: settings.rtmp.max_pending_per_ip,
+            write_timeout: Duration::from_secs_f64(settings.rtmp.write_timeout),
+            idle_timeout: Duration::from_secs_f64(settings.rtmp.idle_timeout),
+        },
+        core: core.clone(),
+    });
     let sweep_rules = crate::publish::sweep::Rules {
         grace: Duration::from_secs_f64(settings.retention.grace),
         live_after_end: Duration::from_secs_f64(settings.retention.live_after_end),
         vod_days: settings.retention.vod_days,
     };
-    let (sweep_hub, sweep_cluster) = (ingest.hub.clone(), ingest.cluster.clone());
+    let (sweep_hub, sweep_cluster) = (core.hub.clone(), core.cluster.clone());
     tokio::spawn(crate::publish::sweep::run(
         store.clone(),
         db.clone(),

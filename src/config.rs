@@ -32,6 +32,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub rtmp: RtmpSettings,
     pub rtmps: RtmpsSettings,
+    pub srt: SrtSettings,
     pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -86,6 +87,23 @@ impl RtmpsSettings {
         let set = |p: &PathBuf| !p.as_os_str().is_empty();
         (set(&self.cert) && set(&self.key)).then_some((self.cert.as_path(), self.key.as_path()))
     }
+}
+
+/// SRT ingest (MPEG-TS over SRT, libsrt), on by default.
+#[derive(Clone, Deserialize)]
+pub struct SrtSettings {
+    pub enabled: bool,
+    /// UDP address the SRT listener binds.
+    pub listen: SocketAddr,
+    /// Callers must use this passphrase (AES, 10–79 characters); empty: no encryption.
+    pub passphrase: String,
+    /// Receiver latency (SRT's TSBPD buffer), in milliseconds.
+    pub latency_ms: u32,
+    pub max_connections: usize,
+    /// Connections from one address that have not started publishing.
+    pub max_pending_per_ip: usize,
+    /// A publisher whose connection carries no media for this long is lost (seconds).
+    pub idle_timeout: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +269,20 @@ impl std::fmt::Debug for WebhookSettings {
     }
 }
 
+impl std::fmt::Debug for SrtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtSettings")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("passphrase", &(!self.passphrase.is_empty()).then_some("…"))
+            .field("latency_ms", &self.latency_ms)
+            .field("max_connections", &self.max_connections)
+            .field("max_pending_per_ip", &self.max_pending_per_ip)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSettings")
@@ -278,6 +310,15 @@ reconnect_grace = 10.0
 listen = "0.0.0.0:1936"
 cert = ""
 key = ""
+
+[srt]
+enabled = true
+listen = "0.0.0.0:9000"
+passphrase = ""
+latency_ms = 120
+max_connections = 256
+max_pending_per_ip = 16
+idle_timeout = 15.0
 
 [http]
 listen = "0.0.0.0:8080"
@@ -384,6 +425,27 @@ impl Settings {
                 "RTMPS needs both rtmps.cert and rtmps.key (PEM files); set it too, or neither",
             ));
         }
+        if !self.srt.passphrase.is_empty() {
+            in_range(
+                "srt.passphrase",
+                self.srt.passphrase.chars().count(),
+                10..=79,
+                "characters (SRT's limits)",
+            )?;
+        }
+        in_range("srt.latency_ms", self.srt.latency_ms, 20..=8000, "ms")?;
+        in_range(
+            "srt.max_connections",
+            self.srt.max_connections,
+            1..=4096,
+            "connections",
+        )?;
+        in_range(
+            "srt.idle_timeout",
+            self.srt.idle_timeout,
+            1.0..=300.0,
+            "seconds",
+        )?;
         in_range(
             "segment.duration",
             self.segment.duration,
@@ -706,6 +768,21 @@ impl Settings {
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| "localhost".into());
         format!("rtmp://{host}:{}/{}", bound_rtmp.port(), self.rtmp.app)
+    }
+
+    /// The SRT URL a publisher with `key` uses (same host as `rtmp_url`): ffmpeg and OBS take
+    /// it as is; the key travels in the stream id, never in a path. A passphrase, when set, is
+    /// not part of it (it is the operator's to hand out).
+    pub fn srt_url(&self, bound_http: SocketAddr, bound_srt: SocketAddr, key: &str) -> String {
+        let rtmp = self.rtmp_url(bound_http, bound_srt);
+        let host_port = rtmp
+            .strip_prefix("rtmp://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("localhost");
+        format!(
+            "srt://{host_port}?streamid=#!::r={}/{key},m=publish",
+            self.rtmp.app
+        )
     }
 
     /// The RTMPS URL OBS is told about (same host as `rtmp_url`), when RTMPS is on.

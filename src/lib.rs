@@ -5,6 +5,7 @@
 //! owns.
 
 pub mod app;
+pub mod broadcast;
 pub mod cluster;
 pub mod config;
 pub mod db;

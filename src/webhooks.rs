@@ -104,15 +104,23 @@ pub struct PublishRequest {
     stream: Stream,
     /// The publisher's IP address.
     client_ip: String,
+    /// How it connects: `rtmp`, `rtmps` or `srt`.
+    protocol: &'static str,
 }
 
 impl PublishRequest {
-    pub fn new(session_id: &str, stream: &Stream, client_ip: std::net::IpAddr) -> Self {
+    pub fn new(
+        session_id: &str,
+        stream: &Stream,
+        client_ip: std::net::IpAddr,
+        protocol: &'static str,
+    ) -> Self {
         Self {
             event: "publish",
             session_id: session_id.to_string(),
             stream: stream.clone(),
             client_ip: client_ip.to_string(),
+            protocol,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Ingest: one folder per input protocol, each turning its wire format into `StreamEvent`s.
+//! Ingest: one folder per input protocol, each turning its wire format into `StreamEvent`s and
+//! owning its connection's clock; admission and lifecycle are the broadcast core's
+//! (`crate::broadcast`).
 
 pub mod admission;
 pub mod flv;

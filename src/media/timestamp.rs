@@ -52,8 +52,8 @@ impl Timestamp {
         }
         let (a, b) = (i128::from(self.timescale), i128::from(origin.timescale));
         // (self − origin) in 1/(a·b) s, then in 1/timescale s
-        let num = (i128::from(self.ticks) * b - i128::from(origin.ticks) * a)
-            * i128::from(timescale);
+        let num =
+            (i128::from(self.ticks) * b - i128::from(origin.ticks) * a) * i128::from(timescale);
         let den = a * b;
         let half = den / 2;
         let rounded = if num >= 0 {
@@ -131,11 +131,17 @@ mod tests {
         // 29.97 fps on a 90 kHz clock: 3003 ticks a frame, 10 minutes in
         let frame = Timestamp::new(900_000 + 17_982 * 3003, 90_000);
         assert_eq!(frame.since(origin, 90_000), 17_982 * 3003);
-        assert_eq!(Timestamp::from_millis(1_500).since(origin, 90_000), -765_000);
+        assert_eq!(
+            Timestamp::from_millis(1_500).since(origin, 90_000),
+            -765_000
+        );
         // 1024 samples at 44.1 kHz on a 90 kHz clock rounds to the nearest tick
         let audio = Timestamp::new(1024, 44_100);
         assert_eq!(audio.since(Timestamp::new(0, 90_000), 90_000), 2090);
-        assert_eq!(Timestamp::new(-3, 1000).since(Timestamp::new(0, 1), 90_000), -270);
+        assert_eq!(
+            Timestamp::new(-3, 1000).since(Timestamp::new(0, 1), 90_000),
+            -270
+        );
     }
 
     #[test]

@@ -658,7 +658,7 @@ impl Segmenter {
         // its ticks (a whole millisecond for RTMP; exact for a 90 kHz source)
         let tick = match self.base.timescale {
             0 => 1,
-            scale if VIDEO_TIMESCALE % scale == 0 => i64::from(VIDEO_TIMESCALE / scale),
+            scale if VIDEO_TIMESCALE.is_multiple_of(scale) => i64::from(VIDEO_TIMESCALE / scale),
             _ => 1,
         };
         let mut end = 0;

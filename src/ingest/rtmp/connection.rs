@@ -13,8 +13,11 @@
 //!   some versions; 1.22.0 sends `FCUnpublish` first). Holding such a broadcast for a reconnect
 //!   would only delay its end and let an unrelated later publish join it.
 //! - A lost connection (socket error, `idle_timeout` of silence, write timeout) parks the
-//!   broadcast for the reconnect grace (see `reconnect`): that is what a network drop looks
-//!   like, and encoders reconnect by themselves after one.
+//!   broadcast for the reconnect grace (see `broadcast::reconnect`): that is what a network
+//!   drop looks like, and encoders reconnect by themselves after one.
+//!
+//! Admission (key, claim, webhook, reconnect, takeover) is the broadcast core's
+//! (`broadcast::Core::admit`); this module only maps its refusals to RTMP's `onStatus` codes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,22 +26,14 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::ServerSessionEvent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::guard::GuardLimits;
-use super::reconnect::ResumableClock;
 use super::session::{handshake_step, GuardedSession, SessionError};
 use super::IngestContext;
-use crate::db::ids;
-use crate::db::DbError;
-use crate::hub::HubError;
-use crate::hub::LiveStats;
+use crate::broadcast::{AdmitError, Broadcast, Ending, Protocol};
 use crate::ingest::admission::Admission;
 use crate::ingest::flv::{FlvDemuxer, FlvError};
-use crate::media::{queue, StreamEvent, TrackKind};
-use crate::pipeline;
-use crate::telemetry;
-use crate::webhooks::{PublishRequest, WebhookError};
+use crate::media::StreamEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -54,16 +49,10 @@ pub enum ConnectionError {
     WriteTimeout(Duration),
     #[error("connect to unknown application (expected `{0}`)")]
     UnknownApp(String),
-    #[error("publish refused: unknown stream key")]
-    BadKey,
     #[error("publish refused: {0}")]
     Refused(String),
-    #[error("publish refused by the on_publish webhook: {0}")]
-    HookRefused(#[from] WebhookError),
-    #[error("publish refused: {0}")]
-    Busy(#[from] HubError),
-    #[error("publish refused: {0}")]
-    Database(#[from] DbError),
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
     #[error("unsupported stream: {0}")]
     Unsupported(FlvError),
     #[error("the broadcast pipeline stopped")]
@@ -72,46 +61,21 @@ pub enum ConnectionError {
     Cancelled,
 }
 
-impl ConnectionError {
-    /// The `result` label of a refused publish in `strata_publishes_total`.
-    fn publish_result(&self) -> &'static str {
-        match self {
-            ConnectionError::BadKey => "bad_key",
-            ConnectionError::HookRefused(_) => "hook_refused",
-            ConnectionError::Busy(_) => "busy",
-            ConnectionError::Database(_) => "error",
-            _ => "refused",
-        }
-    }
-}
-
-/// A publish the server accepted: where its media goes. Outlives its connection while the
-/// broadcast waits for a reconnect (see `reconnect`).
-pub(super) struct Publishing {
-    /// Identifies the broadcast (its playback id labels log lines) and counts its input.
-    pub(super) stats: Arc<LiveStats>,
-    events: queue::Sender,
-    pub(super) cancel: CancellationToken,
+/// The broadcast this connection carries, with the connection's own demuxer (a reconnect
+/// starts a new one; the broadcast's clock continues the timeline).
+struct Publishing {
+    broadcast: Broadcast,
     demuxer: FlvDemuxer,
-    pub(super) clock: ResumableClock,
     dropped_tags: u64,
 }
 
 impl Publishing {
-    /// The publisher was lost: the pipeline publishes what it holds now (the broadcast may
-    /// continue when the publisher comes back).
-    pub(super) async fn pause(&self) {
-        // Fails only when the pipeline already ended; the grace then ends nothing.
-        let _ = self.events.send(StreamEvent::Pause).await;
-    }
-
-    /// Ends the broadcast: its pipeline finishes the manifests and the recording.
-    pub(super) async fn end(self) {
-        // Fails only when the pipeline already ended; nothing more to tell it then.
-        let _ = self.events.send(StreamEvent::End).await;
+    /// The connection ended `how`: the core ends the broadcast or parks it for a reconnect.
+    async fn finish(self, ctx: &IngestContext, how: Ending) {
         if self.dropped_tags > 0 {
-            tracing::warn!(playback_id = %self.stats.id.playback_id, dropped = self.dropped_tags, "tags dropped during the broadcast");
+            tracing::warn!(playback_id = %self.broadcast.playback_id(), dropped = self.dropped_tags, "tags dropped on this connection");
         }
+        ctx.core.finish(self.broadcast, how).await;
     }
 }
 
@@ -138,12 +102,11 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Transport for T {}
 
-/// Serves one connection from `peer` until it closes; `protocol` (`rtmp`, `rtmps`) labels its
-/// metrics.
+/// Serves one connection from `peer` until it closes; `protocol` is RTMP or RTMPS.
 pub async fn handle(
     socket: Box<dyn Transport>,
     peer: std::net::IpAddr,
-    protocol: &'static str,
+    protocol: Protocol,
     ctx: Arc<IngestContext>,
     admission: Admission,
 ) -> Result<(), ConnectionError> {
@@ -169,18 +132,19 @@ pub async fn handle(
     // A broadcast the connection carried ends with it, unless the publisher was lost without
     // unpublishing: then it waits for a reconnect (see the module doc).
     if let Some(publishing) = connection.publishing.take() {
-        match &result {
+        let how = match &result {
             Err(
                 ConnectionError::Io(_)
                 | ConnectionError::Idle(_)
                 | ConnectionError::WriteTimeout(_),
-            ) => connection.ctx.reconnects.park(publishing).await,
+            ) => Ending::Lost,
             Ok(()) => {
-                tracing::info!(playback_id = %publishing.stats.id.playback_id, "publisher closed the connection without unpublishing; ending the broadcast");
-                publishing.end().await
+                tracing::info!(playback_id = %publishing.broadcast.playback_id(), "publisher closed the connection without unpublishing; ending the broadcast");
+                Ending::Finished
             }
-            Err(_) => publishing.end().await,
-        }
+            Err(_) => Ending::Failed,
+        };
+        publishing.finish(&connection.ctx, how).await;
     }
     result
 }
@@ -232,8 +196,7 @@ async fn handshake(
 struct Connection {
     ctx: Arc<IngestContext>,
     peer: std::net::IpAddr,
-    /// `rtmp` or `rtmps`, for metrics.
-    protocol: &'static str,
+    protocol: Protocol,
     socket: Box<dyn Transport>,
     session: GuardedSession,
     /// This connection's place under the connection policy.
@@ -262,7 +225,7 @@ impl Connection {
     /// One read, bounded by the setup deadline before publishing and by `idle_timeout` after;
     /// a publisher that is taken over or shut down stops waiting at once.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
-        let cancel = self.publishing.as_ref().map(|p| p.cancel.clone());
+        let cancel = self.publishing.as_ref().map(|p| p.broadcast.cancel.clone());
         let read = async {
             match self.setup {
                 Some((deadline, timeout)) => {
@@ -314,8 +277,8 @@ impl Connection {
     /// The publisher is done (it sent `command`): its broadcast ends now.
     async fn unpublish(&mut self, command: &str) {
         if let Some(publishing) = self.publishing.take() {
-            tracing::info!(playback_id = %publishing.stats.id.playback_id, command, "publisher unpublished; ending the broadcast");
-            publishing.end().await;
+            tracing::info!(playback_id = %publishing.broadcast.playback_id(), command, "publisher unpublished; ending the broadcast");
+            publishing.finish(&self.ctx, Ending::Finished).await;
         }
     }
 
@@ -359,16 +322,12 @@ impl Connection {
                 ..
             } => match self.start_publishing(&stream_key).await {
                 Ok(publishing) => {
-                    telemetry::publish_result(self.protocol, "accepted");
                     self.publishing = Some(publishing);
                     self.setup = None;
                     self.admission.publishing();
                     self.accept(request_id).await
                 }
-                Err(refusal) => {
-                    telemetry::publish_result(self.protocol, refusal.error.publish_result());
-                    self.refuse(request_id, refusal).await
-                }
+                Err(refusal) => self.refuse(request_id, refusal).await,
             },
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
@@ -380,6 +339,7 @@ impl Connection {
                 let Some(p) = &self.publishing else {
                     return Ok(());
                 };
+                let playback_id = p.broadcast.playback_id();
                 let described = format!(
                     "{:?} {:?} {:?} {:?}",
                     metadata.video_width,
@@ -389,7 +349,7 @@ impl Connection {
                 );
                 if self.last_metadata.as_ref() != Some(&described) {
                     tracing::info!(
-                        playback_id = %p.stats.id.playback_id,
+                        %playback_id,
                         width = metadata.video_width,
                         height = metadata.video_height,
                         fps = metadata.video_frame_rate,
@@ -407,7 +367,8 @@ impl Connection {
         }
     }
 
-    /// Checks the key (by hash), claims the stream and starts its broadcast pipeline.
+    /// Admits the publish through the broadcast core; its refusals become RTMP `onStatus`
+    /// codes.
     async fn start_publishing(&self, stream_key: &str) -> Result<Publishing, Refusal> {
         const BAD_NAME: &str = "NetStream.Publish.BadName";
         if self.publishing.is_some() {
@@ -416,109 +377,26 @@ impl Connection {
         }
         // Some encoders append `?options` to the key field.
         let key = stream_key.split('?').next().unwrap_or_default();
-        let stream = match self.ctx.db.stream_by_key(key).await {
-            Ok(Some(stream)) => stream,
-            Ok(None) => {
-                return Err(Refusal::new(
-                    BAD_NAME,
-                    "unknown stream key",
-                    ConnectionError::BadKey,
-                ))
-            }
+        match self.ctx.core.admit(key, self.peer, self.protocol).await {
+            Ok(broadcast) => Ok(Publishing {
+                broadcast,
+                demuxer: FlvDemuxer::new(),
+                dropped_tags: 0,
+            }),
             Err(e) => {
-                return Err(Refusal::new(
-                    "NetStream.Publish.Failed",
-                    "server error",
-                    e.into(),
-                ));
-            }
-        };
-        if let Some(node) = self.ctx.cluster.live_elsewhere(&stream.id) {
-            let error = ConnectionError::Refused(format!(
-                "the stream is live on node `{node}` (publish there, or stop that broadcast first)"
-            ));
-            return Err(Refusal::new(BAD_NAME, "stream live on another node", error));
-        }
-        let reconnects = &self.ctx.reconnects;
-        let session_id = reconnects
-            .parked_session(&stream.id)
-            .unwrap_or_else(ids::new_recording_id);
-        let hook = PublishRequest::new(&session_id, &stream, self.peer);
-        if let Err(e) = self.ctx.pipeline.webhooks.authorize_publish(&hook).await {
-            return Err(Refusal::new(
-                "NetStream.Publish.Rejected",
-                "refused by the server's publish hook",
-                e.into(),
-            ));
-        }
-        // One node owns a stream at a time: the claim is taken before anything starts.
-        match self
-            .ctx
-            .db
-            .claim_stream(&stream.id, &self.ctx.pipeline.node_id, &session_id)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                let node = self.ctx.db.claim_holder(&stream.id).await.ok().flatten();
-                let error = ConnectionError::Refused(format!(
-                    "the stream is live on node `{}` (publish there, or stop that broadcast first)",
-                    node.as_deref().unwrap_or("another node")
-                ));
-                return Err(Refusal::new(BAD_NAME, "stream live on another node", error));
-            }
-            Err(e) => {
-                return Err(Refusal::new(
-                    "NetStream.Publish.Failed",
-                    "server error",
-                    e.into(),
-                ))
+                let (code, description) = match &e {
+                    AdmitError::BadKey => (BAD_NAME, "unknown stream key"),
+                    AdmitError::LiveElsewhere(_) => (BAD_NAME, "stream live on another node"),
+                    AdmitError::HookRefused(_) => (
+                        "NetStream.Publish.Rejected",
+                        "refused by the server's publish hook",
+                    ),
+                    AdmitError::Busy(_) => (BAD_NAME, "stream busy"),
+                    AdmitError::Database(_) => ("NetStream.Publish.Failed", "server error"),
+                };
+                Err(Refusal::new(code, description, e.into()))
             }
         }
-        if let Some(publishing) = reconnects.resume(&stream.id).await {
-            return Ok(publishing);
-        }
-        let stats = Arc::new(LiveStats::new(session_id, &stream));
-        let lease = self
-            .ctx
-            .hub
-            .begin(stats.clone(), &self.ctx.pipeline.shutdown)
-            .await
-            .map_err(|e| Refusal::new(BAD_NAME, "stream busy", e.into()))?;
-        // The key may have been rotated or revoked while this publish waited (webhook,
-        // takeover). The API stops what the hub lists after its change; checked again now that
-        // this broadcast is listed, one of the two always sees the other.
-        let still_valid = matches!(
-            self.ctx.db.stream_by_key(key).await,
-            Ok(Some(current)) if current.id == stream.id
-        );
-        if !still_valid {
-            drop(lease);
-            if let Err(e) = self
-                .ctx
-                .db
-                .release_claim(&stream.id, &stats.id.session_id)
-                .await
-            {
-                tracing::warn!(error = %e, "could not release the stream claim; it expires by itself");
-            }
-            return Err(Refusal::new(
-                BAD_NAME,
-                "unknown stream key",
-                ConnectionError::BadKey,
-            ));
-        }
-        let cancel = lease.cancel.clone();
-        tracing::info!(playback_id = %stream.playback_id, "publish accepted");
-        let events = pipeline::spawn(self.ctx.pipeline.clone(), stream, lease, &self.ctx.tracker);
-        Ok(Publishing {
-            stats,
-            events,
-            cancel,
-            demuxer: FlvDemuxer::new(),
-            clock: ResumableClock::default(),
-            dropped_tags: 0,
-        })
     }
 
     /// One FLV tag stamped `timestamp` into the broadcast. Media before an accepted publish is
@@ -531,27 +409,18 @@ impl Connection {
         let Some(p) = &mut self.publishing else {
             return Ok(());
         };
-        let timestamp = p.clock.map(timestamp);
         match demux(&mut p.demuxer, timestamp) {
-            Ok(Some(event)) => {
-                match &event {
-                    StreamEvent::Track(info) => p.stats.set_track(info),
-                    StreamEvent::Frame(frame) => p
-                        .stats
-                        .add_input(frame.data.len(), frame.kind == TrackKind::Video),
-                    StreamEvent::Pause | StreamEvent::End => {}
-                }
-                p.events
-                    .send(event)
-                    .await
-                    .map_err(|_| ConnectionError::PipelineGone)
-            }
+            Ok(Some(event)) => p
+                .broadcast
+                .send(event)
+                .await
+                .map_err(|_| ConnectionError::PipelineGone),
             Ok(None) => Ok(()),
             Err(e) if e.is_fatal() => Err(ConnectionError::Unsupported(e)),
             Err(e) => {
                 p.dropped_tags += 1;
                 if p.dropped_tags == 1 {
-                    tracing::warn!(playback_id = %p.stats.id.playback_id, error = %e, "dropping tag");
+                    tracing::warn!(playback_id = %p.broadcast.playback_id(), error = %e, "dropping tag");
                 }
                 Ok(())
             }

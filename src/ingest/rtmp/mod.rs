@@ -9,7 +9,6 @@
 pub mod amf;
 pub mod connection;
 pub mod guard;
-pub mod reconnect;
 pub mod session;
 pub mod tls;
 
@@ -19,13 +18,10 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
 use super::admission::{AcceptBackoff, ConnectionPolicy};
 
-use crate::db::Db;
-use crate::hub::Hub;
-use crate::pipeline::PipelineContext;
+use crate::broadcast::{Core, Protocol};
 use crate::telemetry;
 
 /// The RTMP settings the ingest uses.
@@ -45,23 +41,19 @@ pub struct IngestSettings {
 
 pub struct IngestContext {
     pub settings: IngestSettings,
-    pub db: Db,
-    pub hub: Arc<Hub>,
-    pub pipeline: PipelineContext,
-    pub tracker: TaskTracker,
-    pub reconnects: Arc<reconnect::Reconnects>,
-    /// Which streams are live on other nodes (a publisher for one of those is refused).
-    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Admission and lifecycle, shared with every other way in.
+    pub core: Arc<Core>,
 }
 
 /// Accepts connections until shutdown (over TLS when `tls` is given: RTMPS). Connections the
 /// policy refuses are closed at once.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
-    let (protocol, label) = if tls.is_some() {
-        ("RTMPS", "rtmps")
+    let protocol = if tls.is_some() {
+        Protocol::Rtmps
     } else {
-        ("RTMP", "rtmp")
+        Protocol::Rtmp
     };
+    let label = protocol.label();
     let policy = ConnectionPolicy::new(
         ctx.settings.max_connections,
         ctx.settings.max_pending_per_ip,
@@ -70,7 +62,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = ctx.pipeline.shutdown.cancelled() => return,
+            _ = ctx.core.pipeline.shutdown.cancelled() => return,
         };
         let (socket, peer) = match accepted {
             Ok(a) => {
@@ -82,7 +74,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
                 tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "{protocol} accept failed; waiting before the next");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
-                    _ = ctx.pipeline.shutdown.cancelled() => return,
+                    _ = ctx.core.pipeline.shutdown.cancelled() => return,
                 }
             }
         };
@@ -100,7 +92,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         let tls = tls.clone();
-        ctx.tracker.clone().spawn(async move {
+        ctx.core.tracker.clone().spawn(async move {
             let transport: Box<dyn connection::Transport> = match tls {
                 None => Box::new(socket),
                 Some(tls) => {
@@ -118,7 +110,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
                     }
                 }
             };
-            match connection::handle(transport, peer.ip(), label, ctx, admission).await {
+            match connection::handle(transport, peer.ip(), protocol, ctx, admission).await {
                 Ok(()) => tracing::info!(%peer, "{protocol} connection closed"),
                 Err(e) => tracing::warn!(%peer, error = %e, "{protocol} connection closed"),
             }
