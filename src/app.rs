@@ -21,6 +21,7 @@ use crate::events::EventBus;
 use crate::http::api::ApiState;
 use crate::hub::Hub;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
+use crate::ingest::srt::{SrtContext, SrtIngestSettings, SrtListener};
 use crate::pipeline::{Budgets, PipelineContext};
 use crate::publish::store;
 use crate::publish::upload::Uploader;
@@ -36,11 +37,20 @@ pub struct Urls {
     pub rtmp: String,
     /// When RTMPS is on.
     pub rtmps: Option<String>,
+    /// When SRT is on: what every SRT publish URL starts with (see `srt_for`).
+    pub srt: Option<String>,
 }
 
 impl Urls {
     pub fn hls(&self, stream: &Stream) -> String {
         format!("{}/live/{}/master.m3u8", self.public, stream.playback_id)
+    }
+
+    /// The SRT URL a publisher with `key` uses, when SRT is on.
+    pub fn srt_for(&self, key: &str) -> Option<String> {
+        self.srt
+            .as_deref()
+            .map(|prefix| crate::config::srt_publish_url(prefix, key))
     }
 
     pub fn dash(&self, stream: &Stream) -> String {
@@ -85,11 +95,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some((listener, _)) => Some(listener.local_addr()?),
         None => None,
     };
+    let srt_settings = SrtIngestSettings {
+        app: settings.rtmp.app.clone(),
+        latency_ms: settings.srt.latency_ms,
+        passphrase: Some(settings.srt.passphrase.clone()).filter(|p| !p.is_empty()),
+        max_connections: settings.srt.max_connections,
+        max_pending_per_ip: settings.srt.max_pending_per_ip,
+        idle_timeout: Duration::from_secs_f64(settings.srt.idle_timeout),
+    };
+    let srt_listener = if settings.srt.enabled {
+        Some(
+            SrtListener::bind(settings.srt.listen, &srt_settings).with_context(|| {
+                format!(
+                    "binding SRT on {} (UDP; set srt.enabled = false to turn SRT off)",
+                    settings.srt.listen
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let srt_addr = srt_listener.as_ref().map(SrtListener::local_addr);
     let http_addr = http_listener.local_addr()?;
     let urls = Urls {
         public: settings.public_url(http_addr),
         rtmp: settings.rtmp_url(http_addr, rtmp_addr),
         rtmps: rtmps_addr.and_then(|addr| settings.rtmps_url(http_addr, addr)),
+        srt: srt_addr.and_then(|addr| settings.srt_url_prefix(http_addr, addr)),
     };
     let webhooks =
         Webhooks::new(&settings.webhooks, &urls.public).context("setting up webhooks")?;
@@ -115,7 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         demo_key.as_deref(),
         new_admin_token.as_deref(),
         &urls,
-        (rtmp_addr, rtmps_addr),
+        (rtmp_addr, rtmps_addr, srt_addr),
         http_addr,
     );
 
@@ -148,6 +180,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         token_hashes,
         rtmp_url: urls.rtmp.clone(),
         rtmps_url: urls.rtmps.clone(),
+        srt_url_prefix: urls.srt.clone(),
         public_url: urls.public.clone(),
         events: events.clone(),
         cluster: cluster.clone(),
@@ -222,6 +255,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let rtmps_task = rtmps.map(|(listener, acceptor)| {
         tokio::spawn(rtmp::serve(listener, ingest.clone(), Some(acceptor)))
     });
+    let srt_task = srt_listener.map(|listener| {
+        let ctx = Arc::new(SrtContext {
+            settings: srt_settings,
+            core: core.clone(),
+        });
+        tokio::spawn(crate::ingest::srt::serve(listener, ctx))
+    });
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, None));
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
@@ -254,7 +294,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing live broadcasts");
     shutdown.cancel();
     let _ = ingest_task.await;
-    if let Some(task) = rtmps_task {
+    for task in [rtmps_task, srt_task].into_iter().flatten() {
         let _ = task.await;
     }
     tracker.close();
@@ -304,7 +344,7 @@ fn print_banner(
     demo_key: Option<&str>,
     admin_token: Option<&str>,
     urls: &Urls,
-    (rtmp, rtmps): (SocketAddr, Option<SocketAddr>),
+    (rtmp, rtmps, srt): (SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
     http: SocketAddr,
 ) {
     println!("Strata is running.");
@@ -314,9 +354,15 @@ fn print_banner(
         println!("    or, encrypted (RTMPS): {url}");
     }
     match demo_key {
-        Some(key) => println!(
-            "    Stream Key: {key}   (stream `demo`; shown once — keep it, only its hash is stored)"
-        ),
+        Some(key) => {
+            println!(
+                "    Stream Key: {key}   (stream `demo`; shown once — keep it, only its hash is stored)"
+            );
+            if let Some(srt) = urls.srt_for(key) {
+                println!("  Or over SRT (OBS Server, Stream Key empty; ffmpeg -f mpegts):");
+                println!("    {srt}");
+            }
+        }
         None => println!(
             "    Stream Key: the key printed when the stream was created (`strata stream create NAME` makes a new one)"
         ),
@@ -343,7 +389,8 @@ fn print_banner(
     let rtmps = rtmps
         .map(|addr| format!(" rtmps={addr}"))
         .unwrap_or_default();
-    println!("STRATA_READY rtmp={rtmp} http={http}{rtmps}");
+    let srt = srt.map(|addr| format!(" srt={addr}")).unwrap_or_default();
+    println!("STRATA_READY rtmp={rtmp} http={http}{rtmps}{srt}");
 }
 
 async fn wait_for_signal() {

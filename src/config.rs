@@ -770,19 +770,21 @@ impl Settings {
         format!("rtmp://{host}:{}/{}", bound_rtmp.port(), self.rtmp.app)
     }
 
-    /// The SRT URL a publisher with `key` uses (same host as `rtmp_url`): ffmpeg and OBS take
-    /// it as is; the key travels in the stream id, never in a path. A passphrase, when set, is
-    /// not part of it (it is the operator's to hand out).
-    pub fn srt_url(&self, bound_http: SocketAddr, bound_srt: SocketAddr, key: &str) -> String {
+    /// What every SRT publish URL starts with (same host as `rtmp_url`), when SRT is on;
+    /// `srt_publish_url` completes it with a key.
+    pub fn srt_url_prefix(&self, bound_http: SocketAddr, bound_srt: SocketAddr) -> Option<String> {
+        if !self.srt.enabled {
+            return None;
+        }
         let rtmp = self.rtmp_url(bound_http, bound_srt);
         let host_port = rtmp
             .strip_prefix("rtmp://")
             .and_then(|rest| rest.split('/').next())
             .unwrap_or("localhost");
-        format!(
-            "srt://{host_port}?streamid=#!::r={}/{key},m=publish",
+        Some(format!(
+            "srt://{host_port}?streamid=#!::r={}/",
             self.rtmp.app
-        )
+        ))
     }
 
     /// The RTMPS URL OBS is told about (same host as `rtmp_url`), when RTMPS is on.
@@ -835,6 +837,13 @@ fn url_with_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The SRT URL a publisher with `key` uses: ffmpeg and OBS take it as is; the key travels in
+/// the stream id (like a password, never in a path). A passphrase, when set, is not part of it:
+/// it is the operator's to hand out (`&passphrase=…`).
+pub fn srt_publish_url(prefix: &str, key: &str) -> String {
+    format!("{prefix}{key},m=publish")
 }
 
 #[cfg(test)]

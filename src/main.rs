@@ -132,6 +132,7 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
         public: settings.public_url(settings.http.listen),
         rtmp: settings.rtmp_url(settings.http.listen, settings.rtmp.listen),
         rtmps: settings.rtmps_url(settings.http.listen, settings.rtmps.listen),
+        srt: settings.srt_url_prefix(settings.http.listen, settings.srt.listen),
     };
     match command {
         StreamCommand::Create {
@@ -153,6 +154,7 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     "record": stream.record,
                     "rtmp_url": urls.rtmp,
                     "rtmps_url": urls.rtmps,
+                    "srt_url": urls.srt_for(&key),
                     "hls_url": urls.hls(&stream),
                     "dash_url": urls.dash(&stream),
                 });
@@ -167,6 +169,9 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     println!("    or (RTMPS):   {rtmps}");
                 }
                 println!("  OBS Stream Key: {key}   (shown once)");
+                if let Some(srt) = urls.srt_for(&key) {
+                    println!("  SRT (OBS Server, Stream Key empty): {srt}   (shown once)");
+                }
                 println!("  HLS:  {}", urls.hls(&stream));
                 println!("  DASH: {}", urls.dash(&stream));
             }

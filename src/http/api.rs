@@ -41,6 +41,8 @@ pub struct ApiState {
     pub rtmp_url: String,
     /// The RTMPS "Server" field, when RTMPS is on.
     pub rtmps_url: Option<String>,
+    /// When SRT is on: what a stream's SRT URL starts with (the key completes it).
+    pub srt_url_prefix: Option<String>,
     pub public_url: String,
     pub events: EventBus,
     /// Other nodes' live broadcasts, and how to ask them to stop one.
@@ -50,6 +52,13 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The SRT URL for a publisher with `key`, when SRT is on.
+    fn srt_url(&self, key: &str) -> Option<String> {
+        self.srt_url_prefix
+            .as_deref()
+            .map(|prefix| crate::config::srt_publish_url(prefix, key))
+    }
+
     /// Every live broadcast: this node's and the other nodes'.
     pub fn live_sessions(&self) -> Vec<SessionStats> {
         self.cluster.live_sessions(&self.hub)
@@ -132,6 +141,10 @@ pub struct StreamKey {
     /// The OBS "Server" field over TLS, when RTMPS is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmps_url: Option<String>,
+    /// A complete SRT URL with this key in its stream id, when SRT is on (shown once, like the
+    /// key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -142,6 +155,9 @@ pub struct CreatedStream {
     /// When RTMPS is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmps_url: Option<String>,
+    /// When SRT is on: a complete SRT URL with the key in its stream id (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt_url: Option<String>,
     pub hls_url: String,
     pub dash_url: String,
 }
@@ -192,6 +208,7 @@ async fn create_stream(state: web::Data<ApiState>, body: web::Json<CreateStream>
             ),
             rtmp_url: state.rtmp_url.clone(),
             rtmps_url: state.rtmps_url.clone(),
+            srt_url: state.srt_url(&key),
             stream,
             key,
         }),
@@ -322,6 +339,7 @@ async fn rotate_key(state: web::Data<ApiState>, id: web::Path<String>) -> HttpRe
             // the key is changed first, so the stopped publisher cannot come back with it
             cut_off(&id, state.stop_stream(&id), "rotated");
             HttpResponse::Ok().json(StreamKey {
+                srt_url: state.srt_url(&key),
                 key,
                 rtmp_url: state.rtmp_url.clone(),
                 rtmps_url: state.rtmps_url.clone(),

@@ -4,4 +4,6 @@
 
 pub mod admission;
 pub mod flv;
+pub mod mpegts;
 pub mod rtmp;
+pub mod srt;

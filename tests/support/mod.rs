@@ -19,6 +19,8 @@ pub struct Server {
     pub http: String,
     /// The RTMPS listener's address, when the server was started with a certificate.
     pub rtmps: Option<String>,
+    /// The SRT listener's address (UDP), unless SRT was turned off.
+    pub srt: Option<String>,
     /// The admin token printed at first start.
     pub admin_token: String,
     /// Extra environment (settings) the server and its CLI runs share.
@@ -108,6 +110,7 @@ struct Ready {
     rtmp: String,
     http: String,
     rtmps: Option<String>,
+    srt: Option<String>,
     /// Empty when it printed none.
     admin_token: String,
 }
@@ -159,6 +162,7 @@ fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, Ready) {
         rtmp: field("rtmp").expect("ready line: rtmp"),
         http: field("http").expect("ready line: http"),
         rtmps: field("rtmps"),
+        srt: field("srt"),
         admin_token,
     };
     (child, ready)
@@ -170,6 +174,7 @@ fn strata(dir: &Path, env: &[(String, String)]) -> Command {
     cmd.current_dir(dir)
         .env("STRATA__DATA_DIR", dir.join("data"))
         .env("STRATA__RTMP__LISTEN", "127.0.0.1:0")
+        .env("STRATA__SRT__LISTEN", "127.0.0.1:0")
         .env("STRATA__HTTP__LISTEN", "127.0.0.1:0")
         .env("STRATA__HTTP__WEB_ROOT", web_root())
         .env("RUST_LOG", "info")
@@ -215,6 +220,7 @@ impl Server {
             rtmp: ready.rtmp,
             http: ready.http,
             rtmps: ready.rtmps,
+            srt: ready.srt,
             admin_token: ready.admin_token,
             child,
             dir,
@@ -233,8 +239,8 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         let (child, ready) = spawn(self.dir.path(), &self.env);
-        (self.child, self.rtmp, self.http, self.rtmps) =
-            (child, ready.rtmp, ready.http, ready.rtmps);
+        (self.child, self.rtmp, self.http, self.rtmps, self.srt) =
+            (child, ready.rtmp, ready.http, ready.rtmps, ready.srt);
     }
 
     /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).
@@ -271,6 +277,12 @@ impl Server {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// An ffmpeg SRT output URL publishing to `key` (access-control stream id).
+    pub fn srt_url(&self, key: &str) -> String {
+        let srt = self.srt.as_deref().expect("the server has SRT on");
+        format!("srt://{srt}?streamid=#!::r=live/{key},m=publish")
     }
 
     /// Status and body; never panics on HTTP errors.
@@ -401,6 +413,11 @@ pub fn publish(url: &str, seconds: u32) -> Child {
 
 /// `publish` with another picture size (`WIDTHxHEIGHT`).
 pub fn publish_sized(url: &str, seconds: u32, size: &str) -> Child {
+    publish_as(url, seconds, size, "flv")
+}
+
+/// `publish_sized` in container `format`: `flv` (RTMP, RTMPS) or `mpegts` (SRT).
+pub fn publish_as(url: &str, seconds: u32, size: &str, format: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args([
@@ -423,7 +440,7 @@ pub fn publish_sized(url: &str, seconds: u32, size: &str) -> Child {
             "yuv420p",
         ])
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
-        .args(["-f", "flv", url])
+        .args(["-f", format, url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
