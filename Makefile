@@ -118,7 +118,8 @@ bench: test-deps
 # copy that input to fuzz/regressions/<target>/ so `make test` replays it. Without a sanitizer:
 # the code is safe Rust, and a shared 2-core machine gets several times the executions.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= origin_path origin_range codec_config rtmp_guard flv_demux segmenter rtmp_session
+FUZZ_TARGETS ?= origin_path origin_range codec_config rtmp_guard flv_demux segmenter rtmp_session \
+	mpegts_demux srt_stream_id
 FUZZ := $(CARGO) +nightly fuzz
 
 fuzz-deps:

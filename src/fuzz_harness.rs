@@ -12,14 +12,18 @@
 //! - `codec_config`: every decoder-configuration parser on the same bytes.
 //! - `segmenter`: structure-aware multi-rendition frames into the `Segmenter` and CMAF writer.
 //! - `origin_path` / `origin_range`: the HTTP origin's path classifier and Range parsing.
+//! - `mpegts_demux`: MPEG-TS (SRT's payload) into `TsDemuxer`, split where the input says.
+//! - `srt_stream_id`: the SRT stream id parser.
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
 
+mod ingest;
 mod media;
 mod origin;
 mod rtmp;
 
+pub use ingest::{mpegts_demux, srt_stream_id};
 pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
@@ -36,6 +40,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("flv_demux", flv_demux),
     ("segmenter", segmenter),
     ("rtmp_session", rtmp_session),
+    ("mpegts_demux", mpegts_demux),
+    ("srt_stream_id", srt_stream_id),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

@@ -474,3 +474,25 @@ fn an_allowing_webhook_lets_every_protocol_publish() {
 fn a_denying_webhook_refuses_every_protocol() {
     webhook(false);
 }
+
+#[test]
+fn with_a_passphrase_only_callers_that_know_it_publish_over_srt() {
+    let passphrase = "correct horse battery";
+    let (server, _certs) = server(&[("STRATA__SRT__PASSPHRASE", passphrase)]);
+    let stream = server.create_stream("secret", "passthrough");
+    let url = server.srt_url(&stream.key);
+    for (given, publishes) in [
+        (None, false),
+        (Some("wrong passphrase!"), false),
+        (Some(passphrase), true),
+    ] {
+        let target = match given {
+            Some(p) => format!("{url}&passphrase={p}"),
+            None => url.clone(),
+        };
+        let mut ffmpeg = publish_as(&target, 4, "320x180", "mpegts");
+        let status = wait_exit(&mut ffmpeg, Duration::from_secs(30)).expect("ffmpeg finishes");
+        assert_eq!(status.success(), publishes, "passphrase {given:?}");
+    }
+    plays_with_video_and_audio(&server, &stream.playback_id, "encrypted SRT");
+}

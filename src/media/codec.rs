@@ -34,6 +34,23 @@ impl CodecConfig {
         }
     }
 
+    /// Whether `other` describes the same coded stream: the same parameter sets and NAL length
+    /// size (H.264), the same object type, rate and channels (AAC), however the record was
+    /// written (an FLV sequence header and a record built from MPEG-TS differ in their bytes:
+    /// a publisher resuming over another protocol sends the same stream).
+    pub fn same_stream(&self, other: &CodecConfig) -> bool {
+        match (self, other) {
+            (CodecConfig::Avc(a), CodecConfig::Avc(b)) => {
+                a.sps == b.sps && a.pps == b.pps && a.nalu_length_size == b.nalu_length_size
+            }
+            (CodecConfig::Aac(a), CodecConfig::Aac(b)) => {
+                (a.object_type, a.sample_rate, a.channels)
+                    == (b.object_type, b.sample_rate, b.channels)
+            }
+            _ => false,
+        }
+    }
+
     /// The media timescale CMAF uses for this track: 90 kHz for video, the sample rate for audio.
     pub fn timescale(&self) -> u32 {
         match self {

@@ -353,7 +353,7 @@ impl Segmenter {
         };
         if started {
             match slot {
-                Some(current) if current.codec != info.codec => {
+                Some(current) if !current.codec.same_stream(&info.codec) => {
                     return Err(SegmenterError::ConfigChanged(
                         info.kind.as_str(),
                         describe_change(&current.codec, &info.codec),
