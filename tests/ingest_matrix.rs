@@ -9,7 +9,6 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -53,27 +52,6 @@ impl Way {
     }
 }
 
-/// A self-signed certificate and key for `localhost` in `dir`: (cert, key).
-fn self_signed(dir: &Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs (make test-deps installs it)");
-    assert!(status.success(), "openssl made a certificate");
-    (cert.display().to_string(), key.display().to_string())
-}
-
 /// A server with RTMP, RTMPS and SRT on loopback; a silent publisher is lost after 2 s.
 fn server(extra: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
     let certs = tempfile::tempdir().expect("temp dir");
@@ -107,15 +85,6 @@ fn publishes(server: &Server, way: Way, result: &str) -> f64 {
             way.label()
         ),
     )
-}
-
-fn session_list(server: &Server, path: &str) -> Vec<Value> {
-    let (status, body) = api(server, "GET", path, Some(&server.admin_token), None);
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .expect("a JSON list")
 }
 
 /// The live session of `playback_id`, once listed.

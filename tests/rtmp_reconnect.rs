@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-/// The sessions `path` lists (`/api/v1/sessions`, `…?state=all`).
-fn session_list(server: &Server, path: &str) -> Vec<Value> {
-    let (status, body) = api(server, "GET", path, Some(&server.admin_token), None);
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .expect("a JSON list")
-}
-
 fn sessions(server: &Server) -> Vec<Value> {
     session_list(server, "/api/v1/sessions?state=all")
 }

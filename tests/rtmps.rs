@@ -5,37 +5,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{ffprobe, publish, wait_for, Server};
-
-/// A self-signed certificate and key for `localhost` in `dir`: (cert, key).
-fn self_signed(dir: &Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs (make test-deps installs it)");
-    assert!(status.success(), "openssl made a certificate");
-    (cert.display().to_string(), key.display().to_string())
-}
+use support::{ffprobe, publish, self_signed, wait_for, Server};
 
 /// A server with RTMPS on (both listeners on loopback, ports chosen by the OS).
 fn rtmps_server() -> (Server, tempfile::TempDir) {

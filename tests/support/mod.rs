@@ -574,3 +574,39 @@ pub fn publish_file(url: &str, path: &Path) -> Child {
         .spawn()
         .expect("spawn ffmpeg")
 }
+
+/// A self-signed certificate and key for `localhost` (and 127.0.0.1) in `dir`: (cert, key).
+pub fn self_signed(dir: &Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (make test-deps installs it)");
+    assert!(status.success(), "openssl made a certificate");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// The sessions the admin API lists at `path` (`/api/v1/sessions`, `…?state=all`).
+pub fn session_list(server: &Server, path: &str) -> Vec<serde_json::Value> {
+    let (status, body) = api(server, "GET", path, Some(&server.admin_token), None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .expect("a JSON list")
+}

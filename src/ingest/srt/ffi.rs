@@ -177,36 +177,18 @@ impl Socket {
     }
 
     fn set_int(&self, opt: SockOpt, value: c_int) -> Result<(), SrtError> {
-        let value = value.to_ne_bytes();
-        // SAFETY: `value` is a live 4-byte buffer, its length passed with it.
-        let rc = unsafe {
-            srt_setsockflag(
-                self.raw(),
-                opt as c_int,
-                value.as_ptr().cast(),
-                value.len() as c_int,
-            )
-        };
-        check("srt_setsockflag", rc)
+        self.set_bytes(opt, &value.to_ne_bytes())
     }
 
+    /// libsrt's bool options take one byte.
     fn set_bool(&self, opt: SockOpt, value: bool) -> Result<(), SrtError> {
-        let value = [u8::from(value)];
-        // SAFETY: `value` is a live 1-byte buffer (libsrt's bool options), length passed with it.
-        let rc = unsafe { srt_setsockflag(self.raw(), opt as c_int, value.as_ptr().cast(), 1) };
-        check("srt_setsockflag", rc)
+        self.set_bytes(opt, &[u8::from(value)])
     }
 
     fn set_bytes(&self, opt: SockOpt, value: &[u8]) -> Result<(), SrtError> {
-        // SAFETY: `value` is a live buffer, its length passed with it (callers keep it short).
-        let rc = unsafe {
-            srt_setsockflag(
-                self.raw(),
-                opt as c_int,
-                value.as_ptr().cast(),
-                value.len() as c_int,
-            )
-        };
+        let len = c_int::try_from(value.len()).unwrap_or(c_int::MAX);
+        // SAFETY: `value` is a live buffer of `len` bytes.
+        let rc = unsafe { srt_setsockflag(self.raw(), opt as c_int, value.as_ptr().cast(), len) };
         check("srt_setsockflag", rc)
     }
 
