@@ -41,7 +41,10 @@ impl CodecConfig {
     pub fn same_stream(&self, other: &CodecConfig) -> bool {
         match (self, other) {
             (CodecConfig::Avc(a), CodecConfig::Avc(b)) => {
-                a.sps == b.sps && a.pps == b.pps && a.nalu_length_size == b.nalu_length_size
+                a.sps == b.sps
+                    && a.pps == b.pps
+                    && a.nalu_length_size == b.nalu_length_size
+                    && (a.width, a.height) == (b.width, b.height)
             }
             (CodecConfig::Aac(a), CodecConfig::Aac(b)) => {
                 (a.object_type, a.sample_rate, a.channels)
