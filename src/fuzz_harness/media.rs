@@ -8,8 +8,8 @@ use mp4_atom::{Any, Decode, Moof, Moov};
 
 use crate::ingest::flv::FlvDemuxer;
 use crate::media::{
-    AacConfig, AvcConfig, CodecConfig, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackInfo,
-    TrackKind,
+    vp9_keyframe_size, AacConfig, Av1Config, AvcConfig, CodecConfig, HevcConfig, MediaFrame,
+    RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp9Config,
 };
 use crate::package::{
     cmaf, CutRule, Segment, Segmenter, SegmenterConfig, SegmenterOutput, TrackSegment,
@@ -21,6 +21,16 @@ const AVC_RECORD: &[u8] = &[
     0x01, 0x4d, 0x40, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x4d, 0x40, 0x0d, 0xec, 0xa0, 0xa0, 0xfd,
     0x80, 0x88, 0x00, 0x00, 0x03, 0x00, 0x08, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x78, 0xa1, 0x4c, 0xb0,
     0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
+];
+/// x265's HEVCDecoderConfigurationRecord, 320x240 Main.
+const HEVC_RECORD: &[u8] = &[
+    0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3c, 0xf0, 0x00, 0xfc,
+    0xfd, 0xf8, 0xf8, 0x00, 0x00, 0x0f, 0x03, 0x20, 0x00, 0x01, 0x00, 0x18, 0x40, 0x01, 0x0c, 0x01,
+    0xff, 0xff, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00,
+    0x3c, 0x95, 0x98, 0x09, 0x21, 0x00, 0x01, 0x00, 0x2a, 0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00,
+    0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x3c, 0xa0, 0x0a, 0x08, 0x0f, 0x16,
+    0x59, 0x59, 0xa4, 0x93, 0x2b, 0xc0, 0x5a, 0x02, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03,
+    0x00, 0x3c, 0x10, 0x22, 0x00, 0x01, 0x00, 0x07, 0x44, 0x01, 0xc1, 0x72, 0xb4, 0x62, 0x40,
 ];
 /// AAC-LC, 48 kHz, stereo.
 const AAC_ASC: &[u8] = &[0x11, 0x90];
@@ -54,12 +64,25 @@ enum TagStart {
         frame_type: u8,
         packet_type: u8,
     },
+    /// Enhanced RTMP `hvc1` (the x265 record on a sequence start), `av01` or `vp09`.
+    Enhanced {
+        fourcc: EnhancedFourCc,
+        frame_type: u8,
+        packet_type: u8,
+    },
     /// `0xAF 0x00` + AAC-LC 48 kHz stereo.
     AacSequenceHeader,
     /// `0xAF packet_type`.
     Aac {
         packet_type: u8,
     },
+}
+
+#[derive(Debug, Arbitrary, Clone, Copy)]
+enum EnhancedFourCc {
+    Hvc1,
+    Av01,
+    Vp09,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -91,6 +114,24 @@ impl FlvTag {
                 v.extend_from_slice(b"avc1");
                 if packet_type & 0x0F == 0 {
                     v.extend_from_slice(AVC_RECORD);
+                }
+                v
+            }
+            TagStart::Enhanced {
+                fourcc,
+                frame_type,
+                packet_type,
+            } => {
+                let first = 0x80 | (frame_type & 0x07) << 4 | (packet_type & 0x0F);
+                let (name, record): (&[u8; 4], &[u8]) = match fourcc {
+                    EnhancedFourCc::Hvc1 => (b"hvc1", HEVC_RECORD),
+                    EnhancedFourCc::Av01 => (b"av01", &[0x81, 0, 0x0c, 0]),
+                    EnhancedFourCc::Vp09 => (b"vp09", &[0, 31, 0x80, 2, 2, 2, 0, 0]),
+                };
+                let mut v = vec![first];
+                v.extend_from_slice(name);
+                if packet_type & 0x0F == 0 {
+                    v.extend_from_slice(record);
                 }
                 v
             }
@@ -138,10 +179,29 @@ pub fn flv_demux(data: &[u8]) {
 
 /// The same bytes into every decoder-configuration parser: the AVCDecoderConfigurationRecord
 /// (with its SPS, through h264-reader), the AAC AudioSpecificConfig, and the Annex-B helpers the
-/// transcoder applies to x264's output. Strata has no HEVC parser (FLV HEVC is refused by
-/// codec id), so there is none to fuzz. Whatever parses must also make a CMAF init segment
-/// that parses back.
+/// transcoder applies to x264's output, the HEVC record (with the start of its SPS), the AV1
+/// record (with its sequence header), the VP9 record and a VP9 keyframe header. Whatever
+/// parses must also make a CMAF init segment that parses back (or be refused by name).
 pub fn codec_config(data: &[u8]) {
+    if let Ok(config) = HevcConfig::parse(Bytes::copy_from_slice(data)) {
+        assert!((1..=16_384).contains(&config.width) && (1..=16_384).contains(&config.height));
+        assert!(matches!(config.nalu_length_size, 1 | 2 | 4));
+        assert!(!config.vps.is_empty() && !config.sps.is_empty() && !config.pps.is_empty());
+        assert!(config.codec_string().starts_with("hvc1."));
+        check_init(&CodecConfig::Hevc(config));
+    }
+    if let Ok(config) = Av1Config::parse(Bytes::copy_from_slice(data)) {
+        assert!(config.size.is_none_or(|(w, h)| w >= 1 && h >= 1));
+        let config = CodecConfig::Av1(config);
+        assert!(config.packaging_refusal().is_some());
+        assert!(cmaf::init_segment(&config).is_err());
+    }
+    if let Ok(config) = Vp9Config::parse(Bytes::copy_from_slice(data)) {
+        assert!(config.profile <= 3);
+    }
+    if let Some((width, height)) = vp9_keyframe_size(data) {
+        assert!(width >= 1 && height >= 1);
+    }
     if let Ok(config) = AvcConfig::parse(Bytes::copy_from_slice(data)) {
         check_avc(&config);
     }

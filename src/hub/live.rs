@@ -175,13 +175,14 @@ impl LiveStats {
     pub fn set_track(&self, info: &TrackInfo) {
         let mut source = lock(&self.source);
         match &info.codec {
-            CodecConfig::Avc(avc) => {
-                source.video_codec = Some(avc.codec_string());
-                source.width = Some(avc.width);
-                source.height = Some(avc.height);
-                source.fps = avc.frame_rate;
-            }
             CodecConfig::Aac(aac) => source.audio_codec = Some(aac.codec_string()),
+            video => {
+                source.video_codec = Some(video.codec_string());
+                let size = video.video_size();
+                source.width = size.map(|(w, _)| w);
+                source.height = size.map(|(_, h)| h);
+                source.fps = video.frame_rate();
+            }
         }
     }
 

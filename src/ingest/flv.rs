@@ -1,15 +1,18 @@
 //! FLV tag bodies (as RTMP carries them) → `StreamEvent`s. Pure: no I/O, no clock.
 //!
-//! Handles legacy AVC (codec id 7) and Enhanced-RTMP `avc1` video, AAC audio, the signed 24-bit
-//! composition offset, and per-track unwrapping of RTMP's 32-bit millisecond clock. Everything
-//! else (VP6, Sorenson, HEVC, AV1, MP3, Speex, PCM, …) is refused with an error naming the codec:
-//! Strata packages H.264 + AAC, and a stream it cannot package is better refused than silent.
+//! Handles legacy AVC (codec id 7) and Enhanced RTMP (v1) video — FourCCs `avc1`, `hvc1`,
+//! `av01` and `vp09` with their configuration records — AAC audio, the signed 24-bit
+//! composition offset (legacy AVC, `avc1`, `hvc1`), and per-track unwrapping of RTMP's 32-bit
+//! millisecond clock. Everything else (VP6, Sorenson, legacy codec id 12 "HEVC", Enhanced
+//! RTMP multitrack, MP3, Speex, PCM, …) is refused with an error naming the codec: a stream
+//! Strata cannot decode or package is better refused than silent. Whether AV1/VP9 can be
+//! packaged is not decided here (a transcoding ladder decodes them).
 
 use bytes::Bytes;
 
 use crate::media::{
-    AacConfig, AvcConfig, CodecConfig, CodecError, MediaFrame, StreamEvent, Timestamp,
-    TimestampUnwrapper, TrackInfo, TrackKind,
+    AacConfig, Av1Config, AvcConfig, CodecConfig, CodecError, HevcConfig, MediaFrame, StreamEvent,
+    Timestamp, TimestampUnwrapper, TrackInfo, TrackKind, Vp9Config,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -18,7 +21,10 @@ pub enum FlvError {
     Empty(&'static str),
     #[error("truncated {0} tag")]
     Truncated(&'static str),
-    #[error("unsupported video codec {0}; Strata accepts H.264 (AVC)")]
+    #[error(
+        "unsupported video codec {0}; Strata accepts H.264, and HEVC, AV1 and VP9 over \
+         Enhanced RTMP"
+    )]
     UnsupportedVideo(String),
     #[error("unsupported audio codec {0}; Strata accepts AAC")]
     UnsupportedAudio(String),
@@ -41,6 +47,11 @@ impl FlvError {
 const VIDEO_FRAME_KEY: u8 = 1;
 const VIDEO_FRAME_COMMAND: u8 = 5;
 const VIDEO_CODEC_AVC: u8 = 7;
+// Enhanced RTMP VideoPacketType
+const PACKET_SEQUENCE_START: u8 = 0;
+const PACKET_CODED_FRAMES: u8 = 1;
+const PACKET_CODED_FRAMES_X: u8 = 3;
+const PACKET_MULTITRACK: u8 = 6;
 const AUDIO_FORMAT_AAC: u8 = 10;
 
 /// Demuxes one publisher's FLV tags. Keeps the current configs so that a repeated, identical
@@ -49,12 +60,32 @@ const AUDIO_FORMAT_AAC: u8 = 10;
 pub struct FlvDemuxer {
     video_clock: TimestampUnwrapper,
     audio_clock: TimestampUnwrapper,
-    video_config: Option<AvcConfig>,
+    video_config: Option<CodecConfig>,
     audio_config: Option<AacConfig>,
 }
 
+/// The video codecs an FLV video tag can carry here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum VideoCodec {
+    Avc,
+    Hevc,
+    Av1,
+    Vp9,
+}
+
+impl VideoCodec {
+    fn parse_config(self, record: Bytes) -> Result<CodecConfig, CodecError> {
+        Ok(match self {
+            VideoCodec::Avc => CodecConfig::Avc(AvcConfig::parse(record)?),
+            VideoCodec::Hevc => CodecConfig::Hevc(HevcConfig::parse(record)?),
+            VideoCodec::Av1 => CodecConfig::Av1(Av1Config::parse(record)?),
+            VideoCodec::Vp9 => CodecConfig::Vp9(Vp9Config::parse(record)?),
+        })
+    }
+}
+
 enum VideoPacket {
-    SequenceStart(Bytes),
+    SequenceStart(VideoCodec, Bytes),
     Frames { cts: i32, nalus: Bytes },
     Ignored,
 }
@@ -82,15 +113,15 @@ impl FlvDemuxer {
         }
         match packet {
             VideoPacket::Ignored => Ok(None),
-            VideoPacket::SequenceStart(record) => {
-                let config = AvcConfig::parse(record)?;
+            VideoPacket::SequenceStart(codec, record) => {
+                let config = codec.parse_config(record)?;
                 if self.video_config.as_ref() == Some(&config) {
                     return Ok(None);
                 }
                 self.video_config = Some(config.clone());
                 Ok(Some(StreamEvent::Track(TrackInfo {
                     kind: TrackKind::Video,
-                    codec: CodecConfig::Avc(config),
+                    codec: config,
                 })))
             }
             VideoPacket::Frames { cts, nalus } => {
@@ -177,7 +208,7 @@ fn parse_legacy_video(body: &Bytes) -> Result<VideoPacket, FlvError> {
     }
     let cts = read_i24(&body[2..5]);
     match body[1] {
-        0 => Ok(VideoPacket::SequenceStart(body.slice(5..))),
+        0 => Ok(VideoPacket::SequenceStart(VideoCodec::Avc, body.slice(5..))),
         1 => Ok(VideoPacket::Frames {
             cts,
             nalus: body.slice(5..),
@@ -192,16 +223,32 @@ fn parse_enhanced_video(body: &Bytes) -> Result<VideoPacket, FlvError> {
         return Err(FlvError::Truncated("video"));
     }
     let packet_type = body[0] & 0x0F;
-    let fourcc = &body[1..5];
-    if fourcc != b"avc1" {
-        return Err(FlvError::UnsupportedVideo(format!(
-            "'{}' (Enhanced RTMP)",
-            String::from_utf8_lossy(fourcc)
-        )));
+    if packet_type == PACKET_MULTITRACK {
+        return Err(FlvError::UnsupportedVideo(
+            "multitrack (Enhanced RTMP v2)".into(),
+        ));
     }
+    let codec = match &body[1..5] {
+        b"avc1" => VideoCodec::Avc,
+        b"hvc1" => VideoCodec::Hevc,
+        b"av01" => VideoCodec::Av1,
+        b"vp09" => VideoCodec::Vp9,
+        other => {
+            return Err(FlvError::UnsupportedVideo(format!(
+                "'{}' (Enhanced RTMP)",
+                String::from_utf8_lossy(other).escape_debug()
+            )))
+        }
+    };
+    // only AVC and HEVC CodedFrames carry a composition time
+    let has_composition_time = matches!(codec, VideoCodec::Avc | VideoCodec::Hevc);
     match packet_type {
-        0 => Ok(VideoPacket::SequenceStart(body.slice(5..))),
-        1 => {
+        PACKET_SEQUENCE_START => Ok(VideoPacket::SequenceStart(codec, body.slice(5..))),
+        PACKET_CODED_FRAMES if !has_composition_time => Ok(VideoPacket::Frames {
+            cts: 0,
+            nalus: body.slice(5..),
+        }),
+        PACKET_CODED_FRAMES => {
             if body.len() < 8 {
                 return Err(FlvError::Truncated("video"));
             }
@@ -210,13 +257,12 @@ fn parse_enhanced_video(body: &Bytes) -> Result<VideoPacket, FlvError> {
                 nalus: body.slice(8..),
             })
         }
-        3 => Ok(VideoPacket::Frames {
+        PACKET_CODED_FRAMES_X => Ok(VideoPacket::Frames {
             cts: 0,
             nalus: body.slice(5..),
         }),
-        6 => Err(FlvError::UnsupportedVideo(
-            "multitrack (Enhanced RTMP v2)".into(),
-        )),
+        // SequenceEnd, Metadata (HDR), MPEG2TSSequenceStart (AV1's TS descriptor, which the
+        // av1C in SequenceStart supersedes), ModEx: nothing to do
         _ => Ok(VideoPacket::Ignored),
     }
 }
@@ -327,9 +373,19 @@ mod tests {
         let err = d.audio(Bytes::from_static(&[0xb2, 0x00]), 0).unwrap_err();
         assert!(err.to_string().contains("Speex"), "{err}");
         let err = d
-            .video(Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 0]), 0)
+            .video(Bytes::from_static(&[0x90, b'v', b'v', b'c', b'1', 0]), 0)
             .unwrap_err();
-        assert!(err.to_string().contains("hvc1"), "{err}");
+        assert!(err.is_fatal());
+        assert!(err.to_string().contains("'vvc1' (Enhanced RTMP)"), "{err}");
+        let err = d
+            .video(Bytes::from_static(&[0x96, b'h', b'v', b'c', b'1', 0]), 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("multitrack"), "{err}");
+        // legacy codec id 12 (a non-standard HEVC some servers used) is not Enhanced RTMP
+        let err = d
+            .video(Bytes::from_static(&[0x1c, 0, 0, 0, 0]), 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("id 12"), "{err}");
     }
 
     #[test]
@@ -403,5 +459,82 @@ mod tests {
         );
         assert!(f.sync);
         assert_eq!(f.pts, f.dts);
+    }
+
+    fn enhanced(first: u8, fourcc: &[u8; 4], rest: &[u8]) -> Bytes {
+        let mut tag = vec![first];
+        tag.extend_from_slice(fourcc);
+        tag.extend_from_slice(rest);
+        Bytes::from(tag)
+    }
+
+    #[test]
+    fn enhanced_rtmp_hevc_has_a_composition_time() {
+        use crate::media::codec_test_data::HEVC_RECORD_320X240;
+        let mut d = FlvDemuxer::new();
+        match d
+            .video(enhanced(0x90, b"hvc1", HEVC_RECORD_320X240), 0)
+            .unwrap()
+        {
+            Some(StreamEvent::Track(t)) => {
+                assert_eq!(t.codec.codec_string(), "hvc1.1.6.L60.90");
+                assert_eq!(t.codec.video_size(), Some((320, 240)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // CodedFrames with a composition time of 80 ms
+        let f = frame(
+            d.video(enhanced(0x91, b"hvc1", &[0, 0, 80, 0, 0, 0, 1, 0x26]), 40)
+                .unwrap(),
+        );
+        assert!(f.sync);
+        assert_eq!((f.dts.ticks, f.pts.ticks), (40, 120));
+        assert_eq!(&f.data[..], &[0, 0, 0, 1, 0x26]);
+        let f = frame(
+            d.video(enhanced(0xa3, b"hvc1", &[0, 0, 0, 1, 0x02]), 80)
+                .unwrap(),
+        );
+        assert!(!f.sync);
+        assert_eq!(f.pts, f.dts);
+    }
+
+    #[test]
+    fn enhanced_rtmp_av1_and_vp9_frames_have_no_composition_time() {
+        use crate::media::codec_test_data::AV1_RECORD_320X240;
+        let mut d = FlvDemuxer::new();
+        match d
+            .video(enhanced(0x90, b"av01", AV1_RECORD_320X240), 0)
+            .unwrap()
+        {
+            Some(StreamEvent::Track(t)) => {
+                assert_eq!(t.codec.name(), "AV1");
+                assert!(t.codec.packaging_refusal().is_some());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let f = frame(
+            d.video(enhanced(0x91, b"av01", &[0x12, 0x00, 0x0a]), 33)
+                .unwrap(),
+        );
+        assert_eq!(&f.data[..], &[0x12, 0x00, 0x0a]);
+        assert_eq!(f.pts, f.dts);
+        let mut d = FlvDemuxer::new();
+        let vpcc = [1, 0, 0, 0, 0, 31, 0x80, 2, 2, 2, 0, 0];
+        match d.video(enhanced(0x90, b"vp09", &vpcc), 0).unwrap() {
+            Some(StreamEvent::Track(t)) => assert_eq!(t.codec.codec_string(), "vp09.00.31.08"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let f = frame(
+            d.video(enhanced(0x91, b"vp09", &[0x82, 0x49, 0x83]), 33)
+                .unwrap(),
+        );
+        assert_eq!(f.data.len(), 3);
+        // a broken record is fatal and says which one
+        let err = d.video(enhanced(0x90, b"av01", &[0x81, 0]), 0).unwrap_err();
+        assert!(err.is_fatal());
+        assert!(
+            err.to_string().contains("AV1CodecConfigurationRecord"),
+            "{err}"
+        );
     }
 }

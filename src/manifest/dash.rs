@@ -249,12 +249,6 @@ fn representation(
         ..Default::default()
     };
     match &timeline.codec {
-        CodecConfig::Avc(avc) => {
-            representation.width = Some(u64::from(avc.width));
-            representation.height = Some(u64::from(avc.height));
-            representation.frameRate =
-                measured_frame_rate(listed, timeline.timescale).map(frame_rate_string);
-        }
         CodecConfig::Aac(aac) => {
             representation.audioSamplingRate = Some(aac.sample_rate.to_string());
             representation.AudioChannelConfiguration = vec![AudioChannelConfiguration {
@@ -262,6 +256,13 @@ fn representation(
                 value: Some(aac.channels.to_string()),
                 ..Default::default()
             }];
+        }
+        video => {
+            let (width, height) = video.video_size().unwrap_or((0, 0));
+            representation.width = Some(u64::from(width));
+            representation.height = Some(u64::from(height));
+            representation.frameRate =
+                measured_frame_rate(listed, timeline.timescale).map(frame_rate_string);
         }
     }
     representation

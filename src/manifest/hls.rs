@@ -56,7 +56,7 @@ pub fn master_playlist(p: &Presentation) -> String {
     if let Some(audio) = &p.audio {
         let channels = match &audio.codec {
             CodecConfig::Aac(aac) => Some(aac.channels.to_string()),
-            CodecConfig::Avc(_) => None,
+            _ => None,
         };
         alternatives.push(AlternativeMedia {
             media_type: AlternativeMediaType::Audio,
@@ -81,10 +81,8 @@ pub fn master_playlist(p: &Presentation) -> String {
 }
 
 fn variant(p: &Presentation, video: &Timeline) -> VariantStream {
-    let (width, height) = match &video.codec {
-        CodecConfig::Avc(avc) => (u64::from(avc.width), u64::from(avc.height)),
-        CodecConfig::Aac(_) => (0, 0),
-    };
+    let (width, height) = video.codec.video_size().unwrap_or((0, 0));
+    let (width, height) = (u64::from(width), u64::from(height));
     let mut codecs = video.codec.codec_string();
     let mut bandwidth = video.peak_bps;
     let mut average = video.average_bps();

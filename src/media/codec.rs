@@ -1,9 +1,20 @@
-//! Decoder configurations (H.264 `AVCDecoderConfigurationRecord`, AAC `AudioSpecificConfig`),
-//! validated once when they arrive, with what manifests need from them: codec strings,
-//! resolution, frame rate, sample rate.
+//! Decoder configurations (H.264 `AVCDecoderConfigurationRecord`, H.265 `hvcC`, AV1 `av1C`,
+//! VP9 `vpcC`, AAC `AudioSpecificConfig`), validated once when they arrive, with what manifests
+//! and the transcoder need from them: codec strings, resolution, frame rate, sample rate, and
+//! whether Strata can package the codec as CMAF (H.264, HEVC, AAC) or only decode it (AV1, VP9).
 //!
-//! The AVC record and its SPS are parsed by `h264-reader`; the AudioSpecificConfig is a few bits,
-//! parsed here because no maintained crate exposes just that without a decoder.
+//! The AVC record and its SPS are parsed by `h264-reader`, the HEVC record by mp4-atom; the
+//! AudioSpecificConfig and the few header fields of `hevc`, `av1` and `vp9` are read here with
+//! `bits`, because no maintained crate exposes just those without a decoder.
+
+mod av1;
+mod bits;
+mod hevc;
+mod vp9;
+
+pub use av1::{sequence_header_size as av1_sequence_header_size, Av1Config};
+pub use hevc::HevcConfig;
+pub use vp9::{keyframe_size as vp9_keyframe_size, Vp9Config};
 
 use bytes::Bytes;
 use h264_reader::avcc::AvcDecoderConfigurationRecord;
@@ -14,6 +25,12 @@ use h264_reader::nal::{Nal, RefNal};
 pub enum CodecError {
     #[error("invalid AVCDecoderConfigurationRecord: {0}")]
     Avc(String),
+    #[error("invalid HEVCDecoderConfigurationRecord: {0}")]
+    Hevc(String),
+    #[error("invalid AV1CodecConfigurationRecord: {0}")]
+    Av1(String),
+    #[error("invalid VPCodecConfigurationRecord: {0}")]
+    Vp9(String),
     #[error("invalid AAC AudioSpecificConfig: {0}")]
     Aac(String),
 }
@@ -22,15 +39,68 @@ pub enum CodecError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecConfig {
     Avc(AvcConfig),
+    Hevc(HevcConfig),
+    Av1(Av1Config),
+    Vp9(Vp9Config),
     Aac(AacConfig),
 }
 
 impl CodecConfig {
-    /// RFC 6381 codec string for manifests (`avc1.64001f`, `mp4a.40.2`).
+    /// RFC 6381 codec string for manifests (`avc1.64001f`, `hvc1.1.6.L93.B0`, `mp4a.40.2`).
     pub fn codec_string(&self) -> String {
         match self {
             CodecConfig::Avc(avc) => avc.codec_string(),
+            CodecConfig::Hevc(hevc) => hevc.codec_string(),
+            CodecConfig::Av1(av1) => av1.codec_string(),
+            CodecConfig::Vp9(vp9) => vp9.codec_string(),
             CodecConfig::Aac(aac) => aac.codec_string(),
+        }
+    }
+
+    /// The codec's name for people (logs, refusals).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CodecConfig::Avc(_) => "H.264",
+            CodecConfig::Hevc(_) => "HEVC",
+            CodecConfig::Av1(_) => "AV1",
+            CodecConfig::Vp9(_) => "VP9",
+            CodecConfig::Aac(_) => "AAC",
+        }
+    }
+
+    /// The picture size the configuration declares: `None` for audio, and for AV1/VP9 records
+    /// that do not carry one (the first keyframe then tells).
+    pub fn video_size(&self) -> Option<(u32, u32)> {
+        match self {
+            CodecConfig::Avc(avc) => Some((avc.width, avc.height)),
+            CodecConfig::Hevc(hevc) => Some((hevc.width, hevc.height)),
+            CodecConfig::Av1(av1) => av1.size,
+            CodecConfig::Vp9(_) | CodecConfig::Aac(_) => None,
+        }
+    }
+
+    /// The frame rate the configuration declares, when it does.
+    pub fn frame_rate(&self) -> Option<f64> {
+        match self {
+            CodecConfig::Avc(avc) => avc.frame_rate,
+            CodecConfig::Hevc(hevc) => hevc.frame_rate,
+            _ => None,
+        }
+    }
+
+    /// Whether Strata can package this codec as CMAF as it is (passthrough). AV1 and VP9 are
+    /// decoded by a transcoding ladder only: their CMAF bindings (`av01`, `vp09` sample
+    /// entries) are not written yet, and a player that is sent a codec it cannot play shows
+    /// nothing, so a passthrough broadcast of them is refused with this reason.
+    pub fn packaging_refusal(&self) -> Option<String> {
+        match self {
+            CodecConfig::Av1(_) | CodecConfig::Vp9(_) => Some(format!(
+                "{} video cannot be passed through (Strata packages H.264 and HEVC as they \
+                 are); give the stream a transcoding ladder, which decodes {} into H.264",
+                self.name(),
+                self.name()
+            )),
+            _ => None,
         }
     }
 
@@ -46,19 +116,23 @@ impl CodecConfig {
                     && a.nalu_length_size == b.nalu_length_size
                     && (a.width, a.height) == (b.width, b.height)
             }
+            (CodecConfig::Hevc(a), CodecConfig::Hevc(b)) => {
+                (&a.vps, &a.sps, &a.pps, a.nalu_length_size)
+                    == (&b.vps, &b.sps, &b.pps, b.nalu_length_size)
+            }
             (CodecConfig::Aac(a), CodecConfig::Aac(b)) => {
                 (a.object_type, a.sample_rate, a.channels)
                     == (b.object_type, b.sample_rate, b.channels)
             }
-            _ => false,
+            (a, b) => a == b,
         }
     }
 
     /// The media timescale CMAF uses for this track: 90 kHz for video, the sample rate for audio.
     pub fn timescale(&self) -> u32 {
         match self {
-            CodecConfig::Avc(_) => 90_000,
             CodecConfig::Aac(aac) => aac.sample_rate,
+            _ => 90_000,
         }
     }
 }
@@ -191,20 +265,21 @@ pub const AAC_FRAME_SAMPLES: u32 = 1024;
 
 impl AacConfig {
     pub fn parse(asc: Bytes) -> Result<Self, CodecError> {
-        let mut bits = BitCursor::new(&asc);
-        let mut object_type = bits.read(5)? as u8;
+        let mut bits = bits::BitReader::new(&asc);
+        let truncated = |_| CodecError::Aac("truncated".into());
+        let mut object_type = bits.read(5).map_err(truncated)? as u8;
         if object_type == 31 {
-            object_type = 32 + bits.read(6)? as u8;
+            object_type = 32 + bits.read(6).map_err(truncated)? as u8;
         }
-        let freq_index = bits.read(4)? as usize;
+        let freq_index = bits.read(4).map_err(truncated)? as usize;
         let sample_rate = if freq_index == 15 {
-            bits.read(24)?
+            bits.read(24).map_err(truncated)?
         } else {
             *AAC_SAMPLE_RATES
                 .get(freq_index)
                 .ok_or_else(|| CodecError::Aac(format!("reserved frequency index {freq_index}")))?
         };
-        let channels = bits.read(4)? as u8;
+        let channels = bits.read(4).map_err(truncated)? as u8;
         if object_type == 0 {
             return Err(CodecError::Aac("object type 0".into()));
         }
@@ -221,31 +296,6 @@ impl AacConfig {
 
     pub fn codec_string(&self) -> String {
         format!("mp4a.40.{}", self.object_type)
-    }
-}
-
-struct BitCursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> BitCursor<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0 }
-    }
-
-    fn read(&mut self, count: usize) -> Result<u32, CodecError> {
-        let mut value = 0u32;
-        for _ in 0..count {
-            let byte = self
-                .data
-                .get(self.pos / 8)
-                .ok_or_else(|| CodecError::Aac("truncated".into()))?;
-            let bit = (byte >> (7 - self.pos % 8)) & 1;
-            value = (value << 1) | u32::from(bit);
-            self.pos += 1;
-        }
-        Ok(value)
     }
 }
 

@@ -4,12 +4,12 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    esds, Atom, Audio, Avc1, Avcc, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Styp, Tfdt, Tfhd, Tkhd,
-    Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
+    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdhd,
+    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Styp,
+    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
 
-use crate::media::{AacConfig, AvcConfig, CodecConfig};
+use crate::media::{AacConfig, AvcConfig, CodecConfig, HevcConfig};
 
 /// Every CMAF file carries exactly one track, always with this id.
 pub const TRACK_ID: u32 = 1;
@@ -25,6 +25,11 @@ pub enum CmafError {
     Encode(#[from] mp4_atom::Error),
     #[error("invalid avcC record: {0}")]
     Avcc(mp4_atom::Error),
+    #[error("invalid hvcC record: {0}")]
+    Hvcc(mp4_atom::Error),
+    /// Refused before packaging (`CodecConfig::packaging_refusal`); here as a backstop.
+    #[error("{0} has no CMAF sample entry in Strata")]
+    Unpackageable(&'static str),
     #[error("segment too large for 32-bit offsets ({0} bytes)")]
     TooLarge(usize),
 }
@@ -48,19 +53,25 @@ pub fn init_segment(codec: &CodecConfig) -> Result<Vec<u8>, CmafError> {
     };
     let timescale = codec.timescale();
     let (handler, name, minf, tkhd) = match codec {
-        CodecConfig::Avc(avc) => (
-            b"vide",
-            "Strata video",
-            video_minf(avc)?,
-            Tkhd {
-                track_id: TRACK_ID,
-                enabled: true,
-                in_movie: true,
-                width: (avc.width as u16).into(),
-                height: (avc.height as u16).into(),
-                ..Default::default()
-            },
-        ),
+        CodecConfig::Avc(_) | CodecConfig::Hevc(_) => {
+            let (width, height) = codec.video_size().unwrap_or_default();
+            (
+                b"vide",
+                "Strata video",
+                video_minf(sample_entry(codec, width, height)?),
+                Tkhd {
+                    track_id: TRACK_ID,
+                    enabled: true,
+                    in_movie: true,
+                    width: (width as u16).into(),
+                    height: (height as u16).into(),
+                    ..Default::default()
+                },
+            )
+        }
+        CodecConfig::Av1(_) | CodecConfig::Vp9(_) => {
+            return Err(CmafError::Unpackageable(codec.name()))
+        }
         CodecConfig::Aac(aac) => (
             b"soun",
             "Strata audio",
@@ -133,31 +144,53 @@ fn dinf() -> Dinf {
     }
 }
 
-fn video_minf(avc: &AvcConfig) -> Result<Minf, CmafError> {
-    let avcc = Avcc::decode_body(&mut &avc.record[..]).map_err(CmafError::Avcc)?;
-    let entry = Avc1 {
-        visual: Visual {
-            data_reference_index: 1,
-            width: avc.width as u16,
-            height: avc.height as u16,
-            ..Default::default()
-        },
-        avcc,
+/// The visual sample entry: `avc1` with the `avcC`, or `hvc1` with the `hvcC` (parameter
+/// sets only in the record, as the `hvc1` brand requires; encoders that repeat them in-band
+/// are still decodable).
+fn sample_entry(codec: &CodecConfig, width: u32, height: u32) -> Result<Codec, CmafError> {
+    let visual = Visual {
+        data_reference_index: 1,
+        width: width as u16,
+        height: height as u16,
+        ..Default::default()
+    };
+    Ok(match codec {
+        CodecConfig::Hevc(hevc) => hvc1(hevc, visual)?.into(),
+        CodecConfig::Avc(avc) => avc1(avc, visual)?.into(),
+        other => return Err(CmafError::Unpackageable(other.name())),
+    })
+}
+
+fn avc1(avc: &AvcConfig, visual: Visual) -> Result<Avc1, CmafError> {
+    Ok(Avc1 {
+        visual,
+        avcc: Avcc::decode_body(&mut &avc.record[..]).map_err(CmafError::Avcc)?,
         btrt: None,
         colr: None,
         pasp: None,
         taic: None,
         fiel: None,
         spatial: None,
-    };
-    Ok(Minf {
+    })
+}
+
+fn hvc1(hevc: &HevcConfig, visual: Visual) -> Result<Hvc1, CmafError> {
+    Ok(Hvc1 {
+        visual,
+        hvcc: Hvcc::decode_body(&mut &hevc.record[..]).map_err(CmafError::Hvcc)?,
+        ..Default::default()
+    })
+}
+
+fn video_minf(entry: Codec) -> Minf {
+    Minf {
         vmhd: Some(Vmhd::default()),
         dinf: dinf(),
         stbl: empty_stbl(Stsd {
-            codecs: vec![entry.into()],
+            codecs: vec![entry],
         }),
         ..Default::default()
-    })
+    }
 }
 
 fn audio_minf(aac: &AacConfig) -> Minf {

@@ -97,6 +97,9 @@ pub enum SegmenterError {
          the video source"
     )]
     AudioWithoutVideo(f64),
+    /// The codec can be decoded (a transcoding ladder) but not packaged as it is.
+    #[error("{0}")]
+    Unpackageable(String),
     #[error("rendition {0} stopped producing frames while the others went on")]
     RenditionStalled(String),
     #[error("video rendition {0} was not announced before the start (limit {1})")]
@@ -106,6 +109,10 @@ pub enum SegmenterError {
 }
 
 /// Where video segments are cut.
+/// How far short of the target duration a keyframe may fall and still end a segment (10 ms in
+/// 90 kHz ticks: less than a frame at 100 fps).
+const CUT_TOLERANCE: i64 = 900;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutRule {
     /// At the first keyframe at least the target duration after the segment start
@@ -322,6 +329,9 @@ impl Segmenter {
         name: String,
         info: TrackInfo,
     ) -> Result<Vec<SegmenterOutput>, SegmenterError> {
+        if let Some(reason) = info.codec.packaging_refusal() {
+            return Err(SegmenterError::Unpackageable(reason));
+        }
         let started = self.started;
         let slot = match id {
             TrackId::Video(index) => {
@@ -493,9 +503,14 @@ impl Segmenter {
         let cut = match track.open.first() {
             Some(first) => {
                 let elapsed = dts - first.dts;
+                // measured in presentation time: an open-GOP keyframe (HEVC CRA, x264
+                // --open-gop) decodes several frames before it is shown, so its decode time
+                // falls short of the target while its presentation time is on it; and a
+                // keyframe a millisecond short of it (RTMP rounds every timestamp to ms) is
+                // the one the encoder meant
                 let cut = may_cut
                     && match cut_rule {
-                        CutRule::AfterTarget => elapsed >= target,
+                        CutRule::AfterTarget => pts - first.pts >= target - CUT_TOLERANCE,
                         CutRule::AtMarks => true,
                     };
                 if !cut && elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
@@ -764,16 +779,14 @@ fn clamp_u32(v: i64) -> u32 {
 }
 
 fn describe_change(old: &CodecConfig, new: &CodecConfig) -> String {
+    if let (Some((aw, ah)), Some((bw, bh))) = (old.video_size(), new.video_size()) {
+        return format!(
+            "{aw}x{ah} {} → {bw}x{bh} {}",
+            old.codec_string(),
+            new.codec_string()
+        );
+    }
     match (old, new) {
-        (CodecConfig::Avc(a), CodecConfig::Avc(b)) => format!(
-            "{}x{} {} → {}x{} {}",
-            a.width,
-            a.height,
-            a.codec_string(),
-            b.width,
-            b.height,
-            b.codec_string()
-        ),
         (CodecConfig::Aac(a), CodecConfig::Aac(b)) => format!(
             "{} Hz {} ch → {} Hz {} ch",
             a.sample_rate, a.channels, b.sample_rate, b.channels
@@ -874,6 +887,26 @@ mod tests {
             entries[0].flags.unwrap(),
             entries.iter().map(|e| e.cts.unwrap()).collect(),
         )
+    }
+
+    #[test]
+    fn an_open_gop_keyframe_ends_the_segment_by_its_presentation_time() {
+        // x265's CRA at 2 s decodes four frames early (its leading pictures follow it), and
+        // RTMP's millisecond rounding puts it at 1.999 s after the first keyframe
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        let mut out = Vec::new();
+        out.extend(seg.push(video(0, 67, true)).unwrap());
+        for i in 1..60 {
+            out.extend(seg.push(video(i * 33, i * 33 + 67, false)).unwrap());
+        }
+        out.extend(seg.push(video(1933, 2066, true)).unwrap());
+        out.extend(seg.push(video(1966, 1999, false)).unwrap());
+        out.extend(seg.push(RenditionEvent::End).unwrap());
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 2, "cut at the CRA, not 2 s later");
+        let first = segs[0].track(TrackId::Video(0)).unwrap();
+        assert_eq!(first.duration, 1999 * 90);
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub enum TranscodeError {
     NoX264,
     #[error("this FFmpeg has no AAC codec")]
     NoAac,
-    #[error("this FFmpeg has no H.264 decoder")]
-    NoH264,
+    #[error("this FFmpeg has no {0} decoder")]
+    NoDecoder(&'static str),
+    #[error(
+        "the {0} source's picture size is in neither its configuration nor its first keyframe"
+    )]
+    UnknownSize(&'static str),
     #[error("cannot open {0}: {1}")]
     Open(String, ffmpeg_next::Error),
     #[error("{0}: {1}")]

@@ -39,8 +39,8 @@ use super::TranscodeError;
 use crate::hub::LiveStats;
 use crate::media::queue;
 use crate::media::{
-    AvcConfig, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo,
-    TrackKind, AUDIO_RENDITION, SOURCE_RENDITION,
+    vp9_keyframe_size, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, Timestamp, TrackId,
+    TrackInfo, TrackKind, AUDIO_RENDITION, SOURCE_RENDITION,
 };
 
 /// Events buffered between the encoder threads and packaging.
@@ -106,7 +106,8 @@ struct RungLane {
 struct Transcoder {
     job: TranscodeJob,
     output: mpsc::Sender<RenditionEvent>,
-    source_video: Option<AvcConfig>,
+    /// The source's video configuration: H.264, HEVC, AV1 or VP9.
+    source_video: Option<CodecConfig>,
     source_audio: Option<crate::media::AacConfig>,
     /// The plan is made and every rendition announced (at the first keyframe).
     started: bool,
@@ -174,9 +175,12 @@ impl Transcoder {
 
     fn on_track(&mut self, info: TrackInfo) -> Result<(), TranscodeError> {
         match info.codec {
-            CodecConfig::Avc(avc) => {
-                let changed = self.source_video.as_ref().is_some_and(|old| *old != avc);
-                self.source_video = Some(avc.clone());
+            video @ (CodecConfig::Avc(_)
+            | CodecConfig::Hevc(_)
+            | CodecConfig::Av1(_)
+            | CodecConfig::Vp9(_)) => {
+                let changed = self.source_video.as_ref().is_some_and(|old| *old != video);
+                self.source_video = Some(video.clone());
                 if !self.started {
                     return Ok(());
                 }
@@ -185,21 +189,17 @@ impl Transcoder {
                     return self.emit(RenditionEvent::Track {
                         id: TrackId::Video(index),
                         name: SOURCE_RENDITION.into(),
-                        info: TrackInfo {
-                            kind: TrackKind::Video,
-                            codec: CodecConfig::Avc(avc),
-                        },
+                        info: video_track(video),
                     });
                 }
                 if changed {
                     tracing::info!(
-                        width = avc.width,
-                        height = avc.height,
+                        codec = %video.codec_string(),
                         "the source changed its video configuration; decoding it, every \
                          rendition keeps its size"
                     );
                     self.drain_decoder()?;
-                    self.decoder = Some(open_decoder(&avc)?);
+                    self.decoder = Some(open_decoder(&video, None)?);
                 }
             }
             CodecConfig::Aac(aac) => {
@@ -218,19 +218,32 @@ impl Transcoder {
     }
 
     /// The first keyframe: plan the ladder, open every encoder, announce every rendition.
-    fn start(&mut self, source: &AvcConfig) -> Result<(), TranscodeError> {
+    /// Only an H.264 source is offered untouched beside the H.264 rungs (a player switching
+    /// between renditions expects one codec); another codec's source-height rung is encoded.
+    fn start(&mut self, source: &CodecConfig, keyframe: &MediaFrame) -> Result<(), TranscodeError> {
+        let (width, height) = source_size(source, keyframe)
+            .ok_or_else(|| TranscodeError::UnknownSize(source.name()))?;
+        let mut ladder = self.job.ladder.clone();
+        if ladder.source && !matches!(source, CodecConfig::Avc(_)) {
+            tracing::info!(
+                codec = source.name(),
+                "the ladder offers the source as it is, but the source is not H.264: \
+                 encoding its size instead"
+            );
+            ladder.source = false;
+        }
         let plan = Plan::new(
-            &self.job.ladder,
+            &ladder,
             Source {
-                width: source.width,
-                height: source.height,
-                fps: source.frame_rate,
+                width,
+                height,
+                fps: source.frame_rate(),
             },
         );
-        tracing::info!(ladder = %self.job.ladder.name, "{plan}");
+        tracing::info!(ladder = %self.job.ladder.name, codec = source.name(), "{plan}");
         if plan.encodes().next().is_some() {
             // before any encoder opens: a source too large to decode is refused right here
-            self.decoder = Some(open_decoder(source)?);
+            self.decoder = Some(open_decoder(source, Some((width, height)))?);
         }
         let cadence = self.cadence.kind();
         let segment_duration = self.job.segment_duration;
@@ -248,7 +261,7 @@ impl Transcoder {
                     tracks.push(RenditionEvent::Track {
                         id,
                         name: SOURCE_RENDITION.into(),
-                        info: avc_track(source.clone()),
+                        info: video_track(source.clone()),
                     });
                 }
                 PlannedVideo::Encode(rung) => {
@@ -256,7 +269,7 @@ impl Transcoder {
                     tracks.push(RenditionEvent::Track {
                         id,
                         name: rung.rung.name.clone(),
-                        info: avc_track(encoder.config.clone()),
+                        info: video_track(CodecConfig::Avc(encoder.config.clone())),
                     });
                     encoders.push((index, rung.clone(), encoder));
                 }
@@ -305,7 +318,7 @@ impl Transcoder {
                 name: rung.rung.name.clone(),
                 queue: Some(queue),
                 thread: Some(thread),
-                cap: FrameRateCap::new(rung.fps, source.frame_rate),
+                cap: FrameRateCap::new(rung.fps, source.frame_rate()),
                 dropped: 0,
             });
         }
@@ -321,7 +334,7 @@ impl Transcoder {
             if !frame.sync {
                 return Ok(()); // nothing decodes before the first keyframe
             }
-            self.start(&source)?;
+            self.start(&source, &frame)?;
             // the renditions start at this keyframe: audio from its decode time on joins them
             for early in self.early_audio.take_from(frame.dts) {
                 self.on_audio(early)?;
@@ -371,7 +384,7 @@ impl Transcoder {
         if self.decoder.is_some() {
             self.drain_decoder()?;
             if let Some(source) = &self.source_video {
-                self.decoder = Some(open_decoder(source)?);
+                self.decoder = Some(open_decoder(source, None)?);
             }
             self.awaiting_keyframe = true;
         }
@@ -520,25 +533,60 @@ impl Transcoder {
     }
 }
 
-fn avc_track(config: AvcConfig) -> TrackInfo {
+fn video_track(codec: CodecConfig) -> TrackInfo {
     TrackInfo {
         kind: TrackKind::Video,
-        codec: CodecConfig::Avc(config),
+        codec,
     }
 }
 
+/// The source's picture size: from its configuration, else (VP9, AV1 without a sequence
+/// header in its record) from the first keyframe.
+fn source_size(source: &CodecConfig, keyframe: &MediaFrame) -> Option<(u32, u32)> {
+    source.video_size().or_else(|| match source {
+        CodecConfig::Vp9(_) => vp9_keyframe_size(&keyframe.data),
+        CodecConfig::Av1(_) => crate::media::av1_sequence_header_size(&keyframe.data),
+        _ => None,
+    })
+}
+
 /// A decoder for `config`; refuses pictures above `MAX_SOURCE_PIXELS`, at the start or after a
-/// mid-stream change alike, and (through FFmpeg's `max_pixels`) when a parameter set inside the
-/// stream asks for more. It decodes on `DECODER_THREADS` slice threads: frame threads would
-/// add a frame of delay and a picture buffer per thread.
-fn open_decoder(config: &AvcConfig) -> Result<ffmpeg::decoder::Video, TranscodeError> {
-    if u64::from(config.width) * u64::from(config.height) > MAX_SOURCE_PIXELS {
-        return Err(TranscodeError::SourceTooLarge(config.width, config.height));
+/// mid-stream change alike (`size`, when known), and (through FFmpeg's `max_pixels`) when a
+/// parameter set inside the stream asks for more. It decodes on `DECODER_THREADS` slice
+/// threads: frame threads would add a frame of delay and a picture buffer per thread. AV1 is
+/// decoded by libdav1d (FFmpeg 5.1's own AV1 decoder needs a hardware accelerator).
+fn open_decoder(
+    config: &CodecConfig,
+    size: Option<(u32, u32)>,
+) -> Result<ffmpeg::decoder::Video, TranscodeError> {
+    if let Some((width, height)) = size.or_else(|| config.video_size()) {
+        if u64::from(width) * u64::from(height) > MAX_SOURCE_PIXELS {
+            return Err(TranscodeError::SourceTooLarge(width, height));
+        }
     }
-    let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(TranscodeError::NoH264)?;
+    let (codec, extradata) = match config {
+        CodecConfig::Avc(avc) => (
+            ffmpeg::decoder::find(ffmpeg::codec::Id::H264),
+            Some(&avc.record),
+        ),
+        CodecConfig::Hevc(hevc) => (
+            ffmpeg::decoder::find(ffmpeg::codec::Id::HEVC),
+            Some(&hevc.record),
+        ),
+        CodecConfig::Av1(av1) => (
+            ffmpeg::decoder::find_by_name("libdav1d")
+                .or_else(|| ffmpeg::decoder::find(ffmpeg::codec::Id::AV1)),
+            Some(&av1.record),
+        ),
+        CodecConfig::Vp9(_) => (ffmpeg::decoder::find(ffmpeg::codec::Id::VP9), None),
+        CodecConfig::Aac(_) => (None, None),
+    };
+    let codec = codec.ok_or(TranscodeError::NoDecoder(config.name()))?;
     let mut context = ffmpeg::codec::Context::new_with_codec(codec);
-    ffi::set_extradata(&mut context, &config.record)
-        .map_err(|e| TranscodeError::open("video decoder", e))?;
+    if let Some(extradata) = extradata {
+        ffi::set_extradata(&mut context, extradata)
+            .map_err(|e| TranscodeError::open("video decoder", e))?;
+    }
     ffi::set_max_pixels(&mut context, MAX_SOURCE_PIXELS);
     context.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Slice,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod enhanced_rtmp;
 pub mod faults;
 pub mod rtmp_client;
 pub mod s3;

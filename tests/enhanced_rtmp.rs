@@ -1,0 +1,220 @@
+//! Enhanced RTMP end to end: HEVC, AV1 and VP9 clips encoded by the real ffmpeg CLI, published
+//! as OBS 30+ sends them (`hvc1`/`av01`/`vp09` tags, paced at real time), read back over HTTP
+//! and checked with ffprobe (decoding every frame), m3u8-rs, dash-mpd and mp4-atom.
+//!
+//! The tests share the machine's cores with the encoders, so they run one at a time.
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mp4_atom::{Any, Decode, Moof};
+use support::enhanced_rtmp::{self, Codec};
+use support::*;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn wait_for_endlist(server: &Server, live: &str, names: &[&str]) {
+    let ended = wait_for(Duration::from_secs(90), || {
+        names
+            .iter()
+            .all(|n| {
+                server
+                    .get_text(&format!("{live}/{n}/index.m3u8"))
+                    .is_some_and(|t| t.contains("#EXT-X-ENDLIST"))
+            })
+            .then_some(())
+    });
+    assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
+}
+
+/// (uri, CODECS, width, height) of every variant.
+fn variants(server: &Server, live: &str) -> Vec<(String, String, u64, u64)> {
+    let text = server
+        .get_text(&format!("{live}/master.m3u8"))
+        .expect("master playlist");
+    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).expect("valid master");
+    master
+        .variants
+        .iter()
+        .map(|v| {
+            let r = v.resolution.expect("RESOLUTION");
+            (
+                v.uri.trim_end_matches("/index.m3u8").to_string(),
+                v.codecs.clone().unwrap_or_default(),
+                r.width,
+                r.height,
+            )
+        })
+        .collect()
+}
+
+/// Per segment of a rendition: (duration, first sample is a sync sample).
+fn segments(server: &Server, live: &str, name: &str) -> Vec<(f64, bool)> {
+    let text = server
+        .get_text(&format!("{live}/{name}/index.m3u8"))
+        .expect("media playlist");
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("valid playlist");
+    playlist
+        .segments
+        .iter()
+        .map(|seg| {
+            let (status, bytes) = server.get(&format!("{live}/{name}/{}", seg.uri));
+            assert_eq!(status, 200, "{name}/{}", seg.uri);
+            let mut cursor = std::io::Cursor::new(&bytes[..]);
+            assert!(matches!(
+                Any::decode(&mut cursor).expect("styp"),
+                Any::Styp(_)
+            ));
+            let moof = Moof::decode(&mut cursor).expect("moof");
+            let first = moof.traf[0].trun[0]
+                .samples
+                .iter()
+                .next()
+                .expect("a sample");
+            let sync = first.flags.is_some_and(|f| f & 0x0001_0000 == 0);
+            (f64::from(seg.duration), sync)
+        })
+        .collect()
+}
+
+/// (frames decoded, codec name, codec tag) of a rendition; every frame has `width`x`height`.
+fn decode_all(url: &str, width: u64, height: u64) -> (usize, String, String) {
+    let probe = ffprobe(&[
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "frame=width,height:stream=codec_name,codec_tag_string",
+        url,
+    ]);
+    let frames = probe["frames"].as_array().cloned().unwrap_or_default();
+    for f in &frames {
+        assert_eq!(
+            (f["width"].as_u64(), f["height"].as_u64()),
+            (Some(width), Some(height)),
+            "{url}: a frame has another size"
+        );
+    }
+    let stream = &probe["streams"][0];
+    (
+        frames.len(),
+        stream["codec_name"].as_str().unwrap_or("").to_string(),
+        stream["codec_tag_string"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+#[test]
+fn hevc_passes_through_as_hvc1_with_its_codec_string_in_hls_and_dash() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("hevc", "passthrough");
+    let live = format!("live/{}", stream.playback_id);
+    let tags = enhanced_rtmp::tags(server.dir.path(), Codec::Hevc, 6, "640x360");
+    enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags).expect("publish");
+    let names = wait_for(Duration::from_secs(30), || {
+        let v = variants(&server, &live);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("a master playlist");
+    let (name, codecs, width, height) = names[0].clone();
+    assert!(codecs.starts_with("hvc1.1.6.L"), "CODECS {codecs}");
+    assert!(codecs.contains("mp4a.40.2"), "CODECS {codecs}");
+    assert_eq!((width, height), (640, 360));
+    wait_for_endlist(&server, &live, &[&name, "audio"]);
+
+    let segs = segments(&server, &live, &name);
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert!(
+        segs.iter().all(|s| s.1),
+        "every segment starts with a sync sample: {segs:?}"
+    );
+    let total: f64 = segs.iter().map(|s| s.0).sum();
+    assert!((total - 6.0).abs() < 0.1, "durations add up to {total} s");
+
+    let url = server.url(&format!("{live}/{name}/index.m3u8"));
+    let (frames, codec, tag) = decode_all(&url, 640, 360);
+    assert_eq!((codec.as_str(), tag.as_str()), ("hevc", "hvc1"));
+    assert!(
+        (175..=180).contains(&frames),
+        "{frames} frames of 180 decoded"
+    );
+
+    let mpd_text = server
+        .get_text(&format!("{live}/manifest.mpd"))
+        .expect("MPD");
+    let mpd = dash_mpd_core::parse(&mpd_text).expect("valid MPD");
+    let video = mpd.periods[0]
+        .adaptations
+        .iter()
+        .flat_map(|a| &a.representations)
+        .find(|r| r.width.is_some())
+        .expect("a video representation");
+    assert_eq!(
+        video.codecs.as_deref(),
+        Some(codecs.split(',').next().unwrap())
+    );
+    assert_eq!((video.width, video.height), (Some(640), Some(360)));
+}
+
+#[test]
+fn hevc_av1_and_vp9_sources_are_transcoded_into_the_h264_ladder() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    for codec in [Codec::Hevc, Codec::Av1, Codec::Vp9] {
+        let stream = server.create_stream(&format!("{codec:?}").to_lowercase(), "default");
+        let live = format!("live/{}", stream.playback_id);
+        let tags = enhanced_rtmp::tags(server.dir.path(), codec, 6, "640x360");
+        enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags).expect("publish");
+        wait_for_endlist(&server, &live, &["360p", "audio"]);
+        let v = variants(&server, &live);
+        assert_eq!(v.len(), 1, "{codec:?}: one rung for a 360p source: {v:?}");
+        let (name, codecs, width, height) = &v[0];
+        assert!(codecs.starts_with("avc1."), "{codec:?}: CODECS {codecs}");
+        assert_eq!((name.as_str(), *width, *height), ("360p", 640, 360));
+        let url = server.url(&format!("{live}/360p/index.m3u8"));
+        let (frames, decoded_as, _) = decode_all(&url, 640, 360);
+        assert_eq!(decoded_as, "h264", "{codec:?}");
+        assert!(
+            (170..=180).contains(&frames),
+            "{codec:?}: {frames} frames of 180"
+        );
+        let segs = segments(&server, &live, "360p");
+        assert!(segs.iter().all(|s| s.1), "{codec:?}: {segs:?}");
+        let total: f64 = segs.iter().map(|s| s.0).sum();
+        assert!(
+            (total - 6.0).abs() < 0.15,
+            "{codec:?}: durations add up to {total} s"
+        );
+    }
+}
+
+#[test]
+fn av1_and_vp9_on_the_passthrough_ladder_are_refused_with_the_reason() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    for (codec, name) in [(Codec::Av1, "AV1"), (Codec::Vp9, "VP9")] {
+        let stream = server.create_stream(name, "passthrough");
+        let tags = enhanced_rtmp::tags(server.dir.path(), codec, 4, "320x240");
+        // the server closes the connection: publishing fails before the clip is through
+        let published = enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags);
+        assert!(
+            published.is_err(),
+            "{name}: the publisher was not disconnected"
+        );
+        let said = format!("{name} video cannot be passed through");
+        let logged = wait_for(Duration::from_secs(10), || {
+            server.log().contains(&said).then_some(())
+        });
+        assert!(
+            logged.is_some(),
+            "{name}: no log line saying why:\n{}",
+            server.log()
+        );
+        let (status, _) = server.get(&format!("live/{}/master.m3u8", stream.playback_id));
+        assert_eq!(status, 404, "{name}: nothing is published");
+    }
+}
