@@ -558,3 +558,76 @@ fn a_source_too_large_to_decode_is_refused_with_a_reason() {
     let live = format!("live/{}", stream.playback_id);
     assert_eq!(server.get(&format!("{live}/master.m3u8")).0, 404);
 }
+
+#[test]
+fn a_2997_fps_srt_source_keeps_its_90_khz_clock_through_the_ladder() {
+    // MPEG-TS counts 3003 ticks per frame at 29.97 fps; through milliseconds that would
+    // become 33/34 ms (2970/3060 ticks) and the durations would jitter
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("ntsc", "default");
+    let live = format!("live/{}", stream.playback_id);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30000/1001"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-bf", "2",
+        ])
+        .args([
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-ac", "2", "-f", "mpegts"])
+        // libsrt drops what is still in the sender's buffer when ffmpeg closes a live-mode
+        // socket (linger 0), the last ~0.5 s; lingering sends it
+        .arg(format!("{}&linger=10", server.srt_url(&stream.key)))
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg failed");
+    wait_for_end(&server, &live, &["360p", "audio"]);
+    let text = server
+        .get_text(&format!("{live}/360p/index.m3u8"))
+        .expect("media playlist");
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("valid playlist");
+    let mut durations = Vec::new();
+    let mut next_start = None;
+    for seg in &playlist.segments {
+        let (_, bytes) = server.get(&format!("{live}/360p/{}", seg.uri));
+        let mut cursor = std::io::Cursor::new(&bytes[..]);
+        Any::decode(&mut cursor).expect("styp");
+        let moof = Moof::decode(&mut cursor).expect("moof");
+        let traf = &moof.traf[0];
+        let start = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+        if let Some(expected) = next_start {
+            assert_eq!(start, expected, "{}: decode times are contiguous", seg.uri);
+        }
+        let mut end = start;
+        for sample in traf.trun[0].samples.iter() {
+            let d = u64::from(sample.duration.expect("sample durations"));
+            durations.push(d);
+            end += d;
+        }
+        next_start = Some(end);
+    }
+    let total: u64 = durations.iter().sum();
+    assert!(
+        durations.len() >= 170,
+        "{} frames, {total} ticks, {} segments:\n{}",
+        durations.len(),
+        playlist.segments.len(),
+        server.log()
+    );
+    // every frame but the very last (whose duration is a guess) is exactly 3003 ticks
+    let odd: Vec<_> = durations[..durations.len() - 1]
+        .iter()
+        .filter(|d| **d != 3003)
+        .collect();
+    assert!(odd.is_empty(), "durations other than 3003: {odd:?}");
+}

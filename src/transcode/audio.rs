@@ -102,6 +102,9 @@ struct Worker {
     fifo: Vec<Vec<f32>>,
     /// Output-rate sample time of the first sample in `fifo`; `None` before the first frame.
     fifo_start: Option<i64>,
+    /// The clock of the source's audio timestamps (1 kHz RTMP, 90 kHz MPEG-TS): the decoder's
+    /// packets carry them unrounded.
+    source_timescale: u32,
 }
 
 impl Worker {
@@ -116,6 +119,7 @@ impl Worker {
             decoder: None,
             resampler: None,
             fifo_start: None,
+            source_timescale: Timestamp::MILLIS,
         })
     }
 
@@ -159,16 +163,17 @@ impl Worker {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(()); // no config yet: nothing can decode this
         };
+        // the decoder counts in the source's clock, so no timestamp is rounded on the way
         let mut packet = ffmpeg::Packet::copy(&frame.data);
-        let ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
-        packet.set_pts(Some(ms));
-        packet.set_dts(Some(ms));
+        self.source_timescale = frame.pts.timescale;
+        packet.set_pts(Some(frame.pts.ticks));
+        packet.set_dts(Some(frame.pts.ticks));
         if let Err(e) = decoder.send_packet(&packet) {
             // one corrupt AAC frame is a 21 ms click, not the end of the broadcast
             tracing::debug!(error = %e, "dropped an undecodable audio frame");
             return Ok(());
         }
-        self.receive_decoded(Some(ms))
+        self.receive_decoded(Some(frame.pts.ticks))
     }
 
     fn flush_decoder(&mut self) -> Result<(), TranscodeError> {
@@ -179,7 +184,8 @@ impl Worker {
     }
 
     /// Resamples every frame the decoder has ready into the FIFO, then encodes full frames.
-    fn receive_decoded(&mut self, source_ms: Option<i64>) -> Result<(), TranscodeError> {
+    /// `source_pts` is in the source's ticks (`source_timescale`).
+    fn receive_decoded(&mut self, source_pts: Option<i64>) -> Result<(), TranscodeError> {
         let mut decoded = ffmpeg::frame::Audio::empty();
         while let Some(decoder) = self.decoder.as_mut() {
             if decoder.receive_frame(&mut decoded).is_err() {
@@ -219,9 +225,11 @@ impl Worker {
                     .run(&decoded, &mut resampled)
                     .map_err(|e| TranscodeError::encode("audio", e))?;
             }
-            let time = source_ms
-                .or(decoded.timestamp())
-                .map(|ms| ms * i64::from(self.audio.sample_rate) / 1000);
+            let time = source_pts.or(decoded.timestamp()).map(|ticks| {
+                Timestamp::new(ticks, self.source_timescale)
+                    .rescale(self.audio.sample_rate)
+                    .ticks
+            });
             self.push_fifo(&resampled, time);
             self.encode_full_frames()?;
         }

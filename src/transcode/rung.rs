@@ -44,7 +44,8 @@ pub enum RungMessage {
 /// A decoded source frame for one rung.
 pub struct RungInput {
     pub frame: Arc<ffmpeg::frame::Video>,
-    pub pts_ms: i64,
+    /// In the source's clock, which is the encoder's time base.
+    pub pts: i64,
     pub segment_start: bool,
 }
 
@@ -54,12 +55,15 @@ pub struct RungEncoder {
     encoder: ffmpeg::encoder::Video,
     rung: EncodeRung,
     keyint: u32,
+    /// The encoder's time base, 1/`timescale`: the source video's clock.
+    timescale: u32,
 }
 
 impl RungEncoder {
     /// Opens libx264 for `rung`; `keyint` is the segment duration in frames (0 for "only
-    /// forced IDRs": when segment starts follow the source's keyframes).
-    pub fn open(rung: &EncodeRung, keyint: u32) -> Result<Self, TranscodeError> {
+    /// forced IDRs": when segment starts follow the source's keyframes). Its time base is
+    /// `timescale`, the source video's clock: frames keep their source timestamps exactly.
+    pub fn open(rung: &EncodeRung, keyint: u32, timescale: u32) -> Result<Self, TranscodeError> {
         let requested_keyint = keyint;
         let codec = ffmpeg::encoder::find_by_name("libx264").ok_or(TranscodeError::NoX264)?;
         let mut context = ffmpeg::codec::Context::new_with_codec(codec)
@@ -69,7 +73,10 @@ impl RungEncoder {
         context.set_width(rung.width);
         context.set_height(rung.height);
         context.set_format(Pixel::YUV420P);
-        context.set_time_base(ffmpeg::Rational::new(1, 1000));
+        context.set_time_base(ffmpeg::Rational::new(
+            1,
+            timescale.clamp(1, i32::MAX as u32) as i32,
+        ));
         context.set_frame_rate(Some(ffmpeg::Rational::from(rung.fps)));
         context.set_bit_rate(rung.rung.bitrate as usize);
         context.set_max_bit_rate(rung.rung.max_rate as usize);
@@ -104,6 +111,7 @@ impl RungEncoder {
             encoder,
             rung: rung.clone(),
             keyint: requested_keyint,
+            timescale,
         })
     }
 
@@ -111,7 +119,7 @@ impl RungEncoder {
     /// the same settings; if it did not, the rendition's announced configuration would be
     /// wrong, so that is an error.
     fn reopen(&self) -> Result<Self, TranscodeError> {
-        let fresh = Self::open(&self.rung, self.keyint)?;
+        let fresh = Self::open(&self.rung, self.keyint, self.timescale)?;
         if fresh.config != self.config {
             return Err(TranscodeError::EncoderConfig(
                 self.rung.rung.name.clone(),
@@ -178,7 +186,7 @@ struct Worker {
     output: mpsc::Sender<RenditionEvent>,
     scaler: Option<scaling::Context>,
     target: ffmpeg::frame::Video,
-    /// Presentation times (ms) of forced IDRs not yet out of the encoder.
+    /// Presentation times (encoder ticks) of forced IDRs not yet out of the encoder.
     segment_starts: VecDeque<i64>,
     speed: SpeedMeter,
     /// The broadcast's live statistics, where the rung reports its speed.
@@ -200,9 +208,9 @@ impl Worker {
             self.scale(rung, source)?;
             &mut self.target
         };
-        frame.set_pts(Some(item.pts_ms));
+        frame.set_pts(Some(item.pts));
         frame.set_kind(if item.segment_start {
-            self.segment_starts.push_back(item.pts_ms);
+            self.segment_starts.push_back(item.pts);
             ffmpeg::picture::Type::I
         } else {
             ffmpeg::picture::Type::None
@@ -210,7 +218,11 @@ impl Worker {
         rung.encoder
             .send_frame(frame)
             .map_err(|e| TranscodeError::encode(name, e))?;
-        self.speed.add_media(item.pts_ms);
+        self.speed.add_media(
+            Timestamp::new(item.pts, rung.timescale)
+                .rescale(Timestamp::MILLIS)
+                .ticks,
+        );
         self.drain(rung)
     }
 
@@ -266,8 +278,8 @@ impl Worker {
             }
             let frame = MediaFrame {
                 kind: TrackKind::Video,
-                dts: Timestamp::from_millis(dts),
-                pts: Timestamp::from_millis(pts),
+                dts: Timestamp::new(dts, rung.timescale),
+                pts: Timestamp::new(pts, rung.timescale),
                 sync,
                 segment_start,
                 data: avc::to_length_prefixed(data),

@@ -126,6 +126,11 @@ struct Transcoder {
         JoinHandle<()>,
     )>,
     poster_clock: PosterClock,
+    /// The source video's timescale (1 kHz for RTMP, 90 kHz for MPEG-TS), set at the first
+    /// keyframe: the decoder and every rung's encoder count in it, so no timestamp is rounded
+    /// on its way through the ladder. Decisions (cadence, caps, lag, posters) are taken in
+    /// milliseconds derived from it, consistently for a packet and its decoded picture.
+    clock: u32,
     lag: RealTimeLag,
     last_drop_report: Instant,
 }
@@ -147,6 +152,7 @@ impl Transcoder {
             early_audio: crate::media::EarlyAudio::default(),
             posters: None,
             poster_clock: PosterClock::default(),
+            clock: Timestamp::MILLIS,
             lag: RealTimeLag::default(),
             last_drop_report: Instant::now(),
         }
@@ -265,7 +271,8 @@ impl Transcoder {
                     });
                 }
                 PlannedVideo::Encode(rung) => {
-                    let encoder = RungEncoder::open(rung, keyint(rung.fps))?;
+                    let encoder =
+                        RungEncoder::open(rung, keyint(rung.fps), keyframe.pts.timescale)?;
                     tracks.push(RenditionEvent::Track {
                         id,
                         name: rung.rung.name.clone(),
@@ -334,6 +341,7 @@ impl Transcoder {
             if !frame.sync {
                 return Ok(()); // nothing decodes before the first keyframe
             }
+            self.clock = frame.pts.timescale;
             self.start(&source, &frame)?;
             // the renditions start at this keyframe: audio from its decode time on joins them
             for early in self.early_audio.take_from(frame.dts) {
@@ -345,9 +353,12 @@ impl Transcoder {
             }
             self.awaiting_keyframe = false;
         }
-        let dts_ms = frame.dts.rescale(Timestamp::MILLIS).ticks;
-        let pts_ms = frame.pts.rescale(Timestamp::MILLIS).ticks;
-        let starts_segment = self.cadence.on_packet(dts_ms, pts_ms, frame.sync);
+        // the same clock throughout (a resumed publisher may come back on another protocol)
+        let dts = frame.dts.rescale(self.clock).ticks;
+        let pts = frame.pts.rescale(self.clock).ticks;
+        let starts_segment = self
+            .cadence
+            .on_packet(self.millis(dts), self.millis(pts), frame.sync);
         if let Some(index) = self.source_rendition {
             self.emit(RenditionEvent::Frame {
                 id: TrackId::Video(index),
@@ -361,8 +372,8 @@ impl Transcoder {
             return Ok(());
         };
         let mut packet = ffmpeg::Packet::copy(&frame.data);
-        packet.set_pts(Some(pts_ms));
-        packet.set_dts(Some(dts_ms));
+        packet.set_pts(Some(pts));
+        packet.set_dts(Some(dts));
         if frame.sync {
             packet.set_flags(ffmpeg::packet::Flags::KEY);
         }
@@ -432,9 +443,10 @@ impl Transcoder {
             if decoder.receive_frame(&mut decoded).is_err() {
                 return Ok(());
             }
-            let Some(pts_ms) = decoded.timestamp().or(decoded.pts()) else {
+            let Some(pts) = decoded.timestamp().or(decoded.pts()) else {
                 continue;
             };
+            let pts_ms = self.millis(pts);
             let segment_start = self.cadence.on_decoded(pts_ms);
             let may_skip = !segment_start && self.lag.behind(pts_ms, Instant::now()) > MAX_LAG_SECS;
             let frame = Arc::new(decoded);
@@ -451,7 +463,7 @@ impl Transcoder {
                 let Some(queue) = &lane.queue else { continue };
                 let item = RungMessage::Frame(RungInput {
                     frame: frame.clone(),
-                    pts_ms,
+                    pts,
                     segment_start,
                 });
                 let sent = if !may_skip {
@@ -471,6 +483,13 @@ impl Transcoder {
             }
             self.report_drops();
         }
+    }
+
+    /// `ticks` of the source clock in milliseconds, for decisions only.
+    fn millis(&self, ticks: i64) -> i64 {
+        Timestamp::new(ticks, self.clock)
+            .rescale(Timestamp::MILLIS)
+            .ticks
     }
 
     fn report_drops(&mut self) {
