@@ -102,11 +102,11 @@ fn describe() {
     describe_counter!(
         INGEST_BYTES,
         Unit::Bytes,
-        "Media bytes received per stream."
+        "Media bytes received per stream and protocol (rtmp, rtmps, srt)."
     );
     describe_counter!(
         INGEST_FRAMES,
-        "Media frames received per stream and kind (video, audio)."
+        "Media frames received per stream, protocol and kind (video, audio)."
     );
     describe_gauge!(
         TRANSCODE_SPEED,

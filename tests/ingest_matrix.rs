@@ -77,6 +77,17 @@ fn metric(server: &Server, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of the series `name` that has all of `labels` (`key="value"`), in any order.
+fn labelled(server: &Server, name: &str, labels: &[String]) -> f64 {
+    let (_, body) = server.get("metrics");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|l| line.contains(l.as_str())))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn publishes(server: &Server, way: Way, result: &str) -> f64 {
     metric(
         server,
@@ -155,6 +166,20 @@ fn publish_and_play(ladder: &str) {
         assert!(
             publishes(&server, way, "accepted") >= 1.0,
             "{way:?}: counted"
+        );
+        // 6 s at 30 fps, counted under the protocol that carried them
+        let video_frames = labelled(
+            &server,
+            "strata_ingest_frames_total",
+            &[
+                format!("stream=\"{}\"", stream.playback_id),
+                format!("protocol=\"{}\"", way.label()),
+                "kind=\"video\"".into(),
+            ],
+        );
+        assert!(
+            (150.0..=185.0).contains(&video_frames),
+            "{way:?}: {video_frames} video frames counted"
         );
     }
 }

@@ -117,9 +117,9 @@ fn counters_move_while_live_and_live_gauges_end_with_the_broadcast() {
     eprintln!("the speed series was there {between:.1} s after the first segment");
 
     for counter in [
-        format!("strata_ingest_bytes_total{{stream={id}}}"),
-        format!("strata_ingest_frames_total{{kind=video,stream={id}}}"),
-        format!("strata_ingest_frames_total{{kind=audio,stream={id}}}"),
+        format!("strata_ingest_bytes_total{{protocol=rtmp,stream={id}}}"),
+        format!("strata_ingest_frames_total{{kind=video,protocol=rtmp,stream={id}}}"),
+        format!("strata_ingest_frames_total{{kind=audio,protocol=rtmp,stream={id}}}"),
         format!("strata_segments_published_total{{stream={id}}}"),
         format!("strata_published_bytes_total{{stream={id}}}"),
         format!("strata_publish_latency_seconds_count{{stream={id}}}"),
@@ -132,7 +132,7 @@ fn counters_move_while_live_and_live_gauges_end_with_the_broadcast() {
         );
     }
     // the publisher sends 30 fps
-    let frames = format!("strata_ingest_frames_total{{kind=video,stream={id}}}");
+    let frames = format!("strata_ingest_frames_total{{kind=video,protocol=rtmp,stream={id}}}");
     let moved = later.value(&frames) - live.value(&frames);
     assert!(
         (20.0..=43.0).contains(&(moved / between)),

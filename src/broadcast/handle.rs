@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use metrics::Counter;
 use tokio_util::sync::CancellationToken;
 
 use super::Protocol;
@@ -23,7 +24,29 @@ pub struct Broadcast {
     pub cancel: CancellationToken,
     pub(super) clock: ResumableClock,
     /// The protocol of the connection carrying it now.
-    pub(super) protocol: Protocol,
+    protocol: Protocol,
+    /// `strata_ingest_*{stream, protocol}`: what the current connection brought in.
+    ingest: IngestCounters,
+}
+
+/// A broadcast's ingest series, labelled with its stream and the protocol carrying it (a
+/// reconnect over another protocol counts in that protocol's series from then on).
+struct IngestCounters {
+    bytes: Counter,
+    video_frames: Counter,
+    audio_frames: Counter,
+}
+
+impl IngestCounters {
+    fn new(playback_id: &str, protocol: Protocol) -> Self {
+        let (stream, protocol) = (playback_id.to_string(), protocol.label());
+        let frames = |kind: &'static str| metrics::counter!(crate::telemetry::INGEST_FRAMES, "stream" => stream.clone(), "protocol" => protocol, "kind" => kind);
+        Self {
+            video_frames: frames("video"),
+            audio_frames: frames("audio"),
+            bytes: metrics::counter!(crate::telemetry::INGEST_BYTES, "stream" => stream.clone(), "protocol" => protocol),
+        }
+    }
 }
 
 impl Broadcast {
@@ -34,12 +57,19 @@ impl Broadcast {
         protocol: Protocol,
     ) -> Self {
         Self {
+            ingest: IngestCounters::new(&stats.id.playback_id, protocol),
             stats,
             events,
             cancel,
             clock: ResumableClock::default(),
             protocol,
         }
+    }
+
+    /// A reconnect over `protocol` carries the broadcast from now on.
+    pub(super) fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+        self.ingest = IngestCounters::new(&self.stats.id.playback_id, protocol);
     }
 
     pub fn playback_id(&self) -> &str {
@@ -60,8 +90,14 @@ impl Broadcast {
                 StreamEvent::Track(info)
             }
             StreamEvent::Frame(frame) => {
-                self.stats
-                    .add_input(frame.data.len(), frame.kind == TrackKind::Video);
+                let video = frame.kind == TrackKind::Video;
+                self.stats.add_input(frame.data.len(), video);
+                self.ingest.bytes.increment(frame.data.len() as u64);
+                if video {
+                    self.ingest.video_frames.increment(1);
+                } else {
+                    self.ingest.audio_frames.increment(1);
+                }
                 StreamEvent::Frame(self.clock.map(frame))
             }
             // the lifecycle is this handle's and the core's, never a demuxer's

@@ -103,7 +103,7 @@ impl Reconnects {
             return None;
         }
         broadcast.clock.resume();
-        broadcast.protocol = protocol;
+        broadcast.set_protocol(protocol);
         tracing::info!(playback_id = %broadcast.stats.id.playback_id, %protocol, "publisher reconnected; the broadcast continues");
         self.store_state(&broadcast.stats.id.session_id, "live")
             .await;

@@ -101,10 +101,8 @@ pub struct LiveStats {
 
 /// The stream's Prometheus series this broadcast moves.
 #[derive(Debug)]
+/// (The ingest series carry the protocol too: the `broadcast` handle moves them.)
 struct StreamMetrics {
-    bytes_in: Counter,
-    video_frames_in: Counter,
-    audio_frames_in: Counter,
     segments: Counter,
     bytes_published: Counter,
     publish_latency: Histogram,
@@ -114,9 +112,6 @@ impl StreamMetrics {
     fn new(playback_id: &str) -> Self {
         let stream = playback_id.to_string();
         Self {
-            bytes_in: metrics::counter!(telemetry::INGEST_BYTES, "stream" => stream.clone()),
-            video_frames_in: metrics::counter!(telemetry::INGEST_FRAMES, "stream" => stream.clone(), "kind" => "video"),
-            audio_frames_in: metrics::counter!(telemetry::INGEST_FRAMES, "stream" => stream.clone(), "kind" => "audio"),
             segments: metrics::counter!(telemetry::SEGMENTS_PUBLISHED, "stream" => stream.clone()),
             bytes_published: metrics::counter!(telemetry::PUBLISHED_BYTES, "stream" => stream.clone()),
             publish_latency: metrics::histogram!(telemetry::PUBLISH_LATENCY, "stream" => stream),
@@ -163,12 +158,8 @@ impl LiveStats {
 
     pub fn add_input(&self, bytes: usize, video_frame: bool) {
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.metrics.bytes_in.increment(bytes as u64);
         if video_frame {
             self.video_frames_in.fetch_add(1, Ordering::Relaxed);
-            self.metrics.video_frames_in.increment(1);
-        } else {
-            self.metrics.audio_frames_in.increment(1);
         }
     }
 

@@ -169,6 +169,8 @@ try {
   const key = await dashboard.inputValue('[data-testid="obs-key"]');
   if (!server.startsWith('rtmp://')) throw new Error(`OBS server is not an RTMP URL: ${server}`);
   if (!/^sk_[a-z0-9]{20,}$/.test(key)) throw new Error(`the stream key does not look like a key: ${key.length} characters`);
+  const srt = await dashboard.inputValue('[data-testid="obs-srt-url"]');
+  if (!srt.startsWith('srt://') || !srt.includes(`r=live/${key},m=publish`)) throw new Error('the SRT URL does not carry the new key');
   log(`dashboard created a stream; server ${server}`);
   await shot(dashboard, 'dashboard-created.png');
   await dashboard.click('text=Done');
