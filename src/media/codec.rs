@@ -13,7 +13,7 @@ mod hevc;
 mod vp9;
 
 pub use av1::{sequence_header_size as av1_sequence_header_size, Av1Config};
-pub use hevc::HevcConfig;
+pub use hevc::{record_from_parameter_sets as hevc_record, HevcConfig};
 pub use vp9::{keyframe_size as vp9_keyframe_size, Vp9Config};
 
 use bytes::Bytes;

@@ -3,9 +3,9 @@
 //! - 188-byte packets in chunks split anywhere (a packet may straddle two `push`es); a lost
 //!   sync byte is skipped up to the next `0x47`.
 //! - PAT → the first program's PMT → its first video and first audio elementary stream. H.264
-//!   (stream type 0x1B) and AAC in ADTS (0x0F) are packaged; any other codec of the program's
-//!   video or audio (HEVC 0x24, MPEG-2 video, MP3, AC-3, …) is refused with its name: a stream
-//!   that cannot be packaged is better refused than silent.
+//!   (stream type 0x1B), HEVC (0x24) and AAC in ADTS (0x0F) are taken; any other codec of the
+//!   program's video or audio (MPEG-2 video, VVC, MP3, AC-3, …) is refused with its name: a
+//!   stream that cannot be packaged is better refused than silent.
 //! - **Native clock**: PTS/DTS are 33-bit 90 kHz and wrap every ~26.5 h; each track's are
 //!   unwrapped to i64 (nearest neighbour modulo 2^33) and stay 90 kHz ticks. A PES's i-th AAC
 //!   frame is stamped PTS + round(i · 1024 · 90000 / sample rate), one rounding from the PES's
@@ -15,6 +15,10 @@
 //!   changed one is announced as a new `Track`, identical repeats (before every IDR) are not.
 //!   Frames carry 4-byte length-prefixed NAL units without AUD, SPS, PPS and filler (CMAF
 //!   `avc1`: the parameter sets live in the config); `sync` = the access unit has an IDR.
+//! - **HEVC** the same way: in-band VPS/SPS/PPS build the `HEVCDecoderConfigurationRecord`
+//!   (`media::hevc_record`, validated by `HevcConfig::parse`), frames carry length-prefixed NAL
+//!   units without AUD and parameter sets (CMAF `hvc1`), `sync` = an IRAP picture (IDR, CRA,
+//!   BLA).
 //! - **AAC**: every ADTS frame of a PES becomes one raw frame; the AudioSpecificConfig comes
 //!   from the ADTS header. An audio PES of known length is emitted as soon as it is complete.
 //! - **Configs before frames**: the audio config is known only from the first audio PES, which
@@ -36,8 +40,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::media::{
-    AacConfig, AvcConfig, CodecConfig, CodecError, MediaFrame, StreamEvent, Timestamp, TrackInfo,
-    TrackKind,
+    hevc_record, AacConfig, AvcConfig, CodecConfig, CodecError, HevcConfig, MediaFrame,
+    StreamEvent, Timestamp, TrackInfo, TrackKind,
 };
 
 /// One TS packet.
@@ -54,11 +58,12 @@ pub const MAX_HELD_VIDEO: usize = 8 << 20;
 pub const MAX_HELD_SPAN: i64 = 2 * TIMESCALE as i64;
 
 const STREAM_TYPE_H264: u8 = 0x1B;
+const STREAM_TYPE_HEVC: u8 = 0x24;
 const STREAM_TYPE_ADTS_AAC: u8 = 0x0F;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TsError {
-    #[error("unsupported {0} codec {1} (MPEG-TS stream type {2:#04x}); Strata accepts H.264 and AAC over SRT")]
+    #[error("unsupported {0} codec {1} (MPEG-TS stream type {2:#04x}); Strata accepts H.264, HEVC and AAC over SRT")]
     Unsupported(&'static str, &'static str, u8),
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -147,7 +152,10 @@ pub struct TsDemuxer {
     video_clock: Unwrap33,
     video_dts_clock: Unwrap33,
     audio_clock: Unwrap33,
-    avc: Option<AvcConfig>,
+    /// The video elementary stream is HEVC (else H.264), from the PMT.
+    hevc: bool,
+    video_config: Option<CodecConfig>,
+    vps: Option<Bytes>,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
     aac: Option<AacConfig>,
@@ -382,7 +390,10 @@ impl TsDemuxer {
                 usize::from(u16::from_be_bytes([section[at + 3], section[at + 4]]) & 0x0FFF);
             at += 5 + es_info;
             match (stream_type, codec_of(stream_type)) {
-                (STREAM_TYPE_H264, _) if self.video_pid.is_none() => self.video_pid = Some(pid),
+                (STREAM_TYPE_H264 | STREAM_TYPE_HEVC, _) if self.video_pid.is_none() => {
+                    self.video_pid = Some(pid);
+                    self.hevc = stream_type == STREAM_TYPE_HEVC;
+                }
                 (STREAM_TYPE_ADTS_AAC, _) if self.audio_pid.is_none() => self.audio_pid = Some(pid),
                 (_, Some(("video", name))) if self.video_pid.is_none() => {
                     return Err(TsError::Unsupported("video", name, stream_type))
@@ -428,34 +439,39 @@ impl TsDemuxer {
     ) -> Result<(), TsError> {
         let mut sync = false;
         let mut sample = BytesMut::with_capacity(annex_b.len() + 16);
-        let (mut sps, mut pps) = (None, None);
+        let (mut vps, mut sps, mut pps) = (None, None, None);
         for nal in nal_units(&annex_b) {
-            match nal[0] & 0x1F {
-                7 => sps = Some(annex_b.slice_ref(nal)),
-                8 => pps = Some(annex_b.slice_ref(nal)),
-                9 | 12 => {}
-                kind => {
-                    sync |= kind == 5;
+            match NalKind::of(nal, self.hevc) {
+                NalKind::Vps => vps = Some(annex_b.slice_ref(nal)),
+                NalKind::Sps => sps = Some(annex_b.slice_ref(nal)),
+                NalKind::Pps => pps = Some(annex_b.slice_ref(nal)),
+                NalKind::Skipped => {}
+                NalKind::Picture { random_access } => {
+                    sync |= random_access;
                     sample.put_u32(nal.len() as u32);
                     sample.extend_from_slice(nal);
                 }
             }
         }
-        if sps.is_some() || pps.is_some() {
-            let changed = (sps.is_some() && sps != self.sps) || (pps.is_some() && pps != self.pps);
-            if sps.is_some() {
-                self.sps = sps;
+        let changed = (vps.is_some() && vps != self.vps)
+            || (sps.is_some() && sps != self.sps)
+            || (pps.is_some() && pps != self.pps);
+        for (new, slot) in [
+            (vps, &mut self.vps),
+            (sps, &mut self.sps),
+            (pps, &mut self.pps),
+        ] {
+            if new.is_some() {
+                *slot = new;
             }
-            if pps.is_some() {
-                self.pps = pps;
-            }
-            if let (true, Some(sps), Some(pps)) = (changed, &self.sps, &self.pps) {
-                let config = AvcConfig::parse(avc_record(sps, pps))?;
-                if self.avc.as_ref() != Some(&config) {
-                    self.avc = Some(config.clone());
+        }
+        if changed {
+            if let Some(config) = self.config_from_parameter_sets()? {
+                if self.video_config.as_ref() != Some(&config) {
+                    self.video_config = Some(config.clone());
                     let track = StreamEvent::Track(TrackInfo {
                         kind: TrackKind::Video,
-                        codec: CodecConfig::Avc(config),
+                        codec: config,
                     });
                     self.video_event(track, out);
                 }
@@ -464,7 +480,7 @@ impl TsDemuxer {
         if sample.is_empty() {
             return Ok(());
         }
-        if self.avc.is_none() {
+        if self.video_config.is_none() {
             self.stats.dropped_frames += 1;
             return Ok(());
         }
@@ -478,6 +494,19 @@ impl TsDemuxer {
         });
         self.video_event(frame, out);
         Ok(())
+    }
+
+    /// The configuration the latest parameter sets make, once all of them were seen.
+    fn config_from_parameter_sets(&self) -> Result<Option<CodecConfig>, TsError> {
+        Ok(match (&self.vps, &self.sps, &self.pps, self.hevc) {
+            (_, Some(sps), Some(pps), false) => {
+                Some(CodecConfig::Avc(AvcConfig::parse(avc_record(sps, pps))?))
+            }
+            (Some(vps), Some(sps), Some(pps), true) => Some(CodecConfig::Hevc(HevcConfig::parse(
+                hevc_record(vps, sps, pps)?,
+            )?)),
+            _ => None,
+        })
     }
 
     fn audio_frames(
@@ -593,7 +622,6 @@ fn codec_of(stream_type: u8) -> Option<(&'static str, &'static str)> {
     Some(match stream_type {
         0x01 | 0x02 => ("video", "MPEG-2 video"),
         0x10 => ("video", "MPEG-4 Part 2"),
-        0x24 => ("video", "HEVC"),
         0x33 => ("video", "VVC"),
         0x03 | 0x04 => ("audio", "MPEG audio (MP2/MP3)"),
         0x11 => ("audio", "AAC in LATM"),
@@ -601,6 +629,44 @@ fn codec_of(stream_type: u8) -> Option<(&'static str, &'static str)> {
         0x87 => ("audio", "E-AC-3"),
         _ => return None,
     })
+}
+
+/// What a NAL unit is to the demuxer, for H.264 (1-byte header) or HEVC (2-byte header).
+enum NalKind {
+    Vps,
+    Sps,
+    Pps,
+    /// Access unit delimiters, filler (and, for HEVC, nothing else): not part of a sample.
+    Skipped,
+    /// Everything else goes into the sample; `random_access` for IDR (H.264) or IRAP (HEVC).
+    Picture {
+        random_access: bool,
+    },
+}
+
+impl NalKind {
+    fn of(nal: &[u8], hevc: bool) -> Self {
+        if hevc {
+            match (nal[0] >> 1) & 0x3F {
+                32 => NalKind::Vps,
+                33 => NalKind::Sps,
+                34 => NalKind::Pps,
+                35 | 38 => NalKind::Skipped, // AUD, filler
+                kind => NalKind::Picture {
+                    random_access: (16..=21).contains(&kind),
+                },
+            }
+        } else {
+            match nal[0] & 0x1F {
+                7 => NalKind::Sps,
+                8 => NalKind::Pps,
+                9 | 12 => NalKind::Skipped,
+                kind => NalKind::Picture {
+                    random_access: kind == 5,
+                },
+            }
+        }
+    }
 }
 
 /// The NAL units of an Annex-B access unit (start codes and trailing zero bytes removed).

@@ -197,3 +197,67 @@ fn a_video_pes_past_its_limit_is_dropped_without_growing() {
     demuxer.push(&packet(true, 0)).expect("next");
     assert_eq!(demuxer.stats().dropped_frames, 1);
 }
+
+#[test]
+fn hevc_in_mpegts_becomes_an_hvc1_track_with_irap_sync_frames() {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "3"])
+        .args(["-c:v", "libx265", "-preset", "ultrafast"])
+        .args([
+            "-x265-params",
+            "log-level=none:keyint=30:min-keyint=30:scenecut=0",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts", "-"])
+        .output()
+        .expect("ffmpeg runs (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (events, stats) = demux_in_chunks(&out.stdout, 1316);
+    assert_eq!(stats.lost_packets, 0);
+    let configs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Track(t) if t.kind == TrackKind::Video => Some(&t.codec),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        configs.len(),
+        1,
+        "repeated parameter sets are not new tracks"
+    );
+    assert!(
+        configs[0].codec_string().starts_with("hvc1.1.6.L"),
+        "{}",
+        configs[0].codec_string()
+    );
+    assert_eq!(configs[0].video_size(), Some((320, 240)));
+    let video = frames(&events, TrackKind::Video);
+    assert!((88..=90).contains(&video.len()), "{} frames", video.len());
+    let syncs: Vec<i64> = video
+        .iter()
+        .filter(|f| f.sync)
+        .map(|f| f.pts.ticks)
+        .collect();
+    assert_eq!(
+        syncs.len(),
+        3,
+        "one random access point per second: {syncs:?}"
+    );
+    for f in &video {
+        // length-prefixed NAL units, none of them a parameter set or delimiter
+        let mut rest = &f.data[..];
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_be_bytes(*len) as usize;
+            let kind = (tail[0] >> 1) & 0x3F;
+            assert!(!(32..=35).contains(&kind), "NAL type {kind} in a sample");
+            rest = &tail[len..];
+        }
+        assert!(rest.is_empty());
+    }
+}

@@ -8,7 +8,7 @@
 //! and every field read from an attacker's bytes is attack surface.
 
 use bytes::Bytes;
-use mp4_atom::{Atom, Hvcc};
+use mp4_atom::{Atom, HvcCArray, Hvcc};
 
 use super::bits::{unescape_rbsp, BitReader, Truncated};
 use super::CodecError;
@@ -82,8 +82,8 @@ impl HevcConfig {
             return Err(error("the record has no VPS or no PPS"));
         }
         let first_sps = sps.first().ok_or_else(|| error("no SPS"))?;
-        let (width, height) =
-            sps_picture_size(first_sps).map_err(|Truncated| error("truncated SPS"))??;
+        let SpsFacts { width, height, .. } =
+            read_sps(first_sps).map_err(|Truncated| error("truncated SPS"))??;
         if width == 0 || height == 0 || width > 16_384 || height > 16_384 {
             return Err(error(format!("implausible size {width}x{height}")));
         }
@@ -131,15 +131,72 @@ impl HevcConfig {
     }
 }
 
-/// The cropped picture size an HEVC SPS declares (H.265 §7.3.2.2, up to the conformance
-/// window). The outer `Result` is running out of bits; the inner one a value out of range.
-fn sps_picture_size(nal: &[u8]) -> Result<Result<(u32, u32), CodecError>, Truncated> {
-    let rbsp = unescape_rbsp(nal.get(2..).ok_or(Truncated)?); // after the 2-byte NAL header
+/// An `HEVCDecoderConfigurationRecord` (4-byte NAL lengths) for parameter sets found in the
+/// stream (MPEG-TS carries them in-band): the profile, tier and level bytes are the SPS's own
+/// `profile_tier_level`, chroma format and bit depths come from the SPS.
+pub fn record_from_parameter_sets(vps: &[u8], sps: &[u8], pps: &[u8]) -> Result<Bytes, CodecError> {
+    let facts = read_sps(sps).map_err(|Truncated| error("truncated SPS"))??;
+    let rbsp = unescape_rbsp(sps.get(2..).unwrap_or_default());
+    let ptl = rbsp.get(1..13).ok_or_else(|| error("truncated SPS"))?;
+    let mut compatibility = [0u8; 4];
+    compatibility.copy_from_slice(&ptl[1..5]);
+    let mut constraints = [0u8; 6];
+    constraints.copy_from_slice(&ptl[5..11]);
+    let array = |nal_unit_type: u8, nal: &[u8]| HvcCArray {
+        completeness: true,
+        nal_unit_type,
+        nalus: vec![nal.to_vec()],
+    };
+    let hvcc = Hvcc {
+        configuration_version: 1,
+        general_profile_space: ptl[0] >> 6,
+        general_tier_flag: ptl[0] & 0x20 != 0,
+        general_profile_idc: ptl[0] & 0x1F,
+        general_profile_compatibility_flags: compatibility,
+        general_constraint_indicator_flags: constraints,
+        general_level_idc: ptl[11],
+        min_spatial_segmentation_idc: 0,
+        parallelism_type: 0,
+        chroma_format_idc: facts.chroma_format_idc,
+        bit_depth_luma_minus8: facts.bit_depth_luma_minus8,
+        bit_depth_chroma_minus8: facts.bit_depth_chroma_minus8,
+        avg_frame_rate: 0,
+        constant_frame_rate: 0,
+        num_temporal_layers: facts.max_sub_layers,
+        temporal_id_nested: facts.temporal_id_nesting,
+        length_size_minus_one: 3,
+        arrays: vec![
+            array(NAL_VPS, vps),
+            array(NAL_SPS, sps),
+            array(NAL_PPS, pps),
+        ],
+    };
+    let mut record = Vec::with_capacity(32 + vps.len() + sps.len() + pps.len());
+    hvcc.encode_body(&mut record)
+        .map_err(|e| error(format!("cannot write the record: {e}")))?;
+    Ok(Bytes::from(record))
+}
+
+/// What Strata reads of an HEVC SPS (H.265 §7.3.2.2, up to the bit depths).
+struct SpsFacts {
+    width: u32,
+    height: u32,
+    chroma_format_idc: u8,
+    bit_depth_luma_minus8: u8,
+    bit_depth_chroma_minus8: u8,
+    max_sub_layers: u8,
+    temporal_id_nesting: bool,
+}
+
+/// Reads `nal` (an SPS with its 2-byte header). The outer `Result` is running out of bits; the
+/// inner one a value out of range. The picture size is the cropped (conformance window) one.
+fn read_sps(nal: &[u8]) -> Result<Result<SpsFacts, CodecError>, Truncated> {
+    let rbsp = unescape_rbsp(nal.get(2..).ok_or(Truncated)?);
     let mut r = BitReader::new(&rbsp);
     r.skip(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.read(3)? as usize;
-    r.skip(1)?; // sps_temporal_id_nesting_flag
-                // profile_tier_level(1, max_sub_layers_minus1)
+    let temporal_id_nesting = r.flag()?;
+    // profile_tier_level(1, max_sub_layers_minus1)
     r.skip(96)?; // general profile space … general_level_idc
     let mut sub_layers = [(false, false); 7];
     for layer in sub_layers.iter_mut().take(max_sub_layers_minus1) {
@@ -175,11 +232,29 @@ fn sps_picture_size(nal: &[u8]) -> Result<Result<(u32, u32), CodecError>, Trunca
         crop_w = sub_width * (u64::from(left) + u64::from(right));
         crop_h = sub_height * (u64::from(top) + u64::from(bottom));
     }
+    let (luma, chroma) = (r.ue()?, r.ue()?);
+    if luma > 8 || chroma > 8 {
+        return Ok(Err(error(format!(
+            "bit depth {} / {}",
+            luma + 8,
+            chroma + 8
+        ))));
+    }
     let cropped = |full: u32, crop: u64| u64::from(full).checked_sub(crop).map(|v| v as u32);
-    Ok(match (cropped(width, crop_w), cropped(height, crop_h)) {
-        (Some(w), Some(h)) => Ok((w, h)),
-        _ => Err(error("the conformance window is larger than the picture")),
-    })
+    let (Some(width), Some(height)) = (cropped(width, crop_w), cropped(height, crop_h)) else {
+        return Ok(Err(error(
+            "the conformance window is larger than the picture",
+        )));
+    };
+    Ok(Ok(SpsFacts {
+        width,
+        height,
+        chroma_format_idc: chroma_format_idc as u8,
+        bit_depth_luma_minus8: luma as u8,
+        bit_depth_chroma_minus8: chroma as u8,
+        max_sub_layers: max_sub_layers_minus1 as u8 + 1,
+        temporal_id_nesting,
+    }))
 }
 
 #[cfg(test)]
@@ -203,6 +278,20 @@ mod tests {
             let cut = Bytes::copy_from_slice(&HEVC_RECORD_320X240[..len]);
             assert!(HevcConfig::parse(cut).is_err(), "{len} bytes");
         }
+    }
+
+    #[test]
+    fn a_record_rebuilt_from_in_band_parameter_sets_matches_x265s() {
+        let hevc = HevcConfig::parse(Bytes::from_static(HEVC_RECORD_320X240)).unwrap();
+        let record = record_from_parameter_sets(&hevc.vps[0], &hevc.sps[0], &hevc.pps[0]).unwrap();
+        let rebuilt = HevcConfig::parse(record).unwrap();
+        assert_eq!(rebuilt.codec_string(), hevc.codec_string());
+        assert_eq!((rebuilt.width, rebuilt.height), (320, 240));
+        assert_eq!(
+            (rebuilt.vps, rebuilt.sps, rebuilt.pps),
+            (hevc.vps, hevc.sps, hevc.pps)
+        );
+        assert!(record_from_parameter_sets(&[], &[0x42, 0x01], &[]).is_err());
     }
 
     #[test]

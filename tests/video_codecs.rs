@@ -1,6 +1,7 @@
-//! Enhanced RTMP end to end: HEVC, AV1 and VP9 clips encoded by the real ffmpeg CLI, published
-//! as OBS 30+ sends them (`hvc1`/`av01`/`vp09` tags, paced at real time), read back over HTTP
-//! and checked with ffprobe (decoding every frame), m3u8-rs, dash-mpd and mp4-atom.
+//! HEVC, AV1 and VP9 in, end to end: clips encoded by the real ffmpeg CLI, published as OBS 30+
+//! sends them over Enhanced RTMP (`hvc1`/`av01`/`vp09` tags, paced at real time) and, for HEVC,
+//! over SRT by ffmpeg itself; read back over HTTP and checked with ffprobe (decoding every
+//! frame), m3u8-rs, dash-mpd and mp4-atom.
 //!
 //! The tests share the machine's cores with the encoders, so they run one at a time.
 
@@ -217,4 +218,63 @@ fn av1_and_vp9_on_the_passthrough_ladder_are_refused_with_the_reason() {
         let (status, _) = server.get(&format!("live/{}/master.m3u8", stream.playback_id));
         assert_eq!(status, 404, "{name}: nothing is published");
     }
+}
+
+#[test]
+fn hevc_over_srt_passes_through_as_hvc1() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let stream = server.create_stream("hevc-srt", "passthrough");
+    let live = format!("live/{}", stream.playback_id);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+        ])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-x265-params",
+            "log-level=none:keyint=60:min-keyint=60:scenecut=0",
+        ])
+        .args(["-c:a", "aac", "-ac", "2", "-f", "mpegts"])
+        .arg(format!("{}&linger=10", server.srt_url(&stream.key)))
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg published to the end");
+    let v = wait_for(Duration::from_secs(30), || {
+        let v = variants(&server, &live);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("a master playlist");
+    let (name, codecs, width, height) = v[0].clone();
+    assert!(codecs.starts_with("hvc1.1.6.L"), "CODECS {codecs}");
+    assert_eq!((width, height), (640, 360));
+    wait_for_endlist(&server, &live, &[&name, "audio"]);
+    let segs = segments(&server, &live, &name);
+    assert!(
+        segs.iter().all(|s| s.1),
+        "every segment starts with a sync sample: {segs:?}"
+    );
+    let total: f64 = segs.iter().map(|s| s.0).sum();
+    assert!((total - 6.0).abs() < 0.1, "durations add up to {total} s");
+    let url = server.url(&format!("{live}/{name}/index.m3u8"));
+    let (frames, codec, tag) = decode_all(&url, 640, 360);
+    assert_eq!((codec.as_str(), tag.as_str()), ("hevc", "hvc1"));
+    assert!(
+        (175..=180).contains(&frames),
+        "{frames} frames of 180 decoded"
+    );
 }
