@@ -46,7 +46,7 @@
 //! `wire::MAX_FRAME_DATA` bytes each, until the segmenter's `limits.held_media_bytes` budget
 //! ends the broadcast.
 
-mod check;
+pub(crate) mod check;
 mod child;
 pub mod wire;
 
