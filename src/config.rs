@@ -379,7 +379,7 @@ held_media_bytes = 104857600
 [transcode]
 ladders = "./ladders"
 default_ladder = "default"
-worker_memory_mb = 3072
+worker_memory_mb = 4096
 worker_nice = 5
 
 [auth]

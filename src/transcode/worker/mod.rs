@@ -21,7 +21,13 @@
 //!
 //! Limits, set in the child between fork and exec: `RLIMIT_AS` of
 //! `transcode.worker_memory_mb` (0: none) so a runaway allocation fails inside the worker;
-//! `RLIMIT_CORE` 0 (a crash writes no core file of someone's video); `PR_SET_PDEATHSIG`
+//! `RLIMIT_CORE` 0 (a crash writes no core file of someone's video); `MALLOC_ARENA_MAX=2` in
+//! its environment, since glibc's per-thread arenas reserve 64 MiB of address space each and a
+//! ladder has dozens of encoder threads. The default limit, 4 GiB, is measured: eight 720p
+//! x264 `medium` rungs on 2 cores (tests/transcode_ladder.rs's overloaded ladder) peak at
+//! 3.2 GiB of address space with 1.6 GiB resident, and 3 GiB ended that broadcast. Address
+//! space grows with the cores too (x264 starts 1.5 threads per core per rung, 8 MiB of stack
+//! each), so a many-core machine with a big ladder needs a higher limit (or 0); `PR_SET_PDEATHSIG`
 //! `SIGKILL`, so a server that dies leaves no workers (the signal follows the *thread* that
 //! started the worker, so the supervisor thread, which lives until the worker is reaped,
 //! starts it). CPU: no `RLIMIT_CPU`, which counts CPU seconds over the process's life and so
@@ -73,6 +79,9 @@ pub use self::child::main as child_main;
 /// How long a worker may take to exit after it closed its output (it sent `End`, or crashed)
 /// before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// glibc malloc arenas in a worker (see `start`), unless the environment sets
+/// `MALLOC_ARENA_MAX`.
+const MALLOC_ARENAS: &str = "2";
 /// Bytes read from the worker's stdout at a time.
 const READ_BUFFER: usize = 1 << 16;
 
@@ -88,7 +97,7 @@ pub struct WorkerLimits {
 impl Default for WorkerLimits {
     fn default() -> Self {
         Self {
-            memory_mb: 3072,
+            memory_mb: 4096,
             nice: 5,
         }
     }
@@ -197,6 +206,11 @@ fn start(limits: WorkerLimits, job: &TranscodeJob) -> io::Result<Started> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // glibc reserves 64 MiB of address space per malloc arena, up to 8 per core, and every
+        // encoder thread may get one: that reservation alone would use up `RLIMIT_AS`
+        command.env("MALLOC_ARENA_MAX", MALLOC_ARENAS);
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
     // (setrlimit, prctl, getppid, nice); it allocates nothing and takes no lock.
     unsafe {
