@@ -211,6 +211,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 ingest_queue_bytes: settings.limits.ingest_queue_bytes,
                 held_media_bytes: settings.limits.held_media_bytes,
             },
+            worker: settings.transcode.worker_limits(),
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),

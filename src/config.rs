@@ -227,6 +227,20 @@ pub struct TranscodeSettings {
     pub ladders: PathBuf,
     /// Ladder of streams created without `--ladder`.
     pub default_ladder: String,
+    /// Address-space limit of each broadcast's transcoding worker, MiB (0: none).
+    pub worker_memory_mb: u64,
+    /// Nice levels each transcoding worker runs below the server (0-19).
+    pub worker_nice: i32,
+}
+
+impl TranscodeSettings {
+    /// The limits every transcoding worker runs under.
+    pub fn worker_limits(&self) -> crate::transcode::WorkerLimits {
+        crate::transcode::WorkerLimits {
+            memory_mb: self.worker_memory_mb,
+            nice: self.worker_nice,
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -365,6 +379,8 @@ held_media_bytes = 104857600
 [transcode]
 ladders = "./ladders"
 default_ladder = "default"
+worker_memory_mb = 4096
+worker_nice = 5
 
 [auth]
 secret = ""
@@ -506,6 +522,20 @@ impl Settings {
             self.rtmp.reconnect_grace,
             0.0..=300.0,
             "seconds",
+        )?;
+        if self.transcode.worker_memory_mb != 0 {
+            in_range(
+                "transcode.worker_memory_mb",
+                self.transcode.worker_memory_mb,
+                16..=1 << 20,
+                "MiB (or 0 for no limit)",
+            )?;
+        }
+        in_range(
+            "transcode.worker_nice",
+            self.transcode.worker_nice,
+            0..=19,
+            "nice levels",
         )?;
         if !ids::is_name(&self.rtmp.app) {
             return Err(invalid("rtmp.app", ids::NAME_RULE));
@@ -878,6 +908,12 @@ mod tests {
                 "http.max_event_subscribers",
             ),
             ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
+            (
+                "[transcode]\nworker_memory_mb = 8\n",
+                "transcode.worker_memory_mb",
+            ),
+            ("[transcode]\nworker_nice = -1\n", "transcode.worker_nice"),
+            ("[transcode]\nworker_nice = 20\n", "transcode.worker_nice"),
         ] {
             std::fs::write(&path, toml).unwrap();
             let err = Settings::load(Some(&path)).unwrap_err().to_string();

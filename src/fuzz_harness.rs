@@ -14,6 +14,7 @@
 //! - `origin_path` / `origin_range`: the HTTP origin's path classifier and Range parsing.
 //! - `mpegts_demux`: MPEG-TS (SRT's payload) into `TsDemuxer`, split where the input says.
 //! - `srt_stream_id`: the SRT stream id parser.
+//! - `worker_wire`: a transcoding worker's output, as the server decodes and checks it.
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
@@ -22,11 +23,13 @@ mod ingest;
 mod media;
 mod origin;
 mod rtmp;
+mod worker;
 
 pub use ingest::{mpegts_demux, srt_stream_id};
 pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
+pub use worker::worker_wire;
 
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
@@ -42,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rtmp_session", rtmp_session),
     ("mpegts_demux", mpegts_demux),
     ("srt_stream_id", srt_stream_id),
+    ("worker_wire", worker_wire),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

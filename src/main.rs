@@ -1,4 +1,5 @@
-//! The `strata` command: `serve`, `stream create|list|rotate-key|delete`, `ladder check|list`.
+//! The `strata` command: `serve`, `stream create|list|rotate-key|delete`, `ladder check|list`,
+//! and the hidden `worker` a server starts for each transcoded broadcast.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,13 @@ enum Command {
     Ladder {
         #[command(subcommand)]
         command: LadderCommand,
+    },
+    /// A broadcast's transcoding worker: the job and media on stdin, renditions on stdout
+    /// (started by `serve`, one per transcoded broadcast; see `transcode::worker`).
+    #[command(hide = true)]
+    Worker {
+        /// The broadcast's playback id, for `ps` (the job on stdin says it too).
+        playback_id: Option<String>,
     },
 }
 
@@ -78,6 +86,11 @@ enum StreamCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Worker { .. } = cli.command {
+        // everything it needs comes in the job: no settings, no runtime
+        init_logging();
+        return strata::transcode::worker::child_main();
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -98,6 +111,7 @@ fn main() -> ExitCode {
             Command::Serve => strata::app::run(settings).await,
             Command::Stream { command } => stream_command(settings, command).await,
             Command::Ladder { command } => ladder_command(settings, command),
+            Command::Worker { .. } => Ok(()),
         }
     });
     match result {

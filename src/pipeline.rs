@@ -1,5 +1,6 @@
-//! One broadcast's path after ingest: `StreamEvent`s → (the ladder's transcoder threads, unless
-//! the ladder is passthrough) → segmenter → publisher, the last two in one async task.
+//! One broadcast's path after ingest: `StreamEvent`s → (the ladder's transcoding worker
+//! process, `transcode::worker`, unless the ladder is passthrough) → segmenter → publisher, the
+//! last two in one async task.
 //!
 //! Queues: ingest sends into a queue of at most `EVENT_QUEUE` events and the configured bytes
 //! (`media::queue`), read by this task
@@ -29,7 +30,7 @@ use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::publish::numbers::SegmentNumbers;
 use crate::publish::upload::Uploader;
 use crate::publish::{BroadcastPlan, Publisher};
-use crate::transcode::{self, Ladders, TranscodeJob};
+use crate::transcode::{self, Ladders, TranscodeJob, WorkerLimits};
 use crate::webhooks::Webhooks;
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
@@ -56,6 +57,8 @@ pub struct PipelineContext {
     pub events: EventBus,
     pub webhooks: Webhooks,
     pub budgets: Budgets,
+    /// The limits of each ladder's transcoding worker process.
+    pub worker: WorkerLimits,
     pub shutdown: CancellationToken,
 }
 
@@ -129,7 +132,8 @@ fn open_input(
         segment_duration: ctx.segment_duration,
         stats: lease.stats.clone(),
     };
-    if let Err(e) = transcode::spawn(job, rx, out_tx) {
+    // in a worker process: decoding untrusted video cannot take the server down
+    if let Err(e) = ctx.worker.spawn(job, rx, out_tx) {
         tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
         return None;
     }
@@ -411,6 +415,7 @@ mod tests {
                 ingest_queue_bytes: 1 << 20,
                 held_media_bytes: 8 << 20,
             },
+            worker: WorkerLimits::default(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

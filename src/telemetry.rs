@@ -27,6 +27,7 @@ pub const INGEST_BYTES: &str = "strata_ingest_bytes_total";
 pub const INGEST_FRAMES: &str = "strata_ingest_frames_total";
 pub const TRANSCODE_SPEED: &str = "strata_transcode_speed";
 pub const TRANSCODE_DROPPED: &str = "strata_transcode_dropped_frames_total";
+pub const TRANSCODE_WORKER_FAILURES: &str = "strata_transcode_worker_failures_total";
 pub const SEGMENTS_PUBLISHED: &str = "strata_segments_published_total";
 pub const PUBLISHED_BYTES: &str = "strata_published_bytes_total";
 pub const PUBLISH_LATENCY: &str = "strata_publish_latency_seconds";
@@ -115,6 +116,11 @@ fn describe() {
     describe_counter!(
         TRANSCODE_DROPPED,
         "Frames a rung skipped because it fell behind real time."
+    );
+    describe_counter!(
+        TRANSCODE_WORKER_FAILURES,
+        "Transcoding worker processes that failed, each ending its broadcast, by reason \
+         (signal, exit, protocol, spawn)."
     );
     describe_counter!(
         SEGMENTS_PUBLISHED,

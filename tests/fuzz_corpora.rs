@@ -369,3 +369,86 @@ fn write_seeds() {
         &[0x2b, 0x92, 0x08, 0x00],
     );
 }
+
+/// Seeds of `worker_wire` (run with `-- --ignored write_worker_wire_seeds`): what a worker of
+/// the `default` ladder with the source sends, as whole streams and as single messages.
+#[test]
+#[ignore]
+fn write_worker_wire_seeds() {
+    use bytes::Bytes;
+    use strata::media::{
+        AacConfig, AvcConfig, CodecConfig, MediaFrame, RenditionEvent, Timestamp, TrackId,
+        TrackInfo, TrackKind,
+    };
+    use strata::transcode::worker::wire::{encode_from_worker, FromWorker};
+
+    let record: &[u8] = &[
+        0x01, 0x4d, 0x40, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x4d, 0x40, 0x0d, 0xec, 0xa0, 0xa0,
+        0xfd, 0x80, 0x88, 0x00, 0x00, 0x03, 0x00, 0x08, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x78, 0xa1,
+        0x4c, 0xb0, 0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
+    ];
+    let avc = AvcConfig::parse(Bytes::from_static(record)).expect("record");
+    let aac = AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).expect("asc");
+    let frame = |kind, ms: i64, sync, data: &'static [u8]| MediaFrame {
+        kind,
+        dts: Timestamp::from_millis(ms),
+        pts: Timestamp::new(ms * 90 + 3003, 90_000),
+        sync,
+        segment_start: sync && kind == TrackKind::Video,
+        data: Bytes::from_static(data),
+    };
+    let messages = [
+        FromWorker::Event(RenditionEvent::Track {
+            id: TrackId::Video(0),
+            name: "source".into(),
+            info: TrackInfo {
+                kind: TrackKind::Video,
+                codec: CodecConfig::Avc(avc.clone()),
+            },
+        }),
+        FromWorker::Event(RenditionEvent::Track {
+            id: TrackId::Video(1),
+            name: "720p".into(),
+            info: TrackInfo {
+                kind: TrackKind::Video,
+                codec: CodecConfig::Avc(avc),
+            },
+        }),
+        FromWorker::Event(RenditionEvent::Track {
+            id: TrackId::Audio,
+            name: "audio".into(),
+            info: TrackInfo {
+                kind: TrackKind::Audio,
+                codec: CodecConfig::Aac(aac),
+            },
+        }),
+        FromWorker::Event(RenditionEvent::Frame {
+            id: TrackId::Video(1),
+            frame: frame(TrackKind::Video, 0, true, &[0, 0, 0, 2, 0x65, 0x88]),
+        }),
+        FromWorker::Event(RenditionEvent::Frame {
+            id: TrackId::Audio,
+            frame: frame(TrackKind::Audio, 21, true, &[0x21, 0x10, 0x04]),
+        }),
+        FromWorker::Event(RenditionEvent::Poster(Bytes::from_static(
+            b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+        ))),
+        FromWorker::Speed {
+            rendition: "720p".into(),
+            speed: 1.7,
+        },
+        FromWorker::Dropped {
+            rendition: "480p".into(),
+            frames: 3,
+        },
+        FromWorker::Event(RenditionEvent::Pause),
+        FromWorker::Event(RenditionEvent::End),
+    ];
+    let mut stream = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let bytes = encode_from_worker(message).expect("encodes");
+        write("corpus", "worker_wire", &format!("message{i}"), &bytes);
+        stream.extend(bytes);
+    }
+    write("corpus", "worker_wire", "stream", &stream);
+}

@@ -7,6 +7,8 @@
 //! - `avc` (pure): x264's Annex-B output → CMAF's length-prefixed samples and `avcC`.
 //! - `transcoder`: the decode thread that owns one broadcast's ladder; `rung` and `audio` are
 //!   its worker threads; `ffi` holds the audited `unsafe` for what ffmpeg-next does not wrap.
+//! - `worker`: the same transcoder in a child process per broadcast (`strata worker`), its
+//!   byte protocol (`worker::wire`) and its limits; the server runs every ladder that way.
 //!
 //! Nothing here runs on the async runtime: the threads talk to ingest and packaging through
 //! bounded tokio channels (`blocking_recv`/`blocking_send`) and to each other through bounded
@@ -21,10 +23,12 @@ pub mod plan;
 mod poster;
 mod rung;
 mod transcoder;
+pub mod worker;
 
 pub use ladder::{Ladder, LadderError, Ladders};
 pub use plan::{Plan, PlannedVideo, Source};
 pub use transcoder::{spawn, TranscodeJob, OUTPUT_QUEUE};
+pub use worker::WorkerLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {

@@ -1,0 +1,54 @@
+//! Fuzz entry point for the server's side of the transcoding worker's protocol: what a
+//! compromised worker can send.
+
+use std::time::{Duration, Instant};
+
+use crate::transcode::worker::check::OutputCheck;
+use crate::transcode::worker::wire::{self, FromWorker};
+use crate::transcode::Ladders;
+
+/// Arbitrary bytes as a worker's stdout, read message by message as the server reads them and
+/// checked against the shipped `default` ladder offering the source too. Every message that
+/// decodes is within the limits and encodes back to exactly the bytes it came from; a
+/// malformed one ends the stream (as it ends the broadcast), never a panic.
+pub fn worker_wire(data: &[u8]) {
+    let Ok(ladder) = Ladders::shipped().get("default").cloned() else {
+        return;
+    };
+    let mut ladder = ladder;
+    ladder.source = true;
+    let mut check = OutputCheck::new(&ladder);
+    let start = Instant::now();
+    let mut input = data;
+    let mut step = 0u64;
+    loop {
+        let before = input;
+        let message = match wire::read_from_worker(&mut input) {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => return,
+        };
+        let consumed = &before[..before.len() - input.len()];
+        match &message {
+            FromWorker::Event(crate::media::RenditionEvent::Frame { frame, .. }) => {
+                assert!(frame.data.len() <= wire::MAX_FRAME_DATA);
+                assert!(frame.dts.timescale > 0 && frame.pts.timescale > 0);
+            }
+            FromWorker::Event(crate::media::RenditionEvent::Track { name, .. })
+            | FromWorker::Speed {
+                rendition: name, ..
+            }
+            | FromWorker::Dropped {
+                rendition: name, ..
+            } => assert!(name.len() <= wire::MAX_NAME),
+            FromWorker::Event(crate::media::RenditionEvent::Poster(jpeg)) => {
+                assert!(jpeg.len() <= wire::MAX_POSTER)
+            }
+            FromWorker::Event(_) => {}
+        }
+        let again = wire::encode_from_worker(&message).expect("a decoded message encodes");
+        assert_eq!(again, consumed, "decoding then encoding changed the bytes");
+        // posters a second apart: the rate limit is exercised too
+        step += 1;
+        let _ = check.check(message, start + Duration::from_secs(step));
+    }
+}
