@@ -25,8 +25,8 @@ use std::io::{self, Read};
 use bytes::Bytes;
 
 use crate::media::{
-    AacConfig, AvcConfig, CodecConfig, CodecError, MediaFrame, RenditionEvent, StreamEvent,
-    Timestamp, TrackId, TrackInfo, TrackKind,
+    AacConfig, Av1Config, AvcConfig, CodecConfig, CodecError, HevcConfig, MediaFrame,
+    RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp9Config,
 };
 use crate::transcode::ladder::{AudioRung, Ladder, Rung};
 
@@ -72,6 +72,9 @@ const OUT_DROPPED: u8 = 22;
 // codec tags
 const CODEC_AVC: u8 = 1;
 const CODEC_AAC: u8 = 2;
+const CODEC_HEVC: u8 = 3;
+const CODEC_AV1: u8 = 4;
+const CODEC_VP9: u8 = 5;
 
 /// A frame's fixed fields: kind, dts, pts, flags, data length.
 const FRAME_FIELDS: usize = 1 + 12 + 12 + 1 + 4;
@@ -273,6 +276,9 @@ fn kind_byte(kind: TrackKind) -> u8 {
 fn encode_codec(w: &mut Writer, codec: &CodecConfig) -> Result<(), WireError> {
     let (tag, record) = match codec {
         CodecConfig::Avc(avc) => (CODEC_AVC, &avc.record),
+        CodecConfig::Hevc(hevc) => (CODEC_HEVC, &hevc.record),
+        CodecConfig::Av1(av1) => (CODEC_AV1, &av1.record),
+        CodecConfig::Vp9(vp9) => (CODEC_VP9, &vp9.record),
         CodecConfig::Aac(aac) => (CODEC_AAC, &aac.asc),
     };
     w.u8(tag);
@@ -288,6 +294,18 @@ fn decode_codec(r: &mut Reader) -> Result<TrackInfo, WireError> {
         CODEC_AVC => (
             TrackKind::Video,
             CodecConfig::Avc(AvcConfig::parse(record).map_err(WireError::Codec)?),
+        ),
+        CODEC_HEVC => (
+            TrackKind::Video,
+            CodecConfig::Hevc(HevcConfig::parse(record).map_err(WireError::Codec)?),
+        ),
+        CODEC_AV1 => (
+            TrackKind::Video,
+            CodecConfig::Av1(Av1Config::parse(record).map_err(WireError::Codec)?),
+        ),
+        CODEC_VP9 => (
+            TrackKind::Video,
+            CodecConfig::Vp9(Vp9Config::parse(record).map_err(WireError::Codec)?),
         ),
         CODEC_AAC => (
             TrackKind::Audio,
