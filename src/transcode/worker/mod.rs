@@ -156,7 +156,7 @@ impl WorkerLimits {
                 let _ = started.send(Ok(()));
                 supervise(worker, job, input, output, runtime, span.clone());
             })
-            .inspect_err(|e| spawn_failed(e))?;
+            .inspect_err(spawn_failed)?;
         match outcome.recv() {
             Ok(Ok(())) => Ok(thread),
             Ok(Err(e)) => {
