@@ -33,8 +33,9 @@ use crate::transcode::ladder::{AudioRung, Ladder, Rung};
 /// Bumped whenever a message changes; the worker refuses a job of another version (a server
 /// and a worker binary from different builds).
 pub const VERSION: u16 = 1;
-/// Largest frame payload (one coded access unit or audio frame).
-pub const MAX_FRAME_DATA: usize = 8 << 20;
+/// Largest frame payload (one coded access unit or audio frame): RTMP's largest message
+/// (`rtmp.max_message_size` ≤ 2^24 − 1 bytes) fits, so no frame ingest accepts is refused here.
+pub const MAX_FRAME_DATA: usize = 16 << 20;
 /// Largest codec configuration record.
 pub const MAX_CONFIG: usize = 64 << 10;
 /// Largest name (rendition, playback id, ladder).
