@@ -2,6 +2,7 @@
 # Transcoding ladder cost: the same 720p30 source → 720p/480p/360p x264 veryfast + AAC, through
 # Strata (published over RTMP, as a user would, with the shipped `default` ladder) and through
 # one ffmpeg CLI process (split + scale, the same x264 settings), in the same run.
+# Strata's CPU includes its transcoding worker process (`strata worker`, one per broadcast).
 # Prints CPU-seconds per media-second for both and the ratio (lower is better for Strata), the
 # wall-clock speed of both (input pushed as fast as each takes it), and how many 720p ladders
 # Strata holds at real time at once on this machine.
@@ -21,8 +22,13 @@ ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=frequency=440:sample_rate=44100 -t "$SECONDS_OF_MEDIA" \
   -c:v libx264 -preset veryfast -b:v 4M -g 60 -bf 2 -c:a aac -b:a 128k -ac 2 -f flv "$work/in.flv"
 
-cpu_seconds() { # utime+stime of a pid (all its threads), in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+cpu_seconds() { # utime+stime of a pid (all its threads) and of its reaped children (the
+  # per-broadcast transcoding workers), in seconds
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"
+}
+wait_workers_reaped() { # $1: server pid; a worker's CPU is counted once it is reaped
+  for _ in $(seq 100); do pgrep -P "$1" >/dev/null || return 0; sleep 0.1; done
+  echo "a transcoding worker is still running" >&2; return 1
 }
 now() { date +%s.%N; }
 video_frames() { # $1: a media playlist; prints its video frame count
@@ -60,6 +66,7 @@ t0=$(now)
 ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key"
 wait_ended "$work/one/data" 1
 t1=$(now)
+wait_workers_reaped $server
 strata_cpu=$(echo "$(cpu_seconds $server) - $before" | bc -l)
 strata_wall=$(echo "$t1 - $t0" | bc -l)
 frames=$(video_frames "$(ls -d "$work"/one/data/media/vod/*/360p)/index.m3u8")
