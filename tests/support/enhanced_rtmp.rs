@@ -199,14 +199,16 @@ fn hexdump(text: &str) -> Vec<u8> {
     out
 }
 
-/// Publishes `tags` to `key` paced at real time (a live encoder's pace: the ladder's lag
-/// accounting and the segmenter see what OBS would send), then closes the connection.
-pub fn publish(rtmp: &str, key: &str, tags: &[Tag]) -> Result<(), String> {
+/// Publishes `tags` to `key`, then closes the connection: paced at real time (a live
+/// encoder's pace, as OBS sends) or, with `real_time` false, as fast as the server takes them
+/// (a ladder is then never behind real time and never skips frames, however loaded the
+/// machine is).
+pub fn publish(rtmp: &str, key: &str, tags: &[Tag], real_time: bool) -> Result<(), String> {
     let mut publisher = ScriptedPublisher::publish(rtmp, key)?;
     let start = std::time::Instant::now();
     for (kind, ms, body) in tags {
         let due = std::time::Duration::from_millis(u64::from(*ms));
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
+        if let Some(wait) = due.checked_sub(start.elapsed()).filter(|_| real_time) {
             std::thread::sleep(wait);
         }
         publisher.tag(*kind, body, *ms)?;

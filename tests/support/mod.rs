@@ -426,31 +426,78 @@ pub fn publish_sized(url: &str, seconds: u32, size: &str) -> Child {
 pub fn publish_as(url: &str, seconds: u32, size: &str, format: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60",
-        ])
-        .args([
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
+        .args(test_signal(seconds, size))
         .args(["-f", format, url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ffmpeg (is it installed? `make test` installs it)")
+}
+
+/// What `publish_sized` sends, written to an FLV file instead.
+pub fn encode_flv(path: &Path, seconds: u32, size: &str) {
+    let status = Command::new("ffmpeg")
+        .args(["-y", "-hide_banner", "-loglevel", "error"])
+        .args(test_signal(seconds, size))
+        .args(["-f", "flv"])
+        .arg(path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(
+        status.success(),
+        "ffmpeg could not write {}",
+        path.display()
+    );
+}
+
+/// Pushes a file over RTMP as fast as the server takes it (no `-re`): a ladder is then
+/// never behind real time, so it never skips frames however loaded the machine is.
+pub fn push_file(url: &str, path: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// testsrc2 + sine, H.264 with B-frames and 2 s GOPs, AAC: the encoder arguments.
+fn test_signal(seconds: u32, size: &str) -> Vec<String> {
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &seconds.to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "2",
+        "-g",
+        "60",
+        "-keyint_min",
+        "60",
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ac",
+        "2",
+    ];
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
