@@ -73,21 +73,6 @@ fn declared(variants: &[Variant]) -> Vec<(&str, u64, u64)> {
         .collect()
 }
 
-/// Waits until every rendition's playlist (and audio's) has ENDLIST.
-fn wait_for_end(server: &Server, live: &str, names: &[&str]) {
-    let ended = wait_for(Duration::from_secs(60), || {
-        names
-            .iter()
-            .all(|n| {
-                server
-                    .get_text(&format!("{live}/{n}/index.m3u8"))
-                    .is_some_and(|t| t.contains("#EXT-X-ENDLIST"))
-            })
-            .then_some(())
-    });
-    assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
-}
-
 /// Every segment of a rendition, parsed with mp4-atom (a second parser next to ffprobe).
 fn segments(server: &Server, live: &str, name: &str) -> Vec<SegmentFacts> {
     let text = server

@@ -16,20 +16,6 @@ use support::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn wait_for_endlist(server: &Server, live: &str, names: &[&str]) {
-    let ended = wait_for(Duration::from_secs(90), || {
-        names
-            .iter()
-            .all(|n| {
-                server
-                    .get_text(&format!("{live}/{n}/index.m3u8"))
-                    .is_some_and(|t| t.contains("#EXT-X-ENDLIST"))
-            })
-            .then_some(())
-    });
-    assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
-}
-
 /// (uri, CODECS, width, height) of every variant.
 fn variants(server: &Server, live: &str) -> Vec<(String, String, u64, u64)> {
     let text = server
@@ -108,6 +94,38 @@ fn decode_all(url: &str, width: u64, height: u64) -> (usize, String, String) {
     )
 }
 
+/// A 6 s 640x360 HEVC broadcast on the passthrough ladder: `hvc1` with its codec string in the
+/// master playlist, segments starting with sync samples whose durations add up, every frame
+/// decodable as HEVC from the `hvc1` sample entry. Returns the CODECS of the variant.
+fn check_hevc_passthrough(server: &Server, live: &str) -> String {
+    let v = wait_for(Duration::from_secs(30), || {
+        let v = variants(server, live);
+        (!v.is_empty()).then_some(v)
+    })
+    .expect("a master playlist");
+    let (name, codecs, width, height) = v[0].clone();
+    assert!(codecs.starts_with("hvc1.1.6.L"), "CODECS {codecs}");
+    assert!(codecs.contains("mp4a.40.2"), "CODECS {codecs}");
+    assert_eq!((width, height), (640, 360));
+    wait_for_end(server, live, &[&name, "audio"]);
+    let segs = segments(server, live, &name);
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert!(
+        segs.iter().all(|s| s.1),
+        "every segment starts with a sync sample: {segs:?}"
+    );
+    let total: f64 = segs.iter().map(|s| s.0).sum();
+    assert!((total - 6.0).abs() < 0.1, "durations add up to {total} s");
+    let url = server.url(&format!("{live}/{name}/index.m3u8"));
+    let (frames, codec, tag) = decode_all(&url, 640, 360);
+    assert_eq!((codec.as_str(), tag.as_str()), ("hevc", "hvc1"));
+    assert!(
+        (175..=180).contains(&frames),
+        "{frames} frames of 180 decoded"
+    );
+    codecs
+}
+
 #[test]
 fn hevc_passes_through_as_hvc1_with_its_codec_string_in_hls_and_dash() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,33 +134,7 @@ fn hevc_passes_through_as_hvc1_with_its_codec_string_in_hls_and_dash() {
     let live = format!("live/{}", stream.playback_id);
     let tags = enhanced_rtmp::tags(server.dir.path(), Codec::Hevc, 6, "640x360");
     enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags, true).expect("publish");
-    let names = wait_for(Duration::from_secs(30), || {
-        let v = variants(&server, &live);
-        (!v.is_empty()).then_some(v)
-    })
-    .expect("a master playlist");
-    let (name, codecs, width, height) = names[0].clone();
-    assert!(codecs.starts_with("hvc1.1.6.L"), "CODECS {codecs}");
-    assert!(codecs.contains("mp4a.40.2"), "CODECS {codecs}");
-    assert_eq!((width, height), (640, 360));
-    wait_for_endlist(&server, &live, &[&name, "audio"]);
-
-    let segs = segments(&server, &live, &name);
-    assert!(segs.len() >= 3, "{segs:?}");
-    assert!(
-        segs.iter().all(|s| s.1),
-        "every segment starts with a sync sample: {segs:?}"
-    );
-    let total: f64 = segs.iter().map(|s| s.0).sum();
-    assert!((total - 6.0).abs() < 0.1, "durations add up to {total} s");
-
-    let url = server.url(&format!("{live}/{name}/index.m3u8"));
-    let (frames, codec, tag) = decode_all(&url, 640, 360);
-    assert_eq!((codec.as_str(), tag.as_str()), ("hevc", "hvc1"));
-    assert!(
-        (175..=180).contains(&frames),
-        "{frames} frames of 180 decoded"
-    );
+    let codecs = check_hevc_passthrough(&server, &live);
 
     let mpd_text = server
         .get_text(&format!("{live}/manifest.mpd"))
@@ -171,7 +163,7 @@ fn hevc_av1_and_vp9_sources_are_transcoded_into_the_h264_ladder() {
         let tags = enhanced_rtmp::tags(server.dir.path(), codec, 6, "640x360");
         // as fast as it is taken: every frame must come out, on a loaded machine too
         enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags, false).expect("publish");
-        wait_for_endlist(&server, &live, &["360p", "audio"]);
+        wait_for_end(&server, &live, &["360p", "audio"]);
         let v = variants(&server, &live);
         assert_eq!(v.len(), 1, "{codec:?}: one rung for a 360p source: {v:?}");
         let (name, codecs, width, height) = &v[0];
@@ -255,27 +247,5 @@ fn hevc_over_srt_passes_through_as_hvc1() {
         .status()
         .expect("ffmpeg");
     assert!(status.success(), "ffmpeg published to the end");
-    let v = wait_for(Duration::from_secs(30), || {
-        let v = variants(&server, &live);
-        (!v.is_empty()).then_some(v)
-    })
-    .expect("a master playlist");
-    let (name, codecs, width, height) = v[0].clone();
-    assert!(codecs.starts_with("hvc1.1.6.L"), "CODECS {codecs}");
-    assert_eq!((width, height), (640, 360));
-    wait_for_endlist(&server, &live, &[&name, "audio"]);
-    let segs = segments(&server, &live, &name);
-    assert!(
-        segs.iter().all(|s| s.1),
-        "every segment starts with a sync sample: {segs:?}"
-    );
-    let total: f64 = segs.iter().map(|s| s.0).sum();
-    assert!((total - 6.0).abs() < 0.1, "durations add up to {total} s");
-    let url = server.url(&format!("{live}/{name}/index.m3u8"));
-    let (frames, codec, tag) = decode_all(&url, 640, 360);
-    assert_eq!((codec.as_str(), tag.as_str()), ("hevc", "hvc1"));
-    assert!(
-        (175..=180).contains(&frames),
-        "{frames} frames of 180 decoded"
-    );
+    check_hevc_passthrough(&server, &live);
 }

@@ -500,6 +500,22 @@ fn test_signal(seconds: u32, size: &str) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
+/// Waits (90 s at most) until the media playlist of every rendition in `names` under `live`
+/// (`live/{playback_id}`) has ENDLIST.
+pub fn wait_for_end(server: &Server, live: &str, names: &[&str]) {
+    let ended = wait_for(Duration::from_secs(90), || {
+        names
+            .iter()
+            .all(|n| {
+                server
+                    .get_text(&format!("{live}/{n}/index.m3u8"))
+                    .is_some_and(|t| t.contains("#EXT-X-ENDLIST"))
+            })
+            .then_some(())
+    });
+    assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
+}
+
 /// Polls `check` until it returns Some or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
