@@ -56,21 +56,30 @@ wait_ended() { # $1: data dir, $2: number of streams; waits for every 360p playl
   echo "timed out waiting for the broadcasts to end" >&2; return 1
 }
 
-# --- Strata: one ladder, input as fast as it is taken ---
-mkdir -p "$work/one"
-export STRATA__DATA_DIR="$work/one/data"
-key=$(new_key bench)
-start_server "$work/one/data"
-before=$(cpu_seconds $server)
-t0=$(now)
-ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key"
-wait_ended "$work/one/data" 1
-t1=$(now)
-wait_workers_reaped $server
-strata_cpu=$(echo "$(cpu_seconds $server) - $before" | bc -l)
-strata_wall=$(echo "$t1 - $t0" | bc -l)
-frames=$(video_frames "$(ls -d "$work"/one/data/media/vod/*/360p)/index.m3u8")
-kill $server; wait $server 2>/dev/null || true
+# --- Strata: one ladder, input as fast as it is taken; $1: transcode.isolation ---
+strata_run() {
+  mkdir -p "$work/$1"
+  export STRATA__DATA_DIR="$work/$1/data" STRATA__TRANSCODE__ISOLATION="$1"
+  local key before t0 t1
+  key=$(new_key bench)
+  start_server "$work/$1/data"
+  before=$(cpu_seconds $server)
+  t0=$(now)
+  ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key"
+  wait_ended "$work/$1/data" 1
+  t1=$(now)
+  wait_workers_reaped $server
+  run_cpu=$(echo "$(cpu_seconds $server) - $before" | bc -l)
+  run_wall=$(echo "$t1 - $t0" | bc -l)
+  run_frames=$(video_frames "$(ls -d "$work/$1"/data/media/vod/*/360p)/index.m3u8")
+  kill $server; wait $server 2>/dev/null || true
+  unset STRATA__TRANSCODE__ISOLATION
+}
+# in the server's threads, as before the worker process: the cost of the split is the difference
+strata_run thread
+thread_cpu=$run_cpu thread_wall=$run_wall
+strata_run process
+strata_cpu=$run_cpu strata_wall=$run_wall frames=$run_frames
 
 # --- ffmpeg CLI: the same ladder in one process ---
 x264() { # $1 bitrate $2 maxrate $3 bufsize $4 profile $5 level
@@ -126,10 +135,12 @@ done
 
 printf 'media seconds:                 %s (720p30 → 720p/480p/360p veryfast + AAC)\n' "$SECONDS_OF_MEDIA"
 printf 'strata 360p frames published:  %s (expected %s)\n' "$frames" "$((SECONDS_OF_MEDIA * 30))"
-printf 'strata  CPU-s per media-s:     %.3f\n' "$(echo "$strata_cpu / $SECONDS_OF_MEDIA" | bc -l)"
+printf 'strata  CPU-s per media-s:     %.3f (worker process per broadcast)\n' "$(echo "$strata_cpu / $SECONDS_OF_MEDIA" | bc -l)"
+printf 'strata  CPU-s per media-s:     %.3f (in the server'"'"'s threads, transcode.isolation = thread)\n' "$(echo "$thread_cpu / $SECONDS_OF_MEDIA" | bc -l)"
+printf 'worker split CPU cost:         %+.1f %%\n' "$(echo "($strata_cpu / $thread_cpu - 1) * 100" | bc -l)"
 printf 'ffmpeg  CPU-s per media-s:     %.3f\n' "$(echo "$ffmpeg_cpu / $SECONDS_OF_MEDIA" | bc -l)"
-printf 'CPU ratio strata/ffmpeg:       %.2f\n' "$(echo "$strata_cpu / $ffmpeg_cpu" | bc -l)"
+printf 'CPU ratio strata/ffmpeg:       %.2f (in-process: %.2f)\n' "$(echo "$strata_cpu / $ffmpeg_cpu" | bc -l)" "$(echo "$thread_cpu / $ffmpeg_cpu" | bc -l)"
 printf 'strata  wall speed:            %.2fx real time\n' "$(echo "$SECONDS_OF_MEDIA / $strata_wall" | bc -l)"
 printf 'ffmpeg  wall speed:            %.2fx real time\n' "$(echo "$SECONDS_OF_MEDIA / $ffmpeg_wall" | bc -l)"
-printf 'wall speed ratio strata/ffmpeg: %.2f\n' "$(echo "$ffmpeg_wall / $strata_wall" | bc -l)"
+printf 'wall speed ratio strata/ffmpeg: %.2f (in-process: %.2f)\n' "$(echo "$ffmpeg_wall / $strata_wall" | bc -l)" "$(echo "$ffmpeg_wall / $thread_wall" | bc -l)"
 printf 'concurrent 720p ladders at real time: %s (of at most %s tried)\n' "$held" "$MAX_LADDERS"

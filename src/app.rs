@@ -212,6 +212,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 held_media_bytes: settings.limits.held_media_bytes,
             },
             worker: settings.transcode.worker_limits(),
+            isolation: settings.transcode.isolation,
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),

@@ -231,6 +231,21 @@ pub struct TranscodeSettings {
     pub worker_memory_mb: u64,
     /// Nice levels each transcoding worker runs below the server (0-19).
     pub worker_nice: i32,
+    /// Where a ladder decodes and encodes: in a worker process per broadcast (the default),
+    /// or in threads of the server.
+    pub isolation: TranscodeIsolation,
+}
+
+/// `transcode.isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscodeIsolation {
+    /// A `strata worker` process per broadcast: a decoder crash or a runaway allocation ends
+    /// that broadcast only.
+    Process,
+    /// Threads of the server process (what Strata did before the worker; for comparing its
+    /// cost, or where a server may not start processes). A crash there ends every broadcast.
+    Thread,
 }
 
 impl TranscodeSettings {
@@ -381,6 +396,7 @@ ladders = "./ladders"
 default_ladder = "default"
 worker_memory_mb = 4096
 worker_nice = 5
+isolation = "process"
 
 [auth]
 secret = ""

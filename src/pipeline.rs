@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::config::TranscodeIsolation;
 use crate::db::claims::CLAIM_RENEW;
 use crate::db::{Db, Stream};
 use crate::events::{Ended, Event, EventBus, SegmentPublished};
@@ -59,6 +60,8 @@ pub struct PipelineContext {
     pub budgets: Budgets,
     /// The limits of each ladder's transcoding worker process.
     pub worker: WorkerLimits,
+    /// Whether ladders run in worker processes (the default) or in the server's threads.
+    pub isolation: TranscodeIsolation,
     pub shutdown: CancellationToken,
 }
 
@@ -133,7 +136,11 @@ fn open_input(
         stats: lease.stats.clone(),
     };
     // in a worker process: decoding untrusted video cannot take the server down
-    if let Err(e) = ctx.worker.spawn(job, rx, out_tx) {
+    let started = match ctx.isolation {
+        TranscodeIsolation::Process => ctx.worker.spawn(job, rx, out_tx),
+        TranscodeIsolation::Thread => transcode::spawn(job, rx, out_tx),
+    };
+    if let Err(e) = started {
         tracing::error!(error = %e, "cannot start transcoding; refusing the broadcast");
         return None;
     }
@@ -416,6 +423,7 @@ mod tests {
                 held_media_bytes: 8 << 20,
             },
             worker: WorkerLimits::default(),
+            isolation: TranscodeIsolation::Process,
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();

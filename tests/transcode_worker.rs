@@ -242,3 +242,14 @@ fn a_worker_over_its_memory_limit_fails_cleanly_and_passthrough_goes_on() {
     assert!(workers(&server).is_empty(), "{:?}", workers(&server));
     stop(plain_publisher);
 }
+
+#[test]
+fn with_thread_isolation_the_ladder_runs_in_the_server_without_a_worker() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = tiny_ladder_server(&[("STRATA__TRANSCODE__ISOLATION", "thread")]);
+    let stream = server.create_stream("threads", "tiny");
+    let publisher = publish_sized(&server.rtmp_url(&stream.key), 120, "320x180");
+    keeps_publishing(&server, &stream.playback_id, "low");
+    assert!(workers(&server).is_empty(), "{:?}", workers(&server));
+    stop(publisher);
+}

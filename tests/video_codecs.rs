@@ -37,8 +37,9 @@ fn variants(server: &Server, live: &str) -> Vec<(String, String, u64, u64)> {
         .collect()
 }
 
-/// Per segment of a rendition: (duration, first sample is a sync sample).
-fn segments(server: &Server, live: &str, name: &str) -> Vec<(f64, bool)> {
+/// Per segment of a rendition: (duration, first sample is a sync sample, decode time of the
+/// first sample in 90 kHz ticks).
+fn segments(server: &Server, live: &str, name: &str) -> Vec<(f64, bool, u64)> {
     let text = server
         .get_text(&format!("{live}/{name}/index.m3u8"))
         .expect("media playlist");
@@ -55,13 +56,17 @@ fn segments(server: &Server, live: &str, name: &str) -> Vec<(f64, bool)> {
                 Any::Styp(_)
             ));
             let moof = Moof::decode(&mut cursor).expect("moof");
+            let start = moof.traf[0]
+                .tfdt
+                .as_ref()
+                .map_or(0, |t| t.base_media_decode_time);
             let first = moof.traf[0].trun[0]
                 .samples
                 .iter()
                 .next()
                 .expect("a sample");
             let sync = first.flags.is_some_and(|f| f & 0x0001_0000 == 0);
-            (f64::from(seg.duration), sync)
+            (f64::from(seg.duration), sync, start)
         })
         .collect()
 }
@@ -123,6 +128,18 @@ fn check_hevc_passthrough(server: &Server, live: &str) -> String {
         (175..=180).contains(&frames),
         "{frames} frames of 180 decoded"
     );
+    // and through both manifests, with the audio
+    for manifest in ["master.m3u8", "manifest.mpd"] {
+        let probe = ffprobe(&["-show_streams", &server.url(&format!("{live}/{manifest}"))]);
+        let codecs: Vec<&str> = probe["streams"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| s["codec_name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            codecs.contains(&"hevc") && codecs.contains(&"aac"),
+            "{manifest}: {codecs:?}"
+        );
+    }
     codecs
 }
 
@@ -154,35 +171,50 @@ fn hevc_passes_through_as_hvc1_with_its_codec_string_in_hls_and_dash() {
 }
 
 #[test]
-fn hevc_av1_and_vp9_sources_are_transcoded_into_the_h264_ladder() {
+fn hevc_av1_and_vp9_sources_are_transcoded_into_the_aligned_h264_ladder() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start();
     for codec in [Codec::Hevc, Codec::Av1, Codec::Vp9] {
         let stream = server.create_stream(&format!("{codec:?}").to_lowercase(), "default");
         let live = format!("live/{}", stream.playback_id);
-        let tags = enhanced_rtmp::tags(server.dir.path(), codec, 6, "640x360");
+        let tags = enhanced_rtmp::tags(server.dir.path(), codec, 6, "854x480");
         // as fast as it is taken: every frame must come out, on a loaded machine too
         enhanced_rtmp::publish(&server.rtmp, &stream.key, &tags, false).expect("publish");
-        wait_for_end(&server, &live, &["360p", "audio"]);
+        wait_for_end(&server, &live, &["480p", "360p", "audio"]);
         let v = variants(&server, &live);
-        assert_eq!(v.len(), 1, "{codec:?}: one rung for a 360p source: {v:?}");
-        let (name, codecs, width, height) = &v[0];
-        assert!(codecs.starts_with("avc1."), "{codec:?}: CODECS {codecs}");
-        assert_eq!((name.as_str(), *width, *height), ("360p", 640, 360));
-        let url = server.url(&format!("{live}/360p/index.m3u8"));
-        let (frames, decoded_as, _) = decode_all(&url, 640, 360);
-        assert_eq!(decoded_as, "h264", "{codec:?}");
-        assert!(
-            (170..=180).contains(&frames),
-            "{codec:?}: {frames} frames of 180"
+        let declared: Vec<_> = v.iter().map(|(n, _, w, h)| (n.as_str(), *w, *h)).collect();
+        assert_eq!(
+            declared,
+            [("480p", 854, 480), ("360p", 640, 360)],
+            "{codec:?}"
         );
-        let segs = segments(&server, &live, "360p");
-        assert!(segs.iter().all(|s| s.1), "{codec:?}: {segs:?}");
-        let total: f64 = segs.iter().map(|s| s.0).sum();
-        assert!(
-            (total - 6.0).abs() < 0.15,
-            "{codec:?}: durations add up to {total} s"
-        );
+        let mut timelines = Vec::new();
+        for (name, codecs, width, height) in &v {
+            assert!(
+                codecs.starts_with("avc1."),
+                "{codec:?} {name}: CODECS {codecs}"
+            );
+            let url = server.url(&format!("{live}/{name}/index.m3u8"));
+            let (frames, decoded_as, _) = decode_all(&url, *width, *height);
+            assert_eq!(decoded_as, "h264", "{codec:?} {name}");
+            assert!(
+                (170..=180).contains(&frames),
+                "{codec:?} {name}: {frames} frames of 180"
+            );
+            let segs = segments(&server, &live, name);
+            assert!(segs.iter().all(|s| s.1), "{codec:?} {name}: {segs:?}");
+            let total: f64 = segs.iter().map(|s| s.0).sum();
+            assert!(
+                (total - 6.0).abs() < 0.15,
+                "{codec:?} {name}: durations add up to {total} s"
+            );
+            timelines.push(segs);
+        }
+        // aligned: the same segments, starting within a frame of each other, in both rungs
+        assert_eq!(timelines[0].len(), timelines[1].len(), "{codec:?}");
+        for (a, b) in timelines[0].iter().zip(&timelines[1]) {
+            assert!(a.2.abs_diff(b.2) <= 3_000, "{codec:?}: {a:?} / {b:?}");
+        }
     }
 }
 
