@@ -202,9 +202,11 @@ fn a_720p_source_yields_an_aligned_720_480_360_ladder() {
     for (variant, (name, target)) in variants.iter().zip(targets) {
         let url = server.url(&format!("{live}/{name}/index.m3u8"));
         let frames = decode_all_frames(&url, variant.width, variant.height);
+        // a machine too busy for the ladder skips frames on purpose, and counts them
+        let skipped = skipped_frames(&server, &stream.playback_id, name);
         assert!(
-            (330..=370).contains(&frames),
-            "{name}: {frames} frames decoded for 12 s at 30 fps"
+            (330..=370).contains(&(frames + skipped)),
+            "{name}: {frames} frames decoded and {skipped} skipped for 12 s at 30 fps"
         );
         let segs = segments(&server, &live, name);
         for s in &segs {

@@ -496,6 +496,12 @@ impl Transcoder {
         if self.last_drop_report.elapsed() < DROP_REPORT_EVERY {
             return;
         }
+        self.report_drops_now();
+    }
+
+    /// Counts and logs the frames skipped since the last report (also at the end, so the
+    /// counter holds every skipped frame of the broadcast).
+    fn report_drops_now(&mut self) {
         self.last_drop_report = Instant::now();
         for lane in &mut self.lanes {
             if lane.dropped > 0 {
@@ -532,6 +538,7 @@ impl Transcoder {
 
     /// Closes every worker queue, waits for each thread to flush, then ends the output.
     fn finish(&mut self) {
+        self.report_drops_now();
         for lane in &mut self.lanes {
             lane.queue = None;
         }

@@ -450,8 +450,9 @@ pub fn encode_flv(path: &Path, seconds: u32, size: &str) {
     );
 }
 
-/// Pushes a file over RTMP as fast as the server takes it (no `-re`): a ladder is then
-/// never behind real time, so it never skips frames however loaded the machine is.
+/// Pushes a file over RTMP as fast as the server takes it (no `-re`): a ladder that keeps up
+/// with real time then never skips frames (one on a machine too busy to keep up still does,
+/// and counts them in `strata_transcode_dropped_frames_total`).
 pub fn push_file(url: &str, path: &Path) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
@@ -514,6 +515,19 @@ pub fn wait_for_end(server: &Server, live: &str, names: &[&str]) {
             .then_some(())
     });
     assert!(ended.is_some(), "renditions did not end:\n{}", server.log());
+}
+
+/// Frames `rendition` of `playback_id` skipped to keep up with real time, per the metrics.
+pub fn skipped_frames(server: &Server, playback_id: &str, rendition: &str) -> usize {
+    let (_, body) = server.get("metrics");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("strata_transcode_dropped_frames_total{"))
+        .filter(|l| {
+            l.contains(&format!("\"{playback_id}\"")) && l.contains(&format!("\"{rendition}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
 }
 
 /// Polls `check` until it returns Some or `timeout` passes.
