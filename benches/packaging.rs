@@ -75,6 +75,7 @@ fn package(tags: &[Tag]) -> usize {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: 2.0,
         first_number: 0,
+        part_duration: 0.5,
         cut: CutRule::AfterTarget,
     });
     let mut outputs = 0;

@@ -199,6 +199,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             uploader: Uploader::new(store.clone(), settings.write_budget()),
             db: db.clone(),
             segment_duration: settings.segment.duration,
+            part_duration: settings.segment.part_duration,
             window: settings.segment.window,
             grace: Duration::from_secs_f64(settings.retention.grace),
             backlog: settings.storage.backlog,

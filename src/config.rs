@@ -204,6 +204,9 @@ pub struct DatabaseSettings {
 pub struct SegmentSettings {
     /// Target segment duration, seconds.
     pub duration: f64,
+    /// Target part duration, seconds: segments are cut into parts of at most this long, each
+    /// published as soon as it is complete (LL-HLS, LL-DASH).
+    pub part_duration: f64,
     /// Segments listed in a live playlist.
     pub window: usize,
 }
@@ -385,6 +388,7 @@ url = ""
 
 [segment]
 duration = 2.0
+part_duration = 0.5
 window = 6
 
 [limits]
@@ -482,6 +486,12 @@ impl Settings {
             "segment.duration",
             self.segment.duration,
             1.0..=10.0,
+            "seconds",
+        )?;
+        in_range(
+            "segment.part_duration",
+            self.segment.part_duration,
+            0.2..=1.0,
             "seconds",
         )?;
         in_range("segment.window", self.segment.window, 3..=100, "segments")?;
@@ -915,6 +925,7 @@ mod tests {
         let path = dir.path().join("strata.toml");
         for (toml, key) in [
             ("[segment]\nduration = 0.1\n", "segment.duration"),
+            ("[segment]\npart_duration = 2.0\n", "segment.part_duration"),
             ("[segment]\nduration = \"fast\"\n", "duration"),
             ("[storage]\nurl = \"ftp://x\"\n", "storage.url"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),

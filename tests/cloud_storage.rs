@@ -431,14 +431,15 @@ fn a_faulty_store_loses_nothing_and_no_manifest_names_a_missing_object() {
     assert!(!log.contains(&stream.key));
 }
 
-/// Live segment objects per rendition directory.
-fn live_segments(keys: &[String], playback_id: &str) -> BTreeMap<String, usize> {
+/// Live segment objects (`{n}.m4s`, or with `parts` the parts `{n}.{p}.m4s`) per rendition
+/// directory.
+fn live_segments(keys: &[String], playback_id: &str, parts: bool) -> BTreeMap<String, usize> {
     let prefix = format!("media/live/{playback_id}/");
     let mut counts = BTreeMap::new();
     for k in keys {
         if let Some(rest) = k.strip_prefix(&prefix) {
             if let Some((rendition, file)) = rest.split_once('/') {
-                if file.ends_with(".m4s") {
+                if file.ends_with(".m4s") && (file.matches('.').count() == 2) == parts {
                     *counts.entry(rendition.to_string()).or_default() += 1;
                 }
             }
@@ -466,13 +467,17 @@ fn retention_keeps_the_window_plus_grace_and_the_sweeper_cleans_up_after_a_crash
     // while live: never more than window + grace (+ one segment in flight) per rendition, and
     // every segment the current playlist names is there
     let mut peak = 0;
+    let mut parts_peak = 0;
     let mut playlists_checked = 0;
     let started = Instant::now();
     while ffmpeg.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(40)
     {
         let keys = s3.keys();
-        for (_, count) in live_segments(&keys, &stream.playback_id) {
+        for (_, count) in live_segments(&keys, &stream.playback_id, false) {
             peak = peak.max(count);
+        }
+        for (_, count) in live_segments(&keys, &stream.playback_id, true) {
+            parts_peak = parts_peak.max(count);
         }
         if let (200, body) = s3.get(&format!("{live}/source/index.m3u8")) {
             playlists_checked += 1;
@@ -491,6 +496,11 @@ fn retention_keeps_the_window_plus_grace_and_the_sweeper_cleans_up_after_a_crash
     assert!(
         (4..=9).contains(&peak),
         "peak of {peak} live segments per rendition"
+    );
+    // a part stays for the grace after it was stored: 4 s of 0.5 s parts (+ timing)
+    assert!(
+        (4..=16).contains(&parts_peak),
+        "peak of {parts_peak} live parts per rendition"
     );
 
     // ended: after live_after_end the sweeper removes the live objects; the recording stays
@@ -511,13 +521,13 @@ fn retention_keeps_the_window_plus_grace_and_the_sweeper_cleans_up_after_a_crash
     let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 30);
     wait_for(Duration::from_secs(20), || {
         let keys = s3.keys();
-        (live_segments(&keys, &stream.playback_id).get("source") >= Some(&4)).then_some(())
+        (live_segments(&keys, &stream.playback_id, false).get("source") >= Some(&4)).then_some(())
     })
     .expect("the second broadcast publishes");
     server.kill();
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
-    let left = live_segments(&s3.keys(), &stream.playback_id);
+    let left = live_segments(&s3.keys(), &stream.playback_id, false);
     assert!(!left.is_empty(), "the crash left segments behind");
     server.restart();
     let cleaned = wait_for(Duration::from_secs(40), || {

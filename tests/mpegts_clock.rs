@@ -15,22 +15,36 @@ use strata::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
 const SECONDS: u32 = 600;
 const FRAME: u64 = 3003; // 90 kHz ticks of one frame at 30000/1001 fps
 
-/// (tfdt, sample durations) of the one fragment a track segment holds.
+/// (tfdt, sample durations) of a track segment, whose chunks (its parts) must follow each
+/// other without gap.
 fn fragment(bytes: &[u8]) -> (u64, Vec<u32>) {
     let mut cur = Cursor::new(bytes);
     assert!(
         matches!(Any::decode(&mut cur), Ok(Any::Styp(_))),
         "styp first"
     );
-    let moof = Moof::decode(&mut cur).expect("our moof parses");
-    let traf = &moof.traf[0];
-    let tfdt = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
-    let durations = traf.trun[0]
-        .samples
-        .iter()
-        .map(|s| s.duration.expect("explicit durations"))
-        .collect();
-    (tfdt, durations)
+    let mut start = None;
+    let mut durations = Vec::new();
+    while (cur.position() as usize) < bytes.len() {
+        let moof = Moof::decode(&mut cur).expect("our moof parses");
+        let traf = &moof.traf[0];
+        let tfdt = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+        let first = *start.get_or_insert(tfdt);
+        let so_far: u64 = durations.iter().map(|&d| u64::from(d)).sum();
+        assert_eq!(
+            tfdt,
+            first + so_far,
+            "a part starts where the one before ended"
+        );
+        durations.extend(
+            traf.trun[0]
+                .samples
+                .iter()
+                .map(|s| s.duration.expect("explicit durations")),
+        );
+        assert!(matches!(Any::decode(&mut cur), Ok(Any::Mdat(_))), "mdat");
+    }
+    (start.expect("a chunk"), durations)
 }
 
 #[test]
@@ -63,6 +77,7 @@ fn ten_minutes_of_29_97_fps_add_up_exactly() {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: 2.0,
         first_number: 0,
+        part_duration: 0.5,
         cut: CutRule::AfterTarget,
     });
     let mut outputs = Vec::new();

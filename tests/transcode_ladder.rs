@@ -593,19 +593,23 @@ fn a_2997_fps_srt_source_keeps_its_90_khz_clock_through_the_ladder() {
         let (_, bytes) = server.get(&format!("{live}/360p/{}", seg.uri));
         let mut cursor = std::io::Cursor::new(&bytes[..]);
         Any::decode(&mut cursor).expect("styp");
-        let moof = Moof::decode(&mut cursor).expect("moof");
-        let traf = &moof.traf[0];
-        let start = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
-        if let Some(expected) = next_start {
-            assert_eq!(start, expected, "{}: decode times are contiguous", seg.uri);
+        // every chunk (part) of the segment, each starting where the one before ended
+        while (cursor.position() as usize) < bytes.len() {
+            let moof = Moof::decode(&mut cursor).expect("moof");
+            let traf = &moof.traf[0];
+            let start = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+            if let Some(expected) = next_start {
+                assert_eq!(start, expected, "{}: decode times are contiguous", seg.uri);
+            }
+            let mut end = start;
+            for sample in traf.trun[0].samples.iter() {
+                let d = u64::from(sample.duration.expect("sample durations"));
+                durations.push(d);
+                end += d;
+            }
+            next_start = Some(end);
+            assert!(matches!(Any::decode(&mut cursor), Ok(Any::Mdat(_))), "mdat");
         }
-        let mut end = start;
-        for sample in traf.trun[0].samples.iter() {
-            let d = u64::from(sample.duration.expect("sample durations"));
-            durations.push(d);
-            end += d;
-        }
-        next_start = Some(end);
     }
     let total: u64 = durations.iter().sum();
     assert!(

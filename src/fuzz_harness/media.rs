@@ -12,7 +12,7 @@ use crate::media::{
     RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp9Config,
 };
 use crate::package::{
-    cmaf, CutRule, Segment, Segmenter, SegmenterConfig, SegmenterOutput, TrackSegment,
+    cmaf, CutRule, Part, Segment, Segmenter, SegmenterConfig, SegmenterOutput, TrackSegment,
 };
 use crate::transcode::avc;
 
@@ -155,6 +155,7 @@ pub fn flv_demux(data: &[u8]) {
         target_duration: 2.0,
         first_number: 0,
         cut: CutRule::AfterTarget,
+        part_duration: 0.5,
     });
     for tag in &tags {
         let event = match tag.kind {
@@ -306,6 +307,8 @@ struct SegmenterInput {
     /// Target duration in tenths of a second, minus one.
     target: u8,
     first_number: u32,
+    /// Part duration in tenths of a second, minus two (0.2–1.0 s).
+    part: u8,
     events: Vec<SegEvent>,
 }
 
@@ -323,6 +326,7 @@ pub fn segmenter(data: &[u8]) {
         } else {
             CutRule::AfterTarget
         },
+        part_duration: (f64::from(input.part % 9) + 2.0) / 10.0,
     });
     let ticks = |t: i64| t % MAX_TICKS;
     for event in input.events {
@@ -408,13 +412,16 @@ pub fn segmenter(data: &[u8]) {
 }
 
 /// Drives a `Segmenter` and checks what it emits: one `Init` before any segment, segment
-/// numbers consecutive from the first, every video fragment starting with a sync sample, every
-/// fragment parsing back as `styp` + `moof` + `mdat` with the samples it claims and no sample of
-/// zero duration.
+/// numbers consecutive from the first, every track segment exactly the concatenation of its
+/// parts (indices 0, 1, … of that segment), every video segment starting with a sync sample,
+/// every part parsing back as (`styp` for the first) `moof` + `mdat` with the samples it claims
+/// and no video sample of zero duration.
 struct Checker {
     segmenter: Segmenter,
     next_number: u64,
     init: bool,
+    /// Parts received and not yet in an emitted segment.
+    parts: Vec<Part>,
 }
 
 impl Checker {
@@ -423,6 +430,7 @@ impl Checker {
             next_number: config.first_number,
             segmenter: Segmenter::new(config),
             init: false,
+            parts: Vec::new(),
         }
     }
 
@@ -441,6 +449,25 @@ impl Checker {
                         check_init(&track.info.codec);
                     }
                 }
+                SegmenterOutput::Part(part) => {
+                    assert!(self.init, "a part before the Init");
+                    assert!(
+                        part.segment >= self.next_number,
+                        "a part of an emitted segment"
+                    );
+                    let before = self
+                        .parts
+                        .iter()
+                        .filter(|p| p.id == part.id && p.segment == part.segment)
+                        .count();
+                    assert_eq!(part.index as usize, before, "part indices skip");
+                    let video = part.id.kind() == TrackKind::Video;
+                    assert_eq!(
+                        check_chunks(&part.bytes, part.index == 0, video),
+                        part.samples
+                    );
+                    self.parts.push(part);
+                }
                 SegmenterOutput::Segment(segment) => self.segment(&segment),
             }
         }
@@ -453,8 +480,55 @@ impl Checker {
         self.next_number += 1;
         for track in &segment.tracks {
             check_fragment(track);
+            let parts: Vec<Part> = self
+                .parts
+                .extract_if(.., |p| p.id == track.id && p.segment == segment.number)
+                .collect();
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.bytes.iter().copied()).collect();
+            assert_eq!(
+                joined, track.bytes,
+                "a segment is not its parts back to back"
+            );
+            assert_eq!(parts.len(), track.parts.len());
+            for (part, info) in parts.iter().zip(&track.parts) {
+                assert_eq!(part.info, *info);
+            }
+        }
+        // a track left out of its segment (audio that stalled) had no parts either
+        assert!(
+            self.parts.iter().all(|p| p.segment > segment.number),
+            "parts of segment {} are in no segment",
+            segment.number
+        );
+    }
+}
+
+/// Checks one segment's or part's chunks (`styp` first when `with_styp`), returning the
+/// samples they hold (video samples never last zero ticks).
+fn check_chunks(bytes: &[u8], with_styp: bool, video: bool) -> u32 {
+    let mut cur = std::io::Cursor::new(bytes);
+    if with_styp {
+        assert!(matches!(Any::decode(&mut cur), Ok(Any::Styp(_))));
+    }
+    let mut samples = 0;
+    while (cur.position() as usize) < bytes.len() {
+        let moof = match Moof::decode(&mut cur) {
+            Ok(moof) => moof,
+            Err(e) => panic!("our fragment does not parse: {e}"),
+        };
+        let entries: Vec<_> = moof.traf[0].trun[0].samples.iter().collect();
+        assert!(!entries.is_empty());
+        if video {
+            assert!(entries.iter().all(|s| s.duration != Some(0)));
+        }
+        samples += entries.len() as u32;
+        let payload: u64 = entries.iter().map(|s| u64::from(s.size.unwrap_or(0))).sum();
+        match Any::decode(&mut cur) {
+            Ok(Any::Mdat(mdat)) => assert_eq!(mdat.data.len() as u64, payload),
+            other => panic!("no mdat after the moof: {other:?}"),
         }
     }
+    samples
 }
 
 fn check_fragment(track: &TrackSegment) {
@@ -465,23 +539,15 @@ fn check_fragment(track: &TrackSegment) {
             "a video segment starts without a keyframe"
         );
     }
+    assert_eq!(check_chunks(&track.bytes, true, video), track.samples);
     let mut cur = std::io::Cursor::new(&track.bytes[..]);
     assert!(matches!(Any::decode(&mut cur), Ok(Any::Styp(_))));
-    let moof = match Moof::decode(&mut cur) {
-        Ok(moof) => moof,
-        Err(e) => panic!("our fragment does not parse: {e}"),
+    let Ok(moof) = Moof::decode(&mut cur) else {
+        panic!("checked above")
     };
-    let samples: Vec<_> = moof.traf[0].trun[0].samples.iter().collect();
-    assert_eq!(samples.len(), track.samples as usize);
-    assert!(!samples.is_empty());
+    let first = moof.traf[0].trun[0].samples.iter().next();
     if video {
         // sample_depends_on = 2: a sync sample
-        assert_eq!(samples[0].flags.map(|f| f >> 24), Some(2));
-        assert!(samples.iter().all(|s| s.duration != Some(0)));
-    }
-    let payload: u64 = samples.iter().map(|s| u64::from(s.size.unwrap_or(0))).sum();
-    match Any::decode(&mut cur) {
-        Ok(Any::Mdat(mdat)) => assert_eq!(mdat.data.len() as u64, payload),
-        other => panic!("no mdat after the moof: {other:?}"),
+        assert_eq!(first.and_then(|s| s.flags).map(|f| f >> 24), Some(2));
     }
 }

@@ -43,7 +43,8 @@ pub fn origin_path(data: &[u8]) {
         Kind::Playlist => file.ends_with(".m3u8"),
         Kind::Mpd => file == "manifest.mpd",
         Kind::Init => file == "init.mp4",
-        Kind::Segment => file.ends_with(".m4s"),
+        Kind::Segment => file.ends_with(".m4s") && file.matches('.').count() == 1,
+        Kind::Part => file.ends_with(".m4s") && file.matches('.').count() == 2,
         Kind::Poster => file == "poster.jpg" && root == "live",
     };
     assert!(expected, "{raw} classified as {kind:?}");

@@ -6,7 +6,9 @@
 //!
 //! With `storage.public_base_url` set, segment requests answer `302` to that base (a public
 //! bucket or a CDN) plus the object's path, so segment bytes leave from the bucket or the CDN
-//! while manifests, which change every segment, still come from here.
+//! while manifests, which change every segment, still come from here. Parts (`{n}.{p}.m4s`)
+//! are always served here: a player asks for one as it is produced, before a bucket or CDN
+//! could have it.
 //!
 //! Caching: segments are immutable; `init.mp4` is immutable under `vod/` but revalidated under
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
@@ -66,6 +68,8 @@ pub enum Kind {
     Mpd,
     Init,
     Segment,
+    /// A low-latency part (`{n}.{p}.m4s`).
+    Part,
     Poster,
 }
 
@@ -93,7 +97,7 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
                 let stem = f.strip_suffix(".m4s")?;
                 match stem.split_once('.') {
                     None if is_number(stem) => Kind::Segment,
-                    Some((n, p)) if is_number(n) && is_number(p) => Kind::Segment,
+                    Some((n, p)) if is_number(n) && is_number(p) => Kind::Part,
                     _ => return None,
                 }
             }
@@ -109,14 +113,14 @@ fn content_type(kind: Kind, tail: &str) -> &'static str {
         Kind::Mpd => "application/dash+xml",
         Kind::Init if tail.contains("/audio/") => "audio/mp4",
         Kind::Init => "video/mp4",
-        Kind::Segment => "video/iso.segment",
+        Kind::Segment | Kind::Part => "video/iso.segment",
         Kind::Poster => "image/jpeg",
     }
 }
 
 fn cache_control(root: &str, kind: Kind) -> &'static str {
     match (root, kind) {
-        (_, Kind::Segment) | ("vod", Kind::Init) => SEGMENT_CACHE,
+        (_, Kind::Segment | Kind::Part) | ("vod", Kind::Init) => SEGMENT_CACHE,
         (_, Kind::Init) => LIVE_INIT_CACHE,
         (_, Kind::Poster) => POSTER_CACHE,
         ("vod", _) => VOD_MANIFEST_CACHE,
@@ -305,7 +309,7 @@ mod tests {
         );
         assert_eq!(
             classify("live", &format!("{id}/source/12.3.m4s")).map(|c| c.1),
-            Some(Kind::Segment)
+            Some(Kind::Part)
         );
         assert_eq!(
             classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1),

@@ -1,5 +1,6 @@
-//! The queue a broadcast's `StreamEvent`s travel in from ingest to packaging or the
-//! transcoder, bounded in events *and* in the bytes of the frames it holds.
+//! The queues a broadcast's media travels in, bounded in items *and* in the bytes they hold:
+//! `StreamEvent`s from ingest to packaging or the transcoder, and packaged parts and segments
+//! from packaging to publishing (any item that says what it weighs, `Weighed`).
 //!
 //! When either bound is reached the sender waits: the ingest connection stops reading its
 //! socket and TCP pushes back on that one publisher, while other broadcasts go on. A frame
@@ -18,8 +19,22 @@ use super::StreamEvent;
 #[error("the broadcast stopped taking media")]
 pub struct Closed;
 
-/// A queue holding at most `events` events and `bytes` bytes of frame data.
-pub fn channel(events: usize, bytes: usize) -> (Sender, Receiver) {
+/// What an item of a queue costs of its byte budget.
+pub trait Weighed {
+    fn weight(&self) -> usize;
+}
+
+impl Weighed for StreamEvent {
+    fn weight(&self) -> usize {
+        match self {
+            StreamEvent::Frame(frame) => frame.data.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A queue holding at most `events` items and `bytes` bytes of their data.
+pub fn channel<T: Weighed>(events: usize, bytes: usize) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel(events.max(1));
     let capacity = bytes.clamp(1, u32::MAX as usize);
     let budget = Arc::new(Semaphore::new(capacity));
@@ -33,20 +48,26 @@ pub fn channel(events: usize, bytes: usize) -> (Sender, Receiver) {
     )
 }
 
-#[derive(Clone)]
-pub struct Sender {
-    tx: mpsc::Sender<(StreamEvent, usize)>,
+pub struct Sender<T = StreamEvent> {
+    tx: mpsc::Sender<(T, usize)>,
     budget: Arc<Semaphore>,
     capacity: usize,
 }
 
-impl Sender {
-    /// Queues `event`, waiting while the queue is full in events or bytes.
-    pub async fn send(&self, event: StreamEvent) -> Result<(), Closed> {
-        let cost = match &event {
-            StreamEvent::Frame(frame) => frame.data.len().min(self.capacity),
-            _ => 0,
-        };
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            budget: self.budget.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl<T: Weighed> Sender<T> {
+    /// Queues `event`, waiting while the queue is full in items or bytes.
+    pub async fn send(&self, event: T) -> Result<(), Closed> {
+        let cost = event.weight().min(self.capacity);
         if cost > 0 {
             // `cost` ≤ `capacity` ≤ u32::MAX
             let permit = self
@@ -63,27 +84,27 @@ impl Sender {
     }
 }
 
-pub struct Receiver {
-    rx: mpsc::Receiver<(StreamEvent, usize)>,
+pub struct Receiver<T = StreamEvent> {
+    rx: mpsc::Receiver<(T, usize)>,
     budget: Arc<Semaphore>,
 }
 
-impl Receiver {
-    pub async fn recv(&mut self) -> Option<StreamEvent> {
+impl<T> Receiver<T> {
+    pub async fn recv(&mut self) -> Option<T> {
         let (event, cost) = self.rx.recv().await?;
         self.budget.add_permits(cost);
         Some(event)
     }
 
     /// `recv` for a thread outside the async runtime.
-    pub fn blocking_recv(&mut self) -> Option<StreamEvent> {
+    pub fn blocking_recv(&mut self) -> Option<T> {
         let (event, cost) = self.rx.blocking_recv()?;
         self.budget.add_permits(cost);
         Some(event)
     }
 }
 
-impl Drop for Receiver {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         // a sender waiting for bytes that will never be returned fails instead
         self.budget.close();

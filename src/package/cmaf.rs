@@ -1,5 +1,6 @@
-//! CMAF boxes: one init segment (`ftyp` + `moov`) per track and media segments
-//! (`styp` + `moof` + `mdat`), one track per file. Pure functions over plain structs; the boxes themselves are
+//! CMAF boxes: one init segment (`ftyp` + `moov`) per track and CMAF chunks (`moof` + `mdat`,
+//! the first chunk of a segment preceded by `styp`), one track per file. A segment is its
+//! chunks back to back; each chunk is also served alone as a low-latency part. Pure functions over plain structs; the boxes themselves are
 //! written by `mp4-atom` (the `mp4` crate cannot write fragments).
 
 use bytes::Bytes;
@@ -232,12 +233,13 @@ fn audio_minf(aac: &AacConfig) -> Minf {
     }
 }
 
-/// One CMAF fragment (`styp` + `moof` + `mdat`) holding `samples`, starting at
-/// `base_decode_time` (64-bit `tfdt`).
-pub fn media_segment(
+/// One CMAF chunk (`moof` + `mdat`) holding `samples`, starting at `base_decode_time` (64-bit
+/// `tfdt`); `segment_start` puts the segment's `styp` in front of it.
+pub fn chunk(
     sequence_number: u32,
     base_decode_time: u64,
     samples: &[Sample],
+    segment_start: bool,
 ) -> Result<Vec<u8>, CmafError> {
     let payload_len: usize = samples.iter().map(|s| s.data.len()).sum();
     let entries: Vec<TrunEntry> = samples
@@ -295,7 +297,9 @@ pub fn media_segment(
         ],
     };
     let mut out = Vec::with_capacity(offset + payload_len + 32);
-    styp.encode(&mut out)?;
+    if segment_start {
+        styp.encode(&mut out)?;
+    }
     moof.encode(&mut out)?;
     // The mdat header is written here because mp4-atom's `Mdat` owns its payload as one Vec,
     // which would copy every sample once more; the size fits in 32 bits (checked above).
@@ -340,6 +344,22 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_inside_a_segment_has_no_styp() {
+        let sample = Sample {
+            duration: 3000,
+            composition_offset: 0,
+            sync: false,
+            data: Bytes::from_static(b"P"),
+        };
+        let bytes = chunk(8, 3000, std::slice::from_ref(&sample), false).unwrap();
+        let mut cur = std::io::Cursor::new(&bytes);
+        assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Moof(_)));
+        assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Mdat(_)));
+        let with_styp = chunk(8, 3000, &[sample], true).unwrap();
+        assert!(with_styp.ends_with(&bytes));
+    }
+
+    #[test]
     fn media_segment_offsets_point_at_sample_data() {
         let samples = vec![
             Sample {
@@ -355,7 +375,7 @@ mod tests {
                 data: Bytes::from_static(b"b"),
             },
         ];
-        let bytes = media_segment(7, 1 << 40, &samples).unwrap();
+        let bytes = chunk(7, 1 << 40, &samples, true).unwrap();
         let mut cur = std::io::Cursor::new(&bytes);
         assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Styp(_)));
         let moof_start = cur.position() as usize;

@@ -1,9 +1,10 @@
-//! Packaging: the segmenter (cuts segments, pure) and CMAF box writing (pure).
+//! Packaging: the segmenter (cuts segments and their low-latency parts, pure) and CMAF box
+//! writing (pure).
 
 pub mod cmaf;
 pub mod segmenter;
 
 pub use segmenter::{
-    CutRule, InitSegment, Segment, Segmenter, SegmenterConfig, SegmenterError, SegmenterOutput,
-    TrackSegment,
+    CutRule, InitSegment, Part, PartInfo, Segment, Segmenter, SegmenterConfig, SegmenterError,
+    SegmenterOutput, TrackSegment,
 };

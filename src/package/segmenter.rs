@@ -1,4 +1,5 @@
-//! The segmenter: `RenditionEvent`s in, CMAF init and media segments out. Sans-IO and clock-free.
+//! The segmenter: `RenditionEvent`s in, CMAF init segments, parts and media segments out.
+//! Sans-IO and clock-free.
 //!
 //! Rules it keeps:
 //! - The track set is fixed at the first video keyframe: the video renditions are those whose
@@ -23,6 +24,16 @@
 //!   the RTMP interleave; if it is more than two segments late, the segment is emitted with the
 //!   audio that exists. A rendition more than `MAX_SEGMENTS_AHEAD` segments ahead of another is
 //!   an error (the other one stalled), so memory stays bounded.
+//! - Parts (LL-HLS partial segments, LL-DASH chunks): every track's segment is cut into CMAF
+//!   chunks of at most `part_duration`, each emitted (`SegmenterOutput::Part`) as soon as its
+//!   samples are known, and the segment is exactly its parts back to back (the first carries
+//!   the `styp`). A video part ends before the frame that would make it longer than the target
+//!   (that frame's duration is guessed from the last one, with `PART_JITTER` of slack for RTMP's
+//!   millisecond rounding), so a part outlasts the target only when one frame does. An audio
+//!   part holds as many whole AAC frames as fit, and is emitted once every video rendition has
+//!   been presented past its end (a later video cut is presented after everything before it in
+//!   decode order) or audio has passed the cut that ends its segment: audio parts never cross
+//!   a segment boundary. A part is independent when its first sample is a sync sample.
 //! - Video uses a 90 kHz timescale; audio uses its sample rate and counts 1024 samples per AAC
 //!   frame, re-anchoring to the source clock only when it drifts by more than two frames.
 //! - Decode times are kept strictly increasing (a broken encoder's repeated DTS is nudged by one
@@ -140,6 +151,8 @@ pub struct SegmenterConfig {
     /// Number given to the first segment (numbers never repeat for one stream).
     pub first_number: u64,
     pub cut: CutRule,
+    /// Target part duration in seconds (LL-HLS `PART-TARGET`): no part lasts longer.
+    pub part_duration: f64,
 }
 
 /// One track's part of a segment.
@@ -155,6 +168,34 @@ pub struct TrackSegment {
     pub bytes: Bytes,
     pub samples: u32,
     pub starts_with_keyframe: bool,
+    /// Its parts in order: `bytes` is their chunks back to back.
+    pub parts: Vec<PartInfo>,
+}
+
+/// What a manifest says of one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    /// In the track's timescale.
+    pub duration: u64,
+    /// Starts with a sync sample (LL-HLS `INDEPENDENT=YES`).
+    pub independent: bool,
+}
+
+/// One CMAF chunk of a segment, emitted as soon as its samples are complete (a low-latency
+/// part). A track's parts come in order, all before the `Segment` that holds them; parts of the
+/// next segment may come before that `Segment` (it waits for the other tracks).
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub id: TrackId,
+    /// The number of the segment it belongs to, and its index there (0 first).
+    pub segment: u64,
+    pub index: u32,
+    /// Decode time of its first sample, in `timescale` ticks of media time.
+    pub start: u64,
+    pub timescale: u32,
+    pub info: PartInfo,
+    pub samples: u32,
+    pub bytes: Bytes,
 }
 
 impl TrackSegment {
@@ -197,6 +238,7 @@ pub struct InitSegment {
 pub enum SegmenterOutput {
     /// The tracks are fixed: one init segment per track. Emitted once, before any segment.
     Init(Vec<InitSegment>),
+    Part(Part),
     Segment(Segment),
 }
 
@@ -213,6 +255,98 @@ struct PendingAudio {
     /// In audio ticks.
     time: i64,
     data: Bytes,
+}
+
+/// The parts of one track's open segment.
+#[derive(Debug, Default)]
+struct OpenSegment {
+    chunks: Vec<Bytes>,
+    parts: Vec<PartInfo>,
+    samples: u32,
+    bytes: usize,
+    /// Of the first sample: presentation time (90 kHz for video, audio ticks for audio) and
+    /// decode time.
+    first_pts: i64,
+    first_dts: i64,
+    /// mfhd sequence number of the next chunk.
+    sequence: u32,
+}
+
+impl OpenSegment {
+    /// Packages `samples` (decode start `start`) as the next part of segment `number`.
+    fn add_part(
+        &mut self,
+        id: TrackId,
+        number: u64,
+        (start, first_pts): (i64, i64),
+        timescale: u32,
+        samples: &[Sample],
+    ) -> Result<Part, CmafError> {
+        let index = self.parts.len() as u32;
+        if index == 0 {
+            self.first_pts = first_pts;
+            self.first_dts = start;
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        let bytes: Bytes =
+            cmaf::chunk(self.sequence, start.max(0) as u64, samples, index == 0)?.into();
+        let info = PartInfo {
+            duration: samples.iter().map(|s| u64::from(s.duration)).sum(),
+            independent: samples.first().is_some_and(|s| s.sync),
+        };
+        self.chunks.push(bytes.clone());
+        self.parts.push(info);
+        self.samples += samples.len() as u32;
+        self.bytes += bytes.len();
+        Ok(Part {
+            id,
+            segment: number,
+            index,
+            start: start.max(0) as u64,
+            timescale,
+            info,
+            samples: samples.len() as u32,
+            bytes,
+        })
+    }
+
+    /// The segment its parts make (`None` without parts): `duration` by presentation time.
+    fn close(
+        &mut self,
+        id: TrackId,
+        timescale: u32,
+        duration: Option<u64>,
+    ) -> Option<TrackSegment> {
+        if self.parts.is_empty() {
+            return None;
+        }
+        let sequence = self.sequence;
+        let open = std::mem::take(self);
+        self.sequence = sequence;
+        let mut bytes = Vec::with_capacity(open.bytes);
+        for chunk in &open.chunks {
+            bytes.extend_from_slice(chunk);
+        }
+        let decode_span = open.parts.iter().map(|p| p.duration).sum();
+        Some(TrackSegment {
+            id,
+            start: open.first_pts.max(0) as u64,
+            duration: duration.unwrap_or(decode_span),
+            timescale,
+            bytes: bytes.into(),
+            samples: open.samples,
+            starts_with_keyframe: open.parts[0].independent,
+            parts: open.parts,
+        })
+    }
+}
+
+/// How far audio may be cut into parts: to a video cut, or to the video presented so far (a
+/// later cut is presented after all of it).
+#[derive(Debug, Clone, Copy)]
+enum AudioBound {
+    Cut(i64),
+    Frontier(i64),
 }
 
 /// A video segment that is closed but waits for the other renditions and for audio.
@@ -232,8 +366,15 @@ struct VideoTrack {
     /// Added to source decode times: makes the current segment's first decode time equal its
     /// keyframe's presentation time (90 kHz); `None` until the first keyframe arrived.
     dts_offset: Option<i64>,
+    /// Frames of the open part.
     open: Vec<PendingVideo>,
-    /// Bytes of the open frames and closed segments this rendition holds.
+    /// The open segment's closed parts.
+    segment: OpenSegment,
+    /// Parts closed and not yet handed out.
+    ready_parts: Vec<Part>,
+    /// The highest presentation time (90 kHz) since the last cut; `None` before the first.
+    frontier: Option<i64>,
+    /// Bytes of the open frames, parts and closed segments this rendition holds.
     held: usize,
     /// Consecutive frames whose decode time did not advance.
     frozen: u32,
@@ -254,7 +395,9 @@ pub struct Segmenter {
     base: Timestamp,
     next_number: u64,
     audio_queue: VecDeque<PendingAudio>,
-    /// Bytes of `audio_queue`.
+    /// The open audio segment's closed parts.
+    audio_segment: OpenSegment,
+    /// Bytes of `audio_queue` and `audio_segment`.
     audio_held: usize,
     max_held: usize,
     next_audio_time: Option<i64>,
@@ -278,6 +421,7 @@ impl Segmenter {
             started: false,
             base: Timestamp::new(0, VIDEO_TIMESCALE),
             audio_queue: VecDeque::new(),
+            audio_segment: OpenSegment::default(),
             audio_held: 0,
             max_held: DEFAULT_MAX_HELD_BYTES,
             next_audio_time: None,
@@ -481,6 +625,7 @@ impl Segmenter {
         let raw_dts = self.to_media_ticks(frame.dts, VIDEO_TIMESCALE);
         let pts = self.to_media_ticks(frame.pts, VIDEO_TIMESCALE);
         let target = (self.config.target_duration * f64::from(VIDEO_TIMESCALE)) as i64;
+        let part_ticks = (self.config.part_duration * f64::from(VIDEO_TIMESCALE)) as i64;
         let cut_rule = self.config.cut;
         let may_cut = cut_rule.starts_segment(&frame);
         let track = self.video_mut(index)?;
@@ -500,9 +645,9 @@ impl Segmenter {
         } else {
             track.frozen = 0;
         }
-        let cut = match track.open.first() {
-            Some(first) => {
-                let elapsed = dts - first.dts;
+        let cut = match track.segment_start() {
+            Some((first_dts, first_pts)) => {
+                let elapsed = dts - first_dts;
                 // measured in presentation time: an open-GOP keyframe (HEVC CRA, x264
                 // --open-gop) decodes several frames before it is shown, so its decode time
                 // falls short of the target while its presentation time is on it; and a
@@ -510,7 +655,7 @@ impl Segmenter {
                 // the one the encoder meant
                 let cut = may_cut
                     && match cut_rule {
-                        CutRule::AfterTarget => pts - first.pts >= target - CUT_TOLERANCE,
+                        CutRule::AfterTarget => pts - first_pts >= target - CUT_TOLERANCE,
                         CutRule::AtMarks => true,
                     };
                 if !cut && elapsed as f64 > MAX_SEGMENT_SECS * f64::from(VIDEO_TIMESCALE) {
@@ -527,10 +672,12 @@ impl Segmenter {
             // the encoder's decode delay moved (x264's DTS shifts when frames are skipped).
             track.dts_offset = Some(pts - raw_dts);
             dts = monotonic(pts, track.last_dts);
-            if !track.open.is_empty() {
-                track.close(TrackId::Video(index), dts, pts)?;
-            }
+            track.close(TrackId::Video(index), dts, pts)?;
+            track.frontier = None;
+        } else if track.part_is_full(dts, part_ticks) {
+            track.close_part(TrackId::Video(index), dts)?;
         }
+        track.frontier = Some(track.frontier.map_or(pts, |f| f.max(pts)));
         if let Some(last) = track.last_dts {
             track.last_duration = dts - last;
         }
@@ -586,6 +733,12 @@ impl Segmenter {
         let has_audio = self.audio_config.is_some();
         let audio_scale = self.audio_timescale();
         loop {
+            for video in &mut self.videos {
+                out.extend(video.ready_parts.drain(..).map(SegmenterOutput::Part));
+            }
+            if let Some(bound) = self.audio_bound().filter(|_| has_audio) {
+                self.emit_audio_parts(bound, out)?;
+            }
             let ready = self.videos.iter().filter(|v| !v.closed.is_empty()).count();
             if ready == 0 || (ready < self.videos.len() && !flush) {
                 if let Some(ahead) = self
@@ -625,42 +778,132 @@ impl Segmenter {
                 }
             }
             if has_audio {
-                tracks.extend(self.take_audio(number, cut)?);
-                self.audio_emitted_until = cut;
+                tracks.extend(self.finish_audio_segment(cut, out)?);
+                self.audio_emitted_until = self.audio_emitted_until.max(cut);
             }
             self.next_number = number + 1;
             out.push(SegmenterOutput::Segment(Segment { number, tracks }));
         }
     }
 
-    /// Audio frames before `cut` as one fragment (`None` when there are none).
-    fn take_audio(&mut self, number: u64, cut: i64) -> Result<Option<TrackSegment>, CmafError> {
-        let mut samples = Vec::new();
-        let mut start = None;
-        while let Some(frame) = self.audio_queue.pop_front_if(|f| f.time < cut) {
-            start.get_or_insert(frame.time);
-            self.audio_held = self.audio_held.saturating_sub(frame.data.len());
-            samples.push(Sample {
+    /// How far audio may be cut into parts now (`None`: until video starts).
+    fn audio_bound(&self) -> Option<AudioBound> {
+        let scale = self.audio_timescale();
+        let to_audio = |t: i64| Timestamp::new(t, VIDEO_TIMESCALE).rescale(scale).ticks;
+        let next_cut = self
+            .videos
+            .iter()
+            .filter_map(|v| v.closed.front().map(|c| (c.number, c.cut_pts)))
+            .min();
+        if let Some((_, cut)) = next_cut {
+            return Some(AudioBound::Cut(to_audio(cut)));
+        }
+        let frontier = self
+            .videos
+            .iter()
+            .map(|v| v.frontier)
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min()?;
+        Some(AudioBound::Frontier(to_audio(frontier)))
+    }
+
+    /// Whole audio frames in one part: as many as fit in the part duration.
+    fn audio_frames_per_part(&self) -> usize {
+        let ticks = self.config.part_duration * f64::from(self.audio_timescale());
+        ((ticks / AAC_FRAME as f64) as usize).max(1)
+    }
+
+    /// Emits the audio parts that are complete within `bound`: full ones, and the last one
+    /// before a cut once audio has passed it.
+    fn emit_audio_parts(
+        &mut self,
+        bound: AudioBound,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<(), CmafError> {
+        let per_part = self.audio_frames_per_part();
+        let fits = |f: &PendingAudio| match bound {
+            AudioBound::Cut(cut) => f.time < cut,
+            AudioBound::Frontier(frontier) => f.time + AAC_FRAME <= frontier,
+        };
+        let passed_cut = matches!(bound, AudioBound::Cut(cut)
+            if self.audio_queue.back().is_some_and(|last| last.time >= cut));
+        loop {
+            let count = self
+                .audio_queue
+                .iter()
+                .take(per_part)
+                .take_while(|f| fits(f))
+                .count();
+            if count == 0 || (count < per_part && !passed_cut) {
+                return Ok(());
+            }
+            self.audio_part(count, out)?;
+        }
+    }
+
+    /// The first `count` queued audio frames as the open audio segment's next part.
+    fn audio_part(
+        &mut self,
+        count: usize,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<(), CmafError> {
+        let frames: Vec<PendingAudio> = self.audio_queue.drain(..count).collect();
+        let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+            return Ok(());
+        };
+        let (start, end) = (first.time, last.time + 1);
+        let frame_bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+        let samples: Vec<Sample> = frames
+            .into_iter()
+            .map(|f| Sample {
                 duration: AAC_FRAME as u32,
                 composition_offset: 0,
                 sync: true,
-                data: frame.data,
-            });
+                data: f.data,
+            })
+            .collect();
+        let scale = self.audio_timescale();
+        let part = self.audio_segment.add_part(
+            TrackId::Audio,
+            self.next_number,
+            (start, start),
+            scale,
+            &samples,
+        )?;
+        self.audio_held = self.audio_held.saturating_sub(frame_bytes) + part.bytes.len();
+        self.audio_emitted_until = self.audio_emitted_until.max(end);
+        out.push(SegmenterOutput::Part(part));
+        Ok(())
+    }
+
+    /// Closes the open audio segment at `cut`: what is queued before it becomes its last parts
+    /// (audio that stopped waiting, or a flush); `None` when it has no audio at all.
+    fn finish_audio_segment(
+        &mut self,
+        cut: i64,
+        out: &mut Vec<SegmenterOutput>,
+    ) -> Result<Option<TrackSegment>, CmafError> {
+        let per_part = self.audio_frames_per_part();
+        loop {
+            let count = self
+                .audio_queue
+                .iter()
+                .take(per_part)
+                .take_while(|f| f.time < cut)
+                .count();
+            if count == 0 {
+                break;
+            }
+            self.audio_part(count, out)?;
         }
-        let Some(start) = start else {
-            return Ok(None);
-        };
-        let start = start.max(0) as u64;
-        let bytes = cmaf::media_segment(clamp_u32(number as i64), start, &samples)?;
-        Ok(Some(TrackSegment {
-            id: TrackId::Audio,
-            start,
-            duration: samples.len() as u64 * AAC_FRAME as u64,
-            timescale: self.audio_timescale(),
-            bytes: bytes.into(),
-            samples: samples.len() as u32,
-            starts_with_keyframe: true,
-        }))
+        let segment = self
+            .audio_segment
+            .close(TrackId::Audio, self.audio_timescale(), None);
+        if let Some(segment) = &segment {
+            self.audio_held = self.audio_held.saturating_sub(segment.bytes.len());
+        }
+        Ok(segment)
     }
 
     /// The publisher was lost (see the module doc): every open segment is closed and emitted.
@@ -680,16 +923,21 @@ impl Segmenter {
         for (index, video) in self.videos.iter_mut().enumerate() {
             if let Some(last) = video.last_dts {
                 let next = (last + video.last_duration.max(1) + tick - 1).max(0) / tick * tick;
-                if !video.open.is_empty() {
-                    video.close(TrackId::Video(index), next, next)?;
-                }
+                video.close(TrackId::Video(index), next, next)?;
                 end = end.max(next);
             }
             video.dts_offset = None;
+            video.frontier = None;
         }
         self.emit_ready(true, &mut out)?;
         // audio past the video's end has no video to go with: the timeline resumes at `end`
         self.audio_queue.clear();
+        // (parts of an audio segment that no video segment closed cannot be listed)
+        let sequence = self.audio_segment.sequence;
+        self.audio_segment = OpenSegment {
+            sequence,
+            ..OpenSegment::default()
+        };
         self.audio_held = 0;
         self.next_audio_time = None;
         self.audio_emitted_until = Timestamp::new(end, VIDEO_TIMESCALE)
@@ -708,9 +956,7 @@ impl Segmenter {
         for (index, video) in self.videos.iter_mut().enumerate() {
             if let Some(last) = video.last_dts {
                 let end = last + video.last_duration.max(1);
-                if !video.open.is_empty() {
-                    video.close(TrackId::Video(index), end, i64::MAX)?;
-                }
+                video.close(TrackId::Video(index), end, i64::MAX)?;
             }
         }
         // Everything left belongs to the last segments: the final cut is "infinitely late".
@@ -719,17 +965,33 @@ impl Segmenter {
     }
 }
 
+/// Slack for the next frame's duration when deciding whether it still fits in a part: RTMP
+/// rounds timestamps to milliseconds, so frame durations alternate (33, 33, 34 ms at 30 fps).
+const PART_JITTER: i64 = 180;
+
 impl VideoTrack {
-    /// Closes the open segment; `next_dts`/`cut_pts` are those of the frame that follows.
-    fn close(&mut self, id: TrackId, next_dts: i64, cut_pts: i64) -> Result<(), SegmenterError> {
+    /// Decode and presentation time of the open segment's first frame.
+    fn segment_start(&self) -> Option<(i64, i64)> {
+        if !self.segment.parts.is_empty() {
+            return Some((self.segment.first_dts, self.segment.first_pts));
+        }
+        self.open.first().map(|f| (f.dts, f.pts))
+    }
+
+    /// Whether a frame decoded at `dts` would make the open part longer than `part_ticks`
+    /// (its duration is guessed from the last frame's).
+    fn part_is_full(&self, dts: i64, part_ticks: i64) -> bool {
+        self.open.first().is_some_and(|first| {
+            dts + self.last_duration.max(1) + PART_JITTER - first.dts > part_ticks
+        })
+    }
+
+    /// Closes the open part; `next_dts` is the decode time of the frame that follows.
+    fn close_part(&mut self, id: TrackId, next_dts: i64) -> Result<(), SegmenterError> {
         let frames = std::mem::take(&mut self.open);
         let Some(first) = frames.first() else {
             return Ok(());
         };
-        let decode_start = first.dts.max(0) as u64;
-        // Manifests and players place segments by presentation time: the keyframe's.
-        let start = first.pts.max(0);
-        let starts_with_keyframe = first.sync;
         let samples: Vec<Sample> = frames
             .iter()
             .enumerate()
@@ -744,29 +1006,34 @@ impl VideoTrack {
                 }
             })
             .collect();
-        let decode_span: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
-        // until the next segment's keyframe; the last segment of a broadcast has no next one
-        let duration = if cut_pts == i64::MAX {
-            decode_span
-        } else {
-            (cut_pts - start).max(0) as u64
+        let part = self.segment.add_part(
+            id,
+            self.next_number,
+            (first.dts, first.pts),
+            VIDEO_TIMESCALE,
+            &samples,
+        )?;
+        let frame_bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+        self.held = self.held.saturating_sub(frame_bytes) + part.bytes.len();
+        self.ready_parts.push(part);
+        Ok(())
+    }
+
+    /// Closes the open segment (its last part first); `next_dts`/`cut_pts` are those of the
+    /// frame that follows (`cut_pts` is `i64::MAX` at the end of the broadcast).
+    fn close(&mut self, id: TrackId, next_dts: i64, cut_pts: i64) -> Result<(), SegmenterError> {
+        self.close_part(id, next_dts)?;
+        // Manifests and players place segments by presentation time: the keyframe's, until
+        // the next segment's keyframe; the last segment of a broadcast has no next one.
+        let start = self.segment.first_pts.max(0);
+        let duration = (cut_pts != i64::MAX).then(|| (cut_pts - start).max(0) as u64);
+        let Some(segment) = self.segment.close(id, VIDEO_TIMESCALE, duration) else {
+            return Ok(());
         };
         let number = self.next_number;
         self.next_number += 1;
-        let bytes: Bytes =
-            cmaf::media_segment(clamp_u32(number as i64), decode_start, &samples)?.into();
-        let open_bytes: usize = frames.iter().map(|f| f.data.len()).sum();
-        self.held = self.held.saturating_sub(open_bytes) + bytes.len();
         self.closed.push_back(ClosedVideo {
-            segment: TrackSegment {
-                id,
-                start: start as u64,
-                duration,
-                timescale: VIDEO_TIMESCALE,
-                bytes,
-                samples: samples.len() as u32,
-                starts_with_keyframe,
-            },
+            segment,
             number,
             cut_pts,
         });
@@ -856,6 +1123,7 @@ mod tests {
             target_duration: 2.0,
             first_number: 100,
             cut: CutRule::AfterTarget,
+            part_duration: 0.5,
         })
     }
 
@@ -878,15 +1146,115 @@ mod tests {
             .collect()
     }
 
-    fn first_sample_flags_and_cts(bytes: &[u8]) -> (u32, Vec<i64>) {
+    /// The `trun` entries of every chunk of a segment (`styp` first) or a part.
+    fn entries(bytes: &[u8], with_styp: bool) -> Vec<mp4_atom::TrunEntry> {
         let mut cur = std::io::Cursor::new(bytes);
-        assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Styp(_)));
-        let moof = Moof::decode(&mut cur).unwrap();
-        let entries: Vec<_> = moof.traf[0].trun[0].samples.iter().collect();
+        if with_styp {
+            assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Styp(_)));
+        }
+        let mut entries = Vec::new();
+        while (cur.position() as usize) < bytes.len() {
+            let moof = Moof::decode(&mut cur).unwrap();
+            entries.extend(moof.traf[0].trun[0].samples.iter());
+            assert!(matches!(Any::decode(&mut cur).unwrap(), Any::Mdat(_)));
+        }
+        entries
+    }
+
+    fn first_sample_flags_and_cts(bytes: &[u8]) -> (u32, Vec<i64>) {
+        let entries = entries(bytes, true);
         (
             entries[0].flags.unwrap(),
             entries.iter().map(|e| e.cts.unwrap()).collect(),
         )
+    }
+
+    fn parts(out: &[SegmenterOutput]) -> Vec<&Part> {
+        out.iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::Part(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_segment_is_its_parts_back_to_back_and_no_part_outlasts_the_target() {
+        let mut seg = segmenter();
+        // 25 fps with B-frames, 48 kHz audio, a keyframe every 2 s
+        let out = publish(&mut seg, 0, 8, 50);
+        let segments = segments(&out);
+        assert_eq!(segments.len(), 4);
+        for segment in &segments {
+            for track in &segment.tracks {
+                let parts: Vec<&Part> = parts(&out)
+                    .into_iter()
+                    .filter(|p| p.id == track.id && p.segment == segment.number)
+                    .collect();
+                let joined: Vec<u8> = parts.iter().flat_map(|p| p.bytes.to_vec()).collect();
+                assert_eq!(joined, track.bytes, "segment {}", segment.number);
+                let indices: Vec<u32> = parts.iter().map(|p| p.index).collect();
+                assert_eq!(indices, (0..parts.len() as u32).collect::<Vec<_>>());
+                let target = u64::from(track.timescale) / 2;
+                for (i, part) in parts.iter().enumerate() {
+                    assert!(part.info.duration <= target, "{:?} part {i}", track.id);
+                    if i + 1 < parts.len() {
+                        // only the last part of a segment may be short (Apple: ≥ 85 %)
+                        assert!(part.info.duration * 100 >= target * 85, "{:?}", part.info);
+                    }
+                    let samples = entries(&part.bytes, i == 0);
+                    assert_eq!(samples.len() as u32, part.samples);
+                    let sum: u64 = samples.iter().map(|e| u64::from(e.duration.unwrap())).sum();
+                    assert_eq!(sum, part.info.duration);
+                    // INDEPENDENT follows the bytes: sample_depends_on = 2 on the first sample
+                    let sync = samples[0].flags.unwrap() >> 24 == 2;
+                    assert_eq!(part.info.independent, sync);
+                    assert_eq!(sync, track.kind() == TrackKind::Audio || i == 0);
+                }
+                let total: u64 = parts.iter().map(|p| p.info.duration).sum();
+                assert_eq!(total, track.duration, "{:?} {}", track.id, segment.number);
+                assert_eq!(track.parts.len(), parts.len());
+            }
+        }
+        assert_eq!(
+            parts(&out)
+                .iter()
+                .filter(|p| p.id == TrackId::Video(0))
+                .count(),
+            4 * 4 + 4,
+            "25 fps in 0.5 s parts: 12 frames (0.48 s) each, a segment of 50 frames makes 5"
+        );
+    }
+
+    #[test]
+    fn a_part_is_emitted_as_soon_as_the_frame_after_it_arrives() {
+        let mut seg = segmenter();
+        seg.push(video_track()).unwrap();
+        seg.push(audio_track()).unwrap();
+        let mut out = Vec::new();
+        let mut first_video_part_at = None;
+        let mut first_audio_part_at = None;
+        let mut next_audio = 0.0;
+        for i in 0..50 {
+            let dts = i * FPS_MS;
+            while next_audio <= dts as f64 {
+                out.extend(seg.push(audio(next_audio.round() as i64)).unwrap());
+                next_audio += 1024.0 / 48.0;
+            }
+            out.extend(seg.push(video(dts, dts, i == 0)).unwrap());
+            for part in parts(&out) {
+                let at = match part.id {
+                    TrackId::Video(_) => &mut first_video_part_at,
+                    TrackId::Audio => &mut first_audio_part_at,
+                };
+                at.get_or_insert(dts);
+            }
+        }
+        // 12 frames fill a video part: it goes out with frame 12 (480 ms)
+        assert_eq!(first_video_part_at, Some(480));
+        // 23 AAC frames (490.7 ms) fill an audio part once video has been presented past it
+        assert_eq!(first_audio_part_at, Some(520));
+        assert!(segments(&out).is_empty(), "no segment is complete yet");
     }
 
     #[test]
@@ -1123,6 +1491,7 @@ mod tests {
             target_duration: 2.0,
             first_number,
             cut: CutRule::AtMarks,
+            part_duration: 0.5,
         });
         for r in 0..2 {
             let RenditionEvent::Track { info, .. } = video_track() else {

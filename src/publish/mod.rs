@@ -44,7 +44,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
 use crate::media::TrackId;
-use crate::package::{InitSegment, Segment};
+use crate::package::{InitSegment, Part, Segment};
 use store::Root;
 use upload::{UploadError, Uploader};
 
@@ -62,6 +62,8 @@ pub struct BroadcastPlan {
     pub playback_id: String,
     pub recording_id: String,
     pub segment_duration: f64,
+    /// Target part duration, seconds.
+    pub part_duration: f64,
     pub window: usize,
     /// Absolute URL of the origin's time endpoint (DASH `UTCTiming`).
     pub utc_timing_url: String,
@@ -224,6 +226,35 @@ impl Publisher {
             }
         }
         first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Stores one part as `{n}.{p}.m4s` beside the segments, within one part duration (a part
+    /// is worth something only near the live edge; the segment that holds it is stored whole
+    /// anyway), and schedules its deletion after the grace period. Only parts of segments
+    /// whose number is reserved are written: segments keep the segmenter's numbers (a segment
+    /// given up spends its number too), so a part names exactly the segment it belongs to.
+    pub async fn publish_part(&mut self, part: Part) {
+        let Some(name) = self.rendition_name(part.id) else {
+            return;
+        };
+        if part.segment >= self.number_limit {
+            tracing::debug!(
+                segment = part.segment,
+                "part of an unreserved segment not stored"
+            );
+            return;
+        }
+        let path = self.live_root.part(&name, part.segment, part.index);
+        let deadline = Instant::now() + Duration::from_secs_f64(self.plan.part_duration);
+        match self.up.put(&path, part.bytes, deadline).await {
+            Ok(()) => {
+                let due = Instant::now() + self.plan.grace;
+                self.retention.push_back((due, path));
+            }
+            Err(e) => {
+                tracing::warn!(object = %path, error = %e, "part not stored in time; skipped")
+            }
+        }
     }
 
     /// Replaces the stream's poster (`live/{playback_id}/poster.jpg`).
@@ -583,6 +614,7 @@ mod tests {
             playback_id: "aaaaaaaaaaaaaaaa".into(),
             recording_id: "rrrrrrrrrrrrrrrr".into(),
             segment_duration: 2.0,
+            part_duration: 0.5,
             window: 3,
             utc_timing_url: "http://localhost/time".into(),
             record: true,
@@ -609,6 +641,10 @@ mod tests {
                 bytes: Bytes::from(vec![number as u8; 100]),
                 samples: 50,
                 starts_with_keyframe: true,
+                parts: vec![crate::package::PartInfo {
+                    duration: 180_000,
+                    independent: true,
+                }],
             }],
         }
     }

@@ -317,6 +317,11 @@ impl Root {
     pub fn segment(&self, rendition: &str, number: u64) -> Path {
         self.rendition_file(rendition, &format!("{number}.m4s"))
     }
+
+    /// Part `index` of segment `number` (a low-latency part).
+    pub fn part(&self, rendition: &str, number: u64, index: u32) -> Path {
+        self.rendition_file(rendition, &format!("{number}.{index}.m4s"))
+    }
 }
 
 pub const MASTER_PLAYLIST: &str = "master.m3u8";

@@ -1,6 +1,6 @@
 //! One broadcast's path after ingest: `StreamEvent`s → (the ladder's transcoding worker
-//! process, `transcode::worker`, unless the ladder is passthrough) → segmenter → publisher, the
-//! last two in one async task.
+//! process, `transcode::worker`, unless the ladder is passthrough) → segmenter (this task) →
+//! publisher (its own task, `publishing`), joined by a queue bounded in items and bytes.
 //!
 //! Queues: ingest sends into a queue of at most `EVENT_QUEUE` events and the configured bytes
 //! (`media::queue`), read by this task
@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::TranscodeIsolation;
 use crate::db::claims::CLAIM_RENEW;
 use crate::db::{Db, Stream};
-use crate::events::{Ended, Event, EventBus, SegmentPublished};
+use crate::events::{Ended, Event, EventBus};
 use crate::hub::Lease;
 use crate::media::{queue, RenditionEvent};
 use crate::package::{CutRule, Segmenter, SegmenterConfig, SegmenterOutput};
@@ -33,6 +33,9 @@ use crate::publish::upload::Uploader;
 use crate::publish::{BroadcastPlan, Publisher};
 use crate::transcode::{self, Ladders, TranscodeJob, WorkerLimits};
 use crate::webhooks::Webhooks;
+use publishing::{Packaged, Publishing, PUBLISH_QUEUE};
+
+mod publishing;
 
 /// Events buffered between ingest and packaging (a few seconds of media at 30 fps + audio).
 pub const EVENT_QUEUE: usize = 512;
@@ -46,6 +49,8 @@ pub struct PipelineContext {
     pub uploader: Uploader,
     pub db: Db,
     pub segment_duration: f64,
+    /// Target part duration, seconds.
+    pub part_duration: f64,
     pub window: usize,
     /// How long a segment that left the live window stays.
     pub grace: Duration,
@@ -170,9 +175,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     }
     // Numbers are reserved before anything is written, so a crash, a takeover or a database
     // error can never make two objects share one.
-    let (mut numbers, first_number) = match SegmentNumbers::reserve(ctx.db.clone(), &stream.id)
-        .await
-    {
+    let (numbers, first_number) = match SegmentNumbers::reserve(ctx.db.clone(), &stream.id).await {
         Ok(reserved) => reserved,
         Err(e) => {
             tracing::error!(error = %e, "could not reserve segment numbers; ending the broadcast");
@@ -183,14 +186,16 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
         target_duration: ctx.segment_duration,
         first_number,
         cut,
+        part_duration: ctx.part_duration,
     })
     .with_budget(ctx.budgets.held_media_bytes);
-    let mut publisher = Publisher::new(
+    let publisher = Publisher::new(
         ctx.uploader.clone(),
         BroadcastPlan {
             playback_id: stream.playback_id.clone(),
             recording_id: recording_id.clone(),
             segment_duration: ctx.segment_duration,
+            part_duration: ctx.part_duration,
             window: ctx.window,
             utc_timing_url: ctx.utc_timing_url.clone(),
             record: stream.record,
@@ -198,8 +203,19 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             backlog: ctx.backlog,
         },
     );
-    let mut media_zero = Utc::now();
-    let mut segments = 0u64;
+    let (to_publishing, publishing_queue) =
+        queue::channel(PUBLISH_QUEUE, ctx.budgets.held_media_bytes);
+    let publishing = tokio::spawn(
+        Publishing {
+            ctx: ctx.clone(),
+            stream: stream.clone(),
+            stats: stats.clone(),
+            publisher,
+            numbers,
+        }
+        .run(publishing_queue)
+        .in_current_span(),
+    );
     tracing::info!("broadcast started");
     ctx.events.send(Event::Live(stats.snapshot()));
     let mut renew = tokio::time::interval(CLAIM_RENEW);
@@ -221,66 +237,26 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                     }
                 }
             }
-            _ = sleep_until(publisher.next_deletion()) => {
-                publisher.delete_due(std::time::Instant::now()).await;
-                continue;
-            }
         };
-        if let RenditionEvent::Poster(jpeg) = event {
-            match publisher.publish_poster(jpeg).await {
-                Ok(()) => stats.poster_published(),
-                Err(e) => tracing::warn!(error = %e, "could not store the poster"),
-            }
-            continue;
-        }
         let mut end = matches!(event, RenditionEvent::End);
-        let outputs = match segmenter.push(event) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                // The stream cannot be packaged further: flush what is held and end here.
-                tracing::error!(error = %e, "ending broadcast");
-                end = true;
-                segmenter.push(RenditionEvent::End).unwrap_or_default()
-            }
+        let outputs = match event {
+            RenditionEvent::Poster(jpeg) => vec![Packaged::Poster(jpeg)],
+            event => match segmenter.push(event) {
+                Ok(outputs) => outputs.into_iter().map(packaged).collect(),
+                Err(e) => {
+                    // The stream cannot be packaged further: flush what is held and end here.
+                    tracing::error!(error = %e, "ending broadcast");
+                    end = true;
+                    let rest = segmenter.push(RenditionEvent::End).unwrap_or_default();
+                    rest.into_iter().map(packaged).collect()
+                }
+            },
         };
-        for output in outputs {
-            let result = match output {
-                SegmenterOutput::Init(inits) => {
-                    media_zero = Utc::now();
-                    publisher.start(inits, media_zero).await
-                }
-                SegmenterOutput::Segment(segment) => {
-                    segments += 1;
-                    if segments == 1 {
-                        // the source is known by now (its configs came before the first frame)
-                        if let Err(e) = ctx
-                            .db
-                            .set_session_source(&recording_id, &stats.source())
-                            .await
-                        {
-                            tracing::warn!(error = %e, "could not store the session's source");
-                        }
-                    }
-                    let needed = publisher.numbers_needed(segment.number);
-                    publisher.set_number_limit(numbers.cover(needed).await);
-                    let result = publisher.publish_segment(segment, media_zero).await;
-                    stats.set_segments_lost(publisher.lost());
-                    result.map(|stored| {
-                        for s in stored {
-                            stats.segment_published(s.bytes, s.latency);
-                            ctx.events.send(Event::Segment(SegmentPublished {
-                                session_id: recording_id.clone(),
-                                stream_id: stream.id.clone(),
-                                playback_id: stream.playback_id.clone(),
-                                number: s.number,
-                                duration_secs: s.duration_secs,
-                            }));
-                        }
-                    })
-                }
-            };
-            if let Err(e) = result {
-                tracing::error!(error = %e, "publishing failed");
+        for item in outputs {
+            if to_publishing.send(item).await.is_err() {
+                tracing::error!("the publishing task stopped; ending the broadcast");
+                end = true;
+                break;
             }
         }
         if end {
@@ -289,22 +265,14 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     }
     // Drop the receiver first: a still-connected publisher's next send fails (directly, or
     // through the transcoder threads, which stop when their output closes), so its connection
-    // closes.
+    // closes. Then publishing finishes what is queued and writes the final manifests.
     drop(events);
-    let needed = publisher.numbers_needed(numbers.end());
-    publisher.set_number_limit(numbers.cover(needed).await);
-    let duration = match publisher.finish(media_zero).await {
-        Ok(duration) => {
-            tracing::info!(
-                segments,
-                duration_s = duration,
-                "broadcast ended; recording stored"
-            );
-            duration
-        }
+    drop(to_publishing);
+    let (segments, duration, publisher) = match publishing.await {
+        Ok(done) => (done.segments, done.duration, Some(done.publisher)),
         Err(e) => {
-            tracing::error!(error = %e, "could not write the final manifests");
-            0.0
+            tracing::error!(error = %e, "the publishing task failed");
+            (0, 0.0, None)
         }
     };
     // Nothing more is written under this broadcast's numbers: another node may take over.
@@ -341,11 +309,26 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     ctx.webhooks.broadcast_ended(&ended, recorded);
     ctx.events.send(Event::Ended(ended));
     drop(lease);
+    let Some(mut publisher) = publisher else {
+        return;
+    };
     while let Some(at) = publisher.next_deletion() {
         tokio::select! {
             _ = tokio::time::sleep_until(at.into()) => publisher.delete_due(std::time::Instant::now()).await,
             _ = ctx.shutdown.cancelled() => break,
         }
+    }
+}
+
+/// A segmenter output as the publishing task takes it (media time 0 is now, for an `Init`).
+fn packaged(output: SegmenterOutput) -> Packaged {
+    match output {
+        SegmenterOutput::Init(inits) => Packaged::Start {
+            inits,
+            media_zero: Utc::now(),
+        },
+        SegmenterOutput::Part(part) => Packaged::Part(part),
+        SegmenterOutput::Segment(segment) => Packaged::Segment(segment),
     }
 }
 
@@ -400,6 +383,7 @@ mod tests {
             uploader: Uploader::new(store.clone(), Duration::from_secs(1)),
             db,
             segment_duration: 1.0,
+            part_duration: 0.5,
             window: 3,
             grace: Duration::from_secs(10),
             backlog: 3,
