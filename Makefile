@@ -10,7 +10,7 @@ RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavuti
 	libsrt-openssl-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
 # Chromium runs the web app's end-to-end test (driven by playwright-core from npm).
 # GStreamer publishes with rtmp2sink, which ends a stream without unpublishing.
-TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client chromium python3-venv \
+TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client python3-m3u8 chromium python3-venv \
 	docker-compose gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly openssl
 # The cloud-storage tests run against moto's S3 server (PyPI `moto[server]`), installed into a

@@ -191,6 +191,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events.clone(),
         shutdown.clone(),
     ));
+    let edges = crate::edge::LiveEdges::default();
     let core = Arc::new(Core {
         db: db.clone(),
         hub,
@@ -214,6 +215,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             },
             worker: settings.transcode.worker_limits(),
             isolation: settings.transcode.isolation,
+            edges: edges.clone(),
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),
@@ -278,6 +280,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.http,
         actix_web::web::Data::new(crate::http::HttpState {
             store,
+            edges,
             metrics: Some(metrics),
             web_root,
             segment_base_url: Some(settings.storage.public_base_url.trim_end_matches('/'))

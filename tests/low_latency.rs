@@ -127,3 +127,190 @@ fn parts_are_served_before_their_segment_is_listed_and_make_it_up() {
         }
     }
 }
+
+/// What the `m3u8` Python library (an LL-HLS-aware parser independent of ours) reads in a
+/// media playlist (`tests/support/ll_hls.py`).
+fn parse_ll(text: &str) -> serde_json::Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/ll_hls.py"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (`make test` installs python3-m3u8)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("write playlist");
+    }
+    let out = child.wait_with_output().expect("parser");
+    assert!(
+        out.status.success(),
+        "the m3u8 library refused:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn items(v: &serde_json::Value) -> &[serde_json::Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// (segment number, part index) of a part URI `{n}.{p}.m4s`.
+fn part_name(uri: &str) -> (u64, u32) {
+    let stem = uri.strip_suffix(".m4s").expect("a part URI");
+    let (n, p) = stem.split_once('.').expect("n.p");
+    (n.parse().expect("n"), p.parse().expect("p"))
+}
+
+/// (LAST-MSN, LAST-PART) of a parsed playlist: its newest part, else its newest segment.
+fn last_of(v: &serde_json::Value) -> (u64, i64) {
+    let msn = v["media_sequence"].as_u64().unwrap_or(0);
+    let segments = items(&v["segments"]);
+    let open = items(&v["open_parts"]);
+    if !open.is_empty() {
+        return (msn + segments.len() as u64, open.len() as i64 - 1);
+    }
+    let parts = segments.last().map_or(0, |s| items(&s["parts"]).len());
+    (msn + segments.len() as u64 - 1, parts as i64 - 1)
+}
+
+#[test]
+fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part() {
+    let server = Server::start();
+    let stream = server.create_stream("llhls", "passthrough");
+    let live = format!("live/{}", stream.playback_id);
+    let video = format!("{live}/source/index.m3u8");
+    let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 16);
+    let (text, v) = wait_for(Duration::from_secs(30), || {
+        let text = server.get_text(&video)?;
+        let v = parse_ll(&text);
+        (items(&v["segments"]).len() >= 3).then_some((text, v))
+    })
+    .unwrap_or_else(|| panic!("no LL-HLS playlist with 3 segments:\n{}", server.log()));
+
+    // the rules, as an independent parser reads them
+    assert_eq!(v["can_block_reload"], "YES", "{text}");
+    let part_target = v["part_target"].as_f64().expect("PART-TARGET");
+    assert_eq!(part_target, 0.5);
+    assert!(v["part_hold_back"].as_f64().expect("PART-HOLD-BACK") >= 3.0 * part_target);
+    assert!(v["can_skip_until"].as_f64().expect("CAN-SKIP-UNTIL") >= 6.0 * 2.0);
+    let listed_parts = items(&v["segments"])
+        .iter()
+        .flat_map(|s| items(&s["parts"]))
+        .chain(items(&v["open_parts"]));
+    let mut checked = 0;
+    for part in listed_parts {
+        let uri = part["uri"].as_str().expect("part URI");
+        assert!(part["duration"].as_f64().expect("duration") <= part_target + 1e-6);
+        let (status, bytes) = server.get(&format!("{live}/source/{uri}"));
+        assert_eq!(status, 200, "{uri} is listed");
+        let (sync, _) = chunk_facts(&bytes);
+        assert_eq!(
+            part["independent"].as_bool(),
+            Some(sync),
+            "INDEPENDENT of {uri}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} parts listed:\n{text}");
+    // a listed segment with parts is exactly those parts
+    let with_parts = items(&v["segments"])
+        .iter()
+        .find(|s| !items(&s["parts"]).is_empty())
+        .expect("a segment with its parts");
+    let mut joined = Vec::new();
+    for part in items(&with_parts["parts"]) {
+        let uri = part["uri"].as_str().unwrap_or_default();
+        joined.extend(server.get(&format!("{live}/source/{uri}")).1);
+    }
+    let uri = with_parts["uri"].as_str().unwrap_or_default();
+    assert!(
+        joined == server.get(&format!("{live}/source/{uri}")).1,
+        "{uri} = its parts"
+    );
+    // the report of the audio rendition is not ahead of the audio playlist read after it
+    let report = items(&v["rendition_reports"])
+        .iter()
+        .find(|r| r["uri"] == "../audio/index.m3u8")
+        .unwrap_or_else(|| panic!("no audio rendition report:\n{text}"))
+        .clone();
+    let audio = parse_ll(
+        &server
+            .get_text(&format!("{live}/audio/index.m3u8"))
+            .expect("audio playlist"),
+    );
+    let reported = (
+        report["last_msn"].as_u64().unwrap_or(0),
+        report["last_part"].as_i64().unwrap_or(-1),
+    );
+    assert!(
+        reported <= last_of(&audio),
+        "{reported:?} vs {:?}",
+        last_of(&audio)
+    );
+    assert!(reported.0 + 1 >= last_of(&audio).0, "the report is current");
+
+    // blocking reload: the request for the hinted part returns as soon as it is stored
+    let mut gaps = Vec::new();
+    for _ in 0..5 {
+        let text = server.get_text(&video).expect("playlist");
+        let v = parse_ll(&text);
+        let hint = v["preload_hint"]["uri"]
+            .as_str()
+            .expect("a preload hint")
+            .to_string();
+        assert_eq!(v["preload_hint"]["type"], "PART");
+        let (number, part) = part_name(&hint);
+        let msn = v["media_sequence"].as_u64().unwrap_or(0) + items(&v["segments"]).len() as u64;
+        let part_url = server.url(&format!("{live}/source/{hint}"));
+        let fetch = std::thread::spawn(move || {
+            let (status, _) = get_url(&part_url);
+            (status, std::time::Instant::now())
+        });
+        let (status, body) = server.get(&format!("{video}?_HLS_msn={msn}&_HLS_part={part}"));
+        let answered = std::time::Instant::now();
+        let (part_status, part_at) = fetch.join().expect("part fetch");
+        if number != msn || part_status != 200 {
+            // the hinted part was the one after a segment's last: that segment ended first
+            continue;
+        }
+        assert_eq!(status, 200);
+        let blocked = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            blocked.contains(&format!("URI=\"{hint}\"")),
+            "{hint} in\n{blocked}"
+        );
+        gaps.push(if answered > part_at {
+            answered - part_at
+        } else {
+            part_at - answered
+        });
+    }
+    gaps.sort();
+    assert!(gaps.len() >= 3, "{gaps:?}");
+    assert!(
+        gaps[gaps.len() / 2] <= Duration::from_millis(50),
+        "playlist and part answered {gaps:?} apart"
+    );
+    // what a blocking request may not ask
+    let (last_msn, _) = last_of(&parse_ll(&server.get_text(&video).expect("playlist")));
+    let (status, _) = server.get(&format!("{video}?_HLS_msn={}", last_msn + 3));
+    assert_eq!(status, 400, "three segments ahead");
+    assert_eq!(server.get(&format!("{video}?_HLS_part=1")).0, 400);
+    // a delta update of a 12 s window skips nothing (CAN-SKIP-UNTIL is 12 s)
+    let delta = parse_ll(
+        &server
+            .get_text(&format!("{video}?_HLS_skip=YES"))
+            .expect("delta"),
+    );
+    assert_eq!(delta["skipped_segments"], 0);
+
+    assert!(ffmpeg.wait().expect("ffmpeg").success(), "ffmpeg failed");
+    wait_for_end(&server, &live, &["source", "audio"]);
+    let ended = parse_ll(&server.get_text(&video).expect("ended playlist"));
+    assert_eq!(ended["ended"], true);
+}

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod directory;
 pub mod events;
+pub mod low_latency;
 pub mod playback;
 pub mod subscribers;
 pub mod webapp;
@@ -43,6 +44,8 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct HttpState {
     pub store: Arc<dyn ObjectStore>,
+    /// Live broadcasts of this node: low-latency playlists are answered from them.
+    pub edges: crate::edge::LiveEdges,
     /// Renders the process's metrics (`None` when no recorder is installed, e.g. in tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The built web app (`http.web_root`).

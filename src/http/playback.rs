@@ -34,11 +34,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 
-use super::HttpState;
+use super::{low_latency, HttpState};
 use crate::db::ids;
 
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
-const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
+pub const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
 const LIVE_INIT_CACHE: &str = "public, max-age=0, must-revalidate";
 const VOD_MANIFEST_CACHE: &str = "public, max-age=3600";
 const NOT_FOUND_CACHE: &str = "public, max-age=1";
@@ -201,6 +201,26 @@ async fn object(
     let Some((location, kind)) = classify(&root, &tail) else {
         return not_found();
     };
+    if root == "live" {
+        // a broadcast live on this node answers low-latency requests from memory
+        match (kind, tail.split('/').collect::<Vec<_>>().as_slice()) {
+            (Kind::Playlist, [id, rendition, _]) => {
+                let edges = &state.edges;
+                if let Some(answer) = low_latency::playlist(&req, edges, id, rendition).await {
+                    return answer;
+                }
+            }
+            (Kind::Part, [id, rendition, file]) => {
+                let stem = file.trim_end_matches(".m4s");
+                if let Some((n, p)) = stem.split_once('.') {
+                    if let (Ok(n), Ok(p)) = (n.parse(), p.parse()) {
+                        low_latency::wait_for_hinted_part(&state.edges, id, rendition, n, p).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     if let (Kind::Segment, Some(base)) = (kind, &state.segment_base_url) {
         return HttpResponse::Found()
             .insert_header((header::LOCATION, format!("{base}/{root}/{tail}")))

@@ -38,6 +38,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
             bytes: 250_000,
             samples: (*d / 3600) as u32,
             discontinuity: false,
+            parts: Vec::new(),
         };
         low.push(SegmentEntry {
             bytes: 60_000,
@@ -53,6 +54,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
             bytes: 32_000,
             samples: (a_d / 1024) as u32,
             discontinuity: false,
+            parts: Vec::new(),
         });
         v_start += d;
         a_start += a_d;

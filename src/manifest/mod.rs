@@ -4,10 +4,12 @@
 
 pub mod dash;
 pub mod hls;
+pub mod ll_hls;
 
 use chrono::{DateTime, Utc};
 
 use crate::media::{CodecConfig, TrackId, TrackKind};
+use crate::package::PartInfo;
 
 /// One published segment of one rendition.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,8 @@ pub struct SegmentEntry {
     /// The segment before it was lost (see `publish`), so `number` skips one: HLS
     /// `EXT-X-DISCONTINUITY`, a new DASH Period.
     pub discontinuity: bool,
+    /// Its parts (LL-HLS `EXT-X-PART`), when every one of them was stored; else none.
+    pub parts: Vec<PartInfo>,
 }
 
 /// One rendition (a video variant or the audio track): every segment published for it, oldest
@@ -42,6 +46,8 @@ pub struct Timeline {
     longest_ticks: u64,
     total_bits: u128,
     total_ticks: u128,
+    /// Parts stored of segments not listed yet (segment number, part), in order.
+    parts_ahead: Vec<(u64, PartInfo)>,
 }
 
 impl Timeline {
@@ -56,10 +62,43 @@ impl Timeline {
             longest_ticks: 0,
             total_bits: 0,
             total_ticks: 0,
+            parts_ahead: Vec::new(),
         }
     }
 
-    pub fn push(&mut self, entry: SegmentEntry) {
+    /// A part of segment `number`, which is not listed yet, was stored.
+    pub fn push_part(&mut self, number: u64, part: PartInfo) {
+        self.parts_ahead.push((number, part));
+    }
+
+    /// The segment after the last listed one (its number) and the parts of it stored so far.
+    pub fn open_parts(&self) -> (u64, Vec<PartInfo>) {
+        let next = self.segments.last().map_or_else(
+            || self.parts_ahead.first().map_or(0, |(n, _)| *n),
+            |s| s.number + 1,
+        );
+        let parts = self
+            .parts_ahead
+            .iter()
+            .filter(|(n, _)| *n == next)
+            .map(|(_, p)| *p)
+            .collect();
+        (next, parts)
+    }
+
+    /// Lists a segment. `entry.parts` are the parts it was cut into; they stay listed only if
+    /// every one of them was stored (`push_part`).
+    pub fn push(&mut self, mut entry: SegmentEntry) {
+        let stored: Vec<PartInfo> = self
+            .parts_ahead
+            .iter()
+            .filter(|(n, _)| *n == entry.number)
+            .map(|(_, p)| *p)
+            .collect();
+        if stored != entry.parts {
+            entry.parts.clear();
+        }
+        self.parts_ahead.retain(|(n, _)| *n > entry.number);
         if entry.duration > 0 {
             let bps = (u128::from(entry.bytes) * 8 * u128::from(self.timescale))
                 .div_ceil(u128::from(entry.duration));

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::config::TranscodeIsolation;
 use crate::db::claims::CLAIM_RENEW;
 use crate::db::{Db, Stream};
+use crate::edge::LiveEdges;
 use crate::events::{Ended, Event, EventBus};
 use crate::hub::Lease;
 use crate::media::{queue, RenditionEvent};
@@ -67,6 +68,8 @@ pub struct PipelineContext {
     pub worker: WorkerLimits,
     /// Whether ladders run in worker processes (the default) or in the server's threads.
     pub isolation: TranscodeIsolation,
+    /// Where live edges are served from memory (low-latency playlists).
+    pub edges: LiveEdges,
     pub shutdown: CancellationToken,
 }
 
@@ -202,7 +205,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             grace: ctx.grace,
             backlog: ctx.backlog,
         },
-    );
+    )
+    .with_edges(ctx.edges.clone());
     let (to_publishing, publishing_queue) =
         queue::channel(PUBLISH_QUEUE, ctx.budgets.held_media_bytes);
     let publishing = tokio::spawn(
@@ -408,6 +412,7 @@ mod tests {
             },
             worker: WorkerLimits::default(),
             isolation: TranscodeIsolation::Process,
+            edges: LiveEdges::default(),
             shutdown: shutdown.clone(),
         };
         let hub = Hub::new();
@@ -434,15 +439,21 @@ mod tests {
             closed.is_ok(),
             "the pipeline must stop taking frames after a fatal error"
         );
-        let playlist = format!("live/{}/source/index.m3u8", stream.playback_id);
-        let text = store
-            .get(&Path::from(playlist))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(String::from_utf8_lossy(&text).contains("#EXT-X-ENDLIST"));
+        // the publishing task then writes the final playlist
+        let playlist = Path::from(format!("live/{}/source/index.m3u8", stream.playback_id));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Ok(got) = store.get(&playlist).await {
+                    let text = got.bytes().await.unwrap_or_default();
+                    if String::from_utf8_lossy(&text).contains("#EXT-X-ENDLIST") {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the playlist ends");
         shutdown.cancel();
         tracker.close();
         tracker.wait().await;

@@ -42,6 +42,8 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::edge::{EdgeWriter, LiveEdges};
+use crate::manifest::ll_hls::LiveEdge;
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
 use crate::media::TrackId;
 use crate::package::{InitSegment, Part, Segment};
@@ -121,6 +123,9 @@ pub struct Publisher {
     number_limit: u64,
     /// Segments stored since the recording's manifests were last written.
     since_checkpoint: usize,
+    /// Where the live edge is served from memory (low-latency playlists), if anywhere.
+    edges: Option<LiveEdges>,
+    edge: Option<EdgeWriter>,
 }
 
 /// The recording's manifests are rewritten after this many stored segments.
@@ -144,6 +149,21 @@ impl Publisher {
             lost: 0,
             number_limit: u64::MAX,
             since_checkpoint: 0,
+            edges: None,
+            edge: None,
+        }
+    }
+
+    /// Serves the broadcast's live edge through `edges` while it runs.
+    pub fn with_edges(mut self, edges: LiveEdges) -> Self {
+        self.edges = Some(edges);
+        self
+    }
+
+    /// Hands the live edge out after a change (a stored part or segment, the end).
+    fn update_edge(&self) {
+        if let (Some(edge), Some(p)) = (&self.edge, &self.presentation) {
+            edge.publish(LiveEdge::of(p, self.plan.part_duration));
         }
     }
 
@@ -208,6 +228,10 @@ impl Publisher {
             audio,
             ended: false,
         });
+        if let (Some(edges), Some(p)) = (&self.edges, &self.presentation) {
+            let edge = LiveEdge::of(p, self.plan.part_duration);
+            self.edge = Some(edges.open(&self.plan.playback_id, edge));
+        }
         self.store_inits(self.up.deadline()).await
     }
 
@@ -250,6 +274,14 @@ impl Publisher {
             Ok(()) => {
                 let due = Instant::now() + self.plan.grace;
                 self.retention.push_back((due, path));
+                if let Some(timeline) = self
+                    .presentation
+                    .as_mut()
+                    .and_then(|p| p.timeline_mut(part.id))
+                {
+                    timeline.push_part(part.segment, part.info);
+                }
+                self.update_edge();
             }
             Err(e) => {
                 tracing::warn!(object = %path, error = %e, "part not stored in time; skipped")
@@ -301,6 +333,9 @@ impl Publisher {
         });
         let stored = self.store_backlog(media_zero, self.up.budget()).await;
         self.give_up_beyond(self.plan.backlog);
+        if !stored.is_empty() {
+            self.update_edge();
+        }
         if !stored.is_empty() || self.manifests_behind {
             if let Err(e) = self.write_live_manifests(false).await {
                 self.manifests_behind = true;
@@ -416,6 +451,7 @@ impl Publisher {
                     bytes: track.bytes.len() as u64,
                     samples: track.samples,
                     discontinuity,
+                    parts: track.parts.clone(),
                 });
                 if let Some(old) = timeline.left_window(window) {
                     let path = self.live_root.segment(&timeline.name, old.number);
@@ -554,7 +590,11 @@ impl Publisher {
             return Ok(0.0);
         };
         p.ended = true;
-        self.write_live_manifests(true).await?;
+        let written = self.write_live_manifests(true).await;
+        // the ended playlists are in the store (or could not be): stop serving the edge
+        self.update_edge();
+        self.edge = None;
+        written?;
         let Some(p) = &self.presentation else {
             return Ok(0.0);
         };

@@ -1,0 +1,164 @@
+//! Low-latency HLS at the origin. On the node that publishes a broadcast, a live rendition's
+//! `index.m3u8` is rendered from the broadcast's `LiveEdge`, never read from the store:
+//! `_HLS_msn` (+ `_HLS_part`) holds the request until the playlist has that segment or part
+//! (RFC 8216bis §6.2.5.2; 400 for more than two segments ahead, 503 after three target
+//! durations), and `_HLS_skip=YES` answers a delta update. A request for the part the playlist
+//! hints at (`EXT-X-PRELOAD-HINT`) waits until that part is stored (or its segment ends
+//! without it). Blocking answers are cacheable by their full URL, query included, for six
+//! target durations: a CDN collapses the viewers waiting for one part into one request.
+//!
+//! A stream live on another node, and every ended one, is answered from the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::edge::LiveEdges;
+use crate::manifest::ll_hls::{self, LiveEdge, Readiness};
+
+/// A blocking request is answered within this many target durations (RFC 8216bis §6.2.5.2).
+const BLOCK_TARGET_DURATIONS: u64 = 3;
+
+/// The playlist delivery directives of RFC 8216bis §6.2.5.
+#[derive(Debug, Deserialize)]
+struct Directives {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<u32>,
+    #[serde(rename = "_HLS_skip")]
+    skip: Option<String>,
+}
+
+fn bad_request(why: &'static str) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(why)
+}
+
+fn index_of(edge: &LiveEdge, rendition: &str) -> Option<usize> {
+    edge.renditions.iter().position(|r| r.name == rendition)
+}
+
+/// `rendition`'s low-latency playlist of broadcast `id`, if it is live on this node (`None`:
+/// answer from the store).
+pub async fn playlist(
+    req: &HttpRequest,
+    edges: &LiveEdges,
+    id: &str,
+    rendition: &str,
+) -> Option<HttpResponse> {
+    let mut rx = edges.get(id)?;
+    let target = rx.borrow().target_duration.max(1);
+    index_of(&rx.borrow(), rendition)?;
+    let Ok(directives) =
+        actix_web::web::Query::<Directives>::from_query(req.query_string()).map(|q| q.0)
+    else {
+        return Some(bad_request("malformed _HLS_ directive"));
+    };
+    let skip = match directives.skip.as_deref() {
+        None => false,
+        Some("YES" | "v2") => true,
+        Some(_) => return Some(bad_request("_HLS_skip must be YES or v2")),
+    };
+    let blocking = match (directives.msn, directives.part) {
+        (None, Some(_)) => return Some(bad_request("_HLS_part without _HLS_msn")),
+        (None, None) => false,
+        (Some(msn), part) => {
+            let limit = Duration::from_secs(BLOCK_TARGET_DURATIONS * target);
+            let wait = wait_until(&mut rx, limit, |edge| {
+                index_of(edge, rendition)
+                    .and_then(|i| edge.renditions.get(i))
+                    .map_or(Readiness::Ready, |r| r.readiness(msn, part))
+            });
+            match wait.await {
+                Waited::Ready => true,
+                Waited::TooFar => return Some(bad_request("_HLS_msn is too far ahead")),
+                Waited::TimedOut => {
+                    return Some(
+                        HttpResponse::ServiceUnavailable()
+                            .insert_header((header::CACHE_CONTROL, "no-store"))
+                            .finish(),
+                    )
+                }
+                // the broadcast ended meanwhile: its last playlist is in the store
+                Waited::Gone => return None,
+            }
+        }
+    };
+    let edge: Arc<LiveEdge> = rx.borrow().clone();
+    let index = index_of(&edge, rendition)?;
+    let text = ll_hls::media_playlist(&edge, index, skip);
+    let cache = if blocking {
+        format!("public, max-age={}", 6 * target)
+    } else {
+        super::playback::LIVE_MANIFEST_CACHE.to_string()
+    };
+    Some(
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/vnd.apple.mpegurl"))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .body(text),
+    )
+}
+
+/// Waits while part `index` of segment `number` of `rendition` is the one the playlist hints
+/// at and not stored yet, for at most one target duration (then the store answers).
+pub async fn wait_for_hinted_part(
+    edges: &LiveEdges,
+    id: &str,
+    rendition: &str,
+    number: u64,
+    index: u32,
+) {
+    let Some(mut rx) = edges.get(id) else {
+        return;
+    };
+    let limit = Duration::from_secs(rx.borrow().target_duration.max(1));
+    let hinted = {
+        let edge = rx.borrow();
+        edge.rendition(rendition)
+            .is_some_and(|r| r.open_number == number && r.open_parts.len() == index as usize)
+    };
+    if !hinted {
+        return;
+    }
+    // until it is stored, or its segment is listed without it
+    let _ = wait_until(&mut rx, limit, |edge| match edge.rendition(rendition) {
+        Some(r) if r.open_number == number && !r.has_part(number, index) => Readiness::Wait,
+        _ => Readiness::Ready,
+    })
+    .await;
+}
+
+enum Waited {
+    Ready,
+    TooFar,
+    TimedOut,
+    /// The broadcast stopped serving its edge.
+    Gone,
+}
+
+async fn wait_until(
+    rx: &mut watch::Receiver<Arc<LiveEdge>>,
+    limit: Duration,
+    mut check: impl FnMut(&LiveEdge) -> Readiness,
+) -> Waited {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match check(&rx.borrow_and_update()) {
+            Readiness::Ready => return Waited::Ready,
+            Readiness::TooFar => return Waited::TooFar,
+            Readiness::Wait => {}
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Waited::Gone,
+            Err(_) => return Waited::TimedOut,
+        }
+    }
+}
