@@ -2,7 +2,10 @@
 //! are stored as parts (`{n}.{p}.m4s`) and served by the origin before the segment is listed,
 //! even with `storage.public_base_url` set (segments then leave from the bucket); a segment is
 //! exactly its parts back to back; no video part outlasts `segment.part_duration`, and a part
-//! is marked independent exactly when its bytes start with a sync sample.
+//! is marked independent exactly when its bytes start with a sync sample. The LL-HLS playlists
+//! are read back with an independent parser and checked against the rules, blocking reloads
+//! return with the part they asked for, and a DASH segment being produced arrives chunk by
+//! chunk before it is complete.
 
 mod support;
 
@@ -308,6 +311,59 @@ fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part
             .expect("delta"),
     );
     assert_eq!(delta["skipped_segments"], 0);
+
+    // LL-DASH: a segment is available from its first part on, and while it is produced it
+    // arrives chunk by chunk
+    let mpd = server
+        .get_text(&format!("{live}/manifest.mpd"))
+        .expect("MPD");
+    assert!(mpd.contains("availabilityTimeOffset=\"1.5\""), "{mpd}");
+    assert!(mpd.contains("availabilityTimeComplete=\"false\""), "{mpd}");
+    assert!(
+        mpd.contains("<ServiceDescription") && mpd.contains("<Latency"),
+        "{mpd}"
+    );
+    // early in a segment, so that it is surely not complete when its first chunk arrives
+    let producing = wait_for(Duration::from_secs(10), || {
+        let v = parse_ll(&server.get_text(&video)?);
+        let (number, part) = part_name(v["preload_hint"]["uri"].as_str()?);
+        (part <= 1).then_some(number)
+    })
+    .expect("a segment that just started");
+    let growing_url = server.url(&format!("{live}/source/{producing}.m4s"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&growing_url)
+        .call()
+        .expect("GET the growing segment");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "segment {producing} while produced"
+    );
+    let mut reader = response.body_mut().as_reader();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut reader, &mut first).expect("a first chunk");
+    assert_eq!(&first[4..], b"styp");
+    let listed_then = listed(&server, &live, "source");
+    assert!(
+        !listed_then.contains(&producing),
+        "the first chunk of {producing} came before the segment was complete ({listed_then:?})"
+    );
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut rest).expect("the whole segment");
+    let streamed = [&first[..], &rest].concat();
+    let stored = wait_for(Duration::from_secs(10), || {
+        listed(&server, &live, "source")
+            .contains(&producing)
+            .then(|| server.get(&format!("{live}/source/{producing}.m4s")).1)
+    })
+    .expect("the segment is listed");
+    assert!(streamed == stored, "the streamed segment is the stored one");
 
     assert!(ffmpeg.wait().expect("ffmpeg").success(), "ffmpeg failed");
     wait_for_end(&server, &live, &["source", "audio"]);

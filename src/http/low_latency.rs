@@ -162,3 +162,136 @@ async fn wait_until(
         }
     }
 }
+
+/// Segment `number` of `rendition` while this node produces it (low-latency DASH): `None`
+/// unless it is the segment being produced or the one after it (whose first parts may wait
+/// for the other renditions to finish the one before). The answer streams (chunked) every part as soon
+/// as it is stored, then whatever of the stored segment follows the parts sent (all its parts
+/// were sent, normally); a segment that stops being produced without its parts ends the
+/// response with an error, so no client or cache takes a short body for the segment.
+pub fn growing_segment(
+    state: &super::HttpState,
+    id: &str,
+    rendition: &str,
+    number: u64,
+) -> Option<HttpResponse> {
+    let rx = state.edges.get(id)?;
+    let (producing, target) = {
+        let edge = rx.borrow();
+        let r = edge.rendition(rendition)?;
+        let producing = r.open_number == number || r.open_number + 1 == number;
+        (producing, edge.target_duration.max(1))
+    };
+    if !producing {
+        return None;
+    }
+    let root = format!("live/{id}/{rendition}");
+    let growing = Growing {
+        rx,
+        store: state.store.clone(),
+        rendition: rendition.to_string(),
+        root,
+        number,
+        next_part: 0,
+        sent: 0,
+        done: false,
+        limit: Duration::from_secs(BLOCK_TARGET_DURATIONS * target),
+    };
+    let body = futures::stream::unfold(growing, |mut g| async move {
+        let chunk = g.next_chunk().await?;
+        Some((chunk, g))
+    });
+    Some(
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "video/iso.segment"))
+            .insert_header((header::CACHE_CONTROL, super::playback::SEGMENT_CACHE))
+            .streaming(body),
+    )
+}
+
+/// The state of one growing segment's response.
+struct Growing {
+    rx: watch::Receiver<Arc<LiveEdge>>,
+    store: Arc<dyn object_store::ObjectStore>,
+    rendition: String,
+    /// `live/{id}/{rendition}`.
+    root: String,
+    number: u64,
+    next_part: u32,
+    /// Bytes sent so far (the parts before `next_part`).
+    sent: u64,
+    done: bool,
+    limit: Duration,
+}
+
+/// What the response failed on: the connection is closed without ending the body.
+fn truncated(why: String) -> std::io::Error {
+    std::io::Error::other(why)
+}
+
+impl Growing {
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        let (number, part) = (self.number, self.next_part);
+        let rendition = self.rendition.clone();
+        let waited = wait_until(&mut self.rx, self.limit, |edge| {
+            match edge.rendition(&rendition) {
+                Some(r) if r.open_number <= number && !r.has_part(number, part) => Readiness::Wait,
+                _ => Readiness::Ready,
+            }
+        })
+        .await;
+        let (has_part, listed_parts) = {
+            let edge = self.rx.borrow();
+            let r = edge.rendition(&self.rendition);
+            let has = r.is_some_and(|r| r.has_part(number, part));
+            let listed = r
+                .and_then(|r| r.segments.iter().find(|s| s.number == number))
+                .map(|s| s.parts.len());
+            (has, listed)
+        };
+        use object_store::ObjectStoreExt;
+        if has_part {
+            let path = object_store::path::Path::from(format!("{}/{number}.{part}.m4s", self.root));
+            let bytes = match self.store.get(&path).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            };
+            return Some(match bytes {
+                Ok(bytes) => {
+                    self.next_part += 1;
+                    self.sent += bytes.len() as u64;
+                    Ok(bytes)
+                }
+                Err(e) => {
+                    self.done = true;
+                    Err(truncated(format!("part {path}: {e}")))
+                }
+            });
+        }
+        self.done = true;
+        match (waited, listed_parts) {
+            // every part of the listed segment was sent
+            (_, Some(parts)) if parts == part as usize && parts > 0 => None,
+            // listed, or at least stored, without all of its parts: the rest from the segment
+            (Waited::Ready | Waited::Gone, _) => {
+                let path = object_store::path::Path::from(format!("{}/{number}.m4s", self.root));
+                let options = object_store::GetOptions {
+                    range: (self.sent > 0).then_some(object_store::GetRange::Offset(self.sent)),
+                    ..Default::default()
+                };
+                let rest = match self.store.get_opts(&path, options).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                Some(rest.map_err(|e| truncated(format!("segment {path}: {e}"))))
+            }
+            (Waited::TimedOut | Waited::TooFar, _) => Some(Err(truncated(format!(
+                "segment {number} of {} was not produced in time",
+                self.rendition
+            )))),
+        }
+    }
+}

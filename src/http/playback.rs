@@ -37,7 +37,7 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use super::{low_latency, HttpState};
 use crate::db::ids;
 
-const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+pub const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 pub const LIVE_MANIFEST_CACHE: &str = "public, max-age=1";
 const LIVE_INIT_CACHE: &str = "public, max-age=0, must-revalidate";
 const VOD_MANIFEST_CACHE: &str = "public, max-age=3600";
@@ -207,6 +207,16 @@ async fn object(
             (Kind::Playlist, [id, rendition, _]) => {
                 let edges = &state.edges;
                 if let Some(answer) = low_latency::playlist(&req, edges, id, rendition).await {
+                    return answer;
+                }
+            }
+            (Kind::Segment, [id, rendition, file])
+                if req.method() == Method::GET && !req.headers().contains_key(header::RANGE) =>
+            {
+                let number = file.trim_end_matches(".m4s").parse().ok();
+                let growing =
+                    number.and_then(|n| low_latency::growing_segment(&state, id, rendition, n));
+                if let Some(answer) = growing {
                     return answer;
                 }
             }

@@ -4,13 +4,19 @@
 //!
 //! `availabilityStartTime` is the wall clock of media time 0 and never changes within a
 //! broadcast (dash.js loops when it moves). Players get the server clock from `UTCTiming`.
+//!
+//! Low-latency DASH, when segments are also published as parts: every SegmentTemplate says
+//! `availabilityTimeOffset` = segment − part duration and `availabilityTimeComplete="false"`
+//! (a segment may be fetched from its first part on; the origin sends it chunk by chunk as
+//! its parts are stored), and a `ServiceDescription` gives the latency target
+//! (`LL_DASH_LATENCY_MS`) and the playback-rate bounds a player may use to keep it.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dash_mpd_core::{
-    AdaptationSet, AudioChannelConfiguration, Period, Representation, SegmentTemplate,
-    SegmentTimeline, UTCTiming, MPD, S,
+    AdaptationSet, AudioChannelConfiguration, Latency, Period, PlaybackRate, Representation,
+    SegmentTemplate, SegmentTimeline, ServiceDescription, UTCTiming, MPD, S,
 };
 
 use super::{hls::measured_frame_rate, Presentation, SegmentEntry, Timeline};
@@ -19,6 +25,11 @@ use crate::media::{CodecConfig, TrackKind};
 const LIVE_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 const UTC_TIMING_SCHEME: &str = "urn:mpeg:dash:utc:http-iso:2014";
 const CHANNEL_CONFIG_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011";
+/// Low-latency DASH latency target and bounds (ms): about three parts behind the live edge
+/// plus a player's buffer.
+pub const LL_DASH_LATENCY_MS: (f64, f64, f64) = (1500.0, 3000.0, 6000.0);
+/// How much faster or slower than real time a player may play to keep the latency target.
+pub const LL_DASH_PLAYBACK_RATE: (f64, f64) = (0.96, 1.04);
 
 /// Renders the MPD. `utc_timing_url` is the absolute URL of the origin's time endpoint;
 /// `now` becomes `publishTime`.
@@ -50,6 +61,24 @@ pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String
             value: Some(utc_timing_url.into()),
             ..Default::default()
         }];
+        if p.part_duration.is_some() {
+            let (min, target, max) = LL_DASH_LATENCY_MS;
+            let (slowest, fastest) = LL_DASH_PLAYBACK_RATE;
+            mpd.ServiceDescription = vec![ServiceDescription {
+                id: Some("0".into()),
+                Latency: vec![Latency {
+                    min: Some(min),
+                    max: Some(max),
+                    target: Some(target),
+                    referenceId: Some("0".into()),
+                }],
+                PlaybackRate: vec![PlaybackRate {
+                    min: Some(slowest),
+                    max: Some(fastest),
+                }],
+                ..Default::default()
+            }];
+        }
     } else {
         // Periods follow each other without a gap (see `period_spans`)
         mpd.mediaPresentationDuration = Some(window);
@@ -212,7 +241,7 @@ fn adaptation_set(
     }
     set.representations = timelines
         .iter()
-        .map(|t| representation(in_span(p, t, span), t, span, dynamic))
+        .map(|t| representation(in_span(p, t, span), t, span, dynamic, p))
         .collect();
     set
 }
@@ -222,8 +251,14 @@ fn representation(
     timeline: &Timeline,
     span: &PeriodSpan,
     dynamic: bool,
+    p: &Presentation,
 ) -> Representation {
     let first = listed.first();
+    // low-latency DASH: a segment is available from its first part on
+    let availability_offset = p
+        .part_duration
+        .filter(|_| dynamic)
+        .map(|part| (p.segment_duration - part).max(0.0));
     let offset = match span.media_start {
         // 0 in the first Period of a dynamic MPD: media time is presentation time
         Some(media) if media > 0.0 => Some((media * f64::from(timeline.timescale)).round() as u64),
@@ -238,6 +273,8 @@ fn representation(
         media: Some("$RepresentationID$/$Number$.m4s".into()),
         startNumber: Some(first.map_or(span.first, |s| s.number)),
         presentationTimeOffset: offset,
+        availabilityTimeOffset: availability_offset,
+        availabilityTimeComplete: availability_offset.map(|_| false),
         SegmentTimeline: Some(segment_timeline(listed)),
         ..Default::default()
     };

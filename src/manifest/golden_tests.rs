@@ -64,6 +64,7 @@ fn presentation(kind: PresentationKind, ended: bool) -> Presentation {
         availability_start: t0(),
         target_duration: 2,
         segment_duration: 2.0,
+        part_duration: None,
         videos: vec![video, low],
         audio: Some(audio),
         ended,
@@ -301,4 +302,30 @@ fn a_number_one_rendition_lacks_ends_its_period_for_every_rendition() {
     assert_eq!(counts(0, 1), (Some(40), 2), "audio 40 41");
     assert_eq!(counts(1, 0), (Some(43), 2));
     assert_eq!(counts(1, 1), (Some(43), 2));
+}
+
+#[test]
+fn a_live_mpd_with_parts_is_low_latency_dash_and_a_recording_is_not() {
+    let mut p = presentation(PresentationKind::Live { window: 4 }, false);
+    p.part_duration = Some(0.5);
+    let live = dash::mpd(&p, "http://origin.example/time", t0());
+    let parsed = dash_mpd_core::parse(&live).expect("the MPD parses");
+    let template = parsed.periods[0].adaptations[0].representations[0]
+        .SegmentTemplate
+        .as_ref()
+        .expect("a template");
+    assert_eq!(template.availabilityTimeOffset, Some(1.5));
+    assert_eq!(template.availabilityTimeComplete, Some(false));
+    let service = &parsed.ServiceDescription[0];
+    assert_eq!(service.Latency[0].target, Some(dash::LL_DASH_LATENCY_MS.1));
+    assert_eq!(
+        service.PlaybackRate[0].max,
+        Some(dash::LL_DASH_PLAYBACK_RATE.1)
+    );
+    let vod = Presentation {
+        kind: PresentationKind::Vod,
+        ..p
+    };
+    let text = dash::mpd(&vod, "http://origin.example/time", t0());
+    assert!(!text.contains("availabilityTimeOffset") && !text.contains("ServiceDescription"));
 }

@@ -178,6 +178,9 @@ pub struct Presentation {
     pub target_duration: u64,
     /// Configured segment duration (DASH update period, presentation delay).
     pub segment_duration: f64,
+    /// Configured part duration when segments are also published as parts (a live MPD is
+    /// then low-latency DASH: a segment is available, chunk by chunk, from its first part on).
+    pub part_duration: Option<f64>,
     /// Video renditions, highest first (never empty).
     pub videos: Vec<Timeline>,
     pub audio: Option<Timeline>,

@@ -224,6 +224,7 @@ impl Publisher {
             availability_start: media_zero,
             target_duration: self.plan.segment_duration.ceil() as u64,
             segment_duration: self.plan.segment_duration,
+            part_duration: Some(self.plan.part_duration),
             videos,
             audio,
             ended: false,
