@@ -370,3 +370,74 @@ fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part
     let ended = parse_ll(&server.get_text(&video).expect("ended playlist"));
     assert_eq!(ended["ended"], true);
 }
+
+/// The composition offsets of every sample of a track segment (all its chunks).
+fn composition_offsets(bytes: &[u8]) -> Vec<i64> {
+    let mut cur = Cursor::new(bytes);
+    let mut offsets = Vec::new();
+    while (cur.position() as usize) < bytes.len() {
+        if let Any::Moof(moof) = Any::decode(&mut cur).expect("a box") {
+            offsets.extend(
+                moof.traf[0].trun[0]
+                    .samples
+                    .iter()
+                    .map(|s| s.cts.unwrap_or(0)),
+            );
+        }
+    }
+    offsets
+}
+
+#[test]
+fn the_low_latency_ladder_encodes_without_b_frames_and_every_rung_has_parts() {
+    let server = Server::start();
+    let stream = server.create_stream("lowdelay", "low-latency");
+    let live = format!("live/{}", stream.playback_id);
+    let mut ffmpeg = publish_sized(&server.rtmp_url(&stream.key), 8, "1280x720");
+    // while live, every rung's low-latency playlist lists parts, and they answer
+    for rung in ["720p", "360p"] {
+        let v = wait_for(Duration::from_secs(40), || {
+            let v = parse_ll(&server.get_text(&format!("{live}/{rung}/index.m3u8"))?);
+            let parts = items(&v["segments"])
+                .iter()
+                .flat_map(|s| items(&s["parts"]))
+                .chain(items(&v["open_parts"]))
+                .count();
+            (parts >= 4).then_some(v)
+        })
+        .unwrap_or_else(|| panic!("{rung} lists no parts:\n{}", server.log()));
+        let part = items(&v["open_parts"])
+            .iter()
+            .chain(
+                items(&v["segments"])
+                    .iter()
+                    .flat_map(|s| items(&s["parts"])),
+            )
+            .next()
+            .and_then(|p| p["uri"].as_str())
+            .expect("a part")
+            .to_string();
+        assert_eq!(
+            server.get(&format!("{live}/{rung}/{part}")).0,
+            200,
+            "{rung}/{part}"
+        );
+    }
+    assert!(ffmpeg.wait().expect("ffmpeg").success(), "ffmpeg failed");
+    wait_for_end(&server, &live, &["720p", "360p", "audio"]);
+    for rung in ["720p", "360p"] {
+        let numbers = listed(&server, &live, rung);
+        assert!(numbers.len() >= 3, "{rung}: {numbers:?}");
+        for n in numbers {
+            let (status, bytes) = server.get(&format!("{live}/{rung}/{n}.m4s"));
+            assert_eq!(status, 200);
+            let offsets = composition_offsets(&bytes);
+            assert!(!offsets.is_empty());
+            // without B-frames every frame is presented in decode order, at its decode time
+            assert!(
+                offsets.iter().all(|&o| o == 0),
+                "{rung}/{n}.m4s has reordered frames: {offsets:?}"
+            );
+        }
+    }
+}

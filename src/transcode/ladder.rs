@@ -49,13 +49,17 @@ const LEVELS: [&str; 16] = [
     "1", "1.1", "1.2", "1.3", "2", "2.1", "2.2", "3", "3.1", "3.2", "4", "4.1", "4.2", "5", "5.1",
     "5.2",
 ];
-const SHIPPED: [(&str, &str); 3] = [
+const SHIPPED: [(&str, &str); 4] = [
     ("default", include_str!("../../ladders/default.toml")),
     (
         "passthrough",
         include_str!("../../ladders/passthrough.toml"),
     ),
     ("low-cpu", include_str!("../../ladders/low-cpu.toml")),
+    (
+        "low-latency",
+        include_str!("../../ladders/low-latency.toml"),
+    ),
 ];
 
 /// One H.264 rung as configured.
@@ -76,6 +80,20 @@ pub struct Rung {
     pub level: String,
     /// The rung never exceeds this frame rate (nor the source's).
     pub max_fps: f64,
+    /// Encode for low delay (the ladder's `latency = "low"`): no B-frames, no lookahead, slice
+    /// threads instead of frame threads (x264 `tune=zerolatency`).
+    pub low_delay: bool,
+}
+
+/// How much delay a ladder's encoders may add.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Latency {
+    /// x264's usual pipeline (B-frames, lookahead, frame threads): best quality per bit.
+    #[default]
+    Normal,
+    /// At most about 100 ms: for low-latency HLS/DASH viewers.
+    Low,
 }
 
 /// The one AAC rendition every video rung shares.
@@ -113,6 +131,8 @@ struct RawLadder {
     description: String,
     #[serde(default)]
     source: bool,
+    #[serde(default)]
+    latency: Latency,
     #[serde(default)]
     rungs: Vec<RawRung>,
     audio: Option<RawAudio>,
@@ -205,8 +225,9 @@ impl Ladder {
         }
         let mut rungs = Vec::new();
         for (i, r) in raw.rungs.into_iter().enumerate() {
-            let rung = validate_rung(r)
+            let mut rung = validate_rung(r)
                 .map_err(|(field, message)| invalid(format!("rungs[{i}].{field}"), message))?;
+            rung.low_delay = raw.latency == Latency::Low;
             if rungs.iter().any(|o: &Rung| o.name == rung.name) {
                 return Err(invalid(
                     format!("rungs[{i}].name"),
@@ -296,6 +317,7 @@ fn validate_rung(r: RawRung) -> Result<Rung, FieldError> {
         profile: one_of("profile", &r.profile, &PROFILES)?,
         level: one_of("level", &level, &LEVELS)?,
         max_fps: r.max_fps,
+        low_delay: false,
     })
 }
 
@@ -417,6 +439,14 @@ mod tests {
         assert!(ladders.get("passthrough").unwrap().source);
         assert!(!ladders.get("passthrough").unwrap().transcodes());
         assert_eq!(ladders.get("low-cpu").unwrap().rungs[0].preset, "superfast");
+        let low = ladders.get("low-latency").unwrap();
+        let names: Vec<&str> = low.rungs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["720p", "360p"]);
+        assert!(low.rungs.iter().all(|r| r.low_delay));
+        assert!(
+            default.rungs.iter().all(|r| !r.low_delay),
+            "the default stays as it is"
+        );
     }
 
     #[test]

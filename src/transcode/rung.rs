@@ -92,6 +92,10 @@ impl RungEncoder {
         options.set("preset", &rung.rung.preset);
         options.set("profile", &rung.rung.profile);
         options.set("forced-idr", "1");
+        if rung.rung.low_delay {
+            // no B-frames, no lookahead, slice threads: a frame leaves as soon as it is coded
+            options.set("tune", "zerolatency");
+        }
         options.set(
             "x264-params",
             &format!(

@@ -32,7 +32,7 @@ use crate::transcode::ladder::{AudioRung, Ladder, Rung};
 
 /// Bumped whenever a message changes; the worker refuses a job of another version (a server
 /// and a worker binary from different builds).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame payload (one coded access unit or audio frame): RTMP's largest message
 /// (`rtmp.max_message_size` ≤ 2^24 − 1 bytes) fits, so no frame ingest accepts is refused here.
 pub const MAX_FRAME_DATA: usize = 16 << 20;
@@ -418,6 +418,7 @@ fn encode_job(w: &mut Writer, job: &Job) -> Result<(), WireError> {
         w.str(&rung.profile, MAX_NAME, "rung profile")?;
         w.str(&rung.level, MAX_NAME, "rung level")?;
         w.f64(rung.max_fps);
+        w.u8(u8::from(rung.low_delay));
     }
     w.u64(ladder.audio.bitrate);
     w.u8(ladder.audio.channels);
@@ -699,6 +700,7 @@ fn decode_job(r: &mut Reader) -> Result<Job, WireError> {
             profile: r.str(MAX_NAME, "rung profile")?,
             level: r.str(MAX_NAME, "rung level")?,
             max_fps: r.f64("rung max_fps")?,
+            low_delay: r.u8()? != 0,
         });
     }
     let audio = AudioRung {
