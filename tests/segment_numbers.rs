@@ -69,6 +69,20 @@ impl Watcher {
         }
     }
 
+    /// Recordings (`vod/{session}/`) of which it has hashed a segment so far.
+    fn recordings_seen(&self, media: &Path) -> usize {
+        let seen = self.seen.lock().unwrap();
+        let sessions: BTreeSet<String> = seen
+            .keys()
+            .filter_map(|path| {
+                let rel = path.strip_prefix(media).ok()?;
+                let mut parts = rel.iter().map(|p| p.to_string_lossy().into_owned());
+                (parts.next()? == "vod").then(|| parts.next())?
+            })
+            .collect();
+        sessions.len()
+    }
+
     fn finish(mut self) -> (HashMap<PathBuf, [u8; 32]>, Vec<PathBuf>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -104,6 +118,11 @@ fn takeovers_and_crashes_never_reuse_a_number_or_change_an_object() {
         segments_listed(&server, &stream.playback_id).filter(|m| *m > n + 2)
     })
     .expect("the second broadcast publishes");
+    // the crash comes once the second broadcast's recording holds a segment the watcher saw
+    wait_for(Duration::from_secs(20), || {
+        (watcher.recordings_seen(&server.media_dir()) >= 2).then_some(())
+    })
+    .expect("both recordings hold segments");
     let _ = first.wait();
 
     // A crash mid-broadcast, a restart on the same data, and a new broadcast.
