@@ -3,11 +3,11 @@
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# FFmpeg's libraries (and clang for their bindings) build the transcoder; libsrt (Haivision's,
-# with OpenSSL for AES) is SRT ingest; the ffmpeg package gives ffplay/ffprobe to watch and the
-# publisher the tests use.
+# FFmpeg's libraries (and clang for their bindings) build the transcoder; libsrt (Haivision's)
+# is SRT ingest: the GnuTLS build libavformat already loads, so one libsrt is in the process;
+# the ffmpeg package gives ffplay/ffprobe to watch and the publisher the tests use.
 RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
-	libsrt-openssl-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
+	libsrt1.5-gnutls libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg
 # Chromium runs the web app's end-to-end test (driven by playwright-core from npm).
 # GStreamer publishes with rtmp2sink, which ends a stream without unpublishing.
 TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client python3-m3u8 chromium python3-venv \

@@ -312,6 +312,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     http_handle.stop(true).await;
     let _ = http_task.await;
+    // every SRT socket is closed by now (listener and connections ended above)
+    crate::ingest::srt::ffi::cleanup();
     Ok(())
 }
 

@@ -490,3 +490,26 @@ fn with_a_passphrase_only_callers_that_know_it_publish_over_srt() {
     }
     plays_with_video_and_audio(&server, &stream.playback_id, "encrypted SRT");
 }
+
+/// A shutdown after SRT was used exits with status 0: the process once loaded two builds of
+/// libsrt (ours and FFmpeg's), whose static destructors crashed every exit.
+#[test]
+fn the_server_exits_cleanly_on_sigterm_after_srt_publishing() {
+    let mut server = Server::start();
+    let stream = server.create_stream("bye", "passthrough");
+    let live = format!("live/{}", stream.playback_id);
+    let mut ffmpeg = publish_as(&server.srt_url(&stream.key), 3, "320x180", "mpegts");
+    let listed = wait_for(Duration::from_secs(20), || {
+        server
+            .get_text(&format!("{live}/source/index.m3u8"))
+            .filter(|p| support::last_segment_number(p).is_some())
+    });
+    assert!(listed.is_some(), "SRT publishes:\n{}", server.log());
+    let _ = ffmpeg.wait();
+    let status = server.terminate().expect("the server exits within 30 s");
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        server.log()
+    );
+}

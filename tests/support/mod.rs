@@ -230,6 +230,17 @@ impl Server {
         }
     }
 
+    /// Asks the process to shut down (SIGTERM) and waits up to 30 s for it: its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM");
+        wait_for(Duration::from_secs(30), || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
     /// Kills the process without letting it finish anything (a crash).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

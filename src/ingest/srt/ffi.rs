@@ -1,6 +1,6 @@
 //! The audited `unsafe` of SRT ingest: the few libsrt calls Strata makes, declared by hand.
 //!
-//! Why libsrt (Haivision's reference implementation, Debian's `libsrt-openssl` 1.5.1) and not a
+//! Why libsrt (Haivision's reference implementation, Debian's `libsrt1.5-gnutls` 1.5.1, the build FFmpeg's libavformat loads) and not a
 //! Rust SRT crate: `srt-tokio`/`srt-protocol` 0.4.4 (the maintained pure-Rust one) says it is
 //! not production ready, and its packet and handshake parsing panics on input a caller controls
 //! (`unimplemented!` on unknown control types and on encryption mismatches, `panic!` in loss-list
@@ -59,9 +59,14 @@ pub type ListenCallback = extern "C" fn(
     stream_id: *const c_char,
 ) -> c_int;
 
-#[link(name = "srt")]
+// The very libsrt FFmpeg's libavformat links (Debian builds it against GnuTLS), by its
+// runtime name: a second copy (`libsrt.so`, the OpenSSL build) in the same process runs its
+// C++ static destructors over the first one's globals at exit, and the process ended with a
+// segmentation fault after every clean shutdown that had started SRT.
+#[link(name = "libsrt-gnutls.so.1.5", kind = "dylib", modifiers = "+verbatim")]
 extern "C" {
     fn srt_startup() -> c_int;
+    fn srt_cleanup() -> c_int;
     fn srt_create_socket() -> RawSocket;
     fn srt_bind(u: RawSocket, name: *const libc::sockaddr, namelen: c_int) -> c_int;
     fn srt_listen(u: RawSocket, backlog: c_int) -> c_int;
@@ -113,6 +118,22 @@ impl SrtError {
     }
 }
 
+/// libsrt was started (and not cleaned up).
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops libsrt's own threads before the process exits. Without it, libsrt's static
+/// destructors run at exit while its threads still use them, and the process ends with a
+/// segmentation fault after a clean shutdown. Call it once every SRT socket is closed.
+pub fn cleanup() {
+    if STARTED.swap(false, Ordering::AcqRel) {
+        // SAFETY: a plain call; every socket of this process is closed by now (the caller's
+        // contract), and `STARTED` makes it the only one.
+        unsafe {
+            srt_cleanup();
+        }
+    }
+}
+
 /// Starts libsrt once per process and keeps its own logging to errors (ours says what
 /// happened to each connection).
 pub fn startup() -> Result<(), SrtError> {
@@ -123,6 +144,8 @@ pub fn startup() -> Result<(), SrtError> {
         unsafe {
             if srt_startup() < 0 {
                 result = Err(SrtError::last("srt_startup"));
+            } else {
+                STARTED.store(true, Ordering::Release);
             }
             srt_setloglevel(libc::LOG_ERR);
         }

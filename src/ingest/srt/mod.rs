@@ -192,10 +192,13 @@ pub async fn serve(listener: SrtListener, ctx: Arc<SrtContext>) {
                 Err(_) => return,
             }
         });
-    if let Err(e) = acceptor {
-        tracing::error!(error = %e, "cannot start the SRT accepting thread; SRT ingest is off");
-        return;
-    }
+    let acceptor = match acceptor {
+        Ok(thread) => thread,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the SRT accepting thread; SRT ingest is off");
+            return;
+        }
+    };
     let policy = ConnectionPolicy::new(
         ctx.settings.max_connections,
         ctx.settings.max_pending_per_ip,
@@ -231,8 +234,11 @@ pub async fn serve(listener: SrtListener, ctx: Arc<SrtContext>) {
             drop(open);
         });
     }
-    // closing the listener ends the accepting thread's `srt_accept`
+    // closing the listener ends the accepting thread's `srt_accept`; it is out of libsrt
+    // before this returns (the process may then clean libsrt up, `ffi::cleanup`)
     listener.socket.close();
+    drop(accepted);
+    let _ = tokio::task::spawn_blocking(move || acceptor.join()).await;
 }
 
 /// What a connection's receiving thread hands its task.
