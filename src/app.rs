@@ -155,21 +155,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let hub = Hub::new();
     let database_url = settings.database_url();
-    let (events, cluster) = if database_url.starts_with("postgres") {
+    let (events, cluster, edges) = if database_url.starts_with("postgres") {
         let (events, outbox) = EventBus::relayed();
+        let (edges, edge_news) = crate::edge::LiveEdges::relayed();
         let cluster = crate::cluster::join(
             node_id.clone(),
             &database_url,
             events.clone(),
             outbox,
+            (edges.clone(), edge_news),
             hub.clone(),
             shutdown.clone(),
         )
         .await
         .context("joining the other nodes over PostgreSQL")?;
-        (events, cluster)
+        (events, cluster, edges)
     } else {
-        (EventBus::default(), Cluster::single(node_id.clone()))
+        let edges = crate::edge::LiveEdges::default();
+        (EventBus::default(), Cluster::single(node_id.clone()), edges)
     };
     tracing::info!(node = %node_id, "node started");
     let api = actix_web::web::Data::new(ApiState {
@@ -191,7 +194,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events.clone(),
         shutdown.clone(),
     ));
-    let edges = crate::edge::LiveEdges::default();
     let core = Arc::new(Core {
         db: db.clone(),
         hub,

@@ -7,11 +7,14 @@
 //! `stream.ended`) and requests to stop a session another node owns. A node keeps what it
 //! hears about other nodes' broadcasts (`RemoteSessions`), so its directory, API and events
 //! show them, and it refuses a publisher for a stream that is live elsewhere. A broadcast not
-//! heard of for `REMOTE_TTL` (its node died) is forgotten.
+//! heard of for `REMOTE_TTL` (its node died) is forgotten. The owner also relays every change
+//! of its broadcasts' live edges (`edge::EdgeNews`, one rendition per message), so every node
+//! answers low-latency playlist requests from memory as quickly as the owner.
 //!
 //! NOTIFY is best effort: what is sent while a listener reconnects is lost, and the next
 //! `session.stats` (one second later) restores the picture. Payloads are small JSON envelopes
-//! (well under PostgreSQL's 8000-byte limit). With SQLite there is one node and no peers.
+//! (well under PostgreSQL's 8000-byte limit; an edge whose window does not fit travels
+//! without its oldest segments). With SQLite there is one node and no peers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::edge::{EdgeNews, LiveEdges};
 use crate::events::{Ended, Event, EventBus, SegmentPublished};
 use crate::hub::{Hub, SessionStats};
 
@@ -32,6 +36,8 @@ pub const REMOTE_TTL: Duration = Duration::from_secs(10);
 /// Stop requests waiting to be sent (full: the request fails and the API says so).
 const CONTROL_QUEUE: usize = 64;
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+/// What a NOTIFY payload may hold (PostgreSQL's limit is 8000 bytes).
+const MAX_PAYLOAD: usize = 7900;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -54,6 +60,9 @@ enum Message {
     /// Ask the owner of a session to end it.
     #[serde(rename = "session.stop")]
     Stop { session_id: String },
+    /// A change of a broadcast's live edge.
+    #[serde(rename = "edge")]
+    Edge(EdgeNews),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,7 +161,7 @@ impl Cluster {
     }
 
     /// Takes in what node `node` said; returns the event for this node's listeners, if any.
-    fn observe(&self, node: String, message: Message, hub: &Hub) -> Option<Event> {
+    fn observe(&self, node: String, message: Message, local: &Local) -> Option<Event> {
         let mut remote = self.lock();
         match message {
             Message::Live(stats) | Message::Stats(stats) => {
@@ -185,22 +194,65 @@ impl Cluster {
             }
             Message::Stop { session_id } => {
                 drop(remote);
-                if hub.stop(&session_id) {
+                if local.hub.stop(&session_id) {
                     tracing::info!(from = %node, "session stopped at another node's request");
                 }
+                None
+            }
+            Message::Edge(news) => {
+                drop(remote);
+                local.edges.hear(news);
                 None
             }
         }
     }
 }
 
+/// What of this node the other nodes' messages act on.
+struct Local {
+    hub: Arc<Hub>,
+    edges: LiveEdges,
+}
+
+/// What this node tells the others.
+struct Outbox {
+    events: mpsc::Receiver<Event>,
+    edges: mpsc::Receiver<EdgeNews>,
+}
+
+/// `envelope` as a NOTIFY payload; edge news too large for one loses its oldest segments.
+fn payload(mut envelope: Envelope) -> Option<String> {
+    loop {
+        let text = match serde_json::to_string(&envelope) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster message not encodable; skipped");
+                return None;
+            }
+        };
+        if text.len() <= MAX_PAYLOAD {
+            return Some(text);
+        }
+        let Message::Edge(EdgeNews::Update(news)) = &mut envelope.message else {
+            tracing::warn!(bytes = text.len(), "cluster message too large; skipped");
+            return None;
+        };
+        if !news.drop_oldest_segment() {
+            tracing::warn!(bytes = text.len(), "edge news too large; skipped");
+            return None;
+        }
+    }
+}
+
 /// Joins the other nodes on the PostgreSQL at `url`: sends this node's events (from
-/// `outbox`) and stop requests, and listens for theirs until `shutdown`.
+/// `outbox`), edge news (from `edge_news`) and stop requests, and listens for theirs (into
+/// `bus`, `hub` and `edges`) until `shutdown`.
 pub async fn join(
     node_id: String,
     url: &str,
     bus: EventBus,
     outbox: mpsc::Receiver<Event>,
+    (edges, edge_news): (LiveEdges, mpsc::Receiver<EdgeNews>),
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> Result<Arc<Cluster>, ClusterError> {
@@ -213,6 +265,10 @@ pub async fn join(
         remote: Mutex::default(),
         control: Some(control),
     });
+    let outbox = Outbox {
+        events: outbox,
+        edges: edge_news,
+    };
     tokio::spawn(send(
         pool,
         cluster.node_id.clone(),
@@ -220,30 +276,28 @@ pub async fn join(
         requests,
         shutdown.clone(),
     ));
-    tokio::spawn(listen(listener, cluster.clone(), bus, hub, shutdown));
+    let local = Local { hub, edges };
+    tokio::spawn(listen(listener, cluster.clone(), bus, local, shutdown));
     Ok(cluster)
 }
 
 async fn send(
     pool: PgPool,
     node: String,
-    mut outbox: mpsc::Receiver<Event>,
+    mut outbox: Outbox,
     mut requests: mpsc::Receiver<Envelope>,
     shutdown: CancellationToken,
 ) {
     loop {
         let envelope = tokio::select! {
-            Some(event) = outbox.recv() => Envelope { node: node.clone(), message: Message::of(event) },
+            Some(event) = outbox.events.recv() => Envelope { node: node.clone(), message: Message::of(event) },
+            Some(news) = outbox.edges.recv() => Envelope { node: node.clone(), message: Message::Edge(news) },
             Some(request) = requests.recv() => request,
             _ = shutdown.cancelled() => return,
             else => return,
         };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster message not encodable; skipped");
-                continue;
-            }
+        let Some(payload) = payload(envelope) else {
+            continue;
         };
         if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
@@ -261,7 +315,7 @@ async fn listen(
     mut listener: PgListener,
     cluster: Arc<Cluster>,
     bus: EventBus,
-    hub: Arc<Hub>,
+    local: Local,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -288,7 +342,7 @@ async fn listen(
         if envelope.node == cluster.node_id {
             continue;
         }
-        if let Some(event) = cluster.observe(envelope.node, envelope.message, &hub) {
+        if let Some(event) = cluster.observe(envelope.node, envelope.message, &local) {
             bus.deliver(event);
         }
     }
@@ -341,7 +395,10 @@ mod tests {
     #[test]
     fn another_nodes_broadcast_is_known_until_it_ends() {
         let cluster = Cluster::single("node-b".into());
-        let hub = Hub::new();
+        let hub = Local {
+            hub: Hub::new(),
+            edges: LiveEdges::default(),
+        };
         let first = cluster.observe("node-a".into(), Message::Stats(stats("s1", "str_1")), &hub);
         // the first word of a broadcast is a `stream.live` here, whatever the owner sent
         assert!(matches!(first, Some(Event::Live(_))));
@@ -359,5 +416,33 @@ mod tests {
         cluster.observe("node-a".into(), Message::Ended(ended), &hub);
         assert!(cluster.live_elsewhere("str_1").is_none());
         assert!(cluster.remote_live().is_empty());
+    }
+
+    #[test]
+    fn edge_news_too_large_for_a_notify_travels_without_its_oldest_segments() {
+        let mut rendition = crate::edge::news::tests::rendition("720p", 120);
+        rendition.segments[0].discontinuity = true;
+        let edge = crate::manifest::ll_hls::LiveEdge {
+            target_duration: 2,
+            part_target: 0.5,
+            ended: false,
+            renditions: vec![rendition],
+        };
+        let news = crate::edge::RenditionNews::of("p", &edge, 0).expect("news");
+        let envelope = Envelope {
+            node: "node-a".into(),
+            message: Message::Edge(EdgeNews::Update(news)),
+        };
+        let text = payload(envelope).expect("fits after trimming");
+        assert!(text.len() <= MAX_PAYLOAD, "{}", text.len());
+        let back: Envelope = serde_json::from_str(&text).expect("json");
+        let Message::Edge(EdgeNews::Update(news)) = back.message else {
+            panic!("{text}")
+        };
+        let r = crate::manifest::ll_hls::EdgeRendition::from(news.rendition);
+        let last = r.segments.last().expect("segments").number;
+        assert_eq!(last, 129, "the newest segments are kept");
+        assert_eq!(r.media_sequence, r.segments[0].number);
+        assert!(r.segments.len() > 10, "{}", r.segments.len());
     }
 }

@@ -129,6 +129,12 @@ pub struct HttpSettings {
     /// Event streams open at once from one client address (IPv6: one /64), as the TCP peer
     /// (behind a reverse proxy that is the proxy); past it 429 with `Retry-After`.
     pub max_event_subscribers_per_ip: usize,
+    /// `SO_SNDBUF` of every connection, bytes (0: the kernel's default, autotuned). Bounded so
+    /// that the kernel holds little for a slow viewer (see `http::pacing`).
+    pub send_buffer: usize,
+    /// `TCP_NOTSENT_LOWAT` of every connection, bytes (0: off): unsent bytes the kernel may
+    /// queue before the server stops writing.
+    pub notsent_lowat: u32,
 }
 
 #[derive(Clone, Deserialize)]
@@ -361,6 +367,8 @@ keep_alive = 15.0
 request_timeout = 10.0
 max_event_subscribers = 1000
 max_event_subscribers_per_ip = 20
+send_buffer = 524288
+notsent_lowat = 16384
 
 [storage]
 url = ""
@@ -608,6 +616,20 @@ impl Settings {
             self.http.max_event_subscribers_per_ip,
             1..=1_000_000,
             "event streams",
+        )?;
+        if self.http.send_buffer != 0 {
+            in_range(
+                "http.send_buffer",
+                self.http.send_buffer,
+                4096..=64 << 20,
+                "bytes (or 0)",
+            )?;
+        }
+        in_range(
+            "http.notsent_lowat",
+            self.http.notsent_lowat,
+            0..=16 << 20,
+            "bytes",
         )?;
         for (key, url) in [
             ("webhooks.on_publish", &self.webhooks.on_publish),

@@ -6,7 +6,9 @@
 //!   `Retry-After`), refusals are logged at a bounded rate, and slots come back when
 //!   subscribers leave;
 //! - silent and idle kept-alive connections are closed after the configured timeouts, and past
-//!   `http.max_connections` a client waits until a connection closes.
+//!   `http.max_connections` a client waits until a connection closes;
+//! - a viewer on a slow link is not queued a backlog by the kernel (`ss` reads the server's
+//!   socket), unlike on a server without pacing, and a fast viewer beside it is unaffected.
 //!
 //! Subscribers come from several loopback addresses (127.0.0.2, 127.0.0.3, …: Linux lets a
 //! socket bind any 127.0.0.0/8 address) so that per-address caps can be filled one by one.
@@ -479,4 +481,142 @@ fn silent_and_idle_connections_are_closed_and_past_the_cap_clients_wait() {
     let head = read_head(&mut waiting).expect("the waiting client is answered");
     assert_eq!(head.status, 200, "served once a connection closed");
     drop(holders);
+}
+
+/// The largest file the web app ships (a player bundle, hundreds of kB).
+fn largest_asset() -> (String, Vec<u8>) {
+    let assets = support::web_root().join("assets");
+    let largest = std::fs::read_dir(&assets)
+        .expect("web/dist/assets (make web)")
+        .filter_map(|e| e.ok())
+        .max_by_key(|e| e.metadata().map_or(0, |m| m.len()))
+        .expect("an asset");
+    let name = largest.file_name().to_string_lossy().into_owned();
+    let bytes = std::fs::read(largest.path()).expect("read the asset");
+    (format!("/assets/{name}"), bytes)
+}
+
+/// What `ss` says of the server's side of the connection from `client` port, in any state
+/// (a server that has written its whole response and closed is in FIN-WAIT with its bytes
+/// still queued): the bytes the kernel holds for it (`Send-Q`: unsent and unacknowledged)
+/// and the socket's send buffer (`skmem` `tb`), once the server has started answering.
+fn server_side_queue(server_port: u16, client_port: u16) -> Option<(u64, u64)> {
+    let filter = format!("( sport = :{server_port} and dport = :{client_port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tnmiH", &filter])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !text.contains("bytes_sent:") {
+        // not answering yet: the server may not even have accepted it (its options unset)
+        return None;
+    }
+    // State Recv-Q Send-Q Local Peer
+    let queued = text.split_whitespace().nth(2)?.parse().ok()?;
+    let at = text.find(",tb")? + 3;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((queued, digits.parse().ok()?))
+}
+
+/// A viewer on a slow link (a 4 kB receive window, read 4 kB every 20 ms: about 200 kB/s)
+/// fetching a large object while a fast viewer fetches the same object: the most the kernel
+/// held for the slow one at any time, and its send buffer (from `ss`). Both viewers
+/// receive the whole object unchanged, and the fast one within a few seconds.
+fn throttled_viewer_backlog(server: &Server, path: &str, expected: &[u8]) -> (u64, u64) {
+    use socket2::{Domain, Socket, Type};
+    let addr = server_addr(server);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let client_port = stream.local_addr().expect("local address").port();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let fast_url = server.url(path);
+    let fast = std::thread::spawn(move || {
+        let started = Instant::now();
+        let (status, body) = support::get_url(&fast_url);
+        (status, body, started.elapsed())
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (mut most_queued, mut send_buffer) = (0, 0);
+    let mut sampled = Instant::now() - Duration::from_secs(1);
+    loop {
+        if sampled.elapsed() >= Duration::from_millis(100) {
+            if let Some((queued, buffer)) = server_side_queue(addr.port(), client_port) {
+                most_queued = most_queued.max(queued);
+                send_buffer = send_buffer.max(buffer);
+            }
+            sampled = Instant::now();
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("the slow viewer's read failed: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    assert!(
+        received[at + 4..] == *expected,
+        "the slow viewer receives the whole object, unchanged"
+    );
+    let (status, body, took) = fast.join().expect("the fast viewer");
+    assert_eq!(status, 200);
+    assert!(body == expected, "the fast viewer receives the object");
+    assert!(
+        took < Duration::from_secs(5),
+        "the fast viewer took {took:?} beside the slow one"
+    );
+    (most_queued, send_buffer)
+}
+
+#[test]
+fn a_throttled_viewer_is_not_queued_a_backlog_and_a_fast_one_is_unaffected() {
+    let (path, bytes) = largest_asset();
+    assert!(bytes.len() > 300_000, "{path}: {} bytes", bytes.len());
+    let lowat = 4096;
+    let paced = Server::start_with_env(&[("STRATA__HTTP__NOTSENT_LOWAT", "4096")], |_| {});
+    let (queued, send_buffer) = throttled_viewer_backlog(&paced, &path, &bytes);
+    // TCP_NOTSENT_LOWAT: the kernel takes no more once that much waits unsent; in flight on
+    // top of it is what the viewer's 4 kB window lets out (slack: 32 kB). Nothing queued at
+    // all would mean the viewer was not slow, and this proved nothing.
+    assert!(
+        queued > 0 && queued <= lowat + 32 * 1024,
+        "{queued} bytes queued in the kernel for a throttled viewer (TCP_NOTSENT_LOWAT {lowat})"
+    );
+    // SO_SNDBUF 512 kB (the kernel doubles what it is set to)
+    assert!(
+        send_buffer > 0 && send_buffer <= 2 * 524_288,
+        "send buffer {send_buffer}\n{}",
+        paced.log()
+    );
+    // the same viewers of a server without pacing: the kernel takes most of the object
+    let unpaced = Server::start_with_env(
+        &[
+            ("STRATA__HTTP__SEND_BUFFER", "0"),
+            ("STRATA__HTTP__NOTSENT_LOWAT", "0"),
+        ],
+        |_| {},
+    );
+    let (unpaced_queued, unpaced_buffer) = throttled_viewer_backlog(&unpaced, &path, &bytes);
+    println!(
+        "most queued in the kernel for the throttled viewer: paced {queued} B (send buffer \
+         {send_buffer} B), unpaced {unpaced_queued} B (send buffer {unpaced_buffer} B)"
+    );
+    assert!(
+        unpaced_queued > bytes.len() as u64 / 2,
+        "without pacing the kernel queues most of the object ({unpaced_queued} B)"
+    );
 }

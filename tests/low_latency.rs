@@ -4,8 +4,10 @@
 //! exactly its parts back to back; no video part outlasts `segment.part_duration`, and a part
 //! is marked independent exactly when its bytes start with a sync sample. The LL-HLS playlists
 //! are read back with an independent parser and checked against the rules, blocking reloads
-//! return with the part they asked for, and a DASH segment being produced arrives chunk by
-//! chunk before it is complete.
+//! return with the part they asked for, delta updates are the full playlist less its oldest
+//! segments, and a DASH segment being produced arrives chunk by chunk before it is complete.
+//! A second node of a cluster answers blocking requests from what the owner relays, as
+//! quickly as the owner.
 
 mod support;
 
@@ -183,11 +185,12 @@ fn last_of(v: &serde_json::Value) -> (u64, i64) {
 
 #[test]
 fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part() {
-    let server = Server::start();
+    // a 24 s window: longer than CAN-SKIP-UNTIL (12 s), so delta updates skip segments
+    let server = Server::start_with_env(&[("STRATA__SEGMENT__WINDOW", "12")], |_| {});
     let stream = server.create_stream("llhls", "passthrough");
     let live = format!("live/{}", stream.playback_id);
     let video = format!("{live}/source/index.m3u8");
-    let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 16);
+    let mut ffmpeg = publish(&server.rtmp_url(&stream.key), 36);
     let (text, v) = wait_for(Duration::from_secs(30), || {
         let text = server.get_text(&video)?;
         let v = parse_ll(&text);
@@ -304,13 +307,53 @@ fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part
     let (status, _) = server.get(&format!("{video}?_HLS_msn={}", last_msn + 3));
     assert_eq!(status, 400, "three segments ahead");
     assert_eq!(server.get(&format!("{video}?_HLS_part=1")).0, 400);
-    // a delta update of a 12 s window skips nothing (CAN-SKIP-UNTIL is 12 s)
-    let delta = parse_ll(
-        &server
-            .get_text(&format!("{video}?_HLS_skip=YES"))
-            .expect("delta"),
+    // a delta update is the full playlist with its segments older than CAN-SKIP-UNTIL left
+    // out: both asked for the same next part, so both show the same update
+    let (full, delta) = wait_for(Duration::from_secs(40), || {
+        let v = parse_ll(&server.get_text(&video)?);
+        if items(&v["segments"]).len() < 9 {
+            return None;
+        }
+        let (number, part) = part_name(v["preload_hint"]["uri"].as_str()?);
+        let msn = v["media_sequence"].as_u64()? + items(&v["segments"]).len() as u64;
+        if number != msn {
+            return None;
+        }
+        let blocking = format!("{video}?_HLS_msn={msn}&_HLS_part={part}");
+        let full = get_on_thread(server.url(&blocking));
+        let delta = get_on_thread(server.url(&format!("{blocking}&_HLS_skip=YES")));
+        let (full, delta) = (full.join().ok()?, delta.join().ok()?);
+        let (full, delta) = (
+            parse_ll(&String::from_utf8_lossy(&full.1)),
+            parse_ll(&String::from_utf8_lossy(&delta.1)),
+        );
+        let same_moment = full["preload_hint"] == delta["preload_hint"]
+            && full["rendition_reports"] == delta["rendition_reports"];
+        same_moment.then_some((full, delta))
+    })
+    .expect("a full playlist and a delta update of one moment");
+    let skipped = delta["skipped_segments"].as_u64().unwrap_or(0) as usize;
+    let all = items(&full["segments"]);
+    assert!(skipped >= 2, "a 24 s window, 12 s kept: skipped {skipped}");
+    assert_eq!(all.len() - skipped, items(&delta["segments"]).len());
+    assert_eq!(
+        &all[skipped..],
+        items(&delta["segments"]),
+        "the delta lists what the full playlist lists after the skipped segments"
     );
-    assert_eq!(delta["skipped_segments"], 0);
+    let kept: f64 = all[skipped..]
+        .iter()
+        .map(|s| s["duration"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(kept >= 12.0 - 2.1, "{kept} s kept");
+    for key in [
+        "media_sequence",
+        "open_parts",
+        "preload_hint",
+        "rendition_reports",
+    ] {
+        assert_eq!(full[key], delta[key], "{key}");
+    }
 
     // LL-DASH: a segment is available from its first part on, and while it is produced it
     // arrives chunk by chunk
@@ -440,4 +483,117 @@ fn the_low_latency_ladder_encodes_without_b_frames_and_every_rung_has_parts() {
             );
         }
     }
+}
+
+/// A GET that waits for its answer on a thread: (status, body, when it was answered).
+fn get_on_thread(url: String) -> std::thread::JoinHandle<(u16, Vec<u8>, std::time::Instant)> {
+    std::thread::spawn(move || {
+        let (status, body) = get_url(&url);
+        (status, body, std::time::Instant::now())
+    })
+}
+
+#[test]
+fn a_second_node_answers_blocking_requests_as_quickly_as_the_owner() {
+    let database = PostgresDatabase::create();
+    let shared = tempfile::tempdir().expect("a shared media directory");
+    let url = database.url();
+    let storage = format!("file://{}", shared.path().display());
+    let env = [
+        ("STRATA__DATABASE__URL", url.as_str()),
+        (
+            "STRATA__AUTH__SECRET",
+            "a-cluster-secret-shared-by-every-node-0123456789",
+        ),
+        ("STRATA__STORAGE__URL", storage.as_str()),
+    ];
+    let owner = Server::start_with_env(&env, |_| {});
+    let other = Server::start_with_env(&env, |_| {});
+    let stream = owner.create_stream("two-nodes", "passthrough");
+    let live = format!("live/{}", stream.playback_id);
+    let video = format!("{live}/source/index.m3u8");
+    let mut ffmpeg = publish(&owner.rtmp_url(&stream.key), 16);
+
+    // the other node serves the low-latency playlist from what the owner relays
+    let v = wait_for(Duration::from_secs(30), || {
+        let v = parse_ll(&other.get_text(&video)?);
+        (items(&v["segments"]).len() >= 3 && v["part_target"].as_f64().is_some()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no LL-HLS playlist on the other node:\n{}", other.log()));
+    assert_eq!(v["can_block_reload"], "YES");
+    let owners = parse_ll(&owner.get_text(&video).expect("owner's playlist"));
+    let (theirs, ours) = (last_of(&owners), last_of(&v));
+    assert!(
+        ours.0 + 1 >= theirs.0,
+        "the other node is current: {ours:?} vs the owner's {theirs:?}"
+    );
+
+    // the next part, asked of both nodes at once: both answer within 50 ms of each other
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let v = parse_ll(&owner.get_text(&video).expect("playlist"));
+        let hint = v["preload_hint"]["uri"]
+            .as_str()
+            .expect("a preload hint")
+            .to_string();
+        let (number, part) = part_name(&hint);
+        let msn = v["media_sequence"].as_u64().unwrap_or(0) + items(&v["segments"]).len() as u64;
+        if number != msn {
+            continue;
+        }
+        let query = format!("{video}?_HLS_msn={msn}&_HLS_part={part}");
+        let on_owner = get_on_thread(owner.url(&query));
+        let on_other = get_on_thread(other.url(&query));
+        let part_on_other = get_on_thread(other.url(&format!("{live}/source/{hint}")));
+        let (owner_status, _, owner_at) = on_owner.join().expect("owner");
+        let (other_status, body, other_at) = on_other.join().expect("other");
+        let (part_status, part_bytes, _) = part_on_other.join().expect("part");
+        assert_eq!((owner_status, other_status), (200, 200));
+        let blocked = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            blocked.contains(&format!("URI=\"{hint}\"")),
+            "{hint} in\n{blocked}"
+        );
+        assert_eq!(part_status, 200, "the hinted part from the other node");
+        assert!(
+            part_bytes == owner.get(&format!("{live}/source/{hint}")).1,
+            "{hint} is the same on both nodes"
+        );
+        gaps.push(if other_at > owner_at {
+            other_at - owner_at
+        } else {
+            owner_at - other_at
+        });
+    }
+    gaps.sort();
+    assert!(gaps.len() >= 3, "{gaps:?}");
+    assert!(
+        gaps[gaps.len() / 2] <= Duration::from_millis(50),
+        "the nodes answered {gaps:?} apart"
+    );
+
+    // a DASH segment being produced streams from the other node too, and is the stored one
+    let producing = wait_for(Duration::from_secs(10), || {
+        let v = parse_ll(&other.get_text(&video)?);
+        let (number, part) = part_name(v["preload_hint"]["uri"].as_str()?);
+        (part <= 1).then_some(number)
+    })
+    .expect("a segment that just started");
+    let (status, streamed) = other.get(&format!("{live}/source/{producing}.m4s"));
+    assert_eq!(status, 200);
+    let stored = wait_for(Duration::from_secs(10), || {
+        listed(&owner, &live, "source")
+            .contains(&producing)
+            .then(|| owner.get(&format!("{live}/source/{producing}.m4s")).1)
+    })
+    .expect("the segment is listed");
+    assert!(streamed == stored, "the streamed segment is the stored one");
+
+    // once the broadcast ends, the other node answers from the store
+    assert!(ffmpeg.wait().expect("ffmpeg").success(), "ffmpeg failed");
+    let ended = wait_for(Duration::from_secs(20), || {
+        let v = parse_ll(&other.get_text(&video)?);
+        (v["ended"] == true).then_some(v)
+    });
+    assert!(ended.is_some(), "the other node serves the ended playlist");
 }

@@ -122,14 +122,20 @@ pub async fn wait_for_hinted_part(
     let hinted = {
         let edge = rx.borrow();
         edge.rendition(rendition)
-            .is_some_and(|r| r.open_number == number && r.open_parts.len() == index as usize)
+            .is_some_and(|r| r.next_part == (number, index))
     };
     if !hinted {
         return;
     }
-    // until it is stored, or its segment is listed without it
+    // until it is stored and listed, or it stops being the part to come (its segment was
+    // listed without it)
     let _ = wait_until(&mut rx, limit, |edge| match edge.rendition(rendition) {
-        Some(r) if r.open_number == number && !r.has_part(number, index) => Readiness::Wait,
+        Some(r)
+            if !r.has_part(number, index)
+                && (r.next_part == (number, index) || r.open_number < number) =>
+        {
+            Readiness::Wait
+        }
         _ => Readiness::Ready,
     })
     .await;

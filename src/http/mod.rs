@@ -12,11 +12,13 @@
 //! `LISTEN_BACKLOG` connections wait in the kernel while none is accepted. Half-closed
 //! connections are not kept: a client's EOF ends its connection at once, so an event stream's
 //! subscriber slot comes back as soon as its client leaves rather than at the next write.
+//! Every connection is paced (`pacing`: `http.send_buffer`, `http.notsent_lowat`).
 
 pub mod api;
 pub mod directory;
 pub mod events;
 pub mod low_latency;
+pub mod pacing;
 pub mod playback;
 pub mod subscribers;
 pub mod webapp;
@@ -148,6 +150,10 @@ pub fn server(
     state: web::Data<HttpState>,
     api: web::Data<api::ApiState>,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let pacing = pacing::Pacing {
+        send_buffer: settings.send_buffer,
+        notsent_lowat: settings.notsent_lowat,
+    };
     let server = HttpServer::new(move || {
         let cors = actix_cors::Cors::default()
             .allow_any_origin()
@@ -182,6 +188,7 @@ pub fn server(
     .client_request_timeout(Duration::from_secs_f64(settings.request_timeout))
     .client_disconnect_timeout(DISCONNECT_TIMEOUT)
     .h1_allow_half_closed(false)
+    .on_connect(move |connection, _| pacing.apply(connection))
     .disable_signals()
     .listen(listener)?
     .run();

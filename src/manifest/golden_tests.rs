@@ -329,3 +329,39 @@ fn a_live_mpd_with_parts_is_low_latency_dash_and_a_recording_is_not() {
     let text = dash::mpd(&vod, "http://origin.example/time", t0());
     assert!(!text.contains("availabilityTimeOffset") && !text.contains("ServiceDescription"));
 }
+
+#[test]
+fn the_part_to_come_moves_to_the_next_segment_once_a_segment_has_all_its_parts() {
+    let audio_codec =
+        CodecConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap());
+    let mut t = Timeline::new("audio", TrackKind::Audio, audio_codec);
+    let part = crate::package::PartInfo {
+        duration: 22_500,
+        independent: true,
+    };
+    assert_eq!(t.next_part(), (0, 0));
+    t.push_part(0, part, false);
+    assert_eq!(t.next_part(), (0, 1));
+    // the segmenter knew this one ended segment 0
+    t.push_part(0, part, true);
+    assert_eq!(t.next_part(), (1, 0));
+    // segment 0 is listed only once the other tracks have it; meanwhile 1 has a part
+    t.push_part(1, part, false);
+    assert_eq!(t.next_part(), (1, 1));
+    t.push(SegmentEntry {
+        number: 0,
+        start: 0,
+        duration: 45_000,
+        wall_clock: t0(),
+        bytes: 100,
+        samples: 4,
+        discontinuity: false,
+        parts: vec![part; 2],
+    });
+    assert_eq!(t.open_parts(), (1, vec![part]));
+    assert_eq!(t.next_part(), (1, 1));
+    // a last part not known as such: a part of the next segment says it
+    t.push_part(1, part, false);
+    t.push_part(2, part, false);
+    assert_eq!(t.next_part(), (2, 1));
+}

@@ -36,6 +36,8 @@ pub struct EdgeRendition {
     /// The number of the segment being produced, and its parts stored so far.
     pub open_number: u64,
     pub open_parts: Vec<PartInfo>,
+    /// The part to be stored next (`EXT-X-PRELOAD-HINT`): segment number and part index.
+    pub next_part: (u64, u32),
 }
 
 /// What a live broadcast's low-latency playlists say now.
@@ -76,6 +78,7 @@ fn rendition(p: &Presentation, timeline: &Timeline) -> EdgeRendition {
         segments: p.listed(timeline).to_vec(),
         open_number,
         open_parts,
+        next_part: timeline.next_part(),
     }
 }
 
@@ -229,11 +232,10 @@ pub fn media_playlist(edge: &LiveEdge, index: usize, skip: bool) -> String {
         out.push_str("#EXT-X-ENDLIST\n");
         return out;
     }
+    let (number, part) = r.next_part;
     let _ = writeln!(
         out,
-        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.m4s\"",
-        r.open_number,
-        r.open_parts.len()
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{number}.{part}.m4s\""
     );
     for other in edge.renditions.iter().filter(|o| o.name != r.name) {
         let (msn, part) = other.last();
@@ -289,6 +291,7 @@ mod tests {
             segments: (10..10 + listed).map(entry).collect(),
             open_number: 10 + listed,
             open_parts: (0..open).map(|p| part(500, p == 0)).collect(),
+            next_part: (10 + listed, open as u32),
         };
         let audio = EdgeRendition {
             name: "audio".into(),

@@ -48,6 +48,8 @@ pub struct Timeline {
     total_ticks: u128,
     /// Parts stored of segments not listed yet (segment number, part), in order.
     parts_ahead: Vec<(u64, PartInfo)>,
+    /// The newest segment whose last part was stored (it is complete in parts).
+    complete_in_parts: Option<u64>,
 }
 
 impl Timeline {
@@ -63,12 +65,34 @@ impl Timeline {
             total_bits: 0,
             total_ticks: 0,
             parts_ahead: Vec::new(),
+            complete_in_parts: None,
         }
     }
 
-    /// A part of segment `number`, which is not listed yet, was stored.
-    pub fn push_part(&mut self, number: u64, part: PartInfo) {
+    /// A part of segment `number`, which is not listed yet, was stored (`last`: the last).
+    pub fn push_part(&mut self, number: u64, part: PartInfo, last: bool) {
         self.parts_ahead.push((number, part));
+        if last {
+            self.complete_in_parts = self.complete_in_parts.max(Some(number));
+        }
+    }
+
+    /// The part to be stored next (segment number, part index): the next of the open segment,
+    /// or the first not stored yet of the one after it once the open segment has all its parts
+    /// (its last part said so, or parts of the next one were stored already).
+    pub fn next_part(&self) -> (u64, u32) {
+        let (open, parts) = self.open_parts();
+        let complete =
+            self.complete_in_parts >= Some(open) || self.parts_ahead.iter().any(|(n, _)| *n > open);
+        if !complete {
+            return (open, parts.len() as u32);
+        }
+        let next = self
+            .parts_ahead
+            .iter()
+            .filter(|(n, _)| *n == open + 1)
+            .count();
+        (open + 1, next as u32)
     }
 
     /// The segment after the last listed one (its number) and the parts of it stored so far.

@@ -196,6 +196,9 @@ pub struct Part {
     pub info: PartInfo,
     pub samples: u32,
     pub bytes: Bytes,
+    /// The last part of its segment, known as it is emitted (the next frame starts the next
+    /// segment); a part that only later turns out to be the last says false.
+    pub ends_segment: bool,
 }
 
 impl TrackSegment {
@@ -307,6 +310,7 @@ impl OpenSegment {
             info,
             samples: samples.len() as u32,
             bytes,
+            ends_segment: false,
         })
     }
 
@@ -885,6 +889,7 @@ impl Segmenter {
         out: &mut Vec<SegmenterOutput>,
     ) -> Result<Option<TrackSegment>, CmafError> {
         let per_part = self.audio_frames_per_part();
+        let mut last = None;
         loop {
             let count = self
                 .audio_queue
@@ -896,6 +901,10 @@ impl Segmenter {
                 break;
             }
             self.audio_part(count, out)?;
+            last = Some(out.len() - 1);
+        }
+        if let Some(SegmenterOutput::Part(part)) = last.and_then(|i| out.get_mut(i)) {
+            part.ends_segment = true;
         }
         let segment = self
             .audio_segment
@@ -1022,7 +1031,13 @@ impl VideoTrack {
     /// Closes the open segment (its last part first); `next_dts`/`cut_pts` are those of the
     /// frame that follows (`cut_pts` is `i64::MAX` at the end of the broadcast).
     fn close(&mut self, id: TrackId, next_dts: i64, cut_pts: i64) -> Result<(), SegmenterError> {
+        let before = self.ready_parts.len();
         self.close_part(id, next_dts)?;
+        if self.ready_parts.len() > before {
+            if let Some(last) = self.ready_parts.last_mut() {
+                last.ends_segment = true;
+            }
+        }
         // Manifests and players place segments by presentation time: the keyframe's, until
         // the next segment's keyframe; the last segment of a broadcast has no next one.
         let start = self.segment.first_pts.max(0);

@@ -280,7 +280,7 @@ impl Publisher {
                     .as_mut()
                     .and_then(|p| p.timeline_mut(part.id))
                 {
-                    timeline.push_part(part.segment, part.info);
+                    timeline.push_part(part.segment, part.info, part.ends_segment);
                 }
                 self.update_edge();
             }
