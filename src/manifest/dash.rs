@@ -9,7 +9,12 @@
 //! `availabilityTimeOffset` = segment − part duration and `availabilityTimeComplete="false"`
 //! (a segment may be fetched from its first part on; the origin sends it chunk by chunk as
 //! its parts are stored), and a `ServiceDescription` gives the latency target
-//! (`LL_DASH_LATENCY_MS`) and the playback-rate bounds a player may use to keep it.
+//! (`LL_DASH_LATENCY_MS`) and the playback-rate bounds a player may use to keep it. A
+//! player can only fetch a segment its MPD lists, so a live low-latency MPD also announces the
+//! segment being produced (the one after the last listed: it started when that one ended),
+//! with the last segment's duration as its estimate; the next MPD lists it as it came out.
+//! Players reload it every part duration (`minimumUpdatePeriod`) to learn of the next one
+//! in time, and `suggestedPresentationDelay` is the latency target.
 
 use std::time::Duration;
 
@@ -25,9 +30,9 @@ use crate::media::{CodecConfig, TrackKind};
 const LIVE_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 const UTC_TIMING_SCHEME: &str = "urn:mpeg:dash:utc:http-iso:2014";
 const CHANNEL_CONFIG_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011";
-/// Low-latency DASH latency target and bounds (ms): about three parts behind the live edge
-/// plus a player's buffer.
-pub const LL_DASH_LATENCY_MS: (f64, f64, f64) = (1500.0, 3000.0, 6000.0);
+/// Low-latency DASH latency target and bounds (ms): three parts behind the live edge (as
+/// LL-HLS PART-HOLD-BACK) and no closer, at most three segments.
+pub const LL_DASH_LATENCY_MS: (f64, f64, f64) = (1500.0, 1500.0, 6000.0);
 /// How much faster or slower than real time a player may play to keep the latency target.
 pub const LL_DASH_PLAYBACK_RATE: (f64, f64) = (0.96, 1.04);
 
@@ -53,9 +58,13 @@ pub fn mpd(p: &Presentation, utc_timing_url: &str, now: DateTime<Utc>) -> String
     if dynamic {
         mpd.availabilityStartTime = Some(p.availability_start);
         mpd.publishTime = Some(now);
-        mpd.minimumUpdatePeriod = Some(segment);
+        mpd.minimumUpdatePeriod = Some(p.part_duration.map_or(segment, secs));
         mpd.timeShiftBufferDepth = Some(window);
-        mpd.suggestedPresentationDelay = Some(secs(3.0 * p.segment_duration));
+        mpd.suggestedPresentationDelay = Some(if p.part_duration.is_some() {
+            secs(LL_DASH_LATENCY_MS.1 / 1000.0)
+        } else {
+            secs(3.0 * p.segment_duration)
+        });
         mpd.UTCTiming = vec![UTCTiming {
             schemeIdUri: UTC_TIMING_SCHEME.into(),
             value: Some(utc_timing_url.into()),
@@ -259,6 +268,17 @@ fn representation(
         .part_duration
         .filter(|_| dynamic)
         .map(|part| (p.segment_duration - part).max(0.0));
+    // … and the one being produced is announced (in the Period that runs on)
+    let announced = listed
+        .last()
+        .filter(|_| availability_offset.is_some() && span.end == u64::MAX)
+        .map(|last| SegmentEntry {
+            number: last.number + 1,
+            start: last.start + last.duration,
+            parts: Vec::new(),
+            ..last.clone()
+        });
+    let timeline_entries: Vec<SegmentEntry> = listed.iter().cloned().chain(announced).collect();
     let offset = match span.media_start {
         // 0 in the first Period of a dynamic MPD: media time is presentation time
         Some(media) if media > 0.0 => Some((media * f64::from(timeline.timescale)).round() as u64),
@@ -275,7 +295,7 @@ fn representation(
         presentationTimeOffset: offset,
         availabilityTimeOffset: availability_offset,
         availabilityTimeComplete: availability_offset.map(|_| false),
-        SegmentTimeline: Some(segment_timeline(listed)),
+        SegmentTimeline: Some(segment_timeline(&timeline_entries)),
         ..Default::default()
     };
     let mut representation = Representation {

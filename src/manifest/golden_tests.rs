@@ -322,6 +322,28 @@ fn a_live_mpd_with_parts_is_low_latency_dash_and_a_recording_is_not() {
         service.PlaybackRate[0].max,
         Some(dash::LL_DASH_PLAYBACK_RATE.1)
     );
+    assert_eq!(
+        parsed.minimumUpdatePeriod,
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        parsed.suggestedPresentationDelay,
+        Some(std::time::Duration::from_millis(1500))
+    );
+    // the segment being produced is announced after the listed ones, as long as the last
+    let listed = p.listed(&p.videos[0]).to_vec();
+    let last = listed.last().expect("listed segments");
+    let entries: Vec<u64> = template
+        .SegmentTimeline
+        .as_ref()
+        .expect("a timeline")
+        .segments
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(s.d, s.r.unwrap_or(0) as usize + 1))
+        .collect();
+    assert_eq!(entries.len(), listed.len() + 1, "{live}");
+    assert_eq!(entries.last(), Some(&last.duration));
+    assert_eq!(template.startNumber, Some(listed[0].number));
     let vod = Presentation {
         kind: PresentationKind::Vod,
         ..p

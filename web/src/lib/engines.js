@@ -1,11 +1,14 @@
-// One interface over the three ways the watch page can play: hls.js and dash.js (Media Source
-// Extensions) and the browser's own HLS (Safari, iOS). The player component only talks to this.
+// One interface over the four ways the watch page can play: hls.js, dash.js and Shaka Player
+// (Media Source Extensions) and the browser's own HLS (Safari, iOS). The player component only
+// talks to this. Every live Strata stream is low-latency (LL-HLS parts and blocking reloads,
+// LL-DASH chunks): the engines run in their low-latency modes and aim at the latency the
+// manifests state (PART-HOLD-BACK; the MPD's ServiceDescription), catching up by playback rate.
 //
 // An engine is {name, levels(), setLevel(index), destroy()} and reports through callbacks:
 // onLevels(levels), onLevelSwitched(index), onError(message, fatal). A level is
 // {index, width, height, bitrate}; index -1 means automatic selection.
 
-export const ENGINES = ['hls', 'dash', 'native'];
+export const ENGINES = ['hls', 'dash', 'shaka', 'native'];
 
 /** Whether this browser plays HLS itself (Safari) and lacks MSE, so hls.js can't run. */
 export function nativeHlsOnly(video) {
@@ -13,16 +16,25 @@ export function nativeHlsOnly(video) {
   return !mse && video.canPlayType('application/vnd.apple.mpegurl') !== '';
 }
 
-export async function createEngine(name, video, urls, callbacks) {
-  if (name === 'dash') return createDash(video, urls.dash, callbacks);
+/** `options.lowLatency` (default true): false plays in the engines' plain live mode. */
+export async function createEngine(name, video, urls, callbacks, options = {}) {
+  const lowLatency = options.lowLatency ?? true;
+  if (name === 'dash') return createDash(video, urls.dash, callbacks, lowLatency);
   if (name === 'native') return createNative(video, urls.hls, callbacks);
-  return createHls(video, urls.hls, callbacks);
+  if (name === 'shaka') return createShaka(video, urls.dash, callbacks, lowLatency);
+  return createHls(video, urls.hls, callbacks, lowLatency);
 }
 
-async function createHls(video, url, { onLevels, onLevelSwitched, onError }) {
+async function createHls(video, url, { onLevels, onLevelSwitched, onError }, lowLatency) {
   const { default: Hls } = await import('hls.js');
   if (!Hls.isSupported()) return createNative(video, url, { onLevels, onLevelSwitched, onError });
-  const hls = new Hls({ liveSyncDurationCount: 3, backBufferLength: 30, lowLatencyMode: false });
+  // lowLatencyMode: parts, preload hints and blocking reloads; the target latency is the
+  // playlist's PART-HOLD-BACK (a liveSync setting here would override it). Plain: three
+  // segments behind, whole segments only.
+  const config = lowLatency
+    ? { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.1 }
+    : { lowLatencyMode: false, liveSyncDurationCount: 3 };
+  const hls = new Hls({ ...config, backBufferLength: 30 });
   const levels = () =>
     hls.levels.map((l, index) => ({ index, width: l.width, height: l.height, bitrate: l.bitrate }));
   hls.on(Hls.Events.MANIFEST_PARSED, () => onLevels(levels()));
@@ -47,13 +59,18 @@ async function createHls(video, url, { onLevels, onLevelSwitched, onError }) {
   };
 }
 
-async function createDash(video, url, { onLevels, onLevelSwitched, onError }) {
+async function createDash(video, url, { onLevels, onLevelSwitched, onError }, lowLatency) {
   const dashjs = await import('dashjs');
   const player = dashjs.MediaPlayer().create();
   player.updateSettings({
     debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+    // dash.js switches to low-latency mode by itself on availabilityTimeComplete="false" and
+    // takes its target latency and playback-rate bounds from the MPD's ServiceDescription.
+    // Plain: three segments behind, no catching up.
     streaming: {
-      delay: { liveDelayFragmentCount: 3 },
+      ...(lowLatency
+        ? { liveCatchup: { enabled: true } }
+        : { delay: { liveDelayFragmentCount: 3 }, liveCatchup: { enabled: false } }),
       abr: { autoSwitchBitrate: { video: true } },
     },
   });
@@ -81,6 +98,47 @@ async function createDash(video, url, { onLevels, onLevelSwitched, onError }) {
     },
     latency: () => {
       const l = player.getCurrentLiveLatency();
+      return Number.isFinite(l) && l > 0 ? l : null;
+    },
+    destroy: () => player.destroy(),
+  };
+}
+
+async function createShaka(video, url, { onLevels, onLevelSwitched, onError }, lowLatency) {
+  const module = await import('shaka-player');
+  const shaka = module.default ?? module;
+  shaka.polyfill.installAll();
+  if (!shaka.Player.isBrowserSupported()) throw new Error('this browser cannot run Shaka Player');
+  const player = new shaka.Player();
+  // lowLatencyMode streams LL-DASH chunks as they arrive; liveSync catches up by playback rate
+  player.configure({
+    streaming: { lowLatencyMode: lowLatency, liveSync: { enabled: lowLatency } },
+  });
+  const tracks = () => (player.getVideoTracks() ?? []).slice().sort((a, b) => (b.height ?? 0) - (a.height ?? 0));
+  const levels = () =>
+    tracks().map((t, index) => ({ index, width: t.width, height: t.height, bitrate: t.bandwidth }));
+  player.addEventListener('error', (e) => {
+    const error = e.detail ?? {};
+    const fatal = error.severity === shaka.util.Error.Severity.CRITICAL;
+    onError(`shaka ${error.code ?? ''}: ${error.message ?? 'playback error'}`.trim(), fatal);
+  });
+  player.addEventListener('variantchanged', () => onLevelSwitched(tracks().findIndex((t) => t.active)));
+  player.addEventListener('adaptation', () => onLevelSwitched(tracks().findIndex((t) => t.active)));
+  await player.attach(video);
+  await player.load(url);
+  onLevels(levels());
+  onLevelSwitched(tracks().findIndex((t) => t.active));
+  return {
+    name: 'shaka',
+    levels,
+    setLevel(index) {
+      const auto = index < 0;
+      player.configure({ abr: { enabled: auto } });
+      const track = tracks()[index];
+      if (!auto && track) player.selectVideoTrack(track, false);
+    },
+    latency: () => {
+      const l = player.getStats().liveLatency;
       return Number.isFinite(l) && l > 0 ? l : null;
     },
     destroy: () => player.destroy(),

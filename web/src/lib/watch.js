@@ -12,6 +12,11 @@ export function initialEngine(search, video) {
   return video && nativeHlsOnly(video) ? 'native' : 'hls';
 }
 
+/** Low-latency playback unless `?latency=normal` asks for the engines' plain live mode. */
+export function lowLatencyWanted(search) {
+  return new URLSearchParams(search).get('latency') !== 'normal';
+}
+
 /**
  * Follows one stream: `onChange(entry)` with the directory entry now and after every change;
  * `onMissing()` if there is no such stream. Returns a function that stops following.
