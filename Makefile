@@ -13,6 +13,8 @@ RUN_APT := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavuti
 TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client python3-m3u8 chromium python3-venv \
 	docker-compose gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly openssl
+# The latency bench's peer: nginx with the RTMP module (HLS), fed the same stamped stream.
+BENCH_APT := nginx libnginx-mod-rtmp
 # The cloud-storage tests run against moto's S3 server (PyPI `moto[server]`), installed into a
 # virtualenv under .test-tools/ and started by the tests on loopback.
 MOTO_VERSION := 5.1.22
@@ -107,10 +109,12 @@ test: test-deps postgres fmt lint web-test compose-check $(MOTO)
 		$(CARGO) test --locked --all-targets
 
 bench: test-deps
+	$(call apt_install,$(BENCH_APT))
 	$(CARGO) bench --locked --bench packaging
 	$(CARGO) build --release --locked
 	bash benches/passthrough_vs_ffmpeg.sh
 	bash benches/ladder_vs_ffmpeg.sh
+	bash benches/latency.sh
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain): every target runs FUZZ_SECONDS on one
 # core, new inputs land in fuzz/corpus/<target>/, which is then minimized (`cargo fuzz cmin`);

@@ -110,9 +110,16 @@ async function createShaka(video, url, { onLevels, onLevelSwitched, onError }, l
   shaka.polyfill.installAll();
   if (!shaka.Player.isBrowserSupported()) throw new Error('this browser cannot run Shaka Player');
   const player = new shaka.Player();
-  // lowLatencyMode streams LL-DASH chunks as they arrive; liveSync catches up by playback rate
+  // lowLatencyMode streams LL-DASH chunks as they arrive; liveSync holds the distance to live
+  // by playback rate. Left to itself Shaka starts at the edge the availability offset gives
+  // (a part behind the newest), too close to play through a late part.
   player.configure({
-    streaming: { lowLatencyMode: lowLatency, liveSync: { enabled: lowLatency } },
+    streaming: {
+      lowLatencyMode: lowLatency,
+      liveSync: lowLatency
+        ? { enabled: true, targetLatency: 3, targetLatencyTolerance: 0.5, minPlaybackRate: 0.96, maxPlaybackRate: 1.04 }
+        : { enabled: false },
+    },
   });
   const tracks = () => (player.getVideoTracks() ?? []).slice().sort((a, b) => (b.height ?? 0) - (a.height ?? 0));
   const levels = () =>
