@@ -1229,6 +1229,15 @@ mod tests {
                 let total: u64 = parts.iter().map(|p| p.info.duration).sum();
                 assert_eq!(total, track.duration, "{:?} {}", track.id, segment.number);
                 assert_eq!(track.parts.len(), parts.len());
+                // a video segment's last part is known as the last when it is emitted (the
+                // frame that cuts it is in hand), an audio one when it is emitted at the cut;
+                // no other part says so
+                let flagged: Vec<bool> = parts.iter().map(|p| p.ends_segment).collect();
+                let mut expected = vec![false; parts.len()];
+                if track.kind() == TrackKind::Video || flagged.iter().any(|f| *f) {
+                    expected[parts.len() - 1] = true;
+                }
+                assert_eq!(flagged, expected, "{:?} {}", track.id, segment.number);
             }
         }
         assert_eq!(
