@@ -290,11 +290,7 @@ fn ll_hls_playlists_follow_the_rules_and_a_blocking_reload_returns_with_its_part
             blocked.contains(&format!("URI=\"{hint}\"")),
             "{hint} in\n{blocked}"
         );
-        gaps.push(if answered > part_at {
-            answered - part_at
-        } else {
-            part_at - answered
-        });
+        gaps.push(answered.max(part_at) - answered.min(part_at));
     }
     gaps.sort();
     assert!(gaps.len() >= 3, "{gaps:?}");
@@ -495,20 +491,8 @@ fn get_on_thread(url: String) -> std::thread::JoinHandle<(u16, Vec<u8>, std::tim
 
 #[test]
 fn a_second_node_answers_blocking_requests_as_quickly_as_the_owner() {
-    let database = PostgresDatabase::create();
-    let shared = tempfile::tempdir().expect("a shared media directory");
-    let url = database.url();
-    let storage = format!("file://{}", shared.path().display());
-    let env = [
-        ("STRATA__DATABASE__URL", url.as_str()),
-        (
-            "STRATA__AUTH__SECRET",
-            "a-cluster-secret-shared-by-every-node-0123456789",
-        ),
-        ("STRATA__STORAGE__URL", storage.as_str()),
-    ];
-    let owner = Server::start_with_env(&env, |_| {});
-    let other = Server::start_with_env(&env, |_| {});
+    let nodes = TwoNodes::start();
+    let (owner, other) = (&nodes.owner, &nodes.other);
     let stream = owner.create_stream("two-nodes", "passthrough");
     let live = format!("live/{}", stream.playback_id);
     let video = format!("{live}/source/index.m3u8");
@@ -559,11 +543,7 @@ fn a_second_node_answers_blocking_requests_as_quickly_as_the_owner() {
             part_bytes == owner.get(&format!("{live}/source/{hint}")).1,
             "{hint} is the same on both nodes"
         );
-        gaps.push(if other_at > owner_at {
-            other_at - owner_at
-        } else {
-            owner_at - other_at
-        });
+        gaps.push(other_at.max(owner_at) - other_at.min(owner_at));
     }
     gaps.sort();
     assert!(gaps.len() >= 3, "{gaps:?}");
@@ -582,7 +562,7 @@ fn a_second_node_answers_blocking_requests_as_quickly_as_the_owner() {
     let (status, streamed) = other.get(&format!("{live}/source/{producing}.m4s"));
     assert_eq!(status, 200);
     let stored = wait_for(Duration::from_secs(10), || {
-        listed(&owner, &live, "source")
+        listed(owner, &live, "source")
             .contains(&producing)
             .then(|| owner.get(&format!("{live}/source/{producing}.m4s")).1)
     })

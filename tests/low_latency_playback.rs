@@ -56,31 +56,19 @@ fn hls_js_dash_js_and_shaka_play_low_latency_streams_from_both_nodes_without_sta
         web_root().join("index.html").is_file(),
         "web/dist is not built: `make test` builds it (make web)"
     );
-    let database = PostgresDatabase::create();
-    let shared = tempfile::tempdir().expect("a shared media directory");
-    let url = database.url();
-    let storage = format!("file://{}", shared.path().display());
-    let env = [
-        ("STRATA__DATABASE__URL", url.as_str()),
-        (
-            "STRATA__AUTH__SECRET",
-            "a-cluster-secret-shared-by-every-node-0123456789",
-        ),
-        ("STRATA__STORAGE__URL", storage.as_str()),
-    ];
-    let owner = Server::start_with_env(&env, |_| {});
-    let other = Server::start_with_env(&env, |_| {});
+    let nodes = TwoNodes::start();
+    let (owner, other) = (&nodes.owner, &nodes.other);
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ll-playback");
     let mut problems = Vec::new();
     // one configuration at a time: three players at once are what two cores carry beside a
     // ladder and a publisher
     for (label, ladder, size, watched_on) in [
-        ("passthrough-other-node", "passthrough", "640x360", &other),
-        ("ladder-owner", "low-latency", "1280x720", &owner),
+        ("passthrough-other-node", "passthrough", "640x360", other),
+        ("ladder-owner", "low-latency", "1280x720", owner),
     ] {
         let stream = owner.create_stream(label, ladder);
         // encoded beforehand, so that the publisher costs nothing while the players play
-        let source = shared.path().join(format!("{label}.flv"));
+        let source = nodes.shared.path().join(format!("{label}.flv"));
         encode_flv(&source, PLAY_SECONDS + 50, size);
         let mut publisher = publish_file(&owner.rtmp_url(&stream.key), &source);
         let plays: Vec<serde_json::Value> = ["hls", "dash", "shaka"]
@@ -130,5 +118,4 @@ fn hls_js_dash_js_and_shaka_play_low_latency_streams_from_both_nodes_without_sta
         "{problems:#?}\nowner log:\n{}",
         owner.log()
     );
-    drop(database);
 }

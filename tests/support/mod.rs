@@ -96,6 +96,38 @@ impl Drop for PostgresDatabase {
     }
 }
 
+/// The secret every node of a test cluster shares.
+pub const CLUSTER_SECRET: &str = "a-cluster-secret-shared-by-every-node-0123456789";
+
+/// Two nodes of one cluster: one PostgreSQL database and one media directory (local storage
+/// both nodes read and write). Fields drop in order: the servers before their database.
+pub struct TwoNodes {
+    pub owner: Server,
+    pub other: Server,
+    pub shared: tempfile::TempDir,
+    _database: PostgresDatabase,
+}
+
+impl TwoNodes {
+    pub fn start() -> Self {
+        let database = PostgresDatabase::create();
+        let shared = tempfile::tempdir().expect("a shared media directory");
+        let url = database.url();
+        let storage = format!("file://{}", shared.path().display());
+        let env = [
+            ("STRATA__DATABASE__URL", url.as_str()),
+            ("STRATA__AUTH__SECRET", CLUSTER_SECRET),
+            ("STRATA__STORAGE__URL", storage.as_str()),
+        ];
+        Self {
+            owner: Server::start_with_env(&env, |_| {}),
+            other: Server::start_with_env(&env, |_| {}),
+            shared,
+            _database: database,
+        }
+    }
+}
+
 pub struct StreamInfo {
     pub key: String,
     pub playback_id: String,

@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { PLAYBACK_ARGS } from '../chromium.mjs';
 
 const plays = JSON.parse(process.env.G2G_PLAYS ?? '[]');
 const warmup = Number(process.env.G2G_WARMUP ?? 10);
@@ -95,19 +96,7 @@ const context = await chromium.launchPersistentContext(profile, {
   executablePath,
   headless: true,
   viewport: { width: 1280, height: 800 },
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-quic',
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
+  args: PLAYBACK_ARGS,
 });
 await context.addInitScript(collector);
 

@@ -16,6 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { PLAYBACK_ARGS } from '../chromium.mjs';
 
 const plays = JSON.parse(process.env.STRATA_PLAYS ?? '[]');
 const seconds = Number(process.env.STRATA_PLAY_SECONDS ?? 60);
@@ -37,21 +38,7 @@ function log(message) {
 const browser = await chromium.launch({
   executablePath,
   headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    '--disable-quic',
-    // pages in the background must play as the one in front does
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
-    '--autoplay-policy=no-user-gesture-required',
-    '--mute-audio',
-  ],
+  args: [...PLAYBACK_ARGS, '--mute-audio'],
 });
 
 async function play({ label, url }) {
