@@ -270,6 +270,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(crate::ingest::srt::serve(listener, ctx))
     });
     let ingest_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, None));
+    let hls_push = settings.hls_push.enabled.then(|| {
+        actix_web::web::Data::new(crate::ingest::hls_push::HlsPush::new(
+            settings.hls_push.limits(),
+            core.clone(),
+        ))
+    });
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
         tracing::warn!(
@@ -294,6 +300,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ),
         }),
         api,
+        hls_push,
     )?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);

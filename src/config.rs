@@ -33,6 +33,7 @@ pub struct Settings {
     pub rtmp: RtmpSettings,
     pub rtmps: RtmpsSettings,
     pub srt: SrtSettings,
+    pub hls_push: HlsPushSettings,
     pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -104,6 +105,32 @@ pub struct SrtSettings {
     pub max_pending_per_ip: usize,
     /// A publisher whose connection carries no media for this long is lost (seconds).
     pub idle_timeout: f64,
+}
+
+/// HLS push ingest (`PUT /ingest/hls/{stream}/{file}`, see `ingest::hls_push`), on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsPushSettings {
+    pub enabled: bool,
+    /// Largest segment or init segment upload, bytes.
+    pub max_segment_bytes: usize,
+    /// Largest playlist upload, bytes.
+    pub max_playlist_bytes: usize,
+    /// Uploads of one stream waiting to be fed (out of order, early), bytes.
+    pub max_waiting_bytes: usize,
+    /// Requests one stream may make per second (bursts of twice that); past it 429.
+    pub requests_per_second: u32,
+}
+
+impl HlsPushSettings {
+    pub fn limits(&self) -> crate::ingest::hls_push::HlsPushSettings {
+        crate::ingest::hls_push::HlsPushSettings {
+            max_segment_bytes: self.max_segment_bytes,
+            max_playlist_bytes: self.max_playlist_bytes,
+            max_waiting_bytes: self.max_waiting_bytes,
+            requests_per_second: self.requests_per_second,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +385,13 @@ max_connections = 256
 max_pending_per_ip = 16
 idle_timeout = 15.0
 
+[hls_push]
+enabled = true
+max_segment_bytes = 33554432
+max_playlist_bytes = 65536
+max_waiting_bytes = 67108864
+requests_per_second = 20
+
 [http]
 listen = "0.0.0.0:8080"
 public_url = ""
@@ -478,6 +512,30 @@ impl Settings {
             )?;
         }
         in_range("srt.latency_ms", self.srt.latency_ms, 20..=8000, "ms")?;
+        in_range(
+            "hls_push.max_segment_bytes",
+            self.hls_push.max_segment_bytes,
+            65_536..=1 << 30,
+            "bytes",
+        )?;
+        in_range(
+            "hls_push.max_playlist_bytes",
+            self.hls_push.max_playlist_bytes,
+            1024..=1 << 24,
+            "bytes",
+        )?;
+        in_range(
+            "hls_push.max_waiting_bytes",
+            self.hls_push.max_waiting_bytes,
+            self.hls_push.max_segment_bytes..=1 << 32,
+            "bytes (at least hls_push.max_segment_bytes)",
+        )?;
+        in_range(
+            "hls_push.requests_per_second",
+            self.hls_push.requests_per_second,
+            1..=10_000,
+            "requests",
+        )?;
         in_range(
             "srt.max_connections",
             self.srt.max_connections,

@@ -106,6 +106,16 @@ impl Broadcast {
         self.events.send(event).await
     }
 
+    /// The ingest skipped media it will not get (a pushed segment that never came): what is
+    /// held is published, as when a publisher is lost, and the frames that follow continue the
+    /// timeline `RESUME_STEP` after the last one, as after a reconnect. They must start with a
+    /// video keyframe. Fails once the pipeline has stopped.
+    pub async fn discontinuity(&mut self) -> Result<(), queue::Closed> {
+        self.events.send(StreamEvent::Pause).await?;
+        self.clock.resume();
+        Ok(())
+    }
+
     /// The publisher was lost: the pipeline publishes what it holds now (the broadcast may
     /// continue when the publisher comes back).
     pub(super) async fn pause(&self) {

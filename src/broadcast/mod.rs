@@ -39,15 +39,18 @@ pub enum Protocol {
     Rtmp,
     Rtmps,
     Srt,
+    /// HLS pushed over HTTP (`ingest::hls_push`).
+    HlsPush,
 }
 
 impl Protocol {
-    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`.
+    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`, `hls_push`.
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
             Protocol::Rtmps => "rtmps",
             Protocol::Srt => "srt",
+            Protocol::HlsPush => "hls_push",
         }
     }
 }
@@ -58,6 +61,7 @@ impl std::fmt::Display for Protocol {
             Protocol::Rtmp => "RTMP",
             Protocol::Rtmps => "RTMPS",
             Protocol::Srt => "SRT",
+            Protocol::HlsPush => "HLS push",
         })
     }
 }

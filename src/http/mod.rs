@@ -2,7 +2,8 @@
 //! (no credentials); `/healthz` answers for load balancers; `/metrics` is Prometheus text;
 //! `/api/v1` is the admin API (bearer token), with its events stream. Every request is counted
 //! by route pattern and status. `/api/public` is the viewers' directory (no token, open CORS);
-//! the web app's pages and assets are served from `http.web_root`.
+//! the web app's pages and assets are served from `http.web_root`; `/ingest/hls` takes HLS
+//! pushed by encoders (`ingest::hls_push`).
 //!
 //! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
 //! between the two workers; at the cap the server stops accepting and new clients wait in the
@@ -149,6 +150,7 @@ pub fn server(
     settings: &HttpSettings,
     state: web::Data<HttpState>,
     api: web::Data<api::ApiState>,
+    hls_push: Option<web::Data<Arc<crate::ingest::hls_push::HlsPush>>>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let pacing = pacing::Pacing {
         send_buffer: settings.send_buffer,
@@ -172,6 +174,12 @@ pub fn server(
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(api::configure)
+            .configure(|cfg| {
+                if let Some(push) = &hls_push {
+                    cfg.app_data(push.clone());
+                    crate::ingest::hls_push::configure(cfg);
+                }
+            })
             .configure(webapp::configure(&state.web_root))
             .service(
                 web::scope("")

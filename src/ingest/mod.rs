@@ -4,6 +4,8 @@
 
 pub mod admission;
 pub mod flv;
+pub mod fmp4;
+pub mod hls_push;
 pub mod mpegts;
 pub mod rtmp;
 pub mod srt;

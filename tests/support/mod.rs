@@ -507,6 +507,30 @@ pub fn push_file(url: &str, path: &Path) -> Child {
         .expect("spawn ffmpeg")
 }
 
+/// ffmpeg's HLS muxer pushing `seconds` of the test signal (320x180) in real time to
+/// `playlist_url` (`…/ingest/hls/{stream}/index.m3u8`) with `-method PUT`, the key in an
+/// `Authorization: Bearer` header, 2 s segments: fMP4 (with `init.mp4`) when `fmp4`, else
+/// MPEG-TS.
+pub fn push_hls(playlist_url: &str, key: &str, seconds: u32, fmp4: bool) -> Child {
+    let mut command = Command::new("ffmpeg");
+    command
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(test_signal(seconds, "320x180"))
+        .args(["-f", "hls", "-hls_time", "2", "-hls_list_size", "6"])
+        .args(["-hls_flags", "delete_segments"]);
+    if fmp4 {
+        command.args(["-hls_segment_type", "fmp4"]);
+    }
+    command
+        .args(["-method", "PUT", "-headers"])
+        .arg(format!("Authorization: Bearer {key}\r\n"))
+        .arg(playlist_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
 /// testsrc2 + sine, H.264 with B-frames and 2 s GOPs, AAC: the encoder arguments.
 fn test_signal(seconds: u32, size: &str) -> Vec<String> {
     let args = [
