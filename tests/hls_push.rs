@@ -7,9 +7,119 @@
 
 mod support;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Child;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::*;
+
+/// `method` of `body` at `path` with `key` as the bearer (none: no Authorization), declaring
+/// `declared` bytes (the body's length unless given); the status (0: no answer).
+fn put_raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+    declared: Option<usize>,
+) -> u16 {
+    let Ok(mut socket) = TcpStream::connect(&server.http) else {
+        return 0;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(15)));
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        declared.unwrap_or(body.len())
+    );
+    if socket.write_all(head.as_bytes()).is_err() {
+        return 0;
+    }
+    let _ = socket.write_all(body);
+    let mut status_line = String::new();
+    let _ = BufReader::new(socket).read_line(&mut status_line);
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn put(server: &Server, path: &str, key: &str, body: &[u8]) -> u16 {
+    put_raw(server, "PUT", path, Some(key), body, None)
+}
+
+/// A one-segment playlist naming `segment`.
+fn playlist_for(segment: &str) -> Vec<u8> {
+    format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:100000\n#EXTINF:2.0,\n{segment}\n"
+    )
+    .into_bytes()
+}
+
+fn publishes(server: &Server, result: &str) -> f64 {
+    let (_, body) = server.get("metrics");
+    let series = format!("strata_publishes_total{{protocol=\"hls_push\",result=\"{result}\"}}");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn live_session(server: &Server, playback_id: &str) -> Option<Value> {
+    session_list(server, "/api/v1/sessions")
+        .into_iter()
+        .find(|s| s["playback_id"] == playback_id)
+}
+
+/// The first variant's media playlist of a broadcast.
+fn media_playlist(server: &Server, playback_id: &str) -> Option<String> {
+    let master = server.get_text(&format!("live/{playback_id}/master.m3u8"))?;
+    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
+    server.get_text(&format!("live/{playback_id}/{variant}"))
+}
+
+fn segments_listed(server: &Server, playback_id: &str) -> usize {
+    media_playlist(server, playback_id)
+        .map(|p| p.matches("#EXTINF").count())
+        .unwrap_or(0)
+}
+
+fn wait_ended(server: &Server, playback_id: &str) -> Option<String> {
+    wait_for(Duration::from_secs(40), || {
+        media_playlist(server, playback_id).filter(|p| p.contains("#EXT-X-ENDLIST"))
+    })
+}
+
+/// The stream id of a live broadcast, once listed.
+fn live_stream_id(server: &Server, playback_id: &str) -> Option<String> {
+    wait_for(Duration::from_secs(30), || {
+        live_session(server, playback_id)?["stream_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
+/// The recording of the last session of `stream_id`, once stored: its master playlist URL.
+fn recording_master(server: &Server, stream_id: &str) -> Option<String> {
+    wait_for(Duration::from_secs(30), || {
+        let session = session_list(server, "/api/v1/sessions?state=all")
+            .into_iter()
+            .rfind(|s| s["stream_id"] == stream_id && s["state"] == "ended")?;
+        let path = format!("vod/{}/master.m3u8", session["id"].as_str()?);
+        (server.get(&path).0 == 200).then(|| server.url(&path))
+    })
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
 
 fn push_url(server: &Server, stream: &str) -> String {
     server.url(&format!("/ingest/hls/{stream}/index.m3u8"))
@@ -87,4 +197,238 @@ fn ffmpeg_pushes_mpegts_and_fmp4_that_come_out_as_the_ladder() {
             "{name}: no object key holds the key"
         );
     }
+}
+
+/// One upload as ffmpeg made it.
+struct Request {
+    method: String,
+    path: String,
+    auth: String,
+    body: Vec<u8>,
+}
+
+/// Reads one HTTP/1.1 request (Content-Length or chunked body).
+fn read_request(socket: &TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(socket);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let (mut auth, mut length, mut chunked) = (String::new(), 0usize, false);
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 || header.trim().is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        let value = value.trim().to_string();
+        match name.to_ascii_lowercase().as_str() {
+            "authorization" => auth = value,
+            "content-length" => length = value.parse().ok()?,
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some(Request {
+        method,
+        path,
+        auth,
+        body,
+    })
+}
+
+/// What the shuffling proxy did, for the test's assertions.
+#[derive(Default, Debug)]
+struct Shuffled {
+    held: usize,
+    repeated: usize,
+    dropped: Vec<String>,
+    statuses: Vec<(String, u16)>,
+}
+
+/// An HTTP proxy in front of `upstream` that makes a pusher's uploads come wrong: every third
+/// segment from the fourth on is held back and sent after the next one (so the playlist that
+/// lists it comes before it, and the next segment overtakes it), every fourth is sent twice,
+/// the `drop`th never, and every playlist twice. Answers the pusher 201 at once.
+fn shuffling_proxy(upstream: String, drop: usize) -> (String, Arc<Mutex<Shuffled>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let report = Arc::new(Mutex::new(Shuffled::default()));
+    let (tx, rx) = mpsc::channel::<Request>();
+    std::thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            if let Some(request) = read_request(&socket) {
+                let mut socket = socket;
+                let _ = socket.write_all(
+                    b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                if tx.send(request).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let forwarded = report.clone();
+    std::thread::spawn(move || {
+        let send = |r: &Request, report: &Mutex<Shuffled>| {
+            let status = forward(&upstream, r);
+            report
+                .lock()
+                .unwrap()
+                .statuses
+                .push((r.path.clone(), status));
+        };
+        let mut segments = 0usize;
+        let mut held: Option<Request> = None;
+        for request in rx {
+            let is_playlist = request.path.ends_with(".m3u8");
+            if request.method != "PUT" && request.method != "POST" {
+                send(&request, &forwarded);
+                continue;
+            }
+            if is_playlist {
+                send(&request, &forwarded);
+                send(&request, &forwarded);
+                // the last segment, if held, comes after the playlist that ends the list
+                if request.body.windows(14).any(|w| w == b"#EXT-X-ENDLIST") {
+                    if let Some(h) = held.take() {
+                        send(&h, &forwarded);
+                    }
+                }
+                continue;
+            }
+            if request.path.ends_with("init.mp4") {
+                send(&request, &forwarded);
+                continue;
+            }
+            segments += 1;
+            if segments == drop {
+                forwarded.lock().unwrap().dropped.push(request.path.clone());
+                continue;
+            }
+            if let Some(h) = held.take() {
+                send(&request, &forwarded);
+                send(&h, &forwarded);
+                continue;
+            }
+            if segments % 3 == 1 && segments > 1 {
+                forwarded.lock().unwrap().held += 1;
+                held = Some(request);
+                continue;
+            }
+            send(&request, &forwarded);
+            if segments % 4 == 2 {
+                forwarded.lock().unwrap().repeated += 1;
+                send(&request, &forwarded);
+            }
+        }
+        if let Some(h) = held.take() {
+            send(&h, &forwarded);
+        }
+    });
+    (format!("http://{addr}"), report)
+}
+
+/// Sends `request` upstream (Content-Length, one connection); its status.
+fn forward(upstream: &str, request: &Request) -> u16 {
+    let Ok(mut socket) = TcpStream::connect(upstream) else {
+        return 0;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(15)));
+    let head = format!(
+        "{} {} HTTP/1.1\r\nHost: strata\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        request.method,
+        request.path,
+        request.auth,
+        request.body.len()
+    );
+    let _ = socket.write_all(head.as_bytes());
+    let _ = socket.write_all(&request.body);
+    let mut line = String::new();
+    let _ = BufReader::new(socket).read_line(&mut line);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reordered_repeated_and_missing_uploads_never_stall_or_crash_the_stream() {
+    let mut server = Server::start();
+    for (name, fmp4) in [("shuffled-ts", false), ("shuffled-fmp4", true)] {
+        let stream = server.create_stream(name, "passthrough");
+        let (proxy, report) = shuffling_proxy(server.http.clone(), 6);
+        let url = format!("{proxy}/ingest/hls/{name}/index.m3u8");
+        let mut ffmpeg = push_hls(&url, &stream.key, 20, fmp4);
+        // while it pushes, the stream is live and its playlist grows
+        let growing = wait_for(Duration::from_secs(30), || {
+            (segments_listed(&server, &stream.playback_id) >= 3).then_some(())
+        });
+        assert!(
+            growing.is_some(),
+            "{name}: live through the proxy\n{}",
+            server.log()
+        );
+        let stream_id = live_stream_id(&server, &stream.playback_id).expect("listed");
+        assert!(ffmpeg.wait().expect("ffmpeg").success(), "{name}: pushed");
+        let ended = wait_ended(&server, &stream.playback_id);
+        assert!(
+            ended.is_some(),
+            "{name}: ends on EXT-X-ENDLIST\n{}",
+            server.log()
+        );
+        assert!(server.is_running(), "{name}: the server is still up");
+        let report = report.lock().unwrap();
+        assert!(
+            report.held >= 2 && report.repeated >= 1,
+            "{name}: {report:?}"
+        );
+        assert_eq!(report.dropped.len(), 1, "{name}: {report:?}");
+        assert!(
+            report.statuses.iter().all(|(_, s)| (200..300).contains(s)),
+            "{name}: every forwarded upload accepted: {report:?}"
+        );
+        // the missing segment is a discontinuity, the others all play: 20 s pushed, 2 s lost
+        let recording = recording_master(&server, &stream_id).expect("recorded");
+        let seconds = duration(&recording);
+        assert!(
+            (16.5..=19.0).contains(&seconds),
+            "{name}: {seconds} s play of 20 s pushed with one 2 s segment lost\n{:?}\n{}",
+            ended,
+            server.log()
+        );
+        let live = format!("live/{}", stream.playback_id);
+        let probe = ffprobe(&[
+            "-show_streams",
+            &server.url(&format!("{live}/manifest.mpd")),
+        ]);
+        assert!(probe["streams"].as_array().is_some_and(|s| s.len() == 2));
+        let log = server.log();
+        assert!(
+            log.contains("discontinuity before this segment"),
+            "{name}: {log}"
+        );
+        assert!(
+            log.contains("skipped=1"),
+            "{name}: the skip is counted: {log}"
+        );
+    }
+    server.terminate();
 }

@@ -30,8 +30,9 @@ use crate::media::{CodecConfig, TrackKind};
 const LIVE_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
 const UTC_TIMING_SCHEME: &str = "urn:mpeg:dash:utc:http-iso:2014";
 const CHANNEL_CONFIG_SCHEME: &str = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011";
-/// Low-latency DASH latency target and bounds (ms): three parts behind the live edge (as
-/// LL-HLS PART-HOLD-BACK) and no closer, at most three segments.
+/// Low-latency DASH latency target and bounds (ms): three parts behind the live edge and no
+/// closer, at most three segments. (LL-HLS holds back one part more: its players get parts
+/// whole, these get the segment being produced chunk by chunk.)
 pub const LL_DASH_LATENCY_MS: (f64, f64, f64) = (1500.0, 1500.0, 6000.0);
 /// How much faster or slower than real time a player may play to keep the latency target.
 pub const LL_DASH_PLAYBACK_RATE: (f64, f64) = (0.96, 1.04);

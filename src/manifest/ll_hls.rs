@@ -1,7 +1,7 @@
 //! Low-latency HLS media playlists (RFC 8216bis §4.4.3.7–§4.4.5.2 and Apple's LL-HLS rules),
 //! written by hand because m3u8-rs has no LL-HLS tags: `EXT-X-SERVER-CONTROL`
-//! (`CAN-BLOCK-RELOAD`, `PART-HOLD-BACK` = 3 part targets, `CAN-SKIP-UNTIL` = 6 target
-//! durations), `EXT-X-PART-INF`, `EXT-X-PART` for the last `PARTS_LISTED_SEGMENTS` segments
+//! (`CAN-BLOCK-RELOAD`, `PART-HOLD-BACK` = `PART_HOLD_BACK_PARTS` part targets, `CAN-SKIP-UNTIL`
+//! = 6 target durations), `EXT-X-PART-INF`, `EXT-X-PART` for the last `PARTS_LISTED_SEGMENTS` segments
 //! and the segment being produced, `EXT-X-PRELOAD-HINT` for the next part,
 //! `EXT-X-RENDITION-REPORT` for every other rendition, and delta updates (`EXT-X-SKIP`).
 //!
@@ -9,6 +9,13 @@
 //! and open parts that the publisher hands out after every stored part and segment, and that
 //! the origin answers (blocking) playlist requests from without reading the store. Players
 //! without low-latency support ignore the tags and play the segments.
+
+/// `PART-HOLD-BACK` in part targets: one more than the three Apple recommends. A player of
+/// LL-HLS gets a part whole, once it is complete, so at three parts its buffer runs down to
+/// about one part before the next arrives; the fourth absorbs a late part (a busy node, the
+/// cluster relay) instead of stalling. LL-DASH players get the segment being produced chunk by
+/// chunk and keep their own, closer target (`dash::LL_DASH_LATENCY_MS`).
+pub const PART_HOLD_BACK_PARTS: f64 = 4.0;
 
 use std::fmt::Write;
 
@@ -173,7 +180,7 @@ pub fn media_playlist(edge: &LiveEdge, index: usize, skip: bool) -> String {
          #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until:.1},\
          PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={:.3}\n\
          #EXT-X-MEDIA-SEQUENCE:{}\n",
-        3.0 * edge.part_target,
+        PART_HOLD_BACK_PARTS * edge.part_target,
         edge.part_target,
         r.media_sequence
     );
@@ -310,7 +317,7 @@ mod tests {
     fn the_playlist_lists_recent_parts_the_open_parts_a_hint_and_reports() {
         let text = media_playlist(&edge(6, 2), 0, false);
         assert!(text.contains(
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.500\n"
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=2.000\n"
         ));
         assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
         // parts of the last three segments only

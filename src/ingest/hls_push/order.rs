@@ -7,8 +7,9 @@
 //!   them, whatever order their uploads came in. A segment uploaded before a playlist lists it
 //!   waits (within the byte budget).
 //! - **Start**: the first segment fed is the oldest listed one that has arrived.
-//! - **Missing**: a listed segment that has not arrived is waited for one target duration
-//!   after it was first listed, then skipped once a later one is here (or the list has
+//! - **Missing**: a listed segment that has not arrived is waited for `MISSING_WAIT` target
+//!   durations after it was first listed (an upload overtaken by the next one comes within
+//!   that), then skipped once a later one is here (or the list has
 //!   ended); the next segment fed is marked a discontinuity. A listed segment that has dropped
 //!   out of the playlist's window unseen is skipped at once.
 //! - **Duplicate**: a file uploaded again before it was fed replaces the earlier upload; one
@@ -28,6 +29,8 @@ use bytes::Bytes;
 
 use super::playlist::{Listed, PushedPlaylist};
 
+/// Target durations a listed segment that has not arrived is waited for.
+const MISSING_WAIT: u32 = 2;
 /// Names of fed or skipped segments remembered, to tell a duplicate or late upload.
 const REMEMBERED: usize = 256;
 
@@ -118,6 +121,12 @@ impl Order {
     /// The pushed playlist's target duration (2 s until one came).
     pub fn target(&self) -> Duration {
         self.target
+    }
+
+    /// Whether the last playlist had `EXT-X-ENDLIST` (what is missing is then skipped, not
+    /// waited for).
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Bytes of uploads waiting to be fed.
@@ -325,7 +334,7 @@ impl Order {
                 self.next = Some(next + 1);
                 continue;
             }
-            let overdue = now.duration_since(listed.first_listed) >= self.target;
+            let overdue = now.duration_since(listed.first_listed) >= MISSING_WAIT * self.target;
             let later_here = self
                 .listed
                 .range(next + 1..)
@@ -403,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_segment_is_skipped_after_a_target_duration_with_a_discontinuity() {
+    fn a_missing_segment_is_skipped_after_two_target_durations_with_a_discontinuity() {
         let t = Instant::now();
         let mut o = Order::new(1 << 20);
         o.file("s0.ts", seg("s0"));
@@ -421,7 +430,7 @@ mod tests {
         // s1 comes late: dropped, never fed
         o.file("s1.ts", seg("s1"));
         o.playlist(playlist(1, &["s1.ts", "s2.ts", "s3.ts"], false), t);
-        assert!(fed(&o.steps(t + Duration::from_secs(3))).is_empty());
+        assert!(fed(&o.steps(t + Duration::from_secs(5))).is_empty());
         assert_eq!(o.stats().late, 1);
         assert_eq!(o.stats().skipped, 1);
         assert_eq!(o.waiting_bytes(), 0);

@@ -194,7 +194,8 @@ pub(super) async fn run(
             Some(_) => 2 * order.target(),
             None => FIRST_PLAYLIST_TIMEOUT,
         };
-        if silent_for > allowed {
+        // after EXT-X-ENDLIST the order finishes by itself (what is missing is skipped)
+        if silent_for > allowed && !order.ended() {
             tracing::info!(playback_id = %broadcast.playback_id(), "HLS push: no playlist for {silent_for:?}; the publisher is lost");
             break Over::Silent;
         }
