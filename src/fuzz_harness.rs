@@ -15,6 +15,8 @@
 //! - `mpegts_demux`: MPEG-TS (SRT's payload) into `TsDemuxer`, split where the input says.
 //! - `srt_stream_id`: the SRT stream id parser.
 //! - `worker_wire`: a transcoding worker's output, as the server decodes and checks it.
+//! - `fmp4_demux`: an init and a media segment into `Fmp4Demuxer` (HLS push's fMP4).
+//! - `hls_push_playlist`: a pushed playlist, and the `Order` it drives.
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
@@ -25,7 +27,7 @@ mod origin;
 mod rtmp;
 mod worker;
 
-pub use ingest::{mpegts_demux, srt_stream_id};
+pub use ingest::{fmp4_demux, hls_push_playlist, mpegts_demux, srt_stream_id};
 pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
@@ -46,6 +48,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mpegts_demux", mpegts_demux),
     ("srt_stream_id", srt_stream_id),
     ("worker_wire", worker_wire),
+    ("fmp4_demux", fmp4_demux),
+    ("hls_push_playlist", hls_push_playlist),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

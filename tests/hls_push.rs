@@ -432,3 +432,275 @@ fn reordered_repeated_and_missing_uploads_never_stall_or_crash_the_stream() {
     }
     server.terminate();
 }
+
+#[test]
+fn a_wrong_key_is_answered_401_before_the_body_and_nothing_goes_live() {
+    let server = Server::start();
+    let stream = server.create_stream("locked", "passthrough");
+    let other = server.create_stream("other", "passthrough");
+    let path = "/ingest/hls/locked/index0.ts";
+    // a declared 100 MB body that never comes: the answer cannot have waited for it
+    let started = Instant::now();
+    let status = put_raw(
+        &server,
+        "PUT",
+        path,
+        Some("sk_wrong"),
+        b"",
+        Some(100_000_000),
+    );
+    assert_eq!(status, 401, "a wrong key");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    assert_eq!(
+        put_raw(&server, "PUT", path, None, b"x", None),
+        401,
+        "no key"
+    );
+    assert_eq!(
+        put(&server, path, &other.key, b"x"),
+        401,
+        "another stream's key"
+    );
+    assert_eq!(
+        put_raw(&server, "DELETE", path, Some("sk_wrong"), b"", None),
+        401,
+        "DELETE needs the key too"
+    );
+    // ffmpeg with a wrong key pushes on (its HLS muxer ignores answers); nothing goes live
+    let mut ffmpeg = push_hls(&push_url(&server, "locked"), "sk_wrong_key_0123", 4, false);
+    let _ = ffmpeg.wait();
+    assert!(publishes(&server, "bad_key") >= 4.0);
+    assert!(
+        session_list(&server, "/api/v1/sessions").is_empty(),
+        "nothing went live"
+    );
+    assert!(server
+        .get_text(&format!("live/{}/master.m3u8", stream.playback_id))
+        .is_none());
+    let log = server.log();
+    assert!(!log.contains("sk_wrong_key_0123") && !log.contains(&stream.key));
+    let stored = files_under(&server.media_dir());
+    assert!(
+        stored.iter().all(|f| !f.contains(&stream.playback_id)),
+        "nothing was stored: {stored:?}"
+    );
+    // the right key, on a path that is not a plain file name, is refused as a bad request
+    assert_eq!(
+        put(&server, "/ingest/hls/locked/..%2Fx.ts", &stream.key, b"x"),
+        400
+    );
+}
+
+#[test]
+fn uploads_are_bounded_in_size_and_rate() {
+    let server = Server::start_with_env(
+        &[
+            ("STRATA__HLS_PUSH__MAX_SEGMENT_BYTES", "65536"),
+            ("STRATA__HLS_PUSH__MAX_PLAYLIST_BYTES", "1024"),
+            ("STRATA__HLS_PUSH__MAX_WAITING_BYTES", "65536"),
+            ("STRATA__HLS_PUSH__REQUESTS_PER_SECOND", "5"),
+        ],
+        |_| {},
+    );
+    let stream = server.create_stream("bounded", "passthrough");
+    let base = "/ingest/hls/bounded";
+    let big = vec![0x47; 70_000];
+    assert_eq!(
+        put(&server, &format!("{base}/a.ts"), &stream.key, &big),
+        413
+    );
+    // declared too large: refused without reading it
+    let declared = put_raw(
+        &server,
+        "PUT",
+        &format!("{base}/b.ts"),
+        Some(&stream.key),
+        b"",
+        Some(1 << 30),
+    );
+    assert_eq!(declared, 413);
+    assert_eq!(
+        put(
+            &server,
+            &format!("{base}/index.m3u8"),
+            &stream.key,
+            &[b'#'; 2000]
+        ),
+        413,
+        "a playlist over its own limit"
+    );
+    assert_eq!(
+        put(
+            &server,
+            &format!("{base}/index.m3u8"),
+            &stream.key,
+            b"not a playlist"
+        ),
+        400
+    );
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| {
+            put(
+                &server,
+                &format!("{base}/index.m3u8"),
+                &stream.key,
+                &playlist_for("s.ts"),
+            )
+        })
+        .collect();
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "a burst past 2 × 5 requests: {statuses:?}"
+    );
+    assert!(server.log().contains("publish accepted"));
+}
+
+/// Waits until `playback_id` has a live session other than `old` and returns its id.
+fn new_live_session(server: &Server, playback_id: &str, old: &Value) -> Option<Value> {
+    wait_for(Duration::from_secs(30), || {
+        let session = live_session(server, playback_id)?;
+        (session["session_id"] != *old && session["state"] == "live")
+            .then(|| session["session_id"].clone())
+    })
+}
+
+fn wait_live(server: &Server, playback_id: &str, segments: usize) -> Value {
+    wait_for(Duration::from_secs(40), || {
+        (segments_listed(server, playback_id) >= segments).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{playback_id} live\n{}", server.log()));
+    live_session(server, playback_id).expect("listed")["session_id"].clone()
+}
+
+#[test]
+fn a_push_and_an_rtmp_publisher_take_over_from_each_other() {
+    let server = Server::start();
+    // RTMP takes over from a push; the pusher is then answered 409
+    let stream = server.create_stream("takeover-push", "passthrough");
+    let mut pusher = push_hls(&push_url(&server, "takeover-push"), &stream.key, 60, false);
+    let pushed = wait_live(&server, &stream.playback_id, 1);
+    let mut rtmp = publish(&server.rtmp_url(&stream.key), 60);
+    assert!(
+        new_live_session(&server, &stream.playback_id, &pushed).is_some(),
+        "RTMP took over\n{}",
+        server.log()
+    );
+    let path = "/ingest/hls/takeover-push/index.m3u8";
+    let refused = wait_for(Duration::from_secs(10), || {
+        (put(&server, path, &stream.key, &playlist_for("x.ts")) == 409).then_some(())
+    });
+    assert!(refused.is_some(), "the replaced pusher is refused");
+    assert!(rtmp.try_wait().ok().flatten().is_none(), "RTMP goes on");
+    stop(&mut rtmp);
+    stop(&mut pusher);
+    // a push takes over from RTMP, whose publisher is disconnected
+    let stream = server.create_stream("takeover-rtmp", "passthrough");
+    let mut rtmp = publish(&server.rtmp_url(&stream.key), 60);
+    let published = wait_live(&server, &stream.playback_id, 1);
+    let mut pusher = push_hls(&push_url(&server, "takeover-rtmp"), &stream.key, 60, false);
+    assert!(new_live_session(&server, &stream.playback_id, &published).is_some());
+    let closed = wait_for(Duration::from_secs(20), || rtmp.try_wait().ok().flatten());
+    assert!(closed.is_some(), "the RTMP publisher is closed");
+    stop(&mut pusher);
+}
+
+#[test]
+fn a_pusher_back_within_the_grace_continues_the_session() {
+    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "30")], |_| {});
+    let stream = server.create_stream("resumed", "passthrough");
+    let url = push_url(&server, "resumed");
+    let mut first = push_hls(&url, &stream.key, 60, false);
+    let session = wait_live(&server, &stream.playback_id, 2);
+    let stream_id = live_stream_id(&server, &stream.playback_id).expect("listed");
+    stop(&mut first);
+    // no playlist for twice the target duration: the publisher is lost, the session waits
+    let parked = wait_for(Duration::from_secs(20), || {
+        (live_session(&server, &stream.playback_id)?["state"] == "reconnecting").then_some(())
+    });
+    assert!(
+        parked.is_some(),
+        "the session waits for its pusher\n{}",
+        server.log()
+    );
+    let before = segments_listed(&server, &stream.playback_id);
+    // a restarted ffmpeg: its media sequence and file names start over
+    let mut second = push_hls(&url, &stream.key, 6, true);
+    assert!(second.wait().expect("ffmpeg").success());
+    let ended = wait_ended(&server, &stream.playback_id).expect("ends with the second push");
+    assert!(
+        ended.matches("#EXTINF").count() > before,
+        "the same playlist goes on"
+    );
+    let of_stream: Vec<Value> = session_list(&server, "/api/v1/sessions?state=all")
+        .into_iter()
+        .filter(|s| s["stream_id"] == stream_id.as_str())
+        .collect();
+    assert_eq!(of_stream.len(), 1, "one session, continued: {of_stream:?}");
+    assert_eq!(of_stream[0]["id"], session);
+}
+
+#[test]
+fn a_stop_from_the_api_ends_a_push_and_keeps_it_ended() {
+    let server = Server::start();
+    let stream = server.create_stream("stopped", "passthrough");
+    let mut pusher = push_hls(&push_url(&server, "stopped"), &stream.key, 60, false);
+    let session = wait_live(&server, &stream.playback_id, 1);
+    let (status, body) = api(
+        &server,
+        "DELETE",
+        &format!("/api/v1/sessions/{}", session.as_str().expect("id")),
+        Some(&server.admin_token),
+        None,
+    );
+    assert!(
+        (200..300).contains(&status),
+        "stop answered {status} {body}"
+    );
+    assert!(
+        wait_ended(&server, &stream.playback_id).is_some(),
+        "the playlist ends"
+    );
+    let path = "/ingest/hls/stopped/index.m3u8";
+    assert_eq!(put(&server, path, &stream.key, &playlist_for("x.ts")), 409);
+    // the pusher goes on pushing; the broadcast stays ended
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        live_session(&server, &stream.playback_id).is_none(),
+        "not live again"
+    );
+    stop(&mut pusher);
+}
+
+#[test]
+fn the_on_publish_webhook_allows_and_denies_a_push() {
+    for allow in [true, false] {
+        let (base, hooks) = hook_receiver();
+        let url = format!("{base}/{}", if allow { "allow" } else { "deny" });
+        let server =
+            Server::start_with_env(&[("STRATA__WEBHOOKS__ON_PUBLISH", url.as_str())], |_| {});
+        let stream = server.create_stream("hooked", "passthrough");
+        let path = "/ingest/hls/hooked/index.m3u8";
+        let status = put(&server, path, &stream.key, &playlist_for("x.ts"));
+        let (_, body) = hooks
+            .recv_timeout(Duration::from_secs(20))
+            .expect("on_publish is called");
+        assert_eq!(body["protocol"], "hls_push");
+        assert_eq!(body["stream"]["playback_id"], stream.playback_id.as_str());
+        assert!(
+            !body.to_string().contains(&stream.key),
+            "the hook never sees the key"
+        );
+        if allow {
+            assert_eq!(status, 201);
+            assert!(publishes(&server, "accepted") >= 1.0);
+        } else {
+            assert_eq!(status, 403, "denied");
+            assert!(publishes(&server, "hook_refused") >= 1.0);
+            assert!(session_list(&server, "/api/v1/sessions").is_empty());
+        }
+    }
+}

@@ -3,14 +3,13 @@
 //! play (HLS and DASH, video and audio), a wrong key refused quickly, a takeover by a second
 //! publisher, a reconnect within the grace that continues the session, a stop from the API,
 //! the `on_publish` webhook allowing and denying, and the `protocol` label of the metrics.
+//! (HLS push, whose pusher is an HTTP client told by status codes, has the same matrix in
+//! `hls_push.rs`.)
 //! The broadcast core (`src/broadcast`) is written once; this shows it behaves the same for all.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -377,52 +376,6 @@ fn a_stop_from_the_api_ends_every_protocol() {
         });
         assert!(ended.is_some(), "{way:?}: the playlist ends");
     }
-}
-
-/// A local `on_publish` receiver: `/allow` answers 204, anything else 403; every request body
-/// is sent to the returned channel.
-fn hook_receiver() -> (String, mpsc::Receiver<(String, Value)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for socket in listener.incoming().flatten() {
-            let mut reader = BufReader::new(socket);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_string();
-            let mut length = 0;
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let status = if path == "/allow" {
-                "204 No Content"
-            } else {
-                "403 Forbidden"
-            };
-            let mut socket = reader.into_inner();
-            let _ = write!(
-                socket,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            let _ = tx.send((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-        }
-    });
-    (base, rx)
 }
 
 fn webhook(allow: bool) {

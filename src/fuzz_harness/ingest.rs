@@ -1,6 +1,13 @@
-//! Fuzz entry points for the SRT ingest's parsers: the MPEG-TS demuxer and the stream id.
+//! Fuzz entry points for the ingest parsers: SRT's MPEG-TS demuxer and stream id, HLS push's
+//! fMP4 demuxer and pushed playlists (with the order they drive).
+
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::Pieces;
+use crate::ingest::fmp4::{self, Fmp4Demuxer};
+use crate::ingest::hls_push::{Order, PushedPlaylist, Step};
 use crate::ingest::mpegts::{TsDemuxer, PACKET};
 use crate::ingest::srt::streamid;
 use crate::media::StreamEvent;
@@ -46,4 +53,77 @@ pub fn srt_stream_id(data: &[u8]) {
         assert!(!key.is_empty() && key.len() <= id.len());
         assert!(!key.contains('/') && !key.contains('?'));
     }
+}
+
+/// fMP4 into `Fmp4Demuxer`: the first two bytes (big-endian) are the init segment's length,
+/// then the init, then one media segment. Frames lie inside the segment and carry the track's
+/// timescale; a repeated init announces nothing.
+pub fn fmp4_demux(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let split = usize::from(u16::from_be_bytes(*len)).min(rest.len());
+    let (init, segment) = rest.split_at(split);
+    let (init, segment) = (
+        Bytes::copy_from_slice(init),
+        Bytes::copy_from_slice(segment),
+    );
+    let mut demuxer = Fmp4Demuxer::new();
+    let announced = demuxer.init(&init);
+    if announced.is_ok() {
+        assert!(demuxer.has_init());
+        assert_eq!(demuxer.init(&init), Ok(Vec::new()));
+    }
+    if let Ok(events) = demuxer.segment(&segment) {
+        for event in events {
+            if let StreamEvent::Frame(frame) = event {
+                assert!(frame.dts.timescale > 0);
+                assert!(frame.data.len() <= segment.len().min(fmp4::MAX_SAMPLE));
+            }
+        }
+    }
+}
+
+/// A pushed playlist: parsed, then driven through `Order` with every listed file uploaded
+/// (a duplicate of each second one), at times a target duration apart. Waiting bytes stay
+/// within the budget, each segment is fed at most once and in media sequence order, and
+/// `Finished` comes at most once.
+pub fn hls_push_playlist(data: &[u8]) {
+    let Ok(playlist) = PushedPlaylist::parse(data) else {
+        return;
+    };
+    let budget = 64;
+    let mut order = Order::new(budget);
+    let start = Instant::now();
+    let target = playlist.target;
+    let names: Vec<String> = playlist
+        .segments
+        .iter()
+        .flat_map(|s| [s.name.clone()].into_iter().chain(s.map.clone()))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        order.file(name, Bytes::from(vec![0; 1 + i % 8]));
+        if i % 2 == 1 {
+            order.file(name, Bytes::from_static(b"again"));
+        }
+        assert!(order.waiting_bytes() <= budget);
+    }
+    order.playlist(playlist.clone(), start);
+    let mut fed = Vec::new();
+    let mut finished = 0;
+    for tick in 0..4u32 {
+        for step in order.steps(start + tick * target) {
+            match step {
+                Step::Feed { msn, .. } => fed.push(msn),
+                Step::Finished => finished += 1,
+            }
+        }
+        order.playlist(playlist.clone(), start + tick * target);
+    }
+    assert!(finished <= 1);
+    assert!(
+        fed.windows(2).all(|w| w[0] < w[1]),
+        "fed out of order: {fed:?}"
+    );
+    assert!(order.waiting_bytes() <= budget);
 }

@@ -8,7 +8,7 @@ pub mod faults;
 pub mod rtmp_client;
 pub mod s3;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -759,4 +759,56 @@ pub fn session_list(server: &Server, path: &str) -> Vec<serde_json::Value> {
         .ok()
         .and_then(|v| v.as_array().cloned())
         .expect("a JSON list")
+}
+
+/// A local `on_publish` receiver: `/allow` answers 204, anything else 403; every request body
+/// is sent to the returned channel.
+pub fn hook_receiver() -> (
+    String,
+    std::sync::mpsc::Receiver<(String, serde_json::Value)>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            let mut reader = BufReader::new(socket);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if path == "/allow" {
+                "204 No Content"
+            } else {
+                "403 Forbidden"
+            };
+            let mut socket = reader.into_inner();
+            let _ = write!(
+                socket,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send((
+                path,
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            ));
+        }
+    });
+    (base, rx)
 }
