@@ -104,7 +104,7 @@ pub struct PublishRequest {
     stream: Stream,
     /// The publisher's IP address.
     client_ip: String,
-    /// How it connects: `rtmp`, `rtmps` or `srt`.
+    /// How it connects: `rtmp`, `rtmps`, `srt` or `hls_push`.
     protocol: &'static str,
 }
 
