@@ -243,7 +243,7 @@ impl HlsPush {
                 return Err(plain(503, "the server cannot check keys right now"));
             }
         };
-        if !stream.is_some_and(|s| s.name == name) {
+        if stream.is_none_or(|s| s.name != name) {
             telemetry::publish_result(Protocol::HlsPush.label(), "bad_key");
             if let Some(unlogged) = self.refusals.check() {
                 tracing::warn!(
