@@ -420,11 +420,11 @@ mod tests {
         o.playlist(playlist(0, &["s0.ts", "s1.ts", "s2.ts"], false), t);
         assert_eq!(fed(&o.steps(t)), [("s0.ts".into(), false)]);
         assert!(
-            fed(&o.steps(t + Duration::from_secs(1))).is_empty(),
+            fed(&o.steps(t + Duration::from_secs(3))).is_empty(),
             "waits"
         );
         assert_eq!(
-            fed(&o.steps(t + Duration::from_secs(2))),
+            fed(&o.steps(t + Duration::from_secs(4))),
             [("s2.ts".into(), true)]
         );
         // s1 comes late: dropped, never fed
