@@ -16,9 +16,11 @@
 //! - The frames of one `moof` are handed out in decode-time order across tracks (a pusher's
 //!   fragment holds seconds of each track one after the other), so later stages see them
 //!   interleaved as every other way in delivers them.
-//! - **Limits before allocation**: a sample must lie inside the segment's bytes and be at most
-//!   `MAX_SAMPLE` bytes; a box must fit in what is left (no box may claim more than is there);
-//!   samples share the segment's `Bytes` (no copy). The caller bounds the segment's size.
+//! - **Limits before allocation**: a sample must lie inside the segment's bytes, be 1 to
+//!   `MAX_SAMPLE` bytes, and all samples together may not be more bytes than the segment (no
+//!   run may address the same bytes twice over); at most `MAX_SAMPLES` per segment; decode
+//!   times and composition offsets are bounded (`MAX_TIME`, `MAX_CTS`); a box must fit in what
+//!   is left; samples share the segment's `Bytes` (no copy). The caller bounds the segment.
 //!
 //! Hand-written on mp4-atom's box decoders: no crate turns fMP4 fragments into timed samples,
 //! and the subset (one video and one audio track, `trun` addressing) is small.
@@ -35,6 +37,12 @@ use crate::media::{
 
 /// Largest sample taken (a 4K intra frame fits).
 pub const MAX_SAMPLE: usize = 8 << 20;
+/// Most samples one media segment may hold (a 30 s segment at 60 fps with audio has ~3,300).
+pub const MAX_SAMPLES: usize = 100_000;
+/// Largest decode time and composition offset taken, in track ticks: far past any stream, and
+/// small enough that the timeline's arithmetic (shifts after a discontinuity) cannot overflow.
+const MAX_TIME: u64 = 1 << 52;
+const MAX_CTS: i64 = 1 << 40;
 /// `sample_is_non_sync_sample` in ISO/IEC 14496-12 sample flags.
 const NON_SYNC: u32 = 0x0001_0000;
 
@@ -233,6 +241,10 @@ impl Fmp4Demuxer {
             return Err(Fmp4Error::NoInit);
         }
         let mut events = Vec::new();
+        let mut budget = Budget {
+            samples: MAX_SAMPLES,
+            bytes: bytes.len(),
+        };
         for b in boxes(bytes)? {
             if &b.kind != b"moof" {
                 continue;
@@ -241,7 +253,7 @@ impl Fmp4Demuxer {
                 .map_err(|e| malformed(format!("moof: {e}")))?;
             let mut frames = Vec::new();
             for traf in &moof.traf {
-                self.traf_frames(bytes, b.start, traf, &mut frames)?;
+                self.traf_frames(bytes, b.start, traf, &mut frames, &mut budget)?;
             }
             frames.sort_by(|a: &MediaFrame, b: &MediaFrame| decode_order(a, b));
             events.extend(frames.into_iter().map(StreamEvent::Frame));
@@ -255,6 +267,7 @@ impl Fmp4Demuxer {
         moof_start: usize,
         traf: &mp4_atom::Traf,
         out: &mut Vec<MediaFrame>,
+        budget: &mut Budget,
     ) -> Result<(), Fmp4Error> {
         let tfhd = &traf.tfhd;
         let Some(track) = self.tracks.iter().find(|t| t.id == tfhd.track_id) else {
@@ -268,7 +281,8 @@ impl Fmp4Demuxer {
             .tfdt
             .as_ref()
             .map(|t| t.base_media_decode_time)
-            .ok_or_else(|| malformed("traf without tfdt"))?;
+            .filter(|t| *t <= MAX_TIME)
+            .ok_or_else(|| malformed("traf without tfdt, or a decode time out of range"))?;
         let mut position = base;
         for run in &traf.trun {
             if let Some(offset) = run.data_offset {
@@ -289,15 +303,27 @@ impl Fmp4Demuxer {
                     .flags
                     .or(tfhd.default_sample_flags)
                     .unwrap_or(track.default_flags);
-                if size > MAX_SAMPLE {
+                if size == 0 || size > MAX_SAMPLE {
                     return Err(malformed(format!("a sample of {size} bytes")));
+                }
+                budget.samples = budget
+                    .samples
+                    .checked_sub(1)
+                    .ok_or_else(|| malformed(format!("more than {MAX_SAMPLES} samples")))?;
+                budget.bytes = budget
+                    .bytes
+                    .checked_sub(size)
+                    .ok_or_else(|| malformed("samples add up to more than the segment"))?;
+                let cts = entry.cts.unwrap_or(0);
+                if cts.abs() > MAX_CTS || dts > MAX_TIME {
+                    return Err(malformed("a time out of range"));
                 }
                 let end = position
                     .checked_add(size)
                     .filter(|end| *end <= bytes.len())
                     .ok_or_else(|| malformed("a sample outside the segment"))?;
                 let decode = i64::try_from(dts).map_err(|_| malformed("decode time"))?;
-                let presented = decode.saturating_add(entry.cts.unwrap_or(0));
+                let presented = decode + cts;
                 out.push(MediaFrame {
                     kind: track.kind,
                     dts: Timestamp::new(decode, track.timescale),
@@ -312,6 +338,12 @@ impl Fmp4Demuxer {
         }
         Ok(())
     }
+}
+
+/// What one media segment may still yield.
+struct Budget {
+    samples: usize,
+    bytes: usize,
 }
 
 /// Earlier decode time first, on each frame's own clock.

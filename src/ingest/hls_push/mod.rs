@@ -16,9 +16,12 @@
 //!   Uploads waiting to be fed are bounded by `hls_push.max_waiting_bytes`.
 //! - **Sessions**: the first authenticated upload of a stream is admitted by the broadcast
 //!   core (key, claim, webhook, takeover, reconnect); a task (`session`) then owns the
-//!   broadcast. Requests reach it through a bounded queue of `SESSION_QUEUE` uploads; when it
-//!   is full a request waits (the pusher is slowed, nothing is dropped). Each stream may make
-//!   `hls_push.requests_per_second` requests (a burst of twice that); past it 429.
+//!   broadcast (one admission at a time per stream; a segment's body is read only once its push
+//!   is admitted). Requests reach it through a bounded queue of `SESSION_QUEUE` uploads; when
+//!   it is full the upload is answered 503 with `Retry-After` (no request waits holding a
+//!   body). Each stream may make `hls_push.requests_per_second` requests (a burst of twice
+//!   that); past it 429. A refused admission is answered from memory for `ADMIT_REFUSAL_HOLD`.
+//!   A first upload that is an ended playlist (ffmpeg repeats its last one) starts nothing.
 //! - **How it ends**: an `EXT-X-ENDLIST` ends the broadcast when everything before it was fed;
 //!   no playlist for twice the target duration is a lost publisher (the reconnect grace: a
 //!   pusher that comes back continues the session). A takeover by another publisher, a stop
@@ -50,6 +53,8 @@ use crate::telemetry::{self, LogThrottle};
 
 /// Uploads queued from requests to a session's task.
 const SESSION_QUEUE: usize = 16;
+/// How long a refused admission (webhook, another node, busy) is answered from memory.
+const ADMIT_REFUSAL_HOLD: Duration = Duration::from_secs(3);
 /// How long an upload's body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest stream name in a push path.
@@ -69,8 +74,9 @@ pub struct HlsPush {
     settings: HlsPushSettings,
     core: Arc<Core>,
     sessions: Mutex<HashMap<String, Entry>>,
-    /// One admission at a time per stream (a pusher's first uploads come at once).
-    admitting: tokio::sync::Mutex<()>,
+    /// One admission at a time per stream (a pusher's first uploads come at once); an entry
+    /// lives while an admission of its stream runs.
+    admitting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     refusals: LogThrottle,
     generations: std::sync::atomic::AtomicU64,
 }
@@ -89,13 +95,16 @@ enum Entry {
         uploads: mpsc::Sender<Upload>,
         bucket: TokenBucket,
     },
-    /// Ended by a takeover, a stop or a refusal: answered `status` until quiet for `quiet`.
+    /// Ended by a takeover, a stop or a refusal: the same key is answered `status` until
+    /// quiet for `quiet` (each of its requests starts the wait again when `refresh`; else the
+    /// wait runs from the refusal). Another key good for the stream starts a new push.
     Refused {
         key_hash: [u8; 32],
         status: u16,
         why: &'static str,
         last_request: Instant,
         quiet: Duration,
+        refresh: bool,
     },
 }
 
@@ -185,7 +194,7 @@ impl HlsPush {
             settings,
             core,
             sessions: Mutex::new(HashMap::new()),
-            admitting: tokio::sync::Mutex::new(()),
+            admitting: Mutex::new(HashMap::new()),
             refusals: LogThrottle::new(Duration::from_secs(5)),
             generations: std::sync::atomic::AtomicU64::new(0),
         })
@@ -217,12 +226,15 @@ impl HlsPush {
                 why,
                 last_request,
                 quiet,
+                refresh,
             } if key_hash == hash => {
                 if last_request.elapsed() >= *quiet {
                     sessions.remove(name);
                     None
                 } else {
-                    *last_request = Instant::now();
+                    if *refresh {
+                        *last_request = Instant::now();
+                    }
                     Some(Err(plain(*status, why)))
                 }
             }
@@ -269,15 +281,19 @@ impl HlsPush {
                 }
                 Ok(Authorized::Live(uploads.clone()))
             }
+            // a refusal holds for the key it refused; another key good for this stream (the
+            // owner's new one after a rotation) starts a new push
             Some(Entry::Refused {
                 key_hash,
                 status,
                 why,
                 last_request,
                 quiet,
-            }) if last_request.elapsed() < *quiet => {
-                *key_hash = hash;
-                *last_request = Instant::now();
+                refresh,
+            }) if *key_hash == hash && last_request.elapsed() < *quiet => {
+                if *refresh {
+                    *last_request = Instant::now();
+                }
                 Err(plain(*status, why))
             }
             _ => {
@@ -294,7 +310,31 @@ impl HlsPush {
         key: &str,
         peer: IpAddr,
     ) -> Result<mpsc::Sender<Upload>, HttpResponse> {
-        let _one_at_a_time = self.admitting.lock().await;
+        let lock = self
+            .admitting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            self.admit_once(name, key, peer).await
+        };
+        let mut admitting = self.admitting.lock().unwrap_or_else(|e| e.into_inner());
+        // the map's and ours: no other admission of this stream waits
+        if Arc::strong_count(&lock) == 2 {
+            admitting.remove(name);
+        }
+        result
+    }
+
+    async fn admit_once(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        peer: IpAddr,
+    ) -> Result<mpsc::Sender<Upload>, HttpResponse> {
         // another upload of the same push may have been admitted while this one waited
         if let Some(known) = self.known(name, &key_hash(key)) {
             return match known? {
@@ -306,12 +346,32 @@ impl HlsPush {
             Ok(broadcast) => broadcast,
             Err(e) => {
                 tracing::warn!(stream = name, error = %e, "HLS push refused");
-                return Err(match e {
-                    AdmitError::BadKey => unauthorized(),
-                    AdmitError::LiveElsewhere(_) => plain(409, &e.to_string()),
-                    AdmitError::HookRefused(_) => plain(403, &e.to_string()),
-                    AdmitError::Busy(_) | AdmitError::Database(_) => plain(503, &e.to_string()),
-                });
+                let (status, why) = match e {
+                    AdmitError::BadKey => return Err(unauthorized()),
+                    AdmitError::LiveElsewhere(_) => {
+                        (409, "publish refused: the stream is live on another node")
+                    }
+                    AdmitError::HookRefused(_) => {
+                        (403, "publish refused by the on_publish webhook")
+                    }
+                    AdmitError::Busy(_) | AdmitError::Database(_) => {
+                        (503, "publish refused: the server is busy")
+                    }
+                };
+                // the pusher's next uploads get the same answer for a while, without the
+                // database and the webhook being asked again for each
+                self.sessions().insert(
+                    name.to_string(),
+                    Entry::Refused {
+                        key_hash: key_hash(key),
+                        status,
+                        why,
+                        last_request: Instant::now(),
+                        quiet: ADMIT_REFUSAL_HOLD,
+                        refresh: false,
+                    },
+                );
+                return Err(plain(status, why));
             }
         };
         let (uploads, queue) = mpsc::channel(SESSION_QUEUE);
@@ -363,6 +423,7 @@ impl HlsPush {
                         why,
                         last_request: Instant::now(),
                         quiet,
+                        refresh: true,
                     },
                 );
             }
@@ -372,16 +433,11 @@ impl HlsPush {
 
 /// Reads a request body of at most `limit` bytes (413 past it, before it is all read).
 async fn body(
-    req: &HttpRequest,
+    declared: Option<usize>,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<Bytes, HttpResponse> {
     let too_large = || plain(413, &format!("at most {limit} bytes"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -416,6 +472,8 @@ async fn upload(
         .unwrap_or_else(|_| plain(500, "the upload was not taken"))
 }
 
+// the errors are the answers themselves, made once per request
+#[allow(clippy::result_large_err)]
 async fn take_upload(
     req: HttpRequest,
     (name, file): (String, String),
@@ -445,35 +503,76 @@ async fn take_upload(
     } else {
         push.settings.max_segment_bytes
     };
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body(&req, payload, limit)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(response)) => return response,
-        Err(_) => return plain(408, "the body did not arrive in time"),
-    };
-    let upload = if is_playlist {
-        match PushedPlaylist::parse(&bytes) {
-            Ok(p) => Upload::Playlist(p),
-            Err(e) => return plain(400, &e.to_string()),
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let read = |payload: Option<web::Payload>| async move {
+        let payload = payload.ok_or_else(|| plain(500, "the body was read already"))?;
+        match tokio::time::timeout(BODY_TIMEOUT, body(declared, payload, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(plain(408, "the body did not arrive in time")),
         }
-    } else {
-        Upload::File(file, bytes)
     };
-    let uploads = match authorized {
-        Authorized::Live(uploads) => uploads,
+    let parse =
+        |bytes: &Bytes| PushedPlaylist::parse(bytes).map_err(|e| plain(400, &e.to_string()));
+    let mut payload = Some(payload);
+    let (uploads, upload) = match authorized {
+        Authorized::Live(uploads) => {
+            let bytes = match read(payload.take()).await {
+                Ok(bytes) => bytes,
+                Err(response) => return response,
+            };
+            let upload = if is_playlist {
+                match parse(&bytes) {
+                    Ok(p) => Upload::Playlist(p),
+                    Err(response) => return response,
+                }
+            } else {
+                Upload::File(file, bytes)
+            };
+            (uploads, upload)
+        }
         Authorized::New => {
+            // A playlist (small) is read first: ffmpeg uploads its ended playlist again after
+            // the push is over, and a push that starts with its end has nothing to publish. A
+            // segment's body is read only once the push is admitted.
+            let early = if is_playlist {
+                match read(payload.take()).await.and_then(|b| parse(&b)) {
+                    Ok(p) if p.ended => return HttpResponse::NoContent().finish(),
+                    Ok(p) => Some(Upload::Playlist(p)),
+                    Err(response) => return response,
+                }
+            } else {
+                None
+            };
             let peer = req
                 .peer_addr()
                 .map(|a| a.ip())
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            match push.admit(&name, key, peer).await {
+            let uploads = match push.admit(&name, key, peer).await {
                 Ok(uploads) => uploads,
                 Err(response) => return response,
-            }
+            };
+            let upload = match early {
+                Some(upload) => upload,
+                None => match read(payload.take()).await {
+                    Ok(bytes) => Upload::File(file, bytes),
+                    Err(response) => return response,
+                },
+            };
+            (uploads, upload)
         }
     };
-    match uploads.send(upload).await {
+    // never waits: a push whose task is behind is told to slow down (bounded: its queue holds
+    // `SESSION_QUEUE` uploads, no request waits holding a body)
+    match uploads.try_send(upload) {
         Ok(()) => HttpResponse::Created().finish(),
-        Err(_) => plain(
+        Err(mpsc::error::TrySendError::Full(_)) => HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .body("this push's uploads are not taken as fast as they come; slow down\n"),
+        Err(mpsc::error::TrySendError::Closed(_)) => plain(
             409,
             "this push's broadcast has ended; push again to start a new one",
         ),

@@ -16,10 +16,12 @@
 //!   uploaded again after it was fed or skipped is dropped at the next playlist (counted).
 //! - **Late**: a segment that comes after it was skipped is dropped (counted).
 //! - **Restart**: a playlist whose newest media sequence number is older than the next one
-//!   expected is a restarted pusher: ordering starts over from that playlist, marked a
+//!   expected, and that lists a segment uploaded again, is a restarted pusher (without one it
+//!   is an old playlist that came late, and is ignored): ordering starts over from that playlist, marked a
 //!   discontinuity, and its files are taken even when their names were seen before.
-//! - **Bounded**: files waiting hold at most `max_bytes`; past it the oldest upload is dropped
-//!   (counted). The names remembered as fed or skipped are the last `REMEMBERED`.
+//! - **Bounded**: files waiting hold at most `max_bytes` and number at most
+//!   `MAX_WAITING_FILES`; past either the oldest upload is dropped (counted). Init segments are
+//!   kept while a listed segment names them, at most `MAX_INITS`. The names remembered as fed or skipped are the last `REMEMBERED`.
 //! - **End**: once the list has ended and every listed segment was fed or skipped, `Finished`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -31,6 +33,10 @@ use super::playlist::{Listed, PushedPlaylist};
 
 /// Target durations a listed segment that has not arrived is waited for.
 const MISSING_WAIT: u32 = 2;
+/// Uploads waiting at most (besides their bytes): an upload of nothing costs a slot too.
+const MAX_WAITING_FILES: usize = 64;
+/// Init segments kept at most (the ones the listed segments name; a pusher has one).
+const MAX_INITS: usize = 4;
 /// Names of fed or skipped segments remembered, to tell a duplicate or late upload.
 const REMEMBERED: usize = 256;
 
@@ -159,7 +165,7 @@ impl Order {
                 arrived: self.arrivals,
             },
         );
-        while self.waiting_bytes > self.max_bytes {
+        while self.waiting_bytes > self.max_bytes || self.files.len() > MAX_WAITING_FILES {
             let Some(oldest) = self
                 .files
                 .iter()
@@ -179,20 +185,50 @@ impl Order {
     pub fn playlist(&mut self, playlist: PushedPlaylist, now: Instant) {
         self.target = playlist.target;
         let newest = playlist.segments.last().map(|s| s.msn);
+        // a playlist behind what was fed is a restarted pusher only when it brought a segment
+        // again; an old playlist that came late is ignored
         if let (Some(next), Some(newest)) = (self.next, newest) {
-            if newest.saturating_add(1) < next {
+            let uploaded_again = playlist
+                .segments
+                .iter()
+                .any(|l| self.files.contains_key(&l.name) && self.done_set.contains_key(&l.name));
+            if newest + 1 < next && uploaded_again {
                 self.restart();
             }
         }
-        for listed in &playlist.segments {
-            if let Some(map) = &listed.map {
-                if !self.inits.contains_key(map) {
-                    if let Some(w) = self.files.remove(map) {
-                        self.waiting_bytes -= w.bytes.len();
-                        self.inits.insert(map.clone(), w.bytes);
-                    }
+        let maps: HashSet<&String> = playlist
+            .segments
+            .iter()
+            .filter_map(|s| s.map.as_ref())
+            .collect();
+        for map in &maps {
+            if !self.inits.contains_key(*map) {
+                if let Some(w) = self.files.remove(*map) {
+                    self.waiting_bytes -= w.bytes.len();
+                    self.inits.insert((*map).clone(), w.bytes);
                 }
             }
+        }
+        // the inits no listed segment names any more go (those of segments still waiting to
+        // be fed from an earlier playlist stay, up to `MAX_INITS`)
+        let still_needed: HashSet<&String> = self
+            .listed
+            .values()
+            .filter_map(|l| l.listed.map.as_ref())
+            .chain(maps.iter().copied())
+            .collect();
+        self.inits.retain(|name, _| still_needed.contains(name));
+        while self.inits.len() > MAX_INITS {
+            let Some(extra) = self
+                .inits
+                .keys()
+                .find(|n| !maps.contains(n))
+                .or_else(|| self.inits.keys().next())
+                .cloned()
+            else {
+                break;
+            };
+            self.inits.remove(&extra);
         }
         let first_listed = playlist.segments.first().map(|s| s.msn);
         for listed in playlist.segments {
@@ -244,12 +280,14 @@ impl Order {
 
     fn skip_to(&mut self, msn: u64) {
         let Some(next) = self.next else { return };
-        for skipped in next..msn {
-            if let Some(l) = self.listed.remove(&skipped) {
+        // only what is listed is visited: a jump of the sequence number costs nothing
+        let skipped: Vec<u64> = self.listed.range(next..msn).map(|(m, _)| *m).collect();
+        for m in skipped {
+            if let Some(l) = self.listed.remove(&m) {
                 self.remember(l.listed.name, false);
             }
-            self.stats.skipped += 1;
         }
+        self.stats.skipped += msn.saturating_sub(next);
         self.next = Some(msn);
         self.discontinuity = true;
     }
@@ -315,7 +353,11 @@ impl Order {
                 };
                 self.waiting_bytes -= w.bytes.len();
                 let init = match &listed.map {
-                    Some(map) if self.fed_init.as_ref() != Some(map) || self.discontinuity => {
+                    Some(map)
+                        if self.fed_init.as_ref() != Some(map)
+                            || self.discontinuity
+                            || listed.discontinuity =>
+                    {
                         self.fed_init = Some(map.clone());
                         self.inits.get(map).cloned()
                     }
@@ -352,7 +394,8 @@ impl Order {
             self.finished = true;
             steps.push(Step::Finished);
         }
-        self.drop_stale_uploads();
+        // stale uploads are dropped at the next playlist, not here: a restarted pusher's first
+        // segment comes before the playlist that shows it is new
         steps
     }
 }
@@ -466,6 +509,10 @@ mod tests {
             o.steps(t);
         }
         o.file("s0.ts", seg("new"));
+        assert!(
+            o.steps(t).is_empty(),
+            "ffmpeg uploads the segment before its playlist"
+        );
         o.playlist(playlist(0, &["s0.ts"], false), t);
         assert_eq!(fed(&o.steps(t)), [("s0.ts".into(), true)]);
     }
@@ -504,5 +551,22 @@ mod tests {
             })
             .collect();
         assert_eq!(inits, [true, true], "a0 and, after the skip, a2");
+    }
+
+    #[test]
+    fn a_jump_of_the_sequence_number_costs_nothing_and_empty_uploads_are_capped() {
+        let t = Instant::now();
+        let mut o = Order::new(1 << 20);
+        o.file("s0.ts", seg("s0"));
+        o.playlist(playlist(0, &["s0.ts"], false), t);
+        o.steps(t);
+        o.file("far.ts", seg("far"));
+        o.playlist(playlist(1 << 47, &["far.ts"], false), t);
+        assert_eq!(fed(&o.steps(t)), [("far.ts".into(), true)]);
+        assert_eq!(o.stats().skipped, (1 << 47) - 1);
+        for i in 0..1000 {
+            o.file(&format!("empty{i}.ts"), Bytes::new());
+        }
+        assert!(o.files.len() <= MAX_WAITING_FILES);
     }
 }

@@ -13,6 +13,9 @@ use std::time::Duration;
 pub const MAX_NAME: usize = 96;
 /// Most segments one pushed playlist may list.
 pub const MAX_LISTED: usize = 2048;
+/// Largest media sequence number taken: far beyond any real stream (2^48 two-second segments
+/// is millions of years), and small enough that no arithmetic on it can overflow.
+pub const MAX_SEQUENCE: u64 = 1 << 48;
 /// Shortest and longest target durations taken (seconds).
 const TARGET_RANGE: std::ops::RangeInclusive<u64> = 1..=30;
 
@@ -28,6 +31,8 @@ pub enum PlaylistError {
     Target(u64),
     #[error("the playlist lists {0} segments (at most {MAX_LISTED})")]
     TooMany(usize),
+    #[error("EXT-X-MEDIA-SEQUENCE {0} is past {MAX_SEQUENCE}")]
+    Sequence(u64),
 }
 
 /// One listed segment.
@@ -79,6 +84,9 @@ impl PushedPlaylist {
         if playlist.segments.len() > MAX_LISTED {
             return Err(PlaylistError::TooMany(playlist.segments.len()));
         }
+        if playlist.media_sequence > MAX_SEQUENCE {
+            return Err(PlaylistError::Sequence(playlist.media_sequence));
+        }
         let mut map = None;
         let mut segments = Vec::with_capacity(playlist.segments.len());
         for (i, segment) in playlist.segments.iter().enumerate() {
@@ -92,7 +100,7 @@ impl PushedPlaylist {
                 map = Some(checked_name(&m.uri)?);
             }
             segments.push(Listed {
-                msn: playlist.media_sequence.saturating_add(i as u64),
+                msn: playlist.media_sequence + i as u64,
                 name: checked_name(&segment.uri)?,
                 discontinuity: segment.discontinuity,
                 map: map.clone(),
@@ -150,6 +158,11 @@ mod tests {
             );
         }
         assert!(valid_name("index12.ts") && valid_name("seg_00-1.m4s"));
+        let far = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:2,\na.ts\n";
+        assert!(matches!(
+            PushedPlaylist::parse(far.as_bytes()),
+            Err(PlaylistError::Sequence(_))
+        ));
         let huge = "#EXTM3U\n#EXT-X-TARGETDURATION:900\n#EXTINF:2,\na.ts\n";
         assert_eq!(
             PushedPlaylist::parse(huge.as_bytes()),
