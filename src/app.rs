@@ -276,6 +276,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             core.clone(),
         ))
     });
+    let ws = settings.ws.enabled.then(|| {
+        actix_web::web::Data::new(crate::ingest::ws::WsIngest::new(
+            settings.ws.limits(),
+            core.clone(),
+        ))
+    });
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
         tracing::warn!(
@@ -300,7 +306,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ),
         }),
         api,
-        hls_push,
+        crate::http::Ingests { hls_push, ws },
     )?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);

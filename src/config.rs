@@ -34,6 +34,7 @@ pub struct Settings {
     pub rtmps: RtmpsSettings,
     pub srt: SrtSettings,
     pub hls_push: HlsPushSettings,
+    pub ws: WsSettings,
     pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -129,6 +130,32 @@ impl HlsPushSettings {
             max_playlist_bytes: self.max_playlist_bytes,
             max_waiting_bytes: self.max_waiting_bytes,
             requests_per_second: self.requests_per_second,
+        }
+    }
+}
+
+/// WebSocket ingest (`/ingest/ws`: the Go live page, see `ingest::ws`), on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    pub enabled: bool,
+    /// Largest binary message (one slice of the recording), bytes.
+    pub max_message_bytes: usize,
+    /// Seconds a connection has to send its first message (the key).
+    pub hello_timeout: f64,
+    /// Seconds without a byte of the recording before the publisher counts as lost.
+    pub idle_timeout: f64,
+    /// Open WebSocket publishers, all streams together.
+    pub max_connections: usize,
+}
+
+impl WsSettings {
+    pub fn limits(&self) -> crate::ingest::ws::WsLimits {
+        crate::ingest::ws::WsLimits {
+            max_message_bytes: self.max_message_bytes,
+            hello_timeout: std::time::Duration::from_secs_f64(self.hello_timeout),
+            idle_timeout: std::time::Duration::from_secs_f64(self.idle_timeout),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -392,6 +419,13 @@ max_playlist_bytes = 65536
 max_waiting_bytes = 67108864
 requests_per_second = 20
 
+[ws]
+enabled = true
+max_message_bytes = 2097152
+hello_timeout = 10.0
+idle_timeout = 10.0
+max_connections = 256
+
 [http]
 listen = "0.0.0.0:8080"
 public_url = ""
@@ -529,6 +563,30 @@ impl Settings {
             self.hls_push.max_waiting_bytes,
             self.hls_push.max_segment_bytes..=1 << 32,
             "bytes (at least hls_push.max_segment_bytes)",
+        )?;
+        in_range(
+            "ws.max_message_bytes",
+            self.ws.max_message_bytes,
+            65_536..=64 << 20,
+            "bytes",
+        )?;
+        in_range(
+            "ws.hello_timeout",
+            self.ws.hello_timeout,
+            0.5..=300.0,
+            "seconds",
+        )?;
+        in_range(
+            "ws.idle_timeout",
+            self.ws.idle_timeout,
+            1.0..=300.0,
+            "seconds",
+        )?;
+        in_range(
+            "ws.max_connections",
+            self.ws.max_connections,
+            1..=65_536,
+            "connections",
         )?;
         in_range(
             "hls_push.requests_per_second",

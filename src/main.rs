@@ -44,6 +44,15 @@ enum Command {
         /// The broadcast's playback id, for `ps` (the job on stdin says it too).
         playback_id: Option<String>,
     },
+    /// A browser recording's demuxer: the container on stdin, its frames on stdout (started
+    /// by `serve`, one per WebSocket recording; see `ingest::ws::child`).
+    #[command(hide = true)]
+    Demux {
+        /// `matroska` or `mp4`.
+        container: String,
+        /// The broadcast's playback id, for `ps` and the log.
+        playback_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +100,14 @@ fn main() -> ExitCode {
         init_logging();
         return strata::transcode::worker::child_main();
     }
+    if let Command::Demux {
+        container,
+        playback_id,
+    } = &cli.command
+    {
+        init_logging();
+        return strata::ingest::ws::child::main(container, playback_id);
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -111,7 +128,7 @@ fn main() -> ExitCode {
             Command::Serve => strata::app::run(settings).await,
             Command::Stream { command } => stream_command(settings, command).await,
             Command::Ladder { command } => ladder_command(settings, command),
-            Command::Worker { .. } => Ok(()),
+            Command::Worker { .. } | Command::Demux { .. } => Ok(()),
         }
     });
     match result {

@@ -41,17 +41,28 @@ pub enum Protocol {
     Srt,
     /// HLS pushed over HTTP (`ingest::hls_push`).
     HlsPush,
+    /// A recording sent over a WebSocket, as the Go live page sends it (`ingest::ws`).
+    Ws,
 }
 
 impl Protocol {
-    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`, `hls_push`.
+    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`, `hls_push`, `ws`.
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
             Protocol::Rtmps => "rtmps",
             Protocol::Srt => "srt",
             Protocol::HlsPush => "hls_push",
+            Protocol::Ws => "ws",
         }
+    }
+
+    /// Whether what this protocol carries must be decoded: a browser's recording is VP8, VP9
+    /// or Opus, which Strata does not package, and its keyframes come when the browser's
+    /// encoder likes (Chromium's: seconds to minutes apart), so it is always transcoded, on
+    /// the default ladder when the stream's ladder is passthrough.
+    pub fn needs_transcoding(self) -> bool {
+        self == Protocol::Ws
     }
 }
 
@@ -62,6 +73,7 @@ impl std::fmt::Display for Protocol {
             Protocol::Rtmps => "RTMPS",
             Protocol::Srt => "SRT",
             Protocol::HlsPush => "HLS push",
+            Protocol::Ws => "WebSocket",
         })
     }
 }
@@ -198,7 +210,13 @@ impl Core {
         }
         let cancel = lease.cancel.clone();
         tracing::info!(playback_id = %stream.playback_id, %protocol, "publish accepted");
-        let events = pipeline::spawn(self.pipeline.clone(), stream, lease, &self.tracker);
+        let events = pipeline::spawn(
+            self.pipeline.clone(),
+            stream,
+            lease,
+            protocol.needs_transcoding(),
+            &self.tracker,
+        );
         Ok(Broadcast::new(stats, events, cancel, protocol))
     }
 

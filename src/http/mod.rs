@@ -3,7 +3,8 @@
 //! `/api/v1` is the admin API (bearer token), with its events stream. Every request is counted
 //! by route pattern and status. `/api/public` is the viewers' directory (no token, open CORS);
 //! the web app's pages and assets are served from `http.web_root`; `/ingest/hls` takes HLS
-//! pushed by encoders (`ingest::hls_push`).
+//! pushed by encoders (`ingest::hls_push`); `/ingest/ws` takes a browser's recording over a
+//! WebSocket (`ingest::ws`).
 //!
 //! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
 //! between the two workers; at the cap the server stops accepting and new clients wait in the
@@ -143,6 +144,12 @@ fn per_worker(total: usize) -> usize {
     total.div_ceil(WORKERS).max(1)
 }
 
+/// The ingest endpoints served over HTTP, each `None` when disabled.
+pub struct Ingests {
+    pub hls_push: Option<web::Data<Arc<crate::ingest::hls_push::HlsPush>>>,
+    pub ws: Option<web::Data<Arc<crate::ingest::ws::WsIngest>>>,
+}
+
 /// Builds the server on an already-bound listener with the connection policy of `settings`;
 /// the caller runs and stops it.
 pub fn server(
@@ -150,8 +157,9 @@ pub fn server(
     settings: &HttpSettings,
     state: web::Data<HttpState>,
     api: web::Data<api::ApiState>,
-    hls_push: Option<web::Data<Arc<crate::ingest::hls_push::HlsPush>>>,
+    ingests: Ingests,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let Ingests { hls_push, ws } = ingests;
     let pacing = pacing::Pacing {
         send_buffer: settings.send_buffer,
         notsent_lowat: settings.notsent_lowat,
@@ -178,6 +186,10 @@ pub fn server(
                 if let Some(push) = &hls_push {
                     cfg.app_data(push.clone());
                     crate::ingest::hls_push::configure(cfg);
+                }
+                if let Some(ws) = &ws {
+                    cfg.app_data(ws.clone());
+                    crate::ingest::ws::configure(cfg);
                 }
             })
             .configure(webapp::configure(&state.web_root))

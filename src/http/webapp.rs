@@ -1,5 +1,5 @@
 //! The web app (`web/`, built by Vite into `http.web_root`): its pages at `/`, `/watch/{id}`,
-//! `/embed/{id}` and `/dashboard` all answer the app's `index.html`, which picks the page from
+//! `/embed/{id}`, `/dashboard` and `/golive` all answer the app's `index.html`, which picks the page from
 //! the path. Hashed assets under `/assets/` are cached for a year; `index.html` is revalidated
 //! so a rebuilt app reaches browsers at once.
 //!
@@ -100,6 +100,7 @@ pub fn configure(root: &WebRoot) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/favicon.svg", web::get().to(favicon))
             .route("/", web::get().to(page))
             .route("/dashboard", web::get().to(page))
+            .route("/golive", web::get().to(page))
             .route("/watch/{playback_id}", web::get().to(page))
             .route("/embed/{playback_id}", web::get().to(page));
     }

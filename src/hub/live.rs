@@ -166,7 +166,9 @@ impl LiveStats {
     pub fn set_track(&self, info: &TrackInfo) {
         let mut source = lock(&self.source);
         match &info.codec {
-            CodecConfig::Aac(aac) => source.audio_codec = Some(aac.codec_string()),
+            audio @ (CodecConfig::Aac(_) | CodecConfig::Opus(_)) => {
+                source.audio_codec = Some(audio.codec_string())
+            }
             video => {
                 source.video_codec = Some(video.codec_string());
                 let size = video.video_size();

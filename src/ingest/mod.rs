@@ -9,3 +9,4 @@ pub mod hls_push;
 pub mod mpegts;
 pub mod rtmp;
 pub mod srt;
+pub mod ws;

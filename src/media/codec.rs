@@ -1,7 +1,8 @@
 //! Decoder configurations (H.264 `AVCDecoderConfigurationRecord`, H.265 `hvcC`, AV1 `av1C`,
-//! VP9 `vpcC`, AAC `AudioSpecificConfig`), validated once when they arrive, with what manifests
+//! VP9 `vpcC`, AAC `AudioSpecificConfig`, Opus `OpusHead`, VP8's keyframe size), validated once when they arrive, with what manifests
 //! and the transcoder need from them: codec strings, resolution, frame rate, sample rate, and
-//! whether Strata can package the codec as CMAF (H.264, HEVC, AAC) or only decode it (AV1, VP9).
+//! whether Strata can package the codec as CMAF (H.264, HEVC, AAC) or only decode it (AV1, VP9,
+//! VP8, Opus).
 //!
 //! The AVC record and its SPS are parsed by `h264-reader`, the HEVC record by mp4-atom; the
 //! AudioSpecificConfig and the few header fields of `hevc`, `av1` and `vp9` are read here with
@@ -10,10 +11,14 @@
 mod av1;
 mod bits;
 mod hevc;
+mod opus;
+mod vp8;
 mod vp9;
 
 pub use av1::{sequence_header_size as av1_sequence_header_size, Av1Config};
 pub use hevc::{record_from_parameter_sets as hevc_record, HevcConfig};
+pub use opus::{OpusConfig, OPUS_SAMPLE_RATE};
+pub use vp8::{keyframe_size as vp8_keyframe_size, Vp8Config};
 pub use vp9::{keyframe_size as vp9_keyframe_size, Vp9Config};
 
 use bytes::Bytes;
@@ -33,6 +38,10 @@ pub enum CodecError {
     Vp9(String),
     #[error("invalid AAC AudioSpecificConfig: {0}")]
     Aac(String),
+    #[error("invalid VP8 configuration: {0}")]
+    Vp8(String),
+    #[error("invalid OpusHead: {0}")]
+    Opus(String),
 }
 
 /// A track's decoder configuration.
@@ -42,7 +51,9 @@ pub enum CodecConfig {
     Hevc(HevcConfig),
     Av1(Av1Config),
     Vp9(Vp9Config),
+    Vp8(Vp8Config),
     Aac(AacConfig),
+    Opus(OpusConfig),
 }
 
 impl CodecConfig {
@@ -53,7 +64,9 @@ impl CodecConfig {
             CodecConfig::Hevc(hevc) => hevc.codec_string(),
             CodecConfig::Av1(av1) => av1.codec_string(),
             CodecConfig::Vp9(vp9) => vp9.codec_string(),
+            CodecConfig::Vp8(vp8) => vp8.codec_string(),
             CodecConfig::Aac(aac) => aac.codec_string(),
+            CodecConfig::Opus(opus) => opus.codec_string(),
         }
     }
 
@@ -64,7 +77,9 @@ impl CodecConfig {
             CodecConfig::Hevc(_) => "HEVC",
             CodecConfig::Av1(_) => "AV1",
             CodecConfig::Vp9(_) => "VP9",
+            CodecConfig::Vp8(_) => "VP8",
             CodecConfig::Aac(_) => "AAC",
+            CodecConfig::Opus(_) => "Opus",
         }
     }
 
@@ -75,7 +90,8 @@ impl CodecConfig {
             CodecConfig::Avc(avc) => Some((avc.width, avc.height)),
             CodecConfig::Hevc(hevc) => Some((hevc.width, hevc.height)),
             CodecConfig::Av1(av1) => av1.size,
-            CodecConfig::Vp9(_) | CodecConfig::Aac(_) => None,
+            CodecConfig::Vp8(vp8) => Some((vp8.width, vp8.height)),
+            CodecConfig::Vp9(_) | CodecConfig::Aac(_) | CodecConfig::Opus(_) => None,
         }
     }
 
@@ -88,13 +104,18 @@ impl CodecConfig {
         }
     }
 
-    /// Whether Strata can package this codec as CMAF as it is (passthrough). AV1 and VP9 are
-    /// decoded by a transcoding ladder only: their CMAF bindings (`av01`, `vp09` sample
-    /// entries) are not written yet, and a player that is sent a codec it cannot play shows
-    /// nothing, so a passthrough broadcast of them is refused with this reason.
+    /// Whether Strata can package this codec as CMAF as it is (passthrough). AV1, VP9, VP8 and
+    /// Opus are decoded by a transcoding ladder only: their CMAF bindings (`av01`, `vp09`,
+    /// `Opus` sample entries) are not written, and a player that is sent a codec it cannot play
+    /// shows nothing, so a passthrough broadcast of them is refused with this reason.
     pub fn packaging_refusal(&self) -> Option<String> {
         match self {
-            CodecConfig::Av1(_) | CodecConfig::Vp9(_) => Some(format!(
+            CodecConfig::Opus(_) => Some(
+                "Opus audio cannot be passed through (Strata packages AAC as it is); give the \
+                 stream a transcoding ladder, which encodes it as AAC"
+                    .into(),
+            ),
+            CodecConfig::Av1(_) | CodecConfig::Vp9(_) | CodecConfig::Vp8(_) => Some(format!(
                 "{} video cannot be passed through (Strata packages H.264 and HEVC as they \
                  are); give the stream a transcoding ladder, which decodes {} into H.264",
                 self.name(),
@@ -132,6 +153,7 @@ impl CodecConfig {
     pub fn timescale(&self) -> u32 {
         match self {
             CodecConfig::Aac(aac) => aac.sample_rate,
+            CodecConfig::Opus(_) => OPUS_SAMPLE_RATE,
             _ => 90_000,
         }
     }

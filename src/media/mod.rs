@@ -13,8 +13,9 @@ mod rendition;
 mod timestamp;
 
 pub use codec::{
-    av1_sequence_header_size, hevc_record, vp9_keyframe_size, AacConfig, Av1Config, AvcConfig,
-    CodecConfig, CodecError, HevcConfig, Vp9Config, AAC_FRAME_SAMPLES,
+    av1_sequence_header_size, hevc_record, vp8_keyframe_size, vp9_keyframe_size, AacConfig,
+    Av1Config, AvcConfig, CodecConfig, CodecError, HevcConfig, OpusConfig, Vp8Config, Vp9Config,
+    AAC_FRAME_SAMPLES, OPUS_SAMPLE_RATE,
 };
 pub use early_audio::EarlyAudio;
 pub use rendition::{RenditionEvent, TrackId, AUDIO_RENDITION, SOURCE_RENDITION};

@@ -70,7 +70,7 @@ pub fn init_segment(codec: &CodecConfig) -> Result<Vec<u8>, CmafError> {
                 },
             )
         }
-        CodecConfig::Av1(_) | CodecConfig::Vp9(_) => {
+        CodecConfig::Av1(_) | CodecConfig::Vp9(_) | CodecConfig::Vp8(_) | CodecConfig::Opus(_) => {
             return Err(CmafError::Unpackageable(codec.name()))
         }
         CodecConfig::Aac(aac) => (

@@ -104,13 +104,16 @@ pub fn spawn(
     ctx: PipelineContext,
     stream: Stream,
     lease: Lease,
+    needs_transcoding: bool,
     tracker: &TaskTracker,
 ) -> queue::Sender {
     let (tx, rx) = queue::channel(EVENT_QUEUE, ctx.budgets.ingest_queue_bytes);
     let recording_id = lease.stats.id.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
     // Without an input (a ladder that cannot start), `rx` is dropped: the publisher closes.
-    let Some((input, cut)) = span.in_scope(|| open_input(&ctx, &stream, &lease, rx)) else {
+    let Some((input, cut)) =
+        span.in_scope(|| open_input(&ctx, &stream, &lease, needs_transcoding, rx))
+    else {
         return tx;
     };
     tracker.spawn(run(ctx, stream, lease, input, cut).instrument(span));
@@ -118,14 +121,16 @@ pub fn spawn(
 }
 
 /// Where the broadcast's task reads from: ingest directly (passthrough), or the transcoder it
-/// starts here for the stream's ladder (the default ladder if the stream's no longer exists).
+/// starts here for the stream's ladder (the default ladder if the stream's no longer exists,
+/// or if it is passthrough and the input `needs_transcoding`).
 fn open_input(
     ctx: &PipelineContext,
     stream: &Stream,
     lease: &Lease,
+    needs_transcoding: bool,
     rx: queue::Receiver,
 ) -> Option<(Input, CutRule)> {
-    let ladder = ctx
+    let mut ladder = ctx
         .ladders
         .get(&stream.ladder)
         .or_else(|e| {
@@ -134,6 +139,28 @@ fn open_input(
         })
         .ok()? // the default is checked at start-up
         .clone();
+    if needs_transcoding && !ladder.transcodes() {
+        match ctx.ladders.get(&ctx.default_ladder) {
+            Ok(default) if default.transcodes() => {
+                tracing::info!(
+                    ladder = %stream.ladder,
+                    fallback = %ctx.default_ladder,
+                    "this input must be transcoded and the stream's ladder passes through; \
+                     using the default ladder"
+                );
+                ladder = default.clone();
+            }
+            _ => {
+                tracing::error!(
+                    ladder = %stream.ladder,
+                    default = %ctx.default_ladder,
+                    "this input must be transcoded, and neither the stream's ladder nor the \
+                     default ladder transcodes; refusing the broadcast"
+                );
+                return None;
+            }
+        }
+    }
     if !ladder.transcodes() {
         return Some((Input::Passthrough(rx), CutRule::AfterTarget));
     }
@@ -419,7 +446,7 @@ mod tests {
         let stats = Arc::new(crate::hub::LiveStats::new("rec".into(), &stream));
         let lease = hub.begin(stats, &shutdown).await.unwrap();
         let tracker = TaskTracker::new();
-        let events = spawn(ctx, stream.clone(), lease, &tracker);
+        let events = spawn(ctx, stream.clone(), lease, false, &tracker);
         events.send(video_track(320)).await.unwrap();
         for i in 0..60 {
             events.send(frame(i * 40, i % 25 == 0)).await.unwrap();

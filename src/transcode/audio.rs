@@ -1,4 +1,4 @@
-//! The audio worker thread: decode the source AAC once, resample (swresample) to the ladder's
+//! The audio worker thread: decode the source audio (AAC, or a browser's Opus) once, resample (swresample) to the ladder's
 //! rate and channel count, and encode one AAC-LC rendition (FFmpeg's native `aac` encoder) that
 //! every video rendition shares.
 //!
@@ -33,7 +33,8 @@ const FRAME: usize = AAC_FRAME_SAMPLES as usize;
 
 /// What the decode thread sends the audio worker.
 pub enum AudioInput {
-    Config(AacConfig),
+    /// The source's audio configuration: AAC or Opus.
+    Config(CodecConfig),
     Frame(MediaFrame),
     /// The publisher was lost: hand packaging every frame the encoder holds, answer on the
     /// sender, and continue with a fresh encoder.
@@ -136,19 +137,23 @@ impl Worker {
         Ok(())
     }
 
-    fn configure(&mut self, config: &AacConfig) -> Result<(), TranscodeError> {
+    fn configure(&mut self, config: &CodecConfig) -> Result<(), TranscodeError> {
         if self.decoder.is_some() {
             tracing::info!(
-                sample_rate = config.sample_rate,
-                channels = config.channels,
+                codec = config.name(),
                 "the source changed its audio configuration; decoding it, the audio rendition \
                  keeps its format"
             );
             self.flush_decoder()?;
         }
-        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::AAC).ok_or(TranscodeError::NoAac)?;
+        let (id, extradata) = match config {
+            CodecConfig::Aac(aac) => (ffmpeg::codec::Id::AAC, &aac.asc),
+            CodecConfig::Opus(opus) => (ffmpeg::codec::Id::OPUS, &opus.head),
+            video => return Err(TranscodeError::NoDecoder(video.name())),
+        };
+        let codec = ffmpeg::decoder::find(id).ok_or(TranscodeError::NoDecoder(config.name()))?;
         let mut context = ffmpeg::codec::Context::new_with_codec(codec);
-        ffi::set_extradata(&mut context, &config.asc)
+        ffi::set_extradata(&mut context, extradata)
             .map_err(|e| TranscodeError::open("audio decoder", e))?;
         self.decoder = Some(
             context

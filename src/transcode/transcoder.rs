@@ -106,9 +106,10 @@ struct RungLane {
 struct Transcoder {
     job: TranscodeJob,
     output: mpsc::Sender<RenditionEvent>,
-    /// The source's video configuration: H.264, HEVC, AV1 or VP9.
+    /// The source's video configuration: H.264, HEVC, AV1, VP9 or VP8.
     source_video: Option<CodecConfig>,
-    source_audio: Option<crate::media::AacConfig>,
+    /// The source's audio configuration: AAC or Opus.
+    source_audio: Option<CodecConfig>,
     /// The plan is made and every rendition announced (at the first keyframe).
     started: bool,
     /// After a pause the decoder is new: frames wait for a keyframe.
@@ -184,7 +185,8 @@ impl Transcoder {
             video @ (CodecConfig::Avc(_)
             | CodecConfig::Hevc(_)
             | CodecConfig::Av1(_)
-            | CodecConfig::Vp9(_)) => {
+            | CodecConfig::Vp9(_)
+            | CodecConfig::Vp8(_)) => {
                 let changed = self.source_video.as_ref().is_some_and(|old| *old != video);
                 self.source_video = Some(video.clone());
                 if !self.started {
@@ -208,14 +210,14 @@ impl Transcoder {
                     self.decoder = Some(open_decoder(&video, None)?);
                 }
             }
-            CodecConfig::Aac(aac) => {
-                if self.source_audio.as_ref() == Some(&aac) {
+            audio @ (CodecConfig::Aac(_) | CodecConfig::Opus(_)) => {
+                if self.source_audio.as_ref() == Some(&audio) {
                     return Ok(()); // repeated, unchanged
                 }
-                self.source_audio = Some(aac.clone());
+                self.source_audio = Some(audio.clone());
                 if let Some((queue, _)) = &self.audio {
                     queue
-                        .send(AudioInput::Config(aac))
+                        .send(AudioInput::Config(audio))
                         .map_err(|_| TranscodeError::WorkerGone("audio".into()))?;
                 }
             }
@@ -605,7 +607,8 @@ fn open_decoder(
             Some(&av1.record),
         ),
         CodecConfig::Vp9(_) => (ffmpeg::decoder::find(ffmpeg::codec::Id::VP9), None),
-        CodecConfig::Aac(_) => (None, None),
+        CodecConfig::Vp8(_) => (ffmpeg::decoder::find(ffmpeg::codec::Id::VP8), None),
+        CodecConfig::Aac(_) | CodecConfig::Opus(_) => (None, None),
     };
     let codec = codec.ok_or(TranscodeError::NoDecoder(config.name()))?;
     let mut context = ffmpeg::codec::Context::new_with_codec(codec);

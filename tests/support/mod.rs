@@ -7,6 +7,7 @@ pub mod enhanced_rtmp;
 pub mod faults;
 pub mod rtmp_client;
 pub mod s3;
+pub mod ws_publisher;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

@@ -197,12 +197,31 @@ fn start(limits: WorkerLimits, job: &TranscodeJob) -> io::Result<Started> {
         ladder: job.ladder.clone(),
     }))
     .map_err(io::Error::other)?;
+    let mut command = child_command(limits, &["worker", playback_id]);
+    let mut child = command.spawn()?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("the worker's pipes were not set up"));
+    };
+    Ok(Started {
+        child,
+        stdin,
+        stdout,
+        job: first,
+    })
+}
+
+/// A process of this binary (`/proc/self/exe`, see the module doc) with `args`, its stdin and
+/// stdout piped, stderr the server's, and the worker's limits applied between fork and exec.
+/// Also used for the demuxer of a browser's recording (`ingest::ws`).
+pub(crate) fn child_command(limits: WorkerLimits, args: &[&str]) -> Command {
     let shown = std::env::current_exe().unwrap_or_else(|_| "strata".into());
     let server = std::process::id() as libc::pid_t;
     let mut command = Command::new("/proc/self/exe");
     command
         .arg0(shown)
-        .args(["worker", playback_id])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -216,18 +235,7 @@ fn start(limits: WorkerLimits, job: &TranscodeJob) -> io::Result<Started> {
     unsafe {
         command.pre_exec(move || confine(limits, server));
     }
-    let mut child = command.spawn()?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(io::Error::other("the worker's pipes were not set up"));
-    };
-    Ok(Started {
-        child,
-        stdin,
-        stdout,
-        job: first,
-    })
+    command
 }
 
 /// In the forked child: the worker's limits (see the module doc).

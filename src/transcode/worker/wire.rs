@@ -25,14 +25,14 @@ use std::io::{self, Read};
 use bytes::Bytes;
 
 use crate::media::{
-    AacConfig, Av1Config, AvcConfig, CodecConfig, CodecError, HevcConfig, MediaFrame,
-    RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp9Config,
+    AacConfig, Av1Config, AvcConfig, CodecConfig, CodecError, HevcConfig, MediaFrame, OpusConfig,
+    RenditionEvent, StreamEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp8Config, Vp9Config,
 };
 use crate::transcode::ladder::{AudioRung, Ladder, Rung};
 
 /// Bumped whenever a message changes; the worker refuses a job of another version (a server
 /// and a worker binary from different builds).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame payload (one coded access unit or audio frame): RTMP's largest message
 /// (`rtmp.max_message_size` ≤ 2^24 − 1 bytes) fits, so no frame ingest accepts is refused here.
 pub const MAX_FRAME_DATA: usize = 16 << 20;
@@ -76,6 +76,8 @@ const CODEC_AAC: u8 = 2;
 const CODEC_HEVC: u8 = 3;
 const CODEC_AV1: u8 = 4;
 const CODEC_VP9: u8 = 5;
+const CODEC_VP8: u8 = 6;
+const CODEC_OPUS: u8 = 7;
 
 /// A frame's fixed fields: kind, dts, pts, flags, data length.
 const FRAME_FIELDS: usize = 1 + 12 + 12 + 1 + 4;
@@ -276,14 +278,16 @@ fn kind_byte(kind: TrackKind) -> u8 {
 /// that lists every `CodecConfig` variant.
 fn encode_codec(w: &mut Writer, codec: &CodecConfig) -> Result<(), WireError> {
     let (tag, record) = match codec {
-        CodecConfig::Avc(avc) => (CODEC_AVC, &avc.record),
-        CodecConfig::Hevc(hevc) => (CODEC_HEVC, &hevc.record),
-        CodecConfig::Av1(av1) => (CODEC_AV1, &av1.record),
-        CodecConfig::Vp9(vp9) => (CODEC_VP9, &vp9.record),
-        CodecConfig::Aac(aac) => (CODEC_AAC, &aac.asc),
+        CodecConfig::Avc(avc) => (CODEC_AVC, avc.record.clone()),
+        CodecConfig::Hevc(hevc) => (CODEC_HEVC, hevc.record.clone()),
+        CodecConfig::Av1(av1) => (CODEC_AV1, av1.record.clone()),
+        CodecConfig::Vp9(vp9) => (CODEC_VP9, vp9.record.clone()),
+        CodecConfig::Vp8(vp8) => (CODEC_VP8, vp8.record()),
+        CodecConfig::Aac(aac) => (CODEC_AAC, aac.asc.clone()),
+        CodecConfig::Opus(opus) => (CODEC_OPUS, opus.head.clone()),
     };
     w.u8(tag);
-    w.bytes(record, MAX_CONFIG, "codec configuration")
+    w.bytes(&record, MAX_CONFIG, "codec configuration")
 }
 
 /// Reads what `encode_codec` wrote and parses the record again with the parser ingest uses; the
@@ -308,9 +312,17 @@ fn decode_codec(r: &mut Reader) -> Result<TrackInfo, WireError> {
             TrackKind::Video,
             CodecConfig::Vp9(Vp9Config::parse(record).map_err(WireError::Codec)?),
         ),
+        CODEC_VP8 => (
+            TrackKind::Video,
+            CodecConfig::Vp8(Vp8Config::parse(&record).map_err(WireError::Codec)?),
+        ),
         CODEC_AAC => (
             TrackKind::Audio,
             CodecConfig::Aac(AacConfig::parse(record).map_err(WireError::Codec)?),
+        ),
+        CODEC_OPUS => (
+            TrackKind::Audio,
+            CodecConfig::Opus(OpusConfig::parse(record).map_err(WireError::Codec)?),
         ),
         other => {
             return Err(WireError::invalid(

@@ -3,11 +3,11 @@
 
 const PLAYBACK_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** @returns {{page: 'streams'|'watch'|'embed'|'dashboard'|'missing', id?: string}} */
+/** @returns {{page: 'streams'|'watch'|'embed'|'dashboard'|'golive'|'missing', id?: string}} */
 export function route(pathname) {
   const parts = pathname.split('/').filter(Boolean);
   if (parts.length === 0) return { page: 'streams' };
-  if (parts.length === 1 && parts[0] === 'dashboard') return { page: 'dashboard' };
+  if (parts.length === 1 && (parts[0] === 'dashboard' || parts[0] === 'golive')) return { page: parts[0] };
   if (parts.length === 2 && (parts[0] === 'watch' || parts[0] === 'embed') && PLAYBACK_ID.test(parts[1])) {
     return { page: parts[0], id: parts[1] };
   }
