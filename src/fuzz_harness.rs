@@ -17,6 +17,7 @@
 //! - `worker_wire`: a transcoding worker's output, as the server decodes and checks it.
 //! - `fmp4_demux`: an init and a media segment into `Fmp4Demuxer` (HLS push's fMP4).
 //! - `hls_push_playlist`: a pushed playlist, and the `Order` it drives.
+//! - `ws_messages`: the WebSocket ingest's text messages (opening message and controls).
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
@@ -27,7 +28,7 @@ mod origin;
 mod rtmp;
 mod worker;
 
-pub use ingest::{fmp4_demux, hls_push_playlist, mpegts_demux, srt_stream_id};
+pub use ingest::{fmp4_demux, hls_push_playlist, mpegts_demux, srt_stream_id, ws_messages};
 pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
@@ -50,6 +51,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("worker_wire", worker_wire),
     ("fmp4_demux", fmp4_demux),
     ("hls_push_playlist", hls_push_playlist),
+    ("ws_messages", ws_messages),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

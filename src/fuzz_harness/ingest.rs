@@ -1,5 +1,6 @@
 //! Fuzz entry points for the ingest parsers: SRT's MPEG-TS demuxer and stream id, HLS push's
-//! fMP4 demuxer and pushed playlists (with the order they drive).
+//! fMP4 demuxer and pushed playlists (with the order they drive), the WebSocket ingest's text
+//! messages.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use crate::ingest::fmp4::{self, Fmp4Demuxer};
 use crate::ingest::hls_push::{Order, PushedPlaylist, Step};
 use crate::ingest::mpegts::{TsDemuxer, PACKET};
 use crate::ingest::srt::streamid;
+use crate::ingest::ws::messages::{Container, Control, Hello, MessageError, MAX_TEXT};
 use crate::media::StreamEvent;
 
 /// MPEG-TS into `TsDemuxer`: the first byte seeds the split points, the rest is the stream.
@@ -126,4 +128,27 @@ pub fn hls_push_playlist(data: &[u8]) {
         "fed out of order: {fed:?}"
     );
     assert!(order.waiting_bytes() <= budget);
+}
+
+/// A WebSocket ingest client's text message, as the opening message and as a later control.
+/// Whatever parses is within the limits; no error quotes the key.
+pub fn ws_messages(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Hello::parse(text) {
+        Ok(hello) => {
+            assert!(!hello.key.is_empty() && text.len() <= MAX_TEXT);
+            assert!(Container::from_name(hello.container.name()) == Some(hello.container));
+        }
+        Err(MessageError::Malformed(why)) => {
+            // what is said about a malformed opening message (which may hold a key) names a
+            // position, never the input (short inputs may occur in the fixed text by chance)
+            assert!(text.len() < 16 || !why.contains(text), "{why}");
+        }
+        Err(_) => {}
+    }
+    if let Ok(Control::Recording(container)) = Control::parse(text) {
+        assert!(Container::from_name(container.name()) == Some(container));
+    }
 }

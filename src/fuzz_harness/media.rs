@@ -9,7 +9,7 @@ use mp4_atom::{Any, Decode, Moof, Moov};
 use crate::ingest::flv::FlvDemuxer;
 use crate::media::{
     vp9_keyframe_size, AacConfig, Av1Config, AvcConfig, CodecConfig, HevcConfig, MediaFrame,
-    RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp9Config,
+    OpusConfig, RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind, Vp8Config, Vp9Config,
 };
 use crate::package::{
     cmaf, CutRule, Part, Segment, Segmenter, SegmenterConfig, SegmenterOutput, TrackSegment,
@@ -181,7 +181,8 @@ pub fn flv_demux(data: &[u8]) {
 /// The same bytes into every decoder-configuration parser: the AVCDecoderConfigurationRecord
 /// (with its SPS, through h264-reader), the AAC AudioSpecificConfig, and the Annex-B helpers the
 /// transcoder applies to x264's output, the HEVC record (with the start of its SPS), the AV1
-/// record (with its sequence header), the VP9 record and a VP9 keyframe header. Whatever
+/// record (with its sequence header), the VP9 record and a VP9 keyframe header, the Opus
+/// `OpusHead` and a VP8 keyframe header (what a browser's recording carries). Whatever
 /// parses must also make a CMAF init segment that parses back (or be refused by name).
 pub fn codec_config(data: &[u8]) {
     if let Ok(config) = HevcConfig::parse(Bytes::copy_from_slice(data)) {
@@ -202,6 +203,19 @@ pub fn codec_config(data: &[u8]) {
     }
     if let Some((width, height)) = vp9_keyframe_size(data) {
         assert!(width >= 1 && height >= 1);
+    }
+    if let Ok(config) = Vp8Config::from_keyframe(data) {
+        assert!(config.width >= 1 && config.height >= 1);
+        assert_eq!(Vp8Config::parse(&config.record()), Ok(config.clone()));
+        let config = CodecConfig::Vp8(config);
+        assert!(config.packaging_refusal().is_some());
+        assert!(cmaf::init_segment(&config).is_err());
+    }
+    if let Ok(config) = OpusConfig::parse(Bytes::copy_from_slice(data)) {
+        assert!(config.channels >= 1);
+        let config = CodecConfig::Opus(config);
+        assert!(config.packaging_refusal().is_some());
+        assert!(cmaf::init_segment(&config).is_err());
     }
     if let Ok(config) = AvcConfig::parse(Bytes::copy_from_slice(data)) {
         check_avc(&config);

@@ -121,8 +121,7 @@ fn demux(container: Container) -> Result<(), DemuxError> {
     options.set("probesize", "262144");
     options.set("analyzeduration", "1000000");
     options.set("fpsprobesize", "0");
-    let mut input = ffmpeg::format::input_with_dictionary(&"pipe:0", options)
-        .map_err(|e| DemuxError::Unreadable(e.to_string()))?;
+    let mut input = open(demuxer, options)?;
     let mut tracks = Vec::new();
     for kind in [Type::Video, Type::Audio] {
         if let Some(stream) = input.streams().best(kind) {
@@ -186,6 +185,34 @@ fn demux(container: Container) -> Result<(), DemuxError> {
         out.flush().map_err(DemuxError::Output)?;
     }
     out.flush().map_err(DemuxError::Output)
+}
+
+/// Opens stdin as `demuxer`'s container, with no probing: bytes that are not that container
+/// fail at once rather than wait for more.
+fn open(
+    demuxer: &str,
+    options: ffmpeg::Dictionary,
+) -> Result<ffmpeg::format::context::Input, DemuxError> {
+    let name = std::ffi::CString::new(demuxer)
+        .map_err(|_| DemuxError::Unreadable("a demuxer name with a NUL".into()))?;
+    // SAFETY: a lookup by a NUL-terminated name in FFmpeg's static table of demuxers.
+    let format = unsafe { ffmpeg::ffi::av_find_input_format(name.as_ptr()) };
+    if format.is_null() {
+        return Err(DemuxError::Unreadable(format!(
+            "this FFmpeg has no {demuxer} demuxer"
+        )));
+    }
+    // SAFETY: `format` points into that static table, valid for the process's life.
+    let format = unsafe { ffmpeg::format::format::Input::wrap(format as *mut _) };
+    match ffmpeg::format::open_with(
+        &"pipe:0",
+        &ffmpeg::format::format::Format::Input(format),
+        options,
+    ) {
+        Ok(ffmpeg::format::context::Context::Input(input)) => Ok(input),
+        Ok(_) => Err(DemuxError::Unreadable("not an input".into())),
+        Err(e) => Err(DemuxError::Unreadable(e.to_string())),
+    }
 }
 
 /// A VP8 keyframe: the track is (re)announced when its size is new.

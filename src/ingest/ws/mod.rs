@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use self::demux::{Demux, Ended, Output};
 use self::messages::{Container, Control, ErrorCode, Hello, ServerMessage};
 use crate::broadcast::{AdmitError, Broadcast, Core, Ending, Protocol};
-use crate::media::{CodecConfig, StreamEvent};
+use crate::media::{vp9_keyframe_size, CodecConfig, StreamEvent};
 use crate::telemetry::LogThrottle;
 
 /// How often the client is told its status.
@@ -182,7 +182,7 @@ impl Connection {
                     AdmitError::Busy(_) | AdmitError::Database(_) => ErrorCode::Busy,
                 };
                 let message = match code {
-                    ErrorCode::BadKey => "This stream key is not valid.".to_string(),
+                    ErrorCode::BadKey => "unknown stream key, or one that was rotated".to_string(),
                     _ => e.to_string(),
                 };
                 return self
@@ -460,9 +460,14 @@ async fn reserve(input: Option<&mpsc::Sender<Bytes>>) -> Option<mpsc::Permit<'_,
     input?.reserve().await.ok()
 }
 
-/// A WebSocket framing error: an oversized message says so; anything else is a broken client.
+/// A WebSocket framing error: a connection that broke off is a lost publisher, an oversized
+/// message says so, anything else is a broken client.
 fn protocol_error(e: actix_ws::ProtocolError) -> Close {
     match e {
+        actix_ws::ProtocolError::Io(e) => {
+            tracing::info!(error = %e, "the publisher's connection broke off: waiting for a reconnect");
+            Close::lost()
+        }
         actix_ws::ProtocolError::Overflow => Close::error(
             Ending::Failed,
             ErrorCode::TooLarge,
@@ -542,8 +547,16 @@ struct Tracks {
 
 impl Tracks {
     fn note(&mut self, event: &StreamEvent) {
-        let StreamEvent::Track(info) = event else {
-            return;
+        let info = match event {
+            StreamEvent::Track(info) => info,
+            // VP9's size is in its keyframes only
+            StreamEvent::Frame(frame) if frame.sync && self.video.as_deref() == Some("VP9") => {
+                if let Some((w, h)) = vp9_keyframe_size(&frame.data) {
+                    self.video = Some(format!("VP9 {w}x{h}"));
+                }
+                return;
+            }
+            _ => return,
         };
         let codec = &info.codec;
         match codec {

@@ -1,0 +1,104 @@
+//! Go live from the browser, end to end: headless Chromium (Debian's `chromium`, driven by
+//! `playwright-core` in `web/tests/e2e/golive.mjs`) with a fake camera and microphone opens the
+//! Go live page, is refused with a wrong key, goes live with the right one from the page's own
+//! controls, a second page plays it with hls.js and then dash.js, the streams page shows it
+//! live and then ended. Here: the run passes, its screenshots exist, and the broadcast's
+//! recording plays in ffprobe with video and audio.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{api, ffprobe, wait_for, Server};
+
+/// Where the run writes its screenshots (kept after the test for people to look at).
+fn screenshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("golive-e2e")
+}
+
+#[test]
+fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recorded() {
+    assert!(
+        support::web_root().join("index.html").is_file(),
+        "web/dist is not built: `make test` builds it (make web)"
+    );
+    let server = Server::start();
+    let shots = screenshot_dir();
+    let _ = std::fs::remove_dir_all(&shots);
+    let output = Command::new("node")
+        .arg("tests/e2e/golive.mjs")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+        .env("STRATA_URL", format!("http://{}", server.http))
+        .env("STRATA_ADMIN_TOKEN", &server.admin_token)
+        .env("STRATA_SCREENSHOTS", &shots)
+        .env("STRATA_LADDER", "low-cpu")
+        .output()
+        .expect("node runs (make test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the browser run failed (screenshots in {}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        shots.display(),
+        server.log()
+    );
+    for shot in [
+        "golive-bad-key.png",
+        "golive-live.png",
+        "golive-watch-hls.png",
+        "golive-watch-dash.png",
+        "golive-streams-live.png",
+        "golive-ended.png",
+    ] {
+        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
+        assert!(
+            size > 10_000,
+            "screenshot {shot} is missing or empty ({size} bytes)"
+        );
+    }
+    let result: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("GOLIVE_RESULT "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .expect("the run names its broadcast");
+    let stream_id = result["stream_id"].as_str().expect("stream id");
+    // the recording of the broadcast the page started and stopped
+    let recording = wait_for(Duration::from_secs(30), || {
+        let (status, body) = api(
+            &server,
+            "GET",
+            &format!("/api/v1/recordings?stream_id={stream_id}"),
+            Some(&server.admin_token),
+            None,
+        );
+        (status == 200).then_some(())?;
+        let recordings: serde_json::Value = serde_json::from_str(&body).ok()?;
+        recordings.as_array()?.iter().find_map(|r| {
+            r["ended_at"].as_i64()?;
+            r["id"].as_str().map(str::to_string)
+        })
+    })
+    .unwrap_or_else(|| panic!("the broadcast's recording ended:\n{}", server.log()));
+    let probe = ffprobe(&[
+        "-show_streams",
+        "-show_format",
+        &server.url(&format!("vod/{recording}/master.m3u8")),
+    ]);
+    let kinds: Vec<&str> = probe["streams"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["codec_type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"video") && kinds.contains(&"audio"),
+        "the recording has video and audio: {kinds:?}"
+    );
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    assert!(duration >= 10.0, "the recording lasts {duration} s");
+    println!("screenshots: {}", shots.display());
+}
