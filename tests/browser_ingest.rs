@@ -418,3 +418,90 @@ fn unsupported_garbage_and_oversized_recordings_are_refused_and_the_server_goes_
     );
     good.stop();
 }
+
+/// `seconds` of VP8/Opus test signal recorded to a WebM file (not in real time).
+fn webm_file(dir: &std::path::Path, name: &str, seconds: u32) -> Vec<u8> {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            "400k",
+        ])
+        .args(["-c:a", "libopus", "-f", "webm"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg wrote {name}");
+    std::fs::read(&path).expect("the recording")
+}
+
+#[test]
+fn a_new_recording_on_the_same_socket_continues_the_broadcast() {
+    let server = Server::start();
+    let stream = server.create_stream("recordings", "low-cpu");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = webm_file(dir.path(), "first.webm", 5);
+    let second = webm_file(dir.path(), "second.webm", 5);
+    let mut socket = support::ws_publisher::connect(&server.http);
+    let send = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, text: String| {
+        socket.send(tungstenite::Message::text(text)).expect("send");
+    };
+    send(
+        &mut socket,
+        support::ws_publisher::hello(&stream.key, "video/webm;codecs=vp8,opus"),
+    );
+    for (i, recording) in [first, second].iter().enumerate() {
+        if i > 0 {
+            // as the page does to lower its bitrate: a new recorder, announced first
+            send(
+                &mut socket,
+                r#"{"type":"recording","mime":"video/webm;codecs=vp8,opus"}"#.into(),
+            );
+        }
+        for slice in recording.chunks(16 * 1024) {
+            socket
+                .send(tungstenite::Message::binary(slice.to_vec()))
+                .expect("send a slice");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    send(&mut socket, r#"{"type":"stop"}"#.into());
+    let messages = std::sync::Mutex::new(Vec::new());
+    support::ws_publisher::read_until_closed(&mut socket, &messages);
+    let messages = messages.into_inner().unwrap();
+    assert!(
+        messages.iter().any(|m| m["type"] == "ended"),
+        "both recordings taken, then stopped: {messages:?}\n{}",
+        server.log()
+    );
+    let live_root = format!("live/{}", stream.playback_id);
+    let ended = wait_for(Duration::from_secs(30), || {
+        media_playlist(&server, &live_root)?
+            .contains("#EXT-X-ENDLIST")
+            .then_some(())
+    });
+    assert!(ended.is_some(), "the broadcast ended");
+    let (kinds, duration) = probe(&server.url(&format!("{live_root}/master.m3u8")));
+    assert!(
+        kinds.contains(&"video".into()) && kinds.contains(&"audio".into()),
+        "{kinds:?}"
+    );
+    // both recordings, one timeline: 10 s, less what a ladder fed faster than real time skips
+    assert!(
+        (8.0..=11.5).contains(&duration),
+        "the broadcast lasts {duration} s for two recordings of 5 s"
+    );
+    assert!(server
+        .log()
+        .contains("a new recording continues the broadcast"));
+}

@@ -290,10 +290,9 @@ impl Connection {
                     _ = cancel.cancelled() => Step::Cancelled,
                     out = output.recv(), if !recording_over => Step::Demuxed(out),
                     permit = reserve(input), if pending.is_some() => {
-                        match (permit, pending.take()) {
-                            (Some(permit), Some(bytes)) => permit.send(bytes),
-                            // the demuxer stopped reading: its end follows on `output`
-                            _ => {}
+                        // no permit: the demuxer stopped reading, and its end follows on `output`
+                        if let (Some(permit), Some(bytes)) = (permit, pending.take()) {
+                            permit.send(bytes);
                         }
                         continue;
                     }
