@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -504,4 +505,107 @@ fn a_new_recording_on_the_same_socket_continues_the_broadcast() {
     assert!(server
         .log()
         .contains("a new recording continues the broadcast"));
+}
+
+#[test]
+fn a_client_that_reads_nothing_cannot_hold_the_connection_slot() {
+    let server = Server::start_with_env(&[("STRATA__WS__MAX_CONNECTIONS", "1")], |_| {});
+    let stream = server.create_stream("deaf", "low-cpu");
+    // a client that floods pings and never reads the pongs
+    let mut deaf = support::ws_publisher::connect(&server.http);
+    deaf.send(tungstenite::Message::text(support::ws_publisher::hello(
+        &stream.key,
+        "video/webm",
+    )))
+    .expect("hello");
+    deaf.get_ref()
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("write timeout");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = done.clone();
+    let flood = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline && !flooding.load(Ordering::Relaxed) {
+            if deaf
+                .send(tungstenite::Message::Ping(vec![7u8; 125].into()))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    // the slot comes back once the server gives up on it: the next publisher gets in
+    let admitted = wait_for(Duration::from_secs(25), || {
+        let mut socket = support::ws_publisher::try_connect(&server.http)?;
+        let hello = support::ws_publisher::hello(&stream.key, "video/webm");
+        socket.send(tungstenite::Message::text(hello)).ok()?;
+        let messages = std::sync::Mutex::new(Vec::new());
+        wait_for(Duration::from_secs(2), || {
+            if let Ok(tungstenite::Message::Text(text)) = socket.read() {
+                messages.lock().unwrap().push(text.to_string());
+            }
+            messages
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|m| m.contains("\"live\""))
+                .cloned()
+        })
+    });
+    done.store(true, Ordering::Relaxed);
+    let _ = flood.join();
+    assert!(admitted.is_some(), "the slot was freed:\n{}", server.log());
+}
+
+#[test]
+fn a_browser_back_for_a_lost_passthrough_publisher_starts_a_transcoded_broadcast() {
+    let server = Server::start_with_env(
+        &[
+            ("STRATA__RTMP__RECONNECT_GRACE", "20"),
+            ("STRATA__RTMP__IDLE_TIMEOUT", "2"),
+        ],
+        |_| {},
+    );
+    let stream = server.create_stream("obs-then-browser", "passthrough");
+    let mut obs = publish_sized(&server.rtmp_url(&stream.key), 60, "320x240");
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            (segments_listed(&server, &stream.playback_id) >= 1).then_some(())
+        })
+        .is_some(),
+        "RTMP is live"
+    );
+    let first = live_session(&server, &stream.playback_id).expect("listed")["session_id"].clone();
+    // OBS freezes (a network drop): its passthrough broadcast waits for it
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &obs.id().to_string()])
+        .status();
+    let parked = wait_for(Duration::from_secs(20), || {
+        (live_session(&server, &stream.playback_id)?["state"] == "reconnecting").then_some(())
+    });
+    assert!(parked.is_some(), "parked");
+    let _ = obs.kill();
+    let _ = obs.wait();
+    // the browser cannot continue a passthrough broadcast: a new, transcoded one starts
+    let browser = WsPublisher::start(&server.http, &stream.key, Recording::WebmVp8, 60);
+    let live = browser
+        .wait_message("live", Duration::from_secs(10))
+        .expect("live");
+    assert_eq!(live["resumed"], false, "{live}");
+    let new = wait_for(Duration::from_secs(40), || {
+        let session = live_session(&server, &stream.playback_id)?;
+        (session["session_id"] != first && session["state"] == "live").then_some(())
+    });
+    assert!(new.is_some(), "a new session is live:\n{}", server.log());
+    let before = segments_listed(&server, &stream.playback_id);
+    let published = wait_for(Duration::from_secs(40), || {
+        (segments_listed(&server, &stream.playback_id) >= before.max(1) + 2).then_some(())
+    });
+    assert!(
+        published.is_some(),
+        "the browser's broadcast publishes:\n{}",
+        server.log()
+    );
+    assert!(error_code(&browser, Duration::from_millis(10)).is_none());
+    browser.stop();
 }

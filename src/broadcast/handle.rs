@@ -25,6 +25,8 @@ pub struct Broadcast {
     pub(super) clock: ResumableClock,
     /// The protocol of the connection carrying it now.
     protocol: Protocol,
+    /// Its pipeline decodes the input (a ladder), so any codec a ladder decodes may continue it.
+    pub(super) transcodes: bool,
     /// `strata_ingest_*{stream, protocol}`: what the current connection brought in.
     ingest: IngestCounters,
 }
@@ -55,6 +57,7 @@ impl Broadcast {
         events: queue::Sender,
         cancel: CancellationToken,
         protocol: Protocol,
+        transcodes: bool,
     ) -> Self {
         Self {
             ingest: IngestCounters::new(&stats.id.playback_id, protocol),
@@ -63,6 +66,7 @@ impl Broadcast {
             cancel,
             clock: ResumableClock::default(),
             protocol,
+            transcodes,
         }
     }
 

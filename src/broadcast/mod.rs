@@ -164,6 +164,11 @@ impl Core {
         if let Some(node) = self.cluster.live_elsewhere(&stream.id) {
             return Err(AdmitError::LiveElsewhere(node));
         }
+        if protocol.needs_transcoding() {
+            // a parked passthrough broadcast cannot take a browser's codecs: it ends, and this
+            // publisher starts a new broadcast
+            self.reconnects.end_untranscoded(&stream.id).await;
+        }
         let session_id = self
             .reconnects
             .parked_session(&stream.id)
@@ -210,14 +215,14 @@ impl Core {
         }
         let cancel = lease.cancel.clone();
         tracing::info!(playback_id = %stream.playback_id, %protocol, "publish accepted");
-        let events = pipeline::spawn(
+        let (events, transcodes) = pipeline::spawn(
             self.pipeline.clone(),
             stream,
             lease,
             protocol.needs_transcoding(),
             &self.tracker,
         );
-        Ok(Broadcast::new(stats, events, cancel, protocol))
+        Ok(Broadcast::new(stats, events, cancel, protocol, transcodes))
     }
 
     /// The connection that carried `broadcast` ended `how`: the broadcast ends now, or waits

@@ -94,6 +94,21 @@ impl Reconnects {
             .map(|(_, p)| p.stats.id.session_id.clone())
     }
 
+    /// Ends the parked broadcast of `stream_id` if its pipeline does not transcode.
+    pub(super) async fn end_untranscoded(&self, stream_id: &str) {
+        let parked = {
+            let mut parked = self.lock();
+            match parked.get(stream_id) {
+                Some((_, broadcast)) if !broadcast.transcodes => parked.remove(stream_id),
+                _ => None,
+            }
+        };
+        if let Some((_, broadcast)) = parked {
+            tracing::info!(playback_id = %broadcast.stats.id.playback_id, "the returning publisher must be transcoded and the parked broadcast passes through; ending it");
+            broadcast.end().await;
+        }
+    }
+
     /// Takes the parked broadcast of `stream_id` for a new connection, if any.
     pub(super) async fn resume(&self, stream_id: &str, protocol: Protocol) -> Option<Broadcast> {
         let parked = self.lock().remove(stream_id);

@@ -65,6 +65,11 @@ impl<T> Clone for Sender<T> {
 }
 
 impl<T: Weighed> Sender<T> {
+    /// `send` for a thread outside the async runtime.
+    pub fn blocking_send(&self, event: T) -> Result<(), Closed> {
+        futures::executor::block_on(self.send(event))
+    }
+
     /// Queues `event`, waiting while the queue is full in items or bytes.
     pub async fn send(&self, event: T) -> Result<(), Closed> {
         let cost = event.weight().min(self.capacity);

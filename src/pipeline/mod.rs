@@ -99,14 +99,16 @@ impl Input {
     }
 }
 
-/// Starts a broadcast of `stream`; returns the sender ingest feeds.
+/// Starts a broadcast of `stream`; returns the sender ingest feeds, and whether the broadcast
+/// is transcoded (a broadcast parked for a reconnect can then tell whether it can take an input
+/// that `needs_transcoding`).
 pub fn spawn(
     ctx: PipelineContext,
     stream: Stream,
     lease: Lease,
     needs_transcoding: bool,
     tracker: &TaskTracker,
-) -> queue::Sender {
+) -> (queue::Sender, bool) {
     let (tx, rx) = queue::channel(EVENT_QUEUE, ctx.budgets.ingest_queue_bytes);
     let recording_id = lease.stats.id.session_id.clone();
     let span = tracing::info_span!("broadcast", playback_id = %stream.playback_id, recording = %recording_id);
@@ -114,10 +116,11 @@ pub fn spawn(
     let Some((input, cut)) =
         span.in_scope(|| open_input(&ctx, &stream, &lease, needs_transcoding, rx))
     else {
-        return tx;
+        return (tx, false);
     };
+    let transcodes = matches!(input, Input::Ladder(_));
     tracker.spawn(run(ctx, stream, lease, input, cut).instrument(span));
-    tx
+    (tx, transcodes)
 }
 
 /// Where the broadcast's task reads from: ingest directly (passthrough), or the transcoder it
@@ -446,7 +449,7 @@ mod tests {
         let stats = Arc::new(crate::hub::LiveStats::new("rec".into(), &stream));
         let lease = hub.begin(stats, &shutdown).await.unwrap();
         let tracker = TaskTracker::new();
-        let events = spawn(ctx, stream.clone(), lease, false, &tracker);
+        let (events, _) = spawn(ctx, stream.clone(), lease, false, &tracker);
         events.send(video_track(320)).await.unwrap();
         for i in 0..60 {
             events.send(frame(i * 40, i % 25 == 0)).await.unwrap();

@@ -235,14 +235,18 @@ pub fn hello(key: &str, mime: &str) -> String {
 /// A WebSocket to `ws://{http}/ingest/ws` whose reads time out quickly, so one thread can
 /// both send and look for the server's messages.
 pub fn connect(http: &str) -> WebSocket<TcpStream> {
+    try_connect(http).expect("WebSocket handshake")
+}
+
+/// `connect`, or `None` when the server refuses the handshake (e.g. `503` at its limit).
+pub fn try_connect(http: &str) -> Option<WebSocket<TcpStream>> {
     let stream = TcpStream::connect(http).expect("connect to the server");
-    let (socket, _) =
-        tungstenite::client(format!("ws://{http}/ingest/ws"), stream).expect("WebSocket handshake");
+    let (socket, _) = tungstenite::client(format!("ws://{http}/ingest/ws"), stream).ok()?;
     socket
         .get_ref()
         .set_read_timeout(Some(Duration::from_millis(5)))
         .expect("read timeout");
-    socket
+    Some(socket)
 }
 
 /// Reads the messages that arrived, without waiting for more.

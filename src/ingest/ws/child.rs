@@ -110,7 +110,8 @@ impl Track {
 }
 
 fn demux(container: Container) -> Result<(), DemuxError> {
-    ffmpeg::init().map_err(|e| DemuxError::Unreadable(format!("FFmpeg: {e}")))?;
+    // FFmpeg's own log at `error` only: a hostile recording must not flood the server's log
+    crate::transcode::init().map_err(|e| DemuxError::Unreadable(e.to_string()))?;
     let demuxer = match container {
         Container::Matroska => "matroska",
         Container::Mp4 => "mov",
@@ -128,9 +129,10 @@ fn demux(container: Container) -> Result<(), DemuxError> {
             tracks.push(track_of(&stream)?);
         }
     }
-    if tracks.is_empty() {
+    if !tracks.iter().any(|t| t.kind == TrackKind::Video) {
+        // a broadcast's ladder starts at its first video keyframe
         return Err(DemuxError::Unsupported(
-            "the recording has neither video nor audio".into(),
+            "the recording has no video track".into(),
         ));
     }
     let mut out = BufWriter::new(std::io::stdout().lock());

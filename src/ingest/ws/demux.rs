@@ -4,15 +4,16 @@
 //! - the reader thread starts the process (so `PR_SET_PDEATHSIG` follows a thread that lives
 //!   until the process is reaped), reads and checks its messages (`wire::read_to_worker`,
 //!   bounded and fuzzed: the process has read hostile bytes, so its output is hostile too) and
-//!   hands them to the connection through `EVENT_QUEUE`; when that is full it waits, the pipe
-//!   fills and the demuxer stops reading. Then it reaps the process and sends `Ended`.
+//!   hands them to the connection through a queue of `EVENT_QUEUE` events and `EVENT_BYTES`
+//!   bytes; when that is full it waits, the pipe fills and the demuxer stops reading. Then it reaps the process and sends `Ended`.
 //! - the writer thread takes the recording's bytes from `INPUT_QUEUE` messages and writes them
 //!   to stdin; when the demuxer is slow the pipe fills, the queue fills, and the connection
 //!   stops reading its socket (back-pressure on the browser, whose page then lowers its
 //!   bitrate). Closing the input (`finish_input`) closes stdin: the demuxer finishes.
 //!
 //! Memory one recording can make the server hold: `INPUT_QUEUE` messages of at most
-//! `ws.max_message_bytes`, and `EVENT_QUEUE` frames of at most `wire::MAX_FRAME_DATA`.
+//! `ws.max_message_bytes`, `EVENT_BYTES` of frames queued, and the one frame being read
+//! (at most `wire::MAX_FRAME_DATA`).
 //! Dropping a `Demux` kills its process.
 
 use std::io::{self, BufReader, Write};
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::child::{EXIT_UNREADABLE, EXIT_UNSUPPORTED};
 use super::messages::Container;
+use crate::media::queue::{self, Weighed};
 use crate::media::StreamEvent;
 use crate::transcode::worker::wire::{self, ToWorker};
 use crate::transcode::worker::{child_command, WorkerLimits};
@@ -31,7 +33,9 @@ use crate::transcode::worker::{child_command, WorkerLimits};
 /// Recording messages waiting for the demuxer's stdin.
 const INPUT_QUEUE: usize = 4;
 /// Events waiting for the connection to hand them to the broadcast.
-pub const EVENT_QUEUE: usize = 64;
+const EVENT_QUEUE: usize = 64;
+/// Frame bytes waiting for the connection (one largest frame; a frame over it takes it all).
+const EVENT_BYTES: usize = wire::MAX_FRAME_DATA;
 /// A demuxer reads a container and keeps a few frames: far less than a ladder's address space.
 const DEMUX_MEMORY_MB: u64 = 1024;
 
@@ -41,6 +45,15 @@ pub enum Output {
     Event(StreamEvent),
     /// The demuxer is done (nothing follows).
     Ended(Ended),
+}
+
+impl Weighed for Output {
+    fn weight(&self) -> usize {
+        match self {
+            Output::Event(event) => event.weight(),
+            Output::Ended(_) => 0,
+        }
+    }
 }
 
 /// How a demuxer ended.
@@ -57,13 +70,13 @@ pub enum Ended {
 /// One recording's demuxer.
 pub struct Demux {
     input: Option<mpsc::Sender<Bytes>>,
-    output: mpsc::Receiver<Output>,
+    output: queue::Receiver<Output>,
     process: Arc<Mutex<Option<Child>>>,
 }
 
 impl Demux {
     /// Starts a demuxer for a recording in `container`.
-    pub fn start(
+    pub async fn start(
         container: Container,
         limits: WorkerLimits,
         playback_id: &str,
@@ -76,8 +89,8 @@ impl Demux {
             ..limits
         };
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
-        let (output_tx, output_rx) = mpsc::channel(EVENT_QUEUE);
-        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+        let (output_tx, output_rx) = queue::channel(EVENT_QUEUE, EVENT_BYTES);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let process = Arc::new(Mutex::new(None));
         let shared = process.clone();
         let args = ["demux", container.name(), playback_id].map(str::to_string);
@@ -109,7 +122,7 @@ impl Demux {
                 }
             })?;
         let stdin = started_rx
-            .recv()
+            .await
             .map_err(|_| io::Error::other("the demuxer's thread ended"))??;
         std::thread::Builder::new()
             .name("strata-demux-in".into())
@@ -122,7 +135,7 @@ impl Demux {
     }
 
     /// Its input (`None` once closed) and its output, to wait on both at once.
-    pub fn parts(&mut self) -> (Option<&mpsc::Sender<Bytes>>, &mut mpsc::Receiver<Output>) {
+    pub fn parts(&mut self) -> (Option<&mpsc::Sender<Bytes>>, &mut queue::Receiver<Output>) {
         (self.input.as_ref(), &mut self.output)
     }
 
@@ -164,7 +177,7 @@ fn write_input(mut input: mpsc::Receiver<Bytes>, mut stdin: ChildStdin) {
 }
 
 /// Reads events until the demuxer closes its output.
-fn read_output(stdout: ChildStdout, output: &mpsc::Sender<Output>) -> Option<String> {
+fn read_output(stdout: ChildStdout, output: &queue::Sender<Output>) -> Option<String> {
     let mut reader = BufReader::with_capacity(1 << 16, stdout);
     loop {
         match wire::read_to_worker(&mut reader) {

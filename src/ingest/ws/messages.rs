@@ -38,8 +38,9 @@ impl Container {
         }
         let essence = mime.split(';').next().unwrap_or("").trim();
         match essence.to_ascii_lowercase().as_str() {
-            "video/webm" | "audio/webm" | "video/x-matroska" => Ok(Container::Matroska),
-            "video/mp4" | "audio/mp4" => Ok(Container::Mp4),
+            // video only: a broadcast's ladder starts at its first video keyframe
+            "video/webm" | "video/x-matroska" => Ok(Container::Matroska),
+            "video/mp4" => Ok(Container::Mp4),
             _ => Err(unsupported()),
         }
     }
@@ -138,10 +139,13 @@ impl Control {
         if text.len() > MAX_TEXT {
             return Err(MessageError::TooLong(text.len()));
         }
-        let wire: ControlWire = serde_json::from_str(text).map_err(|_| {
+        // serde's message may quote the input, which may hold a key: only its position
+        let wire: ControlWire = serde_json::from_str(text).map_err(|e| {
             MessageError::Malformed(format!(
-                "expected {{\"type\": \"recording\", \"mime\": …}} or {{\"type\": \"stop\"}}, got `{}`",
-                printable(text)
+                "expected {{\"type\": \"recording\", \"mime\": …}} or {{\"type\": \"stop\"}} \
+                 (line {}, column {})",
+                e.line(),
+                e.column()
             ))
         })?;
         Ok(match wire {
@@ -253,6 +257,12 @@ mod tests {
             Ok(Control::Recording(Container::Matroska))
         );
         assert!(Control::parse(r#"{"type":"launch"}"#).is_err());
+        let key_again = r#"{"key":"sk_secret_key","mime":"video/webm"}"#;
+        assert!(!Control::parse(key_again)
+            .unwrap_err()
+            .to_string()
+            .contains("sk_secret"));
+        assert!(Container::from_mime("audio/webm;codecs=opus").is_err());
         let error = ServerMessage::Error {
             code: ErrorCode::BadKey,
             message: "no".into(),

@@ -21,8 +21,10 @@
 //!   itself with a new recording, which continues the broadcast's timeline.
 //! - A takeover, a stop from the API or a revoked key closes the socket with `error`/`ended`;
 //!   a server shutting down with `busy` (the page retries).
+//! - Every message to the client waits at most `SEND_TIMEOUT` for room: a client that does
+//!   not read what it is sent is lost, and cannot hold its connection slot.
 //! - Back-pressure: while the demuxer's input is full the connection reads nothing more from
-//!   the socket, so the browser's `bufferedAmount` grows and the page lowers its bitrate. What
+//!   the socket (which does not count against `ws.idle_timeout`), so the browser's `bufferedAmount` grows and the page lowers its bitrate. What
 //!   one connection holds is bounded (see `demux`); `ws.max_connections` sockets at most.
 
 pub mod child;
@@ -48,6 +50,9 @@ use crate::telemetry::LogThrottle;
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long a finished recording's demuxer may take to hand over its last frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a message to the client may wait for room in the socket's send queue: a client
+/// that does not read what it is sent is lost after this.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The limits of `[ws]`.
 #[derive(Debug, Clone)]
@@ -181,9 +186,12 @@ impl Connection {
                     AdmitError::HookRefused(_) | AdmitError::LiveElsewhere(_) => ErrorCode::Refused,
                     AdmitError::Busy(_) | AdmitError::Database(_) => ErrorCode::Busy,
                 };
-                let message = match code {
-                    ErrorCode::BadKey => "unknown stream key, or one that was rotated".to_string(),
-                    _ => e.to_string(),
+                // the webhook's and the database's errors stay in the server's log
+                let message = match e {
+                    AdmitError::BadKey => "unknown stream key, or one that was rotated".to_string(),
+                    AdmitError::HookRefused(_) => "refused by this server's publish policy".into(),
+                    AdmitError::Database(_) => "the server cannot check keys now".into(),
+                    AdmitError::LiveElsewhere(_) | AdmitError::Busy(_) => e.to_string(),
                 };
                 return self
                     .close(Some(ServerMessage::Error { code, message }))
@@ -229,7 +237,9 @@ impl Connection {
                     })
                 }
                 Some(Ok(AggregatedMessage::Ping(ping))) => {
-                    let _ = self.session.pong(&ping).await;
+                    if !self.pong(&ping).await {
+                        return Err(Close::lost());
+                    }
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
                 Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -245,8 +255,19 @@ impl Connection {
         }
     }
 
+    /// Sends `message`; false when the client is gone, or does not read what it is sent
+    /// (a full send queue for `SEND_TIMEOUT`): then it counts as lost.
     async fn send(&mut self, message: &ServerMessage) -> bool {
-        self.session.text(message.to_json()).await.is_ok()
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.session.text(message.to_json())).await;
+        matches!(sent, Ok(Ok(())))
+    }
+
+    /// Answers a ping, as `send`.
+    async fn pong(&mut self, ping: &[u8]) -> bool {
+        matches!(
+            tokio::time::timeout(SEND_TIMEOUT, self.session.pong(ping)).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Carries the recording into `broadcast` until the connection ends.
@@ -264,12 +285,15 @@ impl Connection {
         let limits = self.ingest.core.pipeline.worker;
         let playback_id = stats.id.playback_id.clone();
         let start = |container| {
-            Demux::start(container, limits, &playback_id).map_err(|e| {
-                tracing::error!(error = %e, "cannot start the recording's demuxer; ending this broadcast");
-                Close::error(Ending::Failed, ErrorCode::Busy, "the server cannot take this recording now")
-            })
+            let playback_id = playback_id.clone();
+            async move {
+                Demux::start(container, limits, &playback_id).await.map_err(|e| {
+                    tracing::error!(error = %e, "cannot start the recording's demuxer; ending this broadcast");
+                    Close::error(Ending::Failed, ErrorCode::Busy, "the server cannot take this recording now")
+                })
+            }
         };
-        let mut demux = match start(container) {
+        let mut demux = match start(container).await {
             Ok(demux) => demux,
             Err(close) => return close,
         };
@@ -293,6 +317,8 @@ impl Connection {
                         // no permit: the demuxer stopped reading, and its end follows on `output`
                         if let (Some(permit), Some(bytes)) = (permit, pending.take()) {
                             permit.send(bytes);
+                            // the server held the socket unread until now: not the client's idling
+                            last_bytes = Instant::now();
                         }
                         continue;
                     }
@@ -311,6 +337,8 @@ impl Connection {
                             "the broadcast stopped",
                         );
                     }
+                    // a frame came of the client's bytes: a full pipeline is not its idling
+                    last_bytes = Instant::now();
                 }
                 Step::Demuxed(Some(Output::Ended(ended))) => {
                     if let Err(close) = recording_ended(ended) {
@@ -362,7 +390,7 @@ impl Connection {
                                 );
                             }
                             tracing::info!(container = ?next, "a new recording continues the broadcast");
-                            demux = match start(next) {
+                            demux = match start(next).await {
                                 Ok(demux) => demux,
                                 Err(close) => return close,
                             };
@@ -378,7 +406,7 @@ impl Connection {
                     }
                 }
                 Step::Message(Some(Ok(AggregatedMessage::Ping(ping)))) => {
-                    if self.session.pong(&ping).await.is_err() {
+                    if !self.pong(&ping).await {
                         return Close::lost();
                     }
                 }
@@ -428,22 +456,29 @@ impl Connection {
         )
     }
 
-    /// Tells the client `message` (if any) and closes the socket with a close frame.
+    /// Tells the client `message` (if any) and closes the socket with a close frame whose code
+    /// says the same (RFC 6455 §7.4.1). A client that does not read gets `SEND_TIMEOUT` for each.
     async fn close(mut self, message: Option<ServerMessage>) {
-        let reason = match &message {
-            Some(ServerMessage::Error { .. }) => CloseReason {
-                code: CloseCode::Policy,
-                description: None,
+        let code = match &message {
+            Some(ServerMessage::Error { code, .. }) => match code {
+                ErrorCode::TooLarge => CloseCode::Size,
+                ErrorCode::Unsupported => CloseCode::Unsupported,
+                ErrorCode::Busy => CloseCode::Again,
+                ErrorCode::BadKey
+                | ErrorCode::BadRequest
+                | ErrorCode::Refused
+                | ErrorCode::Ended => CloseCode::Policy,
             },
-            _ => CloseReason {
-                code: CloseCode::Normal,
-                description: None,
-            },
+            _ => CloseCode::Normal,
         };
         if let Some(message) = message {
             let _ = self.send(&message).await;
         }
-        let _ = self.session.close(Some(reason)).await;
+        let reason = CloseReason {
+            code,
+            description: None,
+        };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.session.close(Some(reason))).await;
     }
 }
 

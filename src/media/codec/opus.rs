@@ -49,9 +49,9 @@ impl OpusConfig {
                 "{channels} channels with mapping family {mapping_family}"
             )));
         }
-        // family 0 ends here; the others carry a channel mapping table of 2 + channels bytes
-        if mapping_family != 0 && head.len() < FIXED + 2 + usize::from(channels) {
-            return Err(CodecError::Opus("truncated channel mapping table".into()));
+        // family 0 ends here; the others carry a channel mapping table (RFC 7845 §5.1.1)
+        if mapping_family != 0 {
+            check_mapping_table(&head[FIXED..], channels, mapping_family)?;
         }
         Ok(Self {
             channels,
@@ -75,6 +75,35 @@ impl OpusConfig {
     pub fn codec_string(&self) -> String {
         "opus".into()
     }
+}
+
+/// The stream count, coupled count and one entry per channel: at least one stream, no more
+/// coupled streams than streams, at most 255 decoded channels, every entry a decoded channel
+/// or 255 (silence); family 1 has at most 8 channels.
+fn check_mapping_table(table: &[u8], channels: u8, family: u8) -> Result<(), CodecError> {
+    let bad = |why: String| Err(CodecError::Opus(why));
+    let Some((&[streams, coupled], entries)) = table.split_first_chunk::<2>() else {
+        return bad("truncated channel mapping table".into());
+    };
+    let Some(entries) = entries.get(..usize::from(channels)) else {
+        return bad("truncated channel mapping table".into());
+    };
+    let decoded = u16::from(streams) + u16::from(coupled);
+    if streams == 0 || coupled > streams || decoded > 255 {
+        return bad(format!("{streams} streams with {coupled} coupled"));
+    }
+    if family == 1 && channels > 8 {
+        return bad(format!("{channels} channels with mapping family 1"));
+    }
+    if let Some(entry) = entries
+        .iter()
+        .find(|&&e| e != 255 && u16::from(e) >= decoded)
+    {
+        return bad(format!(
+            "channel mapping entry {entry} of {decoded} channels"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,6 +135,15 @@ mod tests {
         assert!(OpusConfig::parse(Bytes::from(channels)).is_err());
         let mut family = good.to_vec();
         family[18] = 1; // a mapping table must follow
+        assert!(OpusConfig::parse(Bytes::from(family.clone())).is_err());
+        family.extend_from_slice(&[1, 0, 0]); // one stream, none coupled, channel 0
+        assert!(OpusConfig::parse(Bytes::from(family.clone())).is_ok());
+        let last = family.len() - 1;
+        family[last] = 1; // a channel beyond the one decoded
+        assert!(OpusConfig::parse(Bytes::from(family.clone())).is_err());
+        family[last] = 255; // silence
+        assert!(OpusConfig::parse(Bytes::from(family.clone())).is_ok());
+        family[last - 2] = 0; // no stream
         assert!(OpusConfig::parse(Bytes::from(family)).is_err());
         assert!(OpusConfig::for_channels(0).is_err());
     }

@@ -60,13 +60,17 @@ impl Vp8Config {
     }
 }
 
-/// The picture size of a VP8 keyframe, or `None` if `frame` is not a keyframe or is too short.
-/// The 2-bit scaling fields above each 14-bit dimension are ignored (they ask the player to
-/// upscale; the coded size is what a decoder produces).
+/// The picture size of a VP8 keyframe, or `None` if `frame` is not a keyframe, is too short,
+/// has a version above 3 or a first partition longer than the frame. The 2-bit scaling fields
+/// above each 14-bit dimension are ignored (they ask the player to upscale; the coded size is
+/// what a decoder produces).
 pub fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
     let header = frame.get(..10)?;
-    let keyframe = header[0] & 1 == 0;
-    if !keyframe || header[3..6] != START_CODE {
+    let tag = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+    let keyframe = tag & 1 == 0;
+    let version = (tag >> 1) & 7;
+    let first_partition = (tag >> 5) as usize;
+    if !keyframe || version > 3 || header[3..6] != START_CODE || first_partition > frame.len() {
         return None;
     }
     let width = u32::from(u16::from_le_bytes([header[6], header[7]]) & 0x3fff);
@@ -78,8 +82,8 @@ pub fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    /// The first ten bytes of a 640x480 keyframe libvpx wrote.
-    const KEYFRAME_640X480: [u8; 10] = [0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+    /// A 640x480 keyframe's header: shown, version 0, a first partition of 4 bytes.
+    const KEYFRAME_640X480: [u8; 10] = [0x90, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
 
     #[test]
     fn a_keyframe_gives_its_size_and_an_interframe_none() {
@@ -90,6 +94,12 @@ mod tests {
         inter[0] |= 1;
         assert_eq!(keyframe_size(&inter), None);
         assert_eq!(keyframe_size(&KEYFRAME_640X480[..9]), None);
+        let mut long_partition = KEYFRAME_640X480;
+        long_partition[1] = 0x42; // a first partition of 530 bytes in a 10-byte frame
+        assert_eq!(keyframe_size(&long_partition), None);
+        let mut version = KEYFRAME_640X480;
+        version[0] |= 4 << 1;
+        assert_eq!(keyframe_size(&version), None);
     }
 
     #[test]
