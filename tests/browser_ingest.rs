@@ -15,19 +15,6 @@ use serde_json::Value;
 use support::ws_publisher::{Recording, WsPublisher};
 use support::*;
 
-/// The first variant's media playlist under `root`.
-fn media_playlist(server: &Server, root: &str) -> Option<String> {
-    let master = server.get_text(&format!("{root}/master.m3u8"))?;
-    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
-    server.get_text(&format!("{root}/{variant}"))
-}
-
-fn segments_listed(server: &Server, playback_id: &str) -> usize {
-    media_playlist(server, &format!("live/{playback_id}"))
-        .map(|p| p.matches("#EXTINF").count())
-        .unwrap_or(0)
-}
-
 /// Stream kinds and the duration ffprobe finds at `url`.
 fn probe(url: &str) -> (Vec<String>, f64) {
     let probe = ffprobe(&["-show_streams", "-show_format", url]);
@@ -122,13 +109,6 @@ fn a_vp9_opus_recording_plays_on_a_ladder() {
 #[test]
 fn a_fragmented_mp4_recording_plays_on_passthrough() {
     publish_and_play(Recording::Mp4, "passthrough");
-}
-
-/// The live session of `playback_id`, once listed.
-fn live_session(server: &Server, playback_id: &str) -> Option<Value> {
-    session_list(server, "/api/v1/sessions")
-        .into_iter()
-        .find(|s| s["playback_id"] == playback_id)
 }
 
 fn error_code(publisher: &WsPublisher, timeout: Duration) -> Option<String> {
@@ -423,23 +403,8 @@ fn unsupported_garbage_and_oversized_recordings_are_refused_and_the_server_goes_
 /// `seconds` of VP8/Opus test signal recorded to a WebM file (not in real time).
 fn webm_file(dir: &std::path::Path, name: &str, seconds: u32) -> Vec<u8> {
     let path = dir.join(name);
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libvpx",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            "-b:v",
-            "400k",
-        ])
-        .args(["-c:a", "libopus", "-f", "webm"])
-        .arg(&path)
+    let status = Recording::WebmVp8
+        .ffmpeg(seconds, false, &path.display().to_string())
         .status()
         .expect("ffmpeg runs");
     assert!(status.success(), "ffmpeg wrote {name}");

@@ -7,58 +7,26 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use support::{api, ffprobe, wait_for, Server};
 
-/// Where the run writes its screenshots (kept after the test for people to look at).
-fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("golive-e2e")
-}
-
 #[test]
 fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recorded() {
-    assert!(
-        support::web_root().join("index.html").is_file(),
-        "web/dist is not built: `make test` builds it (make web)"
-    );
     let server = Server::start();
-    let shots = screenshot_dir();
-    let _ = std::fs::remove_dir_all(&shots);
-    let output = Command::new("node")
-        .arg("tests/e2e/golive.mjs")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
-        .env("STRATA_URL", format!("http://{}", server.http))
-        .env("STRATA_ADMIN_TOKEN", &server.admin_token)
-        .env("STRATA_SCREENSHOTS", &shots)
-        .env("STRATA_LADDER", "low-cpu")
-        .output()
-        .expect("node runs (make test installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        output.status.success(),
-        "the browser run failed (screenshots in {}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        shots.display(),
-        server.log()
+    let stdout = support::run_browser_script(
+        &server,
+        "golive.mjs",
+        "golive-e2e",
+        &[
+            "golive-bad-key.png",
+            "golive-live.png",
+            "golive-watch-hls.png",
+            "golive-watch-dash.png",
+            "golive-streams-live.png",
+            "golive-ended.png",
+        ],
     );
-    for shot in [
-        "golive-bad-key.png",
-        "golive-live.png",
-        "golive-watch-hls.png",
-        "golive-watch-dash.png",
-        "golive-streams-live.png",
-        "golive-ended.png",
-    ] {
-        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
-        assert!(
-            size > 10_000,
-            "screenshot {shot} is missing or empty ({size} bytes)"
-        );
-    }
     let result: serde_json::Value = stdout
         .lines()
         .find_map(|l| l.strip_prefix("GOLIVE_RESULT "))
@@ -100,5 +68,4 @@ fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recor
         .and_then(|d| d.parse().ok())
         .unwrap_or(0.0);
     assert!(duration >= 10.0, "the recording lasts {duration} s");
-    println!("screenshots: {}", shots.display());
 }

@@ -71,23 +71,11 @@ fn publishes(server: &Server, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn live_session(server: &Server, playback_id: &str) -> Option<Value> {
-    session_list(server, "/api/v1/sessions")
-        .into_iter()
-        .find(|s| s["playback_id"] == playback_id)
-}
-
 /// The first variant's media playlist of a broadcast.
 fn media_playlist(server: &Server, playback_id: &str) -> Option<String> {
     let master = server.get_text(&format!("live/{playback_id}/master.m3u8"))?;
     let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
     server.get_text(&format!("live/{playback_id}/{variant}"))
-}
-
-fn segments_listed(server: &Server, playback_id: &str) -> usize {
-    media_playlist(server, playback_id)
-        .map(|p| p.matches("#EXTINF").count())
-        .unwrap_or(0)
 }
 
 fn wait_ended(server: &Server, playback_id: &str) -> Option<String> {

@@ -97,26 +97,6 @@ fn publishes(server: &Server, way: Way, result: &str) -> f64 {
     )
 }
 
-/// The live session of `playback_id`, once listed.
-fn live_session(server: &Server, playback_id: &str) -> Option<Value> {
-    session_list(server, "/api/v1/sessions")
-        .into_iter()
-        .find(|s| s["playback_id"] == playback_id)
-}
-
-/// The first variant's media playlist under `root`.
-fn media_playlist(server: &Server, root: &str) -> Option<String> {
-    let master = server.get_text(&format!("{root}/master.m3u8"))?;
-    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
-    server.get_text(&format!("{root}/{variant}"))
-}
-
-fn segments_listed(server: &Server, playback_id: &str) -> usize {
-    media_playlist(server, &format!("live/{playback_id}"))
-        .map(|p| p.matches("#EXTINF").count())
-        .unwrap_or(0)
-}
-
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     wait_for(timeout, || child.try_wait().ok().flatten())
 }

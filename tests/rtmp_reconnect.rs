@@ -21,13 +21,6 @@ fn live_sessions(server: &Server) -> Vec<Value> {
     session_list(server, "/api/v1/sessions")
 }
 
-/// The first variant's media playlist under `root` (`live/{playback id}`, `vod/{session}`).
-fn media_playlist(server: &Server, root: &str) -> Option<String> {
-    let master = server.get_text(&format!("{root}/master.m3u8"))?;
-    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
-    server.get_text(&format!("{root}/{variant}"))
-}
-
 /// The seconds a media playlist lists (0 when it does not parse).
 fn listed_seconds(playlist: &str) -> f64 {
     m3u8_rs::parse_media_playlist_res(playlist.as_bytes())

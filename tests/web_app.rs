@@ -5,15 +5,7 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use support::Server;
-
-/// Where the e2e run writes its screenshots (kept after the test for people to look at).
-fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-e2e")
-}
 
 /// GET `url`: status, the named headers and the body as text.
 fn get_with_headers(url: &str, names: &[&str]) -> (u16, Vec<Option<String>>, String) {
@@ -23,49 +15,23 @@ fn get_with_headers(url: &str, names: &[&str]) -> (u16, Vec<Option<String>>, Str
 
 #[test]
 fn chromium_creates_a_stream_watches_it_with_hls_and_dash_and_sees_it_end() {
-    assert!(
-        support::web_root().join("index.html").is_file(),
-        "web/dist is not built: `make test` builds it (make web)"
-    );
     let server = Server::start();
-    let shots = screenshot_dir();
-    let _ = std::fs::remove_dir_all(&shots);
-    let output = Command::new("node")
-        .arg("tests/e2e/run.mjs")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
-        .env("STRATA_URL", format!("http://{}", server.http))
-        .env("STRATA_ADMIN_TOKEN", &server.admin_token)
-        .env("STRATA_SCREENSHOTS", &shots)
-        .env("STRATA_LADDER", "low-cpu")
-        .output()
-        .expect("node runs (make test installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        output.status.success(),
-        "the browser run failed (screenshots in {}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        shots.display(),
-        server.log()
+    support::run_browser_script(
+        &server,
+        "run.mjs",
+        "web-e2e",
+        &[
+            "dashboard-created.png",
+            "streams-offline.png",
+            "watch-hls.png",
+            "watch-dash.png",
+            "embed.png",
+            "streams-live.png",
+            "dashboard-live.png",
+            "streams-ended.png",
+            "watch-offline.png",
+        ],
     );
-    for shot in [
-        "dashboard-created.png",
-        "streams-offline.png",
-        "watch-hls.png",
-        "watch-dash.png",
-        "embed.png",
-        "streams-live.png",
-        "dashboard-live.png",
-        "streams-ended.png",
-        "watch-offline.png",
-    ] {
-        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
-        assert!(
-            size > 10_000,
-            "screenshot {shot} is missing or empty ({size} bytes)"
-        );
-    }
-    println!("screenshots: {}", shots.display());
 }
 
 #[test]

@@ -813,3 +813,69 @@ pub fn hook_receiver() -> (
     });
     (base, rx)
 }
+
+/// The first variant's media playlist under `root` (`live/{playback id}`, `vod/{session}`).
+pub fn media_playlist(server: &Server, root: &str) -> Option<String> {
+    let master = server.get_text(&format!("{root}/master.m3u8"))?;
+    let variant = master.lines().find(|l| l.ends_with(".m3u8"))?.to_string();
+    server.get_text(&format!("{root}/{variant}"))
+}
+
+/// How many segments the live broadcast of `playback_id` lists (0 before its playlist exists).
+pub fn segments_listed(server: &Server, playback_id: &str) -> usize {
+    media_playlist(server, &format!("live/{playback_id}"))
+        .map(|p| p.matches("#EXTINF").count())
+        .unwrap_or(0)
+}
+
+/// The live session of `playback_id`, once listed.
+pub fn live_session(server: &Server, playback_id: &str) -> Option<serde_json::Value> {
+    session_list(server, "/api/v1/sessions")
+        .into_iter()
+        .find(|s| s["playback_id"] == playback_id)
+}
+
+/// Runs the browser script `web/tests/e2e/{script}` (headless Chromium via playwright-core)
+/// against `server` on the `low-cpu` ladder, with its screenshots in
+/// `target/tmp/{shots}/`; fails with its output and the server's log unless it passes and
+/// every file of `screenshots` is there. Returns what it printed.
+pub fn run_browser_script(
+    server: &Server,
+    script: &str,
+    shots: &str,
+    screenshots: &[&str],
+) -> String {
+    assert!(
+        web_root().join("index.html").is_file(),
+        "web/dist is not built: `make test` builds it (make web)"
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(shots);
+    let _ = std::fs::remove_dir_all(&shots);
+    let output = Command::new("node")
+        .arg(format!("tests/e2e/{script}"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+        .env("STRATA_URL", format!("http://{}", server.http))
+        .env("STRATA_ADMIN_TOKEN", &server.admin_token)
+        .env("STRATA_SCREENSHOTS", &shots)
+        .env("STRATA_LADDER", "low-cpu")
+        .output()
+        .expect("node runs (make test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the browser run failed (screenshots in {}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        shots.display(),
+        server.log()
+    );
+    for shot in screenshots {
+        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
+        assert!(
+            size > 10_000,
+            "screenshot {shot} is missing or empty ({size} bytes)"
+        );
+    }
+    println!("screenshots: {}", shots.display());
+    stdout
+}

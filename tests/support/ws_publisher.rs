@@ -36,6 +36,22 @@ impl Recording {
         }
     }
 
+    /// ffmpeg recording `seconds` of the test signal to `output` (in real time when `live`).
+    pub fn ffmpeg(self, seconds: u32, live: bool, output: &str) -> Command {
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+        if live {
+            ffmpeg.arg("-re");
+        }
+        ffmpeg
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args(self.encoder_args())
+            .arg(output);
+        ffmpeg
+    }
+
     /// ffmpeg's arguments after the inputs.
     fn encoder_args(self) -> Vec<&'static str> {
         let vp8 = [
@@ -90,7 +106,7 @@ impl Recording {
             ],
         };
         // a browser's encoder puts keyframes far apart: one every 10 s here
-        args.extend(["-g", "250", "-pix_fmt", "yuv420p", "pipe:1"]);
+        args.extend(["-g", "250", "-pix_fmt", "yuv420p"]);
         args
     }
 }
@@ -122,13 +138,8 @@ impl WsPublisher {
 
     /// As `start`, with `hello` as the first message.
     pub fn start_with_hello(http: &str, hello: &str, recording: Recording, seconds: u32) -> Self {
-        let duration = seconds.to_string();
-        let mut ffmpeg = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &duration])
-            .args(recording.encoder_args())
+        let mut ffmpeg = recording
+            .ffmpeg(seconds, true, "pipe:1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
