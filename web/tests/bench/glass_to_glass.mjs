@@ -13,25 +13,19 @@
 // default; else all at once in one Chromium),
 // CHROMIUM (optional path). Prints a table, then `SUMMARY g2g LABEL median_s p90_s frames
 // target_s` per play; exits non-zero if a play never presented a readable frame.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { PLAYBACK_ARGS } from '../chromium.mjs';
+import { launchWithProfile, logger } from '../e2e/harness.mjs';
 
 const plays = JSON.parse(process.env.G2G_PLAYS ?? '[]');
 const warmup = Number(process.env.G2G_WARMUP ?? 10);
 const seconds = Number(process.env.G2G_SECONDS ?? 30);
 const sequential = process.env.G2G_SEQUENTIAL === '1';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 if (!plays.length) {
   console.error('glass_to_glass: set G2G_PLAYS');
   process.exit(2);
 }
 
-function log(message) {
-  console.log(`  [g2g ${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
+const log = logger('g2g', '  ');
 
 // Runs in the page before its own scripts: reads the stamp of every presented frame.
 function collector() {
@@ -91,13 +85,8 @@ function quantile(xs, q) {
   return s[Math.min(s.length - 1, Math.max(0, Math.round(q * (s.length - 1))))];
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'strata-g2g-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  viewport: { width: 1280, height: 800 },
-  args: PLAYBACK_ARGS,
-});
+const browser = await launchWithProfile({ args: PLAYBACK_ARGS, viewport: { width: 1280, height: 800 }, prefix: 'strata-g2g-' });
+const { context } = browser;
 await context.addInitScript(collector);
 
 async function play({ label, url }) {
@@ -198,8 +187,7 @@ try {
     results = await Promise.all(plays.map(play));
   }
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 
 const f = (x, d = 2) => (x == null ? '-' : x.toFixed(d));

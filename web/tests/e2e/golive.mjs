@@ -18,47 +18,32 @@
 // Env: STRATA_URL (http://127.0.0.1:port: capture needs a secure origin, which loopback is),
 // STRATA_ADMIN_TOKEN, STRATA_SCREENSHOTS (a directory), STRATA_LADDER (default low-cpu),
 // CHROMIUM (optional path).
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { PLAYBACK_ARGS } from '../chromium.mjs';
+import { startE2e, until } from './harness.mjs';
 
-const base = need('STRATA_URL');
-const token = need('STRATA_ADMIN_TOKEN');
-const shots = need('STRATA_SCREENSHOTS');
-const ladder = process.env.STRATA_LADDER ?? 'low-cpu';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-mkdirSync(shots, { recursive: true });
+let secret = null;
 
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`golive e2e: set ${name}`);
-    process.exit(2);
-  }
-  return value;
-}
-
-function log(message) {
-  console.log(`[golive ${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
-
-/** Waits until `check()` returns a truthy value; fails with `what` after `seconds`. */
-async function until(what, seconds, check) {
-  const deadline = Date.now() + seconds * 1000;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error(`${what}: not within ${seconds} s (last: ${JSON.stringify(last)})`);
-}
+// The Go live page keeps recording while the watch and streams pages are in front: the
+// playback flags keep background tabs' timers and rendering going.
+const { base, token, ladder, log, open, shot, plays, run } = await startE2e({
+  name: 'golive e2e',
+  tag: 'golive',
+  args: [...PLAYBACK_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+  failurePrefix: 'golive-',
+  // the key is typed into the page or handed over in storage, never put in a URL
+  watchPage(page, name, problems) {
+    const leaks = (url) => secret && url.includes(secret);
+    page.on('request', (r) => {
+      if (leaks(r.url())) problems.push(`${name}: the stream key is in a request URL`);
+    });
+    page.on('websocket', (ws) => {
+      if (leaks(ws.url())) problems.push(`${name}: the stream key is in the WebSocket URL`);
+    });
+    page.on('framenavigated', (frame) => {
+      if (leaks(frame.url())) problems.push(`${name}: the stream key is in the page URL`);
+    });
+  },
+});
 
 async function createStream(name) {
   const response = await fetch(`${base}/api/v1/streams`, {
@@ -71,82 +56,20 @@ async function createStream(name) {
   return body;
 }
 
-// The Go live page keeps recording while the watch and streams pages are in front: the
-// playback flags keep background tabs' timers and rendering going.
-const profile = mkdtempSync(join(tmpdir(), 'strata-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  viewport: { width: 1440, height: 900 },
-  args: [...PLAYBACK_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-});
-const problems = [];
-let secret = null;
-
-function watchForProblems(page, name) {
-  page.on('response', (r) => {
-    if (r.status() >= 400) log(`${name}: HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${name}: uncaught ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    problems.push(`${name}: console error: ${m.text()}`);
-  });
-  // the key is typed into the page or handed over in storage, never put in a URL
-  const leaks = (url) => secret && url.includes(secret);
-  page.on('request', (r) => {
-    if (leaks(r.url())) problems.push(`${name}: the stream key is in a request URL`);
-  });
-  page.on('websocket', (ws) => {
-    if (leaks(ws.url())) problems.push(`${name}: the stream key is in the WebSocket URL`);
-  });
-  page.on('framenavigated', (frame) => {
-    if (leaks(frame.url())) problems.push(`${name}: the stream key is in the page URL`);
-  });
-}
-
-async function open(path, name) {
-  const page = await context.newPage();
-  watchForProblems(page, name);
-  await page.goto(`${base}${path}`);
-  return page;
-}
-
-async function shot(page, file) {
-  await page.screenshot({ path: join(shots, file), fullPage: true });
-  log(`screenshot ${file}`);
-}
-
 const state = (page) => page.locator('[data-testid="golive-state"]').innerText();
 
 /** Plays ≥ 10 s of media time with `engine`, selected as the watch page's engine buttons do,
  * with no player error. */
-async function plays(page, engine) {
-  log(`watch page: ${engine}`);
-  await page.click(`[data-engine="${engine}"]`);
-  await until(`${engine}: the player reports its engine`, 10, () =>
-    page.evaluate((e) => window.strataPlayer?.engine === e, engine),
-  );
-  const video = page.locator('video');
+async function playsTenSeconds(page, engine) {
   // the ladder needs a few segments first, on a loaded two-core machine
-  const start = await until(`${engine}: playback starts`, 60, async () => {
-    const t = await video.evaluate((v) => (!v.paused && v.currentTime > 0 ? v.currentTime : 0));
-    return t || false;
-  });
-  await until(`${engine}: currentTime advances by 10 s`, 40, async () => {
-    const t = await video.evaluate((v) => v.currentTime);
-    return t - start >= 10 ? t : false;
-  });
-  const errors = await page.evaluate((e) => window.strataPlayer.errors.filter((x) => x.engine === e), engine);
-  if (errors.length) throw new Error(`${engine}: player errors: ${JSON.stringify(errors)}`);
+  const video = await plays(page, engine, { seconds: 10, startWithin: 60, advanceWithin: 40 });
   const height = await video.evaluate((v) => v.videoHeight);
   log(`${engine}: played 10 s at ${height}p`);
   await shot(page, `golive-watch-${engine}.png`);
 }
 
-let failed = false;
 let result = null;
-try {
+const failed = await run(async () => {
   // 1. A stream, through the admin API.
   const name = `golive-${Date.now().toString(36)}`;
   const created = await createStream(name);
@@ -198,8 +121,8 @@ try {
   // 4. Viewers: hls.js, then dash.js.
   const watch = await open(`/watch/${playbackId}`, 'watch');
   await until('the watch page names the stream', 15, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === name);
-  await plays(watch, 'hls');
-  await plays(watch, 'dash');
+  await playsTenSeconds(watch, 'hls');
+  await playsTenSeconds(watch, 'dash');
   if ((await state(golive)) !== 'live') throw new Error(`while viewers watched the Go live page became ${await state(golive)}`);
 
   // 5. The streams page lists it live.
@@ -216,18 +139,6 @@ try {
   log('stopped from the page');
   await shot(golive, 'golive-ended.png');
   await shot(streams, 'golive-streams-ended.png');
-  if (problems.length) throw new Error(`the pages reported errors:\n  ${problems.join('\n  ')}`);
-  log('all steps passed');
-} catch (e) {
-  failed = true;
-  console.error(`golive e2e FAILED: ${e.message}`);
-  if (problems.length) console.error(`page errors so far:\n  ${problems.join('\n  ')}`);
-  for (const [i, page] of context.pages().entries()) {
-    await page.screenshot({ path: join(shots, `golive-failure-${i}.png`), fullPage: true }).catch(() => {});
-  }
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});
 if (result) console.log(`GOLIVE_RESULT ${JSON.stringify(result)}`);
 process.exit(failed ? 1 : 0);

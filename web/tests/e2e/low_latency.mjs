@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { PLAYBACK_ARGS } from '../chromium.mjs';
+import { logger } from './harness.mjs';
 
 const plays = JSON.parse(process.env.STRATA_PLAYS ?? '[]');
 const seconds = Number(process.env.STRATA_PLAY_SECONDS ?? 60);
@@ -28,9 +29,7 @@ if (!plays.length) {
   process.exit(2);
 }
 
-function log(message) {
-  console.log(`[ll ${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
+const log = logger('ll');
 
 // One browser, one context per play: each has its own connection pool, as each viewer's
 // browser would (HTTP/1.1 allows six connections per host, and a low-latency player holds

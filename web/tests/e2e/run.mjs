@@ -15,47 +15,11 @@
 // Env: STRATA_URL (http://host:port), STRATA_ADMIN_TOKEN, STRATA_SCREENSHOTS (a directory),
 // STRATA_LADDER (a ladder with at least two rungs for a 720p source), CHROMIUM (optional path).
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS } from '../chromium.mjs';
+import { startE2e, until } from './harness.mjs';
 
-const base = need('STRATA_URL');
-const token = need('STRATA_ADMIN_TOKEN');
-const shots = need('STRATA_SCREENSHOTS');
-const ladder = process.env.STRATA_LADDER ?? 'low-cpu';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-mkdirSync(shots, { recursive: true });
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`e2e: set ${name}`);
-    process.exit(2);
-  }
-  return value;
-}
-
-function log(message) {
-  console.log(`[e2e ${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
-
-/** Waits until `check()` returns a truthy value; fails with `what` after `seconds`. */
-async function until(what, seconds, check) {
-  const deadline = Date.now() + seconds * 1000;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error(`${what}: not within ${seconds} s (last: ${JSON.stringify(last)})`);
-}
+const { base, token, ladder, log, open, shot, plays, run } = await startE2e({ name: 'e2e', tag: 'e2e', args: CHROMIUM_ARGS });
+let publisher = null;
 
 function publish(rtmpUrl) {
   const ffmpeg = spawn(
@@ -76,58 +40,10 @@ function publish(rtmpUrl) {
   return ffmpeg;
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'strata-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  viewport: { width: 1440, height: 900 },
-  args: CHROMIUM_ARGS,
-});
-const problems = [];
-let publisher = null;
-
-function watchForProblems(page, name) {
-  page.on('response', (r) => {
-    if (r.status() >= 400) log(`${name}: HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${name}: uncaught ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    problems.push(`${name}: console error: ${m.text()}`);
-  });
-}
-
-async function open(path, name) {
-  const page = await context.newPage();
-  watchForProblems(page, name);
-  await page.goto(`${base}${path}`);
-  return page;
-}
-
-async function shot(page, file) {
-  await page.screenshot({ path: join(shots, file), fullPage: true });
-  log(`screenshot ${file}`);
-}
-
 /** Plays for ≥ 5 s of media time with no player error, then fixes a rendition other than the
  * one playing and waits for the picture to change to it. */
 async function playsAndSwitches(page, engine) {
-  log(`watch page: ${engine}`);
-  await page.click(`[data-engine="${engine}"]`);
-  await until(`${engine}: the player reports its engine`, 10, () =>
-    page.evaluate((e) => window.strataPlayer?.engine === e, engine),
-  );
-  const video = page.locator('video');
-  const start = await until(`${engine}: playback starts`, 40, async () => {
-    const t = await video.evaluate((v) => (!v.paused && v.currentTime > 0 ? v.currentTime : 0));
-    return t || false;
-  });
-  await until(`${engine}: currentTime advances by 5 s`, 30, async () => {
-    const t = await video.evaluate((v) => v.currentTime);
-    return t - start >= 5 ? t : false;
-  });
-  const errors = await page.evaluate((e) => window.strataPlayer.errors.filter((x) => x.engine === e), engine);
-  if (errors.length) throw new Error(`${engine}: player errors: ${JSON.stringify(errors)}`);
+  const video = await plays(page, engine, { seconds: 5, startWithin: 40, advanceWithin: 30 });
   const levels = await page.evaluate(() => window.strataPlayer.levels);
   if (levels.length < 2) throw new Error(`${engine}: expected at least two renditions, got ${JSON.stringify(levels)}`);
   const height = await video.evaluate((v) => v.videoHeight);
@@ -148,99 +64,88 @@ async function playsAndSwitches(page, engine) {
   await shot(page, `watch-${engine}.png`);
 }
 
-let failed = false;
-try {
-  // 1. Dashboard: sign in, create a stream, read its OBS settings.
-  const dashboard = await open('/dashboard', 'dashboard');
-  await dashboard.fill('[data-testid="token-input"]', token);
-  await dashboard.click('[data-testid="sign-in"]');
-  await dashboard.fill('[data-testid="new-stream-name"]', 'friday-show');
-  await until('the ladder list loads', 10, () => dashboard.locator(`option[value="${ladder}"]`).count());
-  await dashboard.selectOption('[data-testid="new-stream-ladder"]', ladder);
-  await dashboard.click('[data-testid="create-stream"]');
-  const server = await until('OBS server shown', 10, () => dashboard.inputValue('[data-testid="obs-server"]'));
-  const key = await dashboard.inputValue('[data-testid="obs-key"]');
-  if (!server.startsWith('rtmp://')) throw new Error(`OBS server is not an RTMP URL: ${server}`);
-  if (!/^sk_[a-z0-9]{20,}$/.test(key)) throw new Error(`the stream key does not look like a key: ${key.length} characters`);
-  const srt = await dashboard.inputValue('[data-testid="obs-srt-url"]');
-  if (!srt.startsWith('srt://') || !srt.includes(`r=live/${key},m=publish`)) throw new Error('the SRT URL does not carry the new key');
-  log(`dashboard created a stream; server ${server}`);
-  await shot(dashboard, 'dashboard-created.png');
-  await dashboard.click('text=Done');
-  const row = dashboard.locator('[data-testid="stream-row"]', { hasText: 'friday-show' });
-  await until('the stream is listed', 5, () => row.count());
-  if ((await dashboard.content()).includes(key)) throw new Error('the key is still on the page after Done');
+const failed = await run(
+  async () => {
+    // 1. Dashboard: sign in, create a stream, read its OBS settings.
+    const dashboard = await open('/dashboard', 'dashboard');
+    await dashboard.fill('[data-testid="token-input"]', token);
+    await dashboard.click('[data-testid="sign-in"]');
+    await dashboard.fill('[data-testid="new-stream-name"]', 'friday-show');
+    await until('the ladder list loads', 10, () => dashboard.locator(`option[value="${ladder}"]`).count());
+    await dashboard.selectOption('[data-testid="new-stream-ladder"]', ladder);
+    await dashboard.click('[data-testid="create-stream"]');
+    const server = await until('OBS server shown', 10, () => dashboard.inputValue('[data-testid="obs-server"]'));
+    const key = await dashboard.inputValue('[data-testid="obs-key"]');
+    if (!server.startsWith('rtmp://')) throw new Error(`OBS server is not an RTMP URL: ${server}`);
+    if (!/^sk_[a-z0-9]{20,}$/.test(key)) throw new Error(`the stream key does not look like a key: ${key.length} characters`);
+    const srt = await dashboard.inputValue('[data-testid="obs-srt-url"]');
+    if (!srt.startsWith('srt://') || !srt.includes(`r=live/${key},m=publish`)) throw new Error('the SRT URL does not carry the new key');
+    log(`dashboard created a stream; server ${server}`);
+    await shot(dashboard, 'dashboard-created.png');
+    await dashboard.click('text=Done');
+    const row = dashboard.locator('[data-testid="stream-row"]', { hasText: 'friday-show' });
+    await until('the stream is listed', 5, () => row.count());
+    if ((await dashboard.content()).includes(key)) throw new Error('the key is still on the page after Done');
 
-  // 2. Streams page: offline, then live without a reload.
-  const streams = await open('/', 'streams');
-  const card = streams.locator('[data-testid="stream-card"]', { hasText: 'friday-show' });
-  await until('the card shows offline', 10, async () => (await card.getAttribute('data-state')) === 'offline');
-  await shot(streams, 'streams-offline.png');
-  publisher = publish(`${server}/${key}`);
-  log('ffmpeg publishing');
-  await until('the card goes live', 15, async () => (await card.getAttribute('data-state')) === 'live');
-  const playbackId = await card.getAttribute('data-playback-id');
-  log(`streams page shows ${playbackId} live`);
+    // 2. Streams page: offline, then live without a reload.
+    const streams = await open('/', 'streams');
+    const card = streams.locator('[data-testid="stream-card"]', { hasText: 'friday-show' });
+    await until('the card shows offline', 10, async () => (await card.getAttribute('data-state')) === 'offline');
+    await shot(streams, 'streams-offline.png');
+    publisher = publish(`${server}/${key}`);
+    log('ffmpeg publishing');
+    await until('the card goes live', 15, async () => (await card.getAttribute('data-state')) === 'live');
+    const playbackId = await card.getAttribute('data-playback-id');
+    log(`streams page shows ${playbackId} live`);
 
-  // 3. Watch page: hls.js, then dash.js.
-  const watch = await open(`/watch/${playbackId}`, 'watch');
-  await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show');
-  await playsAndSwitches(watch, 'hls');
-  await playsAndSwitches(watch, 'dash');
-  await until('the live card shows a poster of the picture', 15, () =>
-    card.locator('img').evaluate((img) => img.complete && img.naturalWidth === 480 && img.naturalHeight === 270),
-  );
-  await shot(streams, 'streams-live.png');
+    // 3. Watch page: hls.js, then dash.js.
+    const watch = await open(`/watch/${playbackId}`, 'watch');
+    await until('the watch page names the stream', 10, async () => (await watch.locator('[data-testid="stream-name"]').innerText()) === 'friday-show');
+    await playsAndSwitches(watch, 'hls');
+    await playsAndSwitches(watch, 'dash');
+    await until('the live card shows a poster of the picture', 15, () =>
+      card.locator('img').evaluate((img) => img.complete && img.naturalWidth === 480 && img.naturalHeight === 270),
+    );
+    await shot(streams, 'streams-live.png');
 
-  // The embed page plays on its own.
-  const embed = await open(`/embed/${playbackId}`, 'embed');
-  await until('the embedded player plays', 40, () => embed.locator('video').evaluate((v) => v.currentTime > 1));
-  await shot(embed, 'embed.png');
+    // The embed page plays on its own.
+    const embed = await open(`/embed/${playbackId}`, 'embed');
+    await until('the embedded player plays', 40, () => embed.locator('video').evaluate((v) => v.currentTime > 1));
+    await shot(embed, 'embed.png');
 
-  // 4. Dashboard: the live session plots and stops.
-  await dashboard.bringToFront();
-  const session = dashboard.locator('[data-testid="live-session"]');
-  await until('the live session is shown', 10, () => session.count());
-  await until('the charts have samples', 15, async () => (await session.locator('path.line').count()) >= 2);
-  await shot(dashboard, 'dashboard-live.png');
-  const stop = session.locator('[data-testid="stop-session"]');
-  await stop.click();
-  await stop.click();
-  await until('the session leaves the dashboard', 15, async () => (await session.count()) === 0);
-  log('dashboard stopped the session');
-  await until('the card goes offline', 15, async () => (await card.getAttribute('data-state')) === 'offline');
-  await until('the watch page shows offline', 15, async () => (await watch.locator('[data-testid="live-state"] [data-state]').getAttribute('data-state')) === 'offline');
-  await until('the ended broadcast leaves no stale stats', 5, async () => (await watch.locator('[data-stat="Rendition"]').innerText()) === '–');
-  await shot(streams, 'streams-ended.png');
-  await shot(watch, 'watch-offline.png');
-  // Rotating shows a new key once; deleting removes the stream.
-  const rotate = row.locator('button', { hasText: 'Rotate key' });
-  await rotate.click();
-  await row.locator('button', { hasText: 'Rotate?' }).click();
-  const rotated = await until('the new key is shown', 10, async () => {
-    const shown = await dashboard.inputValue('[data-testid="obs-key"]');
-    return shown !== key && /^sk_[a-z0-9]{20,}$/.test(shown) ? shown : false;
-  });
-  if (rotated === key) throw new Error('rotation showed the old key');
-  log('dashboard rotated the key');
-  await dashboard.click('text=Done');
-  const remove = row.locator('[data-testid="delete-stream"]');
-  await remove.click();
-  await remove.click();
-  await until('the deleted stream leaves the list', 10, async () => (await row.count()) === 0);
-  log('dashboard deleted the stream');
-  if (problems.length) throw new Error(`the pages reported errors:\n  ${problems.join('\n  ')}`);
-  log('all steps passed');
-} catch (e) {
-  failed = true;
-  console.error(`e2e FAILED: ${e.message}`);
-  if (problems.length) console.error(`page errors so far:\n  ${problems.join('\n  ')}`);
-  for (const [i, page] of context.pages().entries()) {
-    await page.screenshot({ path: join(shots, `failure-${i}.png`), fullPage: true }).catch(() => {});
-  }
-} finally {
-  publisher?.kill('SIGKILL');
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+    // 4. Dashboard: the live session plots and stops.
+    await dashboard.bringToFront();
+    const session = dashboard.locator('[data-testid="live-session"]');
+    await until('the live session is shown', 10, () => session.count());
+    await until('the charts have samples', 15, async () => (await session.locator('path.line').count()) >= 2);
+    await shot(dashboard, 'dashboard-live.png');
+    const stop = session.locator('[data-testid="stop-session"]');
+    await stop.click();
+    await stop.click();
+    await until('the session leaves the dashboard', 15, async () => (await session.count()) === 0);
+    log('dashboard stopped the session');
+    await until('the card goes offline', 15, async () => (await card.getAttribute('data-state')) === 'offline');
+    await until('the watch page shows offline', 15, async () => (await watch.locator('[data-testid="live-state"] [data-state]').getAttribute('data-state')) === 'offline');
+    await until('the ended broadcast leaves no stale stats', 5, async () => (await watch.locator('[data-stat="Rendition"]').innerText()) === '–');
+    await shot(streams, 'streams-ended.png');
+    await shot(watch, 'watch-offline.png');
+    // Rotating shows a new key once; deleting removes the stream.
+    const rotate = row.locator('button', { hasText: 'Rotate key' });
+    await rotate.click();
+    await row.locator('button', { hasText: 'Rotate?' }).click();
+    const rotated = await until('the new key is shown', 10, async () => {
+      const shown = await dashboard.inputValue('[data-testid="obs-key"]');
+      return shown !== key && /^sk_[a-z0-9]{20,}$/.test(shown) ? shown : false;
+    });
+    if (rotated === key) throw new Error('rotation showed the old key');
+    log('dashboard rotated the key');
+    await dashboard.click('text=Done');
+    const remove = row.locator('[data-testid="delete-stream"]');
+    await remove.click();
+    await remove.click();
+    await until('the deleted stream leaves the list', 10, async () => (await row.count()) === 0);
+    log('dashboard deleted the stream');
+  },
+  { cleanup: () => publisher?.kill('SIGKILL') },
+);
 process.exit(failed ? 1 : 0);
