@@ -15,24 +15,6 @@ use serde_json::Value;
 use support::ws_publisher::{Recording, WsPublisher};
 use support::*;
 
-/// Stream kinds and the duration ffprobe finds at `url`.
-fn probe(url: &str) -> (Vec<String>, f64) {
-    let probe = ffprobe(&["-show_streams", "-show_format", url]);
-    let kinds = probe["streams"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|s| Some(s["codec_type"].as_str()?.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let duration = probe["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    (kinds, duration)
-}
-
 fn publish_and_play(recording: Recording, ladder: &str) {
     let server = Server::start();
     let stream = server.create_stream("browser", ladder);
@@ -82,7 +64,8 @@ fn publish_and_play(recording: Recording, ladder: &str) {
         "{recording:?}: the stop ended the broadcast at once"
     );
     for manifest in ["master.m3u8", "manifest.mpd"] {
-        let (kinds, duration) = probe(&server.url(&format!("{live_root}/{manifest}")));
+        let (kinds, duration) =
+            probe_kinds_and_duration(&server.url(&format!("{live_root}/{manifest}")));
         assert!(
             kinds.contains(&"video".into()) && kinds.contains(&"audio".into()),
             "{recording:?}: {manifest} has video and audio: {kinds:?}"
@@ -457,7 +440,8 @@ fn a_new_recording_on_the_same_socket_continues_the_broadcast() {
             .then_some(())
     });
     assert!(ended.is_some(), "the broadcast ended");
-    let (kinds, duration) = probe(&server.url(&format!("{live_root}/master.m3u8")));
+    let (kinds, duration) =
+        probe_kinds_and_duration(&server.url(&format!("{live_root}/master.m3u8")));
     assert!(
         kinds.contains(&"video".into()) && kinds.contains(&"audio".into()),
         "{kinds:?}"

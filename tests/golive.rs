@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{api, ffprobe, wait_for, Server};
+use support::{api, probe_kinds_and_duration, wait_for, Server};
 
 #[test]
 fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recorded() {
@@ -50,22 +50,11 @@ fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recor
         })
     })
     .unwrap_or_else(|| panic!("the broadcast's recording ended:\n{}", server.log()));
-    let probe = ffprobe(&[
-        "-show_streams",
-        "-show_format",
-        &server.url(&format!("vod/{recording}/master.m3u8")),
-    ]);
-    let kinds: Vec<&str> = probe["streams"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|s| s["codec_type"].as_str()).collect())
-        .unwrap_or_default();
+    let (kinds, duration) =
+        probe_kinds_and_duration(&server.url(&format!("vod/{recording}/master.m3u8")));
     assert!(
-        kinds.contains(&"video") && kinds.contains(&"audio"),
+        kinds.contains(&"video".into()) && kinds.contains(&"audio".into()),
         "the recording has video and audio: {kinds:?}"
     );
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
     assert!(duration >= 10.0, "the recording lasts {duration} s");
 }

@@ -879,3 +879,21 @@ pub fn run_browser_script(
     println!("screenshots: {}", shots.display());
     stdout
 }
+
+/// The stream kinds (`video`, `audio`) and the duration ffprobe finds at `url`.
+pub fn probe_kinds_and_duration(url: &str) -> (Vec<String>, f64) {
+    let probe = ffprobe(&["-show_streams", "-show_format", url]);
+    let kinds = probe["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| Some(s["codec_type"].as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let duration = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    (kinds, duration)
+}
