@@ -13,9 +13,13 @@
 //! 4. the server sends `status` about once a second.
 //!
 //! Decisions:
-//! - The container is demuxed in a process of its own (`child`, started by `demux`), never in
-//!   the server, and the ladder's worker decodes VP8/VP9/H.264 and Opus: a browser's recording
-//!   is always transcoded (see `Protocol::needs_transcoding`).
+//! - The container is demuxed by libavformat in a process of its own per recording (`child`,
+//!   started by `demux`), never in the server; the broadcast's transcoding worker decodes
+//!   VP8/VP9/H.264 and Opus, as for any other way in. Demuxing apart from the worker keeps this
+//!   protocol "a demuxer and a clock": its frames go through the broadcast core (stats, the
+//!   clock that continues across reconnects, takeover) like RTMP's, and a reconnect or a new
+//!   recording starts a fresh demuxer without touching the ladder. A browser's recording is
+//!   always transcoded (see `Protocol::needs_transcoding`).
 //! - A socket that closes without `stop`, or brings no byte for `ws.idle_timeout`, is a lost
 //!   publisher: the broadcast waits for a reconnect during the grace, and the page reconnects by
 //!   itself with a new recording, which continues the broadcast's timeline.
@@ -24,8 +28,9 @@
 //! - Every message to the client waits at most `SEND_TIMEOUT` for room: a client that does
 //!   not read what it is sent is lost, and cannot hold its connection slot.
 //! - Back-pressure: while the demuxer's input is full the connection reads nothing more from
-//!   the socket (which does not count against `ws.idle_timeout`), so the browser's `bufferedAmount` grows and the page lowers its bitrate. What
-//!   one connection holds is bounded (see `demux`); `ws.max_connections` sockets at most.
+//!   the socket (which does not count against `ws.idle_timeout`), so the browser's
+//!   `bufferedAmount` grows and the page lowers its bitrate. What one connection holds is
+//!   bounded (see `demux`); `ws.max_connections` sockets at most.
 
 pub mod child;
 mod demux;
@@ -200,24 +205,17 @@ impl Connection {
         };
         let span =
             tracing::info_span!("ws", playback_id = %broadcast.playback_id(), peer = %self.peer);
-        let close = {
-            let _entered = span.enter();
-            tracing::info!(container = ?hello.container, "WebSocket publisher live");
-            drop(_entered);
-            tracing::Instrument::instrument(
-                self.publish(&mut broadcast, hello.container),
-                span.clone(),
-            )
-            .await
-        };
-        {
-            let _entered = span.enter();
-            match &close.message {
-                Some(ServerMessage::Error { code, message }) => {
-                    tracing::info!(?code, "WebSocket publisher closed: {message}")
-                }
-                _ => tracing::info!(ending = ?close.how, "WebSocket publisher closed"),
+        tracing::info!(parent: &span, container = ?hello.container, "WebSocket publisher live");
+        let close = tracing::Instrument::instrument(
+            self.publish(&mut broadcast, hello.container),
+            span.clone(),
+        )
+        .await;
+        match &close.message {
+            Some(ServerMessage::Error { code, message }) => {
+                tracing::info!(parent: &span, ?code, "WebSocket publisher closed: {message}")
             }
+            _ => tracing::info!(parent: &span, ending = ?close.how, "WebSocket publisher closed"),
         }
         core.finish(broadcast, close.how).await;
         self.close(close.message).await;
@@ -329,13 +327,8 @@ impl Connection {
             match step {
                 Step::Cancelled => return self.cancelled(),
                 Step::Demuxed(Some(Output::Event(event))) => {
-                    tracks.note(&event);
-                    if broadcast.send(event).await.is_err() {
-                        return Close::error(
-                            Ending::Failed,
-                            ErrorCode::Ended,
-                            "the broadcast stopped",
-                        );
+                    if let Err(close) = hand_over(broadcast, &mut tracks, event).await {
+                        return close;
                     }
                     // a frame came of the client's bytes: a full pipeline is not its idling
                     last_bytes = Instant::now();
@@ -556,20 +549,24 @@ async fn drain(
             out = demux.next() => out,
         };
         match out {
-            Some(Output::Event(event)) => {
-                tracks.note(&event);
-                if broadcast.send(event).await.is_err() {
-                    return Err(Close::error(
-                        Ending::Failed,
-                        ErrorCode::Ended,
-                        "the broadcast stopped",
-                    ));
-                }
-            }
+            Some(Output::Event(event)) => hand_over(broadcast, tracks, event).await?,
             Some(Output::Ended(ended)) => return recording_ended(ended),
             None => return Ok(()),
         }
     }
+}
+
+/// One demuxed event into the broadcast (waiting while its queue is full).
+async fn hand_over(
+    broadcast: &mut Broadcast,
+    tracks: &mut Tracks,
+    event: StreamEvent,
+) -> Result<(), Close> {
+    tracks.note(&event);
+    broadcast
+        .send(event)
+        .await
+        .map_err(|_| Close::error(Ending::Failed, ErrorCode::Ended, "the broadcast stopped"))
 }
 
 /// The recording's tracks, as the status tells the client (`VP8 640x480`, `Opus`).
