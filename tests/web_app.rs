@@ -19,6 +19,7 @@ fn chromium_creates_a_stream_watches_it_with_hls_and_dash_and_sees_it_end() {
     support::run_browser_script(
         &server,
         "run.mjs",
+        "low-cpu",
         "web-e2e",
         &[
             "dashboard-created.png",

@@ -836,12 +836,13 @@ pub fn live_session(server: &Server, playback_id: &str) -> Option<serde_json::Va
 }
 
 /// Runs the browser script `web/tests/e2e/{script}` (headless Chromium via playwright-core)
-/// against `server` on the `low-cpu` ladder, with its screenshots in
-/// `target/tmp/{shots}/`; fails with its output and the server's log unless it passes and
-/// every file of `screenshots` is there. Returns what it printed.
+/// against `server`, its streams on `ladder`, with its screenshots in `target/tmp/{shots}/`;
+/// fails with its output and the server's log unless it passes and every file of
+/// `screenshots` is there. Returns what it printed.
 pub fn run_browser_script(
     server: &Server,
     script: &str,
+    ladder: &str,
     shots: &str,
     screenshots: &[&str],
 ) -> String {
@@ -857,7 +858,7 @@ pub fn run_browser_script(
         .env("STRATA_URL", format!("http://{}", server.http))
         .env("STRATA_ADMIN_TOKEN", &server.admin_token)
         .env("STRATA_SCREENSHOTS", &shots)
-        .env("STRATA_LADDER", "low-cpu")
+        .env("STRATA_LADDER", ladder)
         .output()
         .expect("node runs (make test installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

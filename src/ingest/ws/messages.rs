@@ -9,6 +9,23 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TEXT: usize = 4096;
 /// The longest MIME type taken (`MediaRecorder.mimeType`, with its codecs parameter).
 const MAX_MIME: usize = 200;
+/// What a malformed opening message is told, before the position of the fault. The message
+/// may hold a key, so nothing of it is quoted.
+pub const HELLO_EXPECTED: &str = "the first message must be {\"key\": …, \"mime\": …}";
+/// As `HELLO_EXPECTED`, for the messages after it.
+pub const CONTROL_EXPECTED: &str =
+    "expected {\"type\": \"recording\", \"mime\": …} or {\"type\": \"stop\"}";
+/// What an opening message with an empty key is told.
+pub const EMPTY_KEY: &str = "the key is empty";
+
+/// `expected` and where in the message the parser stopped.
+fn at_position(expected: &str, e: &serde_json::Error) -> MessageError {
+    MessageError::Malformed(format!(
+        "{expected} (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MessageError {
@@ -99,16 +116,11 @@ impl Hello {
         if text.len() > MAX_TEXT {
             return Err(MessageError::TooLong(text.len()));
         }
-        let wire: HelloWire = serde_json::from_str(text).map_err(|e| {
-            // serde's message may quote the input, which holds the key: only its position
-            MessageError::Malformed(format!(
-                "the first message must be {{\"key\": …, \"mime\": …}} (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        // serde's message may quote the input, which holds the key: only its position
+        let wire: HelloWire =
+            serde_json::from_str(text).map_err(|e| at_position(HELLO_EXPECTED, &e))?;
         if wire.key.is_empty() {
-            return Err(MessageError::Malformed("the key is empty".into()));
+            return Err(MessageError::Malformed(EMPTY_KEY.into()));
         }
         Ok(Self {
             container: Container::from_mime(&wire.mime)?,
@@ -140,14 +152,8 @@ impl Control {
             return Err(MessageError::TooLong(text.len()));
         }
         // serde's message may quote the input, which may hold a key: only its position
-        let wire: ControlWire = serde_json::from_str(text).map_err(|e| {
-            MessageError::Malformed(format!(
-                "expected {{\"type\": \"recording\", \"mime\": …}} or {{\"type\": \"stop\"}} \
-                 (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let wire: ControlWire =
+            serde_json::from_str(text).map_err(|e| at_position(CONTROL_EXPECTED, &e))?;
         Ok(match wire {
             ControlWire::Recording { mime } => Control::Recording(Container::from_mime(&mime)?),
             ControlWire::Stop => Control::Stop,

@@ -28,7 +28,9 @@ let secret = null;
 const { base, token, ladder, log, open, shot, plays, run } = await startE2e({
   name: 'golive e2e',
   tag: 'golive',
-  args: [...PLAYBACK_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+  // 15 fps: two cores run the browser's encoder, Strata's decoder and ladder, and the players
+  // (the fake camera sends 1280x720 to the recorder whatever size the page asks for)
+  args: [...PLAYBACK_ARGS, '--use-fake-device-for-media-stream=fps=15', '--use-fake-ui-for-media-stream'],
   failurePrefix: 'golive-',
   // the key is typed into the page or handed over in storage, never put in a URL
   watchPage(page, name, problems) {
