@@ -123,7 +123,8 @@ bench: test-deps
 # the code is safe Rust, and a shared 2-core machine gets several times the executions.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= origin_path origin_range codec_config rtmp_guard flv_demux segmenter rtmp_session \
-	mpegts_demux srt_stream_id worker_wire fmp4_demux hls_push_playlist ws_messages
+	mpegts_demux srt_stream_id worker_wire fmp4_demux hls_push_playlist ws_messages rtp_h264 \
+	device_messages
 FUZZ := $(CARGO) +nightly fuzz
 
 fuzz-deps:

@@ -17,10 +17,13 @@ use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::db::ids::sha256_hex;
 use crate::db::{Db, Stream};
+use crate::devices::signaling::Signaling;
+use crate::devices::Devices;
 use crate::events::EventBus;
 use crate::http::api::ApiState;
 use crate::hub::Hub;
 use crate::ingest::rtmp::{self, IngestContext, IngestSettings};
+use crate::ingest::rtp::RtpIngest;
 use crate::ingest::srt::{SrtContext, SrtIngestSettings, SrtListener};
 use crate::pipeline::{Budgets, PipelineContext};
 use crate::publish::store;
@@ -116,6 +119,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None
     };
     let srt_addr = srt_listener.as_ref().map(SrtListener::local_addr);
+    let rtp = if settings.devices.enabled {
+        Some(
+            RtpIngest::bind(settings.devices.rtp_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding device RTP on {} (UDP; set devices.enabled = false to turn devices off)",
+                        settings.devices.rtp_listen
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    let rtp_addr = rtp.as_ref().map(|r| r.local_addr());
     let http_addr = http_listener.local_addr()?;
     let urls = Urls {
         public: settings.public_url(http_addr),
@@ -147,7 +165,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         demo_key.as_deref(),
         new_admin_token.as_deref(),
         &urls,
-        (rtmp_addr, rtmps_addr, srt_addr),
+        (rtmp_addr, rtmps_addr, srt_addr, rtp_addr),
         http_addr,
     );
 
@@ -175,6 +193,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         (EventBus::default(), Cluster::single(node_id.clone()), edges)
     };
     tracing::info!(node = %node_id, "node started");
+    if let Err(e) = db.reset_device_presence(&node_id).await {
+        tracing::warn!(error = %e, "cannot reset the presence an earlier process left");
+    }
+    let devices = Devices::new(db.clone(), events.clone(), node_id.clone());
     let api = actix_web::web::Data::new(ApiState {
         db: db.clone(),
         hub: hub.clone(),
@@ -188,6 +210,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         events: events.clone(),
         cluster: cluster.clone(),
         store: store.clone(),
+        devices: devices.clone(),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),
@@ -282,6 +305,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             core.clone(),
         ))
     });
+    let signaling = rtp.map(|rtp| {
+        tokio::spawn(rtp.clone().serve(shutdown.clone()));
+        actix_web::web::Data::new(Signaling::new(
+            settings.devices.signaling(),
+            devices.clone(),
+            core.clone(),
+            rtp,
+        ))
+    });
     let web_root = crate::http::webapp::WebRoot(settings.http.web_root.clone());
     if !web_root.is_built() {
         tracing::warn!(
@@ -306,7 +338,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ),
         }),
         api,
-        crate::http::Ingests { hls_push, ws },
+        crate::http::Ingests {
+            hls_push,
+            ws,
+            devices: signaling,
+        },
     )?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);
@@ -367,7 +403,12 @@ fn print_banner(
     demo_key: Option<&str>,
     admin_token: Option<&str>,
     urls: &Urls,
-    (rtmp, rtmps, srt): (SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
+    (rtmp, rtmps, srt, rtp): (
+        SocketAddr,
+        Option<SocketAddr>,
+        Option<SocketAddr>,
+        Option<SocketAddr>,
+    ),
     http: SocketAddr,
 ) {
     println!("Strata is running.");
@@ -401,6 +442,14 @@ fn print_banner(
     }
     println!("  All streams: {}/", urls.public);
     println!("  Dashboard:   {}/dashboard", urls.public);
+    if let Some(rtp) = rtp {
+        println!(
+            "  Devices: `strata device create NAME --stream STREAM`, then on the camera \
+             `strata device-agent --server {} --token TOKEN` (RTP to UDP port {})",
+            urls.public,
+            rtp.port()
+        );
+    }
     println!(
         "  Admin API: {}/api/v1 (OpenAPI: {}/api/v1/openapi.json)",
         urls.public, urls.public
@@ -413,7 +462,8 @@ fn print_banner(
         .map(|addr| format!(" rtmps={addr}"))
         .unwrap_or_default();
     let srt = srt.map(|addr| format!(" srt={addr}")).unwrap_or_default();
-    println!("STRATA_READY rtmp={rtmp} http={http}{rtmps}{srt}");
+    let rtp = rtp.map(|addr| format!(" rtp={addr}")).unwrap_or_default();
+    println!("STRATA_READY rtmp={rtmp} http={http}{rtmps}{srt}{rtp}");
 }
 
 async fn wait_for_signal() {

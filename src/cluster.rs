@@ -63,6 +63,9 @@ enum Message {
     /// A change of a broadcast's live edge.
     #[serde(rename = "edge")]
     Edge(EdgeNews),
+    /// A device's presence.
+    #[serde(rename = "device")]
+    Device(crate::devices::DeviceEvent),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +82,7 @@ impl Message {
             Event::Stats(s) => Message::Stats(s),
             Event::Segment(s) => Message::Segment(s),
             Event::Ended(e) => Message::Ended(e),
+            Event::Device(d) => Message::Device(d),
         }
     }
 }
@@ -192,6 +196,7 @@ impl Cluster {
                 remote.remove(&ended.session_id);
                 Some(Event::Ended(ended))
             }
+            Message::Device(device) => Some(Event::Device(device)),
             Message::Stop { session_id } => {
                 drop(remote);
                 if local.hub.stop(&session_id) {

@@ -35,6 +35,7 @@ pub struct Settings {
     pub srt: SrtSettings,
     pub hls_push: HlsPushSettings,
     pub ws: WsSettings,
+    pub devices: DeviceSettings,
     pub http: HttpSettings,
     pub storage: StorageSettings,
     pub database: DatabaseSettings,
@@ -156,6 +157,50 @@ impl WsSettings {
             hello_timeout: std::time::Duration::from_secs_f64(self.hello_timeout),
             idle_timeout: std::time::Duration::from_secs_f64(self.idle_timeout),
             max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Devices (`crate::devices`): the signaling socket (`/ingest/device`) and the UDP port their
+/// RTP comes to, on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    pub enabled: bool,
+    /// The UDP address devices send RTP to.
+    pub rtp_listen: SocketAddr,
+    /// The host devices are told to send RTP to. Empty: the host they reached the signaling
+    /// socket at (right unless a proxy or NAT sits between them and this server).
+    pub rtp_host: String,
+    /// The UDP port devices are told to send RTP to. 0: the port `rtp_listen` bound (set it
+    /// when a port forward or relay sits in front of this server).
+    pub rtp_port: u16,
+    /// Seconds a signaling connection has to send its `hello`.
+    pub hello_timeout: f64,
+    /// Seconds between pings (the round-trip time is measured on them).
+    pub ping_interval: f64,
+    /// Seconds without a message from a device before it is offline.
+    pub offline_after: f64,
+    /// Seconds without an RTP packet, while streaming, before the device counts as lost.
+    pub rtp_idle_timeout: f64,
+    /// The bit rate devices are told to start at, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Devices connected at once.
+    pub max_connections: usize,
+}
+
+impl DeviceSettings {
+    pub fn signaling(&self) -> crate::devices::signaling::SignalingSettings {
+        use std::time::Duration;
+        crate::devices::signaling::SignalingSettings {
+            hello_timeout: Duration::from_secs_f64(self.hello_timeout),
+            ping_interval: Duration::from_secs_f64(self.ping_interval),
+            offline_after: Duration::from_secs_f64(self.offline_after),
+            rtp_idle_timeout: Duration::from_secs_f64(self.rtp_idle_timeout),
+            bitrate_kbps: self.bitrate_kbps,
+            max_connections: self.max_connections,
+            rtp_host: self.rtp_host.clone(),
+            rtp_port: self.rtp_port,
         }
     }
 }
@@ -426,6 +471,18 @@ hello_timeout = 10.0
 idle_timeout = 10.0
 max_connections = 256
 
+[devices]
+enabled = true
+rtp_listen = "0.0.0.0:5004"
+rtp_host = ""
+rtp_port = 0
+hello_timeout = 10.0
+ping_interval = 2.0
+offline_after = 6.0
+rtp_idle_timeout = 10.0
+bitrate_kbps = 2500
+max_connections = 1024
+
 [http]
 listen = "0.0.0.0:8080"
 public_url = ""
@@ -585,6 +642,42 @@ impl Settings {
         in_range(
             "ws.max_connections",
             self.ws.max_connections,
+            1..=65_536,
+            "connections",
+        )?;
+        in_range(
+            "devices.hello_timeout",
+            self.devices.hello_timeout,
+            0.5..=300.0,
+            "seconds",
+        )?;
+        in_range(
+            "devices.ping_interval",
+            self.devices.ping_interval,
+            0.2..=60.0,
+            "seconds",
+        )?;
+        in_range(
+            "devices.offline_after",
+            self.devices.offline_after,
+            self.devices.ping_interval..=600.0,
+            "seconds (at least devices.ping_interval)",
+        )?;
+        in_range(
+            "devices.rtp_idle_timeout",
+            self.devices.rtp_idle_timeout,
+            1.0..=600.0,
+            "seconds",
+        )?;
+        in_range(
+            "devices.bitrate_kbps",
+            self.devices.bitrate_kbps,
+            50..=100_000,
+            "kbit/s",
+        )?;
+        in_range(
+            "devices.max_connections",
+            self.devices.max_connections,
             1..=65_536,
             "connections",
         )?;

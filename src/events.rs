@@ -33,6 +33,9 @@ pub enum Event {
     Stats(SessionStats),
     /// `segment.published`: a segment of every rendition and the manifests are written.
     Segment(SegmentPublished),
+    /// `device.online`, `device.offline`, `device.streaming`, `device.status`: a device's
+    /// presence (`crate::devices`).
+    Device(crate::devices::DeviceEvent),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,6 +63,7 @@ impl Event {
             Event::Ended(_) => "stream.ended",
             Event::Stats(_) => "session.stats",
             Event::Segment(_) => "segment.published",
+            Event::Device(device) => device.name(),
         }
     }
 }

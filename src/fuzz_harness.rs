@@ -18,20 +18,27 @@
 //! - `fmp4_demux`: an init and a media segment into `Fmp4Demuxer` (HLS push's fMP4).
 //! - `hls_push_playlist`: a pushed playlist, and the `Order` it drives.
 //! - `ws_messages`: the WebSocket ingest's text messages (opening message and controls).
+//! - `rtp_h264`: length-prefixed datagrams through `RtpPacket::parse` into `H264Depacketizer`
+//!   (device ingest): reordering, loss, restarts and RFC 6184 payloads.
+//! - `device_messages`: the device signaling protocol's text messages, both directions.
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
 
+mod devices;
 mod ingest;
 mod media;
 mod origin;
 mod rtmp;
+mod rtp;
 mod worker;
 
+pub use devices::device_messages;
 pub use ingest::{fmp4_demux, hls_push_playlist, mpegts_demux, srt_stream_id, ws_messages};
 pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
+pub use rtp::rtp_h264;
 pub use worker::worker_wire;
 
 /// A fuzz target's entry point.
@@ -52,6 +59,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("fmp4_demux", fmp4_demux),
     ("hls_push_playlist", hls_push_playlist),
     ("ws_messages", ws_messages),
+    ("rtp_h264", rtp_h264),
+    ("device_messages", device_messages),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod devices;
 pub mod edge;
 pub mod events;
 pub mod fuzz_harness;

@@ -1,5 +1,6 @@
-//! The `strata` command: `serve`, `stream create|list|rotate-key|delete`, `ladder check|list`,
-//! and the hidden `worker` a server starts for each transcoded broadcast.
+//! The `strata` command: `serve`, `stream create|list|rotate-key|delete`,
+//! `device create|list|rename|rotate-token|revoke-token|delete`, `device-agent` (the reference
+//! camera client), `ladder check|list`, and the hidden `worker` and `demux` a server starts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,36 @@ enum Command {
     Stream {
         #[command(subcommand)]
         command: StreamCommand,
+    },
+    /// Manage devices (cameras that stream RTP, see `device-agent`).
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Run a device: connect to a server's signaling socket with a device token and, when
+    /// told to start, send H.264 in RTP with ffmpeg.
+    DeviceAgent {
+        /// The server's URL, e.g. http://192.168.1.10:8080.
+        #[arg(long)]
+        server: String,
+        /// The device token (`strata device create` prints it); or set STRATA_DEVICE_TOKEN,
+        /// which other users of this machine cannot read in `ps`.
+        #[arg(long)]
+        token: Option<String>,
+        /// Send ffmpeg's test pattern (video only).
+        #[arg(long, conflicts_with = "source")]
+        test_pattern: bool,
+        /// Send this input: a V4L2 camera (/dev/video0), a file (looped) or a URL.
+        #[arg(long)]
+        source: Option<String>,
+        /// Picture size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1280x720")]
+        size: String,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// The ffmpeg to run.
+        #[arg(long, default_value = "ffmpeg")]
+        ffmpeg: String,
     },
     /// Inspect transcoding ladders.
     Ladder {
@@ -93,8 +124,69 @@ enum StreamCommand {
     Delete { name: String },
 }
 
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Create a device of a stream; prints its token (once).
+    Create {
+        name: String,
+        /// The stream (name or id) it publishes to.
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices and their presence.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a device (by name or id).
+    Rename { device: String, name: String },
+    /// Give a device a new token (printed once); the old one stops working.
+    RotateToken { device: String },
+    /// Revoke a device's token (rotate to get a new one).
+    RevokeToken { device: String },
+    /// Delete a device.
+    Delete { device: String },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::DeviceAgent {
+        server,
+        token,
+        test_pattern,
+        source,
+        size,
+        fps,
+        ffmpeg,
+    } = &cli.command
+    {
+        init_logging();
+        let Some(token) = token
+            .clone()
+            .or_else(|| std::env::var("STRATA_DEVICE_TOKEN").ok())
+        else {
+            eprintln!("strata device-agent: give --token TOKEN or set STRATA_DEVICE_TOKEN");
+            return ExitCode::from(2);
+        };
+        let source = match (test_pattern, source) {
+            (_, Some(input)) => strata::devices::agent::Source::Input(input.clone()),
+            (true, None) => strata::devices::agent::Source::TestPattern,
+            (false, None) => {
+                eprintln!("strata device-agent: give --test-pattern or --source INPUT");
+                return ExitCode::from(2);
+            }
+        };
+        return strata::devices::agent::main(strata::devices::agent::AgentOptions {
+            server: server.clone(),
+            token,
+            source,
+            size: size.clone(),
+            fps: *fps,
+            ffmpeg: ffmpeg.clone(),
+        });
+    }
     if let Command::Worker { .. } = cli.command {
         // everything it needs comes in the job: no settings, no runtime
         init_logging();
@@ -127,8 +219,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => strata::app::run(settings).await,
             Command::Stream { command } => stream_command(settings, command).await,
+            Command::Device { command } => device_command(settings, command).await,
             Command::Ladder { command } => ladder_command(settings, command),
-            Command::Worker { .. } | Command::Demux { .. } => Ok(()),
+            Command::Worker { .. } | Command::Demux { .. } | Command::DeviceAgent { .. } => Ok(()),
         }
     });
     match result {
@@ -249,6 +342,98 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn device_command(settings: Settings, command: DeviceCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&settings.database_url(), settings.key_hasher()?).await?;
+    let find = |which: String| {
+        let db = db.clone();
+        async move {
+            db.device_by_id_or_name(&which)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no device named (or with id) `{which}`"))
+        }
+    };
+    match command {
+        DeviceCommand::Create { name, stream, json } => {
+            let found = match db.stream_by_name(&stream).await? {
+                Some(s) => Some(s),
+                None => db.stream_by_id(&stream).await?,
+            };
+            let stream =
+                found.ok_or_else(|| anyhow::anyhow!("no stream named (or with id) `{stream}`"))?;
+            let (device, token) = db.create_device(&name, &stream.id).await?;
+            let server = settings.public_url(settings.http.listen);
+            if json {
+                let value = serde_json::json!({
+                    "id": device.id,
+                    "name": device.name,
+                    "stream_id": device.stream_id,
+                    "token": token,
+                    "server": server,
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "Device `{}` created for stream `{}`.",
+                    device.name, stream.name
+                );
+                println!("  Token: {token}   (shown once)");
+                println!("  On the camera: STRATA_DEVICE_TOKEN={token} strata device-agent --server {server} --source /dev/video0");
+            }
+        }
+        DeviceCommand::List { json } => {
+            let devices = db.list_devices().await?;
+            if json {
+                let list: Vec<_> = devices
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": d.id, "name": d.name, "stream_id": d.stream_id,
+                            "state": d.state, "last_seen": d.last_seen, "created_at": d.created_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for d in devices {
+                    println!("{}\t{}\t{}\t{}", d.name, d.id, d.stream_id, d.state);
+                }
+            }
+        }
+        DeviceCommand::Rename { device, name } => {
+            let device = find(device).await?;
+            db.rename_device(&device.id, &name).await?;
+            println!("Device `{}` is now `{name}`.", device.name);
+        }
+        DeviceCommand::RotateToken { device } => {
+            let device = find(device).await?;
+            let token = db
+                .rotate_device_token(&device.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("device `{}` was deleted meanwhile", device.name))?;
+            println!(
+                "New token for `{}` (shown once; the old one no longer connects, and a device \
+                 connected with it is disconnected within seconds):",
+                device.name
+            );
+            println!("  {token}");
+        }
+        DeviceCommand::RevokeToken { device } => {
+            let device = find(device).await?;
+            db.revoke_device_token(&device.id).await?;
+            println!(
+                "The token of `{}` is revoked; `rotate-token` gives a new one.",
+                device.name
+            );
+        }
+        DeviceCommand::Delete { device } => {
+            let device = find(device).await?;
+            db.delete_device(&device.id).await?;
+            println!("Device `{}` deleted.", device.name);
         }
     }
     Ok(())

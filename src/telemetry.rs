@@ -32,6 +32,9 @@ pub const SEGMENTS_PUBLISHED: &str = "strata_segments_published_total";
 pub const PUBLISHED_BYTES: &str = "strata_published_bytes_total";
 pub const PUBLISH_LATENCY: &str = "strata_publish_latency_seconds";
 pub const HTTP_REQUESTS: &str = "strata_http_requests_total";
+pub const RTP_DROPPED: &str = "strata_rtp_dropped_packets_total";
+pub const RTP_LOST: &str = "strata_rtp_lost_packets_total";
+pub const DEVICES_ONLINE: &str = "strata_devices_online";
 
 /// A gauge not set for this long is dropped from the output.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(5);
@@ -137,6 +140,20 @@ fn describe() {
         "From a segment's completion in packaging to it and the manifests listing it being stored."
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route pattern and status.");
+    describe_counter!(
+        RTP_DROPPED,
+        "RTP datagrams dropped before depacketizing, by reason (unknown_ssrc: no device was \
+         told this SSRC; wrong_address: not from the address its device signaled from; \
+         malformed; queue_full)."
+    );
+    describe_counter!(
+        RTP_LOST,
+        "RTP packets of device streams lost in transit (sequence gaps not filled in time)."
+    );
+    describe_gauge!(
+        DEVICES_ONLINE,
+        "Devices whose signaling socket is connected to this node."
+    );
 }
 
 /// Counts one open RTMP connection while it lives.

@@ -7,18 +7,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::*;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 #[test]
 fn every_documented_path_needs_the_admin_token_on_sqlite() {
@@ -81,36 +74,6 @@ fn every_documented_path_needs_the_admin_token(database: Database) {
     assert_eq!(server.get("healthz").0, 200);
 }
 
-/// Reads the events stream in a thread; sends (arrival ms, event name, data).
-fn subscribe(server: &Server) -> mpsc::Receiver<(i64, String, Value)> {
-    let (tx, rx) = mpsc::channel();
-    let url = server.url("/api/v1/events");
-    let token = server.admin_token.clone();
-    std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-        let Ok(response) = agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {token}"))
-            .call()
-        else {
-            return;
-        };
-        let mut name = String::new();
-        for line in BufReader::new(response.into_body().into_reader()).lines() {
-            let Ok(line) = line else { return };
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = n.to_string();
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                let value = serde_json::from_str(data).unwrap_or(Value::Null);
-                if tx.send((now_ms(), name.clone(), value)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
 fn wait_event(
     events: &mpsc::Receiver<(i64, String, Value)>,
     name: &str,
@@ -136,7 +99,7 @@ fn streams_keys_sessions_and_events_through_the_api(database: Database) {
     );
     let token = server.admin_token.clone();
     let auth = Some(token.as_str());
-    let events = subscribe(&server);
+    let events = admin_events(&server);
 
     let (status, body) = api(
         &server,
@@ -529,7 +492,7 @@ fn cut_off_by(
 #[test]
 fn rotating_or_revoking_the_key_takes_the_live_publisher_off_air() {
     let server = Server::start();
-    let events = subscribe(&server);
+    let events = admin_events(&server);
     let (id, old_key, playback) = create_via_api(&server, "cut");
     let key_path = format!("/api/v1/streams/{id}/key");
 
@@ -591,7 +554,7 @@ fn deleting_a_live_stream_takes_it_off_air_and_deletes_its_recording() {
         ],
         |_| {},
     );
-    let events = subscribe(&server);
+    let events = admin_events(&server);
     let (id, key, playback) = create_via_api(&server, "deleted-live");
     let (mut publisher, session) = go_live(&server, &events, &key, &playback);
     let recording = server.media_dir().join("vod").join(&session);

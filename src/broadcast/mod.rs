@@ -2,7 +2,7 @@
 //!
 //! An ingest module (`ingest::rtmp`, `ingest::srt`, …) only turns its wire format into
 //! `StreamEvent`s and owns its connection's clock. Everything else is here, written once:
-//! - `Core::admit` checks the stream key (by hash), refuses a stream live on another node,
+//! - `Core::admit` checks the stream key or a device's token (by hash), refuses a stream live on another node,
 //!   asks the `on_publish` webhook, takes the database claim (one node owns a stream), continues
 //!   a broadcast parked in its reconnect grace or takes over the hub's slot (a second publisher
 //!   of the same stream replaces the first), checks the key once more, and starts the pipeline;
@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use handle::{Broadcast, ResumableClock, RESUME_STEP};
 pub use reconnect::Reconnects;
 
-use crate::db::{ids, Db, DbError};
+use crate::db::{ids, Db, DbError, Stream};
 use crate::hub::{Hub, HubError, LiveStats};
 use crate::pipeline::{self, PipelineContext};
 use crate::telemetry;
@@ -43,10 +43,12 @@ pub enum Protocol {
     HlsPush,
     /// A recording sent over a WebSocket, as the Go live page sends it (`ingest::ws`).
     Ws,
+    /// A device's RTP over UDP, started over its signaling socket (`ingest::rtp`, `devices`).
+    Rtp,
 }
 
 impl Protocol {
-    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`, `hls_push`, `ws`.
+    /// The metric label and webhook value: `rtmp`, `rtmps`, `srt`, `hls_push`, `ws`, `rtp`.
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
@@ -54,6 +56,7 @@ impl Protocol {
             Protocol::Srt => "srt",
             Protocol::HlsPush => "hls_push",
             Protocol::Ws => "ws",
+            Protocol::Rtp => "rtp",
         }
     }
 
@@ -74,7 +77,30 @@ impl std::fmt::Display for Protocol {
             Protocol::Srt => "SRT",
             Protocol::HlsPush => "HLS push",
             Protocol::Ws => "WebSocket",
+            Protocol::Rtp => "RTP",
         })
+    }
+}
+
+/// What a publisher proves it may publish with: a stream's key, or the token of one of the
+/// stream's devices. Either is checked by its hash, before and again after the broadcast is
+/// listed (see `Core::admit`).
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    StreamKey(&'a str),
+    DeviceToken(&'a str),
+}
+
+impl Credential<'_> {
+    /// The stream this credential opens now, if any.
+    async fn stream(&self, db: &Db) -> Result<Option<Stream>, DbError> {
+        match *self {
+            Credential::StreamKey(key) => db.stream_by_key(key).await,
+            Credential::DeviceToken(token) => match db.device_by_token(token).await? {
+                Some(device) => db.stream_by_id(&device.stream_id).await,
+                None => Ok(None),
+            },
+        }
     }
 }
 
@@ -141,7 +167,18 @@ impl Core {
         peer: IpAddr,
         protocol: Protocol,
     ) -> Result<Broadcast, AdmitError> {
-        let result = self.admit_uncounted(key, peer, protocol).await;
+        self.admit_with(Credential::StreamKey(key), peer, protocol)
+            .await
+    }
+
+    /// `admit` with a stream key or a device token.
+    pub async fn admit_with(
+        &self,
+        credential: Credential<'_>,
+        peer: IpAddr,
+        protocol: Protocol,
+    ) -> Result<Broadcast, AdmitError> {
+        let result = self.admit_uncounted(credential, peer, protocol).await;
         let label = match &result {
             Ok(_) => "accepted",
             Err(e) => e.result_label(),
@@ -152,13 +189,12 @@ impl Core {
 
     async fn admit_uncounted(
         &self,
-        key: &str,
+        credential: Credential<'_>,
         peer: IpAddr,
         protocol: Protocol,
     ) -> Result<Broadcast, AdmitError> {
-        let stream = self
-            .db
-            .stream_by_key(key)
+        let stream = credential
+            .stream(&self.db)
             .await?
             .ok_or(AdmitError::BadKey)?;
         if let Some(node) = self.cluster.live_elsewhere(&stream.id) {
@@ -199,7 +235,7 @@ impl Core {
         // takeover). The API stops what the hub lists after its change; checked again now that
         // this broadcast is listed, one of the two always sees the other.
         let still_valid = matches!(
-            self.db.stream_by_key(key).await,
+            credential.stream(&self.db).await,
             Ok(Some(current)) if current.id == stream.id
         );
         if !still_valid {

@@ -1,5 +1,5 @@
-//! Identifiers the server generates: stream ids, public playback ids, recording ids and secret
-//! stream keys. Object keys and URLs are built only from these, never from client strings.
+//! Identifiers the server generates: stream and device ids, public playback ids, recording ids,
+//! secret stream keys and device tokens. Object keys and URLs are built only from these, never from client strings.
 
 use std::sync::Arc;
 
@@ -35,6 +35,18 @@ pub fn new_recording_id() -> String {
 /// A new secret stream key (`sk_` + 32 characters ≈ 165 bits).
 pub fn new_stream_key() -> String {
     format!("{KEY_PREFIX}{}", random_string(32))
+}
+
+/// Every device token starts with this (see `KEY_PREFIX`).
+pub const DEVICE_TOKEN_PREFIX: &str = "dt_";
+
+pub fn new_device_id() -> String {
+    format!("dev_{}", random_string(PUBLIC_ID_LEN))
+}
+
+/// A new secret device token (`dt_` + 32 characters ≈ 165 bits).
+pub fn new_device_token() -> String {
+    format!("{DEVICE_TOKEN_PREFIX}{}", random_string(32))
 }
 
 /// Whether `s` has the shape of a playback or recording id.
@@ -112,6 +124,8 @@ mod tests {
     fn generated_ids_have_their_shape() {
         assert!(is_public_id(&new_playback_id()));
         assert!(new_stream_key().starts_with("sk_"));
+        assert!(new_device_token().starts_with("dt_"));
+        assert!(new_device_id().starts_with("dev_"));
         assert_ne!(new_stream_key(), new_stream_key());
         assert!(!is_public_id("../../etc/passwd"));
         assert!(!is_public_id("ABCDEFGHIJKLMNOP"));

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod claims;
+pub mod devices;
 pub mod ids;
 pub mod sessions;
 
@@ -21,6 +22,10 @@ pub enum DbError {
     BadName,
     #[error("no such stream")]
     NotFound,
+    #[error("a device named `{0}` already exists")]
+    DeviceNameTaken(String),
+    #[error("a device name {}", ids::NAME_RULE)]
+    BadDeviceName,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -243,7 +248,7 @@ impl Db {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        for table in ["sessions", "recordings"] {
+        for table in ["sessions", "recordings", "devices"] {
             let sql = format!("DELETE FROM {table} WHERE stream_id = $1");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)

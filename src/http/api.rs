@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::device_api;
 use crate::cluster::Cluster;
 use crate::db::ids::sha256_hex;
 use crate::db::sessions::{Recording, Session, SourceInfo};
@@ -49,6 +50,8 @@ pub struct ApiState {
     pub cluster: Arc<Cluster>,
     /// Where recordings live: deleting a stream deletes them.
     pub store: Arc<dyn ObjectStore>,
+    /// Devices: presence and commands (`/devices`).
+    pub devices: Arc<crate::devices::Devices>,
 }
 
 impl ApiState {
@@ -87,7 +90,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(ApiError {
         error: message.into(),
     })
@@ -270,6 +273,14 @@ async fn update_stream(
     responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn delete_stream(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
     state.stop_stream(&id);
+    // its devices go with it: disconnected now, their rows deleted with the stream's
+    match state.db.list_devices().await {
+        Ok(devices) => devices
+            .iter()
+            .filter(|d| d.stream_id == *id)
+            .for_each(|d| state.devices.disconnect(&d.id)),
+        Err(e) => return db_error(e),
+    }
     match state.db.delete_stream(&id).await {
         Ok(Some(recordings)) => {
             // a broadcast that started while the first stop went out is stopped now
@@ -436,14 +447,19 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata admin API", description = "Streams, keys, sessions and recordings."),
+    info(title = "Strata admin API", description = "Streams, keys, sessions, recordings and devices."),
     paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
         revoke_key, list_sessions, stop_session, list_recordings, list_ladders,
         super::events::events, super::directory::list, super::directory::one,
-        super::directory::events),
+        super::directory::events, device_api::create, device_api::list, device_api::get,
+        device_api::rename, device_api::delete, device_api::rotate_token,
+        device_api::revoke_token, device_api::start, device_api::stop, device_api::set_bitrate),
     components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
         SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording, LadderList,
-        super::directory::DirectoryEntry)),
+        super::directory::DirectoryEntry, device_api::CreateDevice, device_api::RenameDevice,
+        device_api::SetBitrate, device_api::CreatedDevice, device_api::DeviceToken,
+        crate::devices::DeviceView, crate::devices::Presence, crate::devices::DeviceEvent,
+        crate::devices::messages::DeviceReport, crate::devices::messages::DeviceState)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -538,6 +554,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/sessions/{id}", web::delete().to(stop_session))
                 .route("/recordings", web::get().to(list_recordings))
                 .route("/ladders", web::get().to(list_ladders))
+                .configure(device_api::routes)
                 .route("/events", web::get().to(super::events::events)),
         );
 }

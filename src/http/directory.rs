@@ -148,7 +148,7 @@ fn public_frame(event: &Event) -> Option<bytes::Bytes> {
                 playback_id: &ended.playback_id,
             },
         )),
-        Event::Stats(_) | Event::Segment(_) => None,
+        Event::Stats(_) | Event::Segment(_) | Event::Device(_) => None,
     }
 }
 

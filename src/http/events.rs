@@ -56,7 +56,7 @@ pub fn response(frames: impl Stream<Item = Bytes> + 'static, slot: Slot) -> Http
 
 #[utoipa::path(get, path = "/api/v1/events",
     responses((status = 200, content_type = "text/event-stream",
-        description = "Server-Sent Events: `stream.live`, `stream.ended`, `session.stats` (every second per live broadcast), `segment.published`"),
+        description = "Server-Sent Events: `stream.live`, `stream.ended`, `session.stats` (every second per live broadcast), `segment.published`, `device.online`, `device.offline`, `device.streaming`, `device.status` (each ping a device answers, with its round-trip time)"),
         (status = 429, description = "this client address has `http.max_event_subscribers_per_ip` event streams open (`Retry-After`)"),
         (status = 503, description = "the server has `http.max_event_subscribers` event streams open (`Retry-After`)")),
     security(("bearer" = [])))]

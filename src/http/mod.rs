@@ -4,7 +4,8 @@
 //! by route pattern and status. `/api/public` is the viewers' directory (no token, open CORS);
 //! the web app's pages and assets are served from `http.web_root`; `/ingest/hls` takes HLS
 //! pushed by encoders (`ingest::hls_push`); `/ingest/ws` takes a browser's recording over a
-//! WebSocket (`ingest::ws`).
+//! WebSocket (`ingest::ws`); `/ingest/device` is the devices' signaling socket
+//! (`devices::signaling`).
 //!
 //! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
 //! between the two workers; at the cap the server stops accepting and new clients wait in the
@@ -17,6 +18,7 @@
 //! Every connection is paced (`pacing`: `http.send_buffer`, `http.notsent_lowat`).
 
 pub mod api;
+pub mod device_api;
 pub mod directory;
 pub mod events;
 pub mod low_latency;
@@ -148,6 +150,7 @@ fn per_worker(total: usize) -> usize {
 pub struct Ingests {
     pub hls_push: Option<web::Data<Arc<crate::ingest::hls_push::HlsPush>>>,
     pub ws: Option<web::Data<Arc<crate::ingest::ws::WsIngest>>>,
+    pub devices: Option<web::Data<Arc<crate::devices::signaling::Signaling>>>,
 }
 
 /// Builds the server on an already-bound listener with the connection policy of `settings`;
@@ -159,7 +162,11 @@ pub fn server(
     api: web::Data<api::ApiState>,
     ingests: Ingests,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let Ingests { hls_push, ws } = ingests;
+    let Ingests {
+        hls_push,
+        ws,
+        devices,
+    } = ingests;
     let pacing = pacing::Pacing {
         send_buffer: settings.send_buffer,
         notsent_lowat: settings.notsent_lowat,
@@ -190,6 +197,10 @@ pub fn server(
                 if let Some(ws) = &ws {
                     cfg.app_data(ws.clone());
                     crate::ingest::ws::configure(cfg);
+                }
+                if let Some(devices) = &devices {
+                    cfg.app_data(devices.clone());
+                    crate::devices::signaling::configure(cfg);
                 }
             })
             .configure(webapp::configure(&state.web_root))

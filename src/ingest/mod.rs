@@ -8,5 +8,6 @@ pub mod fmp4;
 pub mod hls_push;
 pub mod mpegts;
 pub mod rtmp;
+pub mod rtp;
 pub mod srt;
 pub mod ws;

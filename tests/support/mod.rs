@@ -23,6 +23,8 @@ pub struct Server {
     pub rtmps: Option<String>,
     /// The SRT listener's address (UDP), unless SRT was turned off.
     pub srt: Option<String>,
+    /// The devices' RTP port (UDP), unless devices were turned off.
+    pub rtp: Option<String>,
     /// The admin token printed at first start.
     pub admin_token: String,
     /// Extra environment (settings) the server and its CLI runs share.
@@ -145,6 +147,7 @@ struct Ready {
     http: String,
     rtmps: Option<String>,
     srt: Option<String>,
+    rtp: Option<String>,
     /// Empty when it printed none.
     admin_token: String,
 }
@@ -197,6 +200,7 @@ fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, Ready) {
         http: field("http").expect("ready line: http"),
         rtmps: field("rtmps"),
         srt: field("srt"),
+        rtp: field("rtp"),
         admin_token,
     };
     (child, ready)
@@ -209,6 +213,7 @@ fn strata(dir: &Path, env: &[(String, String)]) -> Command {
         .env("STRATA__DATA_DIR", dir.join("data"))
         .env("STRATA__RTMP__LISTEN", "127.0.0.1:0")
         .env("STRATA__SRT__LISTEN", "127.0.0.1:0")
+        .env("STRATA__DEVICES__RTP_LISTEN", "127.0.0.1:0")
         .env("STRATA__HTTP__LISTEN", "127.0.0.1:0")
         .env("STRATA__HTTP__WEB_ROOT", web_root())
         .env("RUST_LOG", "info")
@@ -255,6 +260,7 @@ impl Server {
             http: ready.http,
             rtmps: ready.rtmps,
             srt: ready.srt,
+            rtp: ready.rtp,
             admin_token: ready.admin_token,
             child,
             dir,
@@ -284,8 +290,16 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         let (child, ready) = spawn(self.dir.path(), &self.env);
-        (self.child, self.rtmp, self.http, self.rtmps, self.srt) =
-            (child, ready.rtmp, ready.http, ready.rtmps, ready.srt);
+        (
+            self.child, self.rtmp, self.http, self.rtmps, self.srt, self.rtp,
+        ) = (
+            child,
+            ready.rtmp,
+            ready.http,
+            ready.rtmps,
+            ready.srt,
+            ready.rtp,
+        );
     }
 
     /// Creates `name` with `ladder` (`passthrough`, `default`, `low-cpu`).
@@ -897,4 +911,43 @@ pub fn probe_kinds_and_duration(url: &str) -> (Vec<String>, f64) {
         .and_then(|d| d.parse().ok())
         .unwrap_or(0.0);
     (kinds, duration)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads the admin events stream (`/api/v1/events`) in a thread; sends (arrival ms, event name, data).
+pub fn admin_events(
+    server: &Server,
+) -> std::sync::mpsc::Receiver<(i64, String, serde_json::Value)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = server.url("/api/v1/events");
+    let token = server.admin_token.clone();
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let Ok(response) = agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+        else {
+            return;
+        };
+        let mut name = String::new();
+        for line in std::io::BufReader::new(response.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let value = serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+                if tx.send((now_ms(), name.clone(), value)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }

@@ -701,7 +701,7 @@ fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// An `AVCDecoderConfigurationRecord` for one SPS and one PPS (4-byte NAL lengths).
-fn avc_record(sps: &[u8], pps: &[u8]) -> Bytes {
+pub(crate) fn avc_record(sps: &[u8], pps: &[u8]) -> Bytes {
     let mut record = BytesMut::with_capacity(11 + sps.len() + pps.len());
     record.put_u8(1);
     record.put_u8(sps.get(1).copied().unwrap_or(0));
