@@ -55,6 +55,14 @@ export function adminApi(token) {
     liveSessions: () => call('GET', '/sessions?state=live'),
     ladders: () => call('GET', '/ladders'),
     stopSession: (id) => call('DELETE', `/sessions/${encodeURIComponent(id)}`),
+    devices: () => call('GET', '/devices'),
+    createDevice: (name, streamId) => call('POST', '/devices', { name, stream_id: streamId }),
+    renameDevice: (id, name) => call('PATCH', `/devices/${encodeURIComponent(id)}`, { name }),
+    deleteDevice: (id) => call('DELETE', `/devices/${encodeURIComponent(id)}`),
+    rotateDeviceToken: (id) => call('POST', `/devices/${encodeURIComponent(id)}/token`),
+    revokeDeviceToken: (id) => call('DELETE', `/devices/${encodeURIComponent(id)}/token`),
+    startDevice: (id) => call('POST', `/devices/${encodeURIComponent(id)}/start`),
+    stopDevice: (id) => call('POST', `/devices/${encodeURIComponent(id)}/stop`),
     eventsUrl: '/api/v1/events',
   };
 }

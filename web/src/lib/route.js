@@ -13,3 +13,9 @@ export function route(pathname) {
   }
   return { page: 'missing' };
 }
+
+/** The dashboard's view for a location hash: `#devices` shows the devices, anything else the
+ * streams. (A hash, not a path: the origin serves the app at `/dashboard` only.) */
+export function dashboardView(hash) {
+  return hash === '#devices' ? 'devices' : 'streams';
+}
