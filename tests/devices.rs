@@ -262,16 +262,17 @@ struct Signaling(tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std:
 
 impl Signaling {
     fn connect(server: &Server, token: &str) -> Self {
-        let (mut socket, _) =
-            tungstenite::connect(format!("ws://{}/ingest/device", server.http)).expect("connect");
+        Self::try_connect(server, token).expect("connect and send the hello")
+    }
+
+    fn try_connect(server: &Server, token: &str) -> Result<Self, tungstenite::Error> {
+        let (mut socket, _) = tungstenite::connect(format!("ws://{}/ingest/device", server.http))?;
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_mut() {
-            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15)))?;
         }
         let hello = json!({"type": "hello", "version": 1, "token": token});
-        socket
-            .send(tungstenite::Message::text(hello.to_string()))
-            .expect("send hello");
-        Self(socket)
+        socket.send(tungstenite::Message::text(hello.to_string()))?;
+        Ok(Self(socket))
     }
 
     /// The next message of `kind`, answering pings; `None` when the socket closed.
@@ -421,16 +422,50 @@ fn wrong_rotated_and_revoked_tokens_are_refused_and_foreign_rtp_is_dropped_and_c
     }
 }
 
-#[test]
-fn a_killed_device_is_offline_within_10_s_and_its_broadcast_ends_after_the_grace() {
-    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "4")], |_| {});
+/// A device of a passthrough stream, online and started from the API.
+struct Started {
+    server: Server,
+    events: Receiver<(i64, String, Value)>,
+    playback_id: String,
+    id: String,
+    token: String,
+    agent: Agent,
+}
+
+/// Starts a server with `reconnect_grace` seconds of grace, a device and its agent, and
+/// starts the device.
+fn started(reconnect_grace: &str) -> Started {
+    let server = Server::start_with_env(
+        &[("STRATA__RTMP__RECONNECT_GRACE", reconnect_grace)],
+        |_| {},
+    );
     let events = admin_events(&server);
     let (stream_id, playback_id) = stream(&server, "camera", "passthrough");
     let (id, token) = device(&server, "pi-1", &stream_id);
-    let mut agent = agent(&server, &token);
+    let agent = agent(&server, &token);
     device_event(&events, "device.online", &id, Duration::from_secs(30)).expect("online");
     let (status, _) = command(&server, &id, "start");
     assert_eq!(status, 202);
+    Started {
+        server,
+        events,
+        playback_id,
+        id,
+        token,
+        agent,
+    }
+}
+
+#[test]
+fn a_killed_device_is_offline_within_10_s_and_its_broadcast_ends_after_the_grace() {
+    let Started {
+        server,
+        events,
+        playback_id,
+        id,
+        mut agent,
+        ..
+    } = started("4");
     let publishing = wait_for(Duration::from_secs(60), || {
         (segments_listed(&server, &playback_id) >= 2).then_some(())
     });
@@ -460,14 +495,14 @@ fn a_killed_device_is_offline_within_10_s_and_its_broadcast_ends_after_the_grace
     assert!(duration >= 3.0, "{duration}");
 }
 
-/// Relays UDP datagrams to the server's RTP port (set once known), dropping 5 % of them and
-/// holding back one in 25 until after the next (a reorder). Deterministic: the same packets
-/// are lost in every run.
 /// The relay's target (the server's RTP port, once known).
 type RelayTarget = Arc<Mutex<Option<SocketAddr>>>;
 /// Datagrams the relay received, and how many of them it dropped.
 type RelayCounts = Arc<Mutex<(u64, u64)>>;
 
+/// Relays UDP datagrams to the server's RTP port (set once known), dropping 5 % of them and
+/// holding back one in 25 until after the next (a reorder). Deterministic: the same packets
+/// are lost in every run.
 fn lossy_relay() -> (u16, RelayTarget, RelayCounts) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("relay socket");
     let port = socket.local_addr().unwrap().port();
@@ -592,14 +627,14 @@ fn shown(server: &Server, id: &str) -> Value {
 
 #[test]
 fn a_device_back_within_the_grace_continues_its_session_and_a_bitrate_change_continues_it_too() {
-    let server = Server::start_with_env(&[("STRATA__RTMP__RECONNECT_GRACE", "30")], |_| {});
-    let events = admin_events(&server);
-    let (stream_id, playback_id) = stream(&server, "camera", "passthrough");
-    let (id, token) = device(&server, "pi-1", &stream_id);
-    let mut first = agent(&server, &token);
-    device_event(&events, "device.online", &id, Duration::from_secs(30)).expect("online");
-    let (status, _) = command(&server, &id, "start");
-    assert_eq!(status, 202);
+    let Started {
+        server,
+        events,
+        playback_id,
+        id,
+        token,
+        agent: mut first,
+    } = started("30");
     let grew = |from: usize| {
         wait_for(Duration::from_secs(60), || {
             let n = segment_numbers(&server, &playback_id, "source");
@@ -736,4 +771,33 @@ fn webhooks_takeovers_and_session_stops_treat_a_device_like_any_publisher() {
         "{refused}"
     );
     assert_eq!(shown(&server, &id)["state"], "online");
+}
+
+#[test]
+fn sockets_that_never_authenticate_cannot_lock_connected_devices_out() {
+    let server = Server::start_with_env(&[("STRATA__DEVICES__HELLO_TIMEOUT", "6")], |_| {});
+    let (stream_id, _) = stream(&server, "camera", "passthrough");
+    let (_, token) = device(&server, "pi-1", &stream_id);
+    let mut connected = Signaling::connect(&server, &token);
+    connected.next("welcome").expect("welcome");
+
+    // a flood of sockets that say nothing fills the budget of unauthenticated ones (64)
+    let url = format!("ws://{}/ingest/device", server.http);
+    let silent: Vec<_> = (0..64)
+        .map(|_| tungstenite::connect(url.as_str()).expect("a silent socket"))
+        .collect();
+    match tungstenite::connect(url.as_str()) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("the 65th unauthenticated socket was not refused: {other:?}"),
+    }
+    // the connected device is untouched: it is still pinged
+    connected.next("ping").expect("still pinged");
+    // the silent ones are closed after the hello timeout; a device connects again
+    let admitted = wait_for(Duration::from_secs(20), || {
+        Signaling::try_connect(&server, &token)
+            .ok()?
+            .next("welcome")
+    });
+    assert!(admitted.is_some(), "no device connects after the flood");
+    drop(silent);
 }

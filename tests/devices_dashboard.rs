@@ -13,29 +13,6 @@ use std::process::{Child, Command, Stdio};
 
 use support::{api, Server};
 
-/// One 360p rung: the preview is the ladder's poster (passthrough makes none), and a single
-/// small rung keeps the transcoder light beside Chromium.
-const ONE_RUNG: &str = r#"
-description = "360p only, for the browser test"
-source = false
-
-[audio]
-bitrate = "96k"
-channels = 2
-sample_rate = 48000
-
-[[rungs]]
-name = "360p"
-height = 360
-bitrate = "700k"
-max_rate = "750k"
-buffer = "1050k"
-preset = "superfast"
-profile = "main"
-level = "3.0"
-max_fps = 30
-"#;
-
 /// The device agent, killed when dropped (at the end, and when the test fails on the way);
 /// on a failure its log is printed.
 struct Agent {
@@ -76,11 +53,7 @@ impl Drop for Agent {
 
 #[test]
 fn chromium_sees_a_device_online_starts_it_with_a_preview_and_stops_it() {
-    let server = Server::start_with(|dir| {
-        let ladders = dir.join("ladders");
-        std::fs::create_dir_all(&ladders).expect("ladders dir");
-        std::fs::write(ladders.join("browser-test.toml"), ONE_RUNG).expect("ladder file");
-    });
+    let server = Server::start_with(support::write_browser_test_ladder);
     let token = Some(server.admin_token.as_str());
 
     let (status, body) = api(

@@ -11,35 +11,10 @@ use std::time::Duration;
 
 use support::{api, probe_kinds_and_duration, wait_for, Server};
 
-const ONE_RUNG: &str = r#"
-description = "360p only, for the browser test"
-source = false
-
-[audio]
-bitrate = "96k"
-channels = 2
-sample_rate = 48000
-
-[[rungs]]
-name = "360p"
-height = 360
-bitrate = "700k"
-max_rate = "750k"
-buffer = "1050k"
-preset = "superfast"
-profile = "main"
-level = "3.0"
-max_fps = 30
-"#;
-
 #[test]
 fn chromium_goes_live_from_the_go_live_page_and_the_broadcast_plays_and_is_recorded() {
     // one 360p rung: two cores run Chromium's encoder, the ladder and two players
-    let server = Server::start_with(|dir| {
-        let ladders = dir.join("ladders");
-        std::fs::create_dir_all(&ladders).expect("ladders dir");
-        std::fs::write(ladders.join("browser-test.toml"), ONE_RUNG).expect("ladder file");
-    });
+    let server = Server::start_with(support::write_browser_test_ladder);
     let stdout = support::run_browser_script(
         &server,
         "golive.mjs",

@@ -849,6 +849,36 @@ pub fn live_session(server: &Server, playback_id: &str) -> Option<serde_json::Va
         .find(|s| s["playback_id"] == playback_id)
 }
 
+/// One 360p rung (`ladders/browser-test.toml`), for browser tests: two cores run Chromium, the
+/// ladder and the players, and the rung makes the poster a preview needs (passthrough makes
+/// none).
+pub fn write_browser_test_ladder(dir: &Path) {
+    let ladders = dir.join("ladders");
+    std::fs::create_dir_all(&ladders).expect("ladders dir");
+    std::fs::write(ladders.join("browser-test.toml"), BROWSER_TEST_LADDER).expect("ladder file");
+}
+
+const BROWSER_TEST_LADDER: &str = r#"
+description = "360p only, for the browser tests"
+source = false
+
+[audio]
+bitrate = "96k"
+channels = 2
+sample_rate = 48000
+
+[[rungs]]
+name = "360p"
+height = 360
+bitrate = "700k"
+max_rate = "750k"
+buffer = "1050k"
+preset = "superfast"
+profile = "main"
+level = "3.0"
+max_fps = 30
+"#;
+
 /// Runs the browser script `web/tests/e2e/{script}` (headless Chromium via playwright-core)
 /// against `server`, its streams on `ladder`, with its screenshots in `target/tmp/{shots}/`;
 /// fails with its output and the server's log unless it passes and every file of
