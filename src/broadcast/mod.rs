@@ -2,10 +2,11 @@
 //!
 //! An ingest module (`ingest::rtmp`, `ingest::srt`, …) only turns its wire format into
 //! `StreamEvent`s and owns its connection's clock. Everything else is here, written once:
-//! - `Core::admit` checks the stream key or a device's token (by hash), refuses a stream live on another node,
-//!   asks the `on_publish` webhook, takes the database claim (one node owns a stream), continues
-//!   a broadcast parked in its reconnect grace or takes over the hub's slot (a second publisher
-//!   of the same stream replaces the first), checks the key once more, and starts the pipeline;
+//! - `Core::admit` checks the stream key or a device's token (by hash), refuses a stream live
+//!   on another node, asks the `on_publish` webhook, takes the database claim (one node owns a
+//!   stream), continues a broadcast parked in its reconnect grace or takes over the hub's slot
+//!   (a second publisher of the same stream replaces the first), checks the key once more, and
+//!   starts the pipeline;
 //! - the returned `Broadcast` handle carries media into the pipeline, counts the input stats,
 //!   keeps timestamps continuous across reconnects (`ResumableClock`) and is cancelled on a
 //!   takeover, a stop from the API or shutdown;
