@@ -393,7 +393,9 @@ async fn create_demo_stream_if_empty(db: &Db, ladder: &str) -> anyhow::Result<Op
     if !db.list_streams().await?.is_empty() {
         return Ok(None);
     }
-    let (_, key) = db.create_stream("demo", ladder, true).await?;
+    let (_, key) = db
+        .create_stream("demo", ladder, true, crate::db::DEFAULT_DVR_WINDOW_SECS)
+        .await?;
     Ok(Some(key))
 }
 

@@ -368,6 +368,7 @@ mod tests {
                 playback_id: "pppppppppppppppp".into(),
                 ladder: "default".into(),
                 started_at: 1,
+                dvr_window: 0,
             },
             state: crate::hub::live::LiveState::Live,
             uptime_secs: 1.0,

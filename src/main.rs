@@ -110,6 +110,9 @@ enum StreamCommand {
         /// Keep no VOD recording of its broadcasts.
         #[arg(long)]
         no_record: bool,
+        /// How far back viewers may rewind a live broadcast, seconds (0: no DVR).
+        #[arg(long, default_value_t = strata::db::DEFAULT_DVR_WINDOW_SECS)]
+        dvr_window: u32,
         #[arg(long)]
         json: bool,
     },
@@ -263,12 +266,15 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
             name,
             ladder,
             no_record,
+            dvr_window,
             json,
         } => {
             let ladders = settings.load_ladders()?;
             let ladder = ladder.unwrap_or_else(|| settings.transcode.default_ladder.clone());
             ladders.get(&ladder)?;
-            let (stream, key) = db.create_stream(&name, &ladder, !no_record).await?;
+            let (stream, key) = db
+                .create_stream(&name, &ladder, !no_record, dvr_window)
+                .await?;
             if json {
                 let value = serde_json::json!({
                     "name": stream.name,
@@ -276,6 +282,7 @@ async fn stream_command(settings: Settings, command: StreamCommand) -> anyhow::R
                     "playback_id": stream.playback_id,
                     "ladder": stream.ladder,
                     "record": stream.record,
+                    "dvr_window": stream.dvr_window,
                     "rtmp_url": urls.rtmp,
                     "rtmps_url": urls.rtmps,
                     "srt_url": urls.srt_for(&key),

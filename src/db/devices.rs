@@ -244,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn device_tokens_open_their_device_until_rotated_or_revoked() {
         let (_dir, db) = scratch().await;
-        let (stream, key) = db.create_stream("cam", "default", false).await.unwrap();
+        let (stream, key) = db.create_stream("cam", "default", false, 0).await.unwrap();
         let (device, token) = db.create_device("pi-1", &stream.id).await.unwrap();
         assert_eq!(device.state, "offline");
         assert_eq!(

@@ -26,7 +26,15 @@ pub enum DbError {
     DeviceNameTaken(String),
     #[error("a device name {}", ids::NAME_RULE)]
     BadDeviceName,
+    #[error("a DVR window is 0 (off) to {MAX_DVR_WINDOW_SECS} seconds")]
+    BadDvrWindow,
 }
+
+/// A new stream's DVR window: two hours of a live broadcast can be rewound.
+pub const DEFAULT_DVR_WINDOW_SECS: u32 = 7200;
+/// The longest DVR window: a day. A broadcast's timelines hold every segment anyway (its
+/// recording lists them all); the DVR playlists rewritten with every segment are what grows.
+pub const MAX_DVR_WINDOW_SECS: u32 = 86_400;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -46,6 +54,8 @@ pub struct Stream {
     pub ladder: String,
     /// Whether its broadcasts are kept as VOD recordings.
     pub record: bool,
+    /// How far back (seconds) viewers may rewind its live broadcasts; 0: no DVR.
+    pub dvr_window: u32,
     /// The next segment number its broadcasts will use.
     pub next_segment: u64,
     /// Unix milliseconds.
@@ -62,6 +72,9 @@ impl Stream {
             playback_id: row.try_get("playback_id")?,
             ladder: row.try_get("ladder")?,
             record: row.try_get::<i64, _>("record")? != 0,
+            dvr_window: row
+                .try_get::<i64, _>("dvr_window")?
+                .clamp(0, i64::from(MAX_DVR_WINDOW_SECS)) as u32,
             next_segment: row.try_get::<i64, _>("next_segment")?.max(0) as u64,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -70,7 +83,7 @@ impl Stream {
 }
 
 const STREAM_COLUMNS: &str =
-    "id, name, playback_id, ladder, record, next_segment, created_at, updated_at";
+    "id, name, playback_id, ladder, record, dvr_window, next_segment, created_at, updated_at";
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -104,16 +117,21 @@ impl Db {
         Ok(Self { pool, keys })
     }
 
-    /// Creates a stream that uses `ladder` (the caller checked it exists) and keeps recordings
-    /// if `record`; returns it with its key, which is never retrievable again.
+    /// Creates a stream that uses `ladder` (the caller checked it exists), keeps recordings
+    /// if `record` and lets viewers rewind `dvr_window` seconds; returns it with its key, which
+    /// is never retrievable again.
     pub async fn create_stream(
         &self,
         name: &str,
         ladder: &str,
         record: bool,
+        dvr_window: u32,
     ) -> Result<(Stream, String), DbError> {
         if !ids::is_name(name) {
             return Err(DbError::BadName);
+        }
+        if dvr_window > MAX_DVR_WINDOW_SECS {
+            return Err(DbError::BadDvrWindow);
         }
         if self.stream_by_name(name).await?.is_some() {
             return Err(DbError::NameTaken(name.to_string()));
@@ -125,13 +143,14 @@ impl Db {
             playback_id: ids::new_playback_id(),
             ladder: ladder.to_string(),
             record,
+            dvr_window,
             next_segment: 0,
             created_at: now_ms(),
             updated_at: 0,
         };
         sqlx::query(
-            "INSERT INTO streams (id, name, playback_id, key_hash, ladder, record, next_segment, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+            "INSERT INTO streams (id, name, playback_id, key_hash, ladder, record, dvr_window, \
+             next_segment, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
         )
         .bind(&stream.id)
         .bind(&stream.name)
@@ -139,6 +158,7 @@ impl Db {
         .bind(self.keys.hash(&key))
         .bind(&stream.ladder)
         .bind(i64::from(stream.record))
+        .bind(i64::from(stream.dvr_window))
         .bind(stream.created_at)
         .execute(&self.pool)
         .await?;
@@ -188,15 +208,19 @@ impl Db {
         self.stream_where("playback_id", id).await
     }
 
-    /// Renames a stream and/or changes its ladder (the caller checked it exists) and whether it
-    /// records; what is `None` stays.
+    /// Renames a stream and/or changes its ladder (the caller checked it exists), whether it
+    /// records and its DVR window; what is `None` stays.
     pub async fn update_stream(
         &self,
         id: &str,
         name: Option<&str>,
         ladder: Option<&str>,
         record: Option<bool>,
+        dvr_window: Option<u32>,
     ) -> Result<Option<Stream>, DbError> {
+        if dvr_window.is_some_and(|w| w > MAX_DVR_WINDOW_SECS) {
+            return Err(DbError::BadDvrWindow);
+        }
         let Some(current) = self.stream_by_id(id).await? else {
             return Ok(None);
         };
@@ -208,11 +232,13 @@ impl Db {
             return Err(DbError::NameTaken(name.to_string()));
         }
         sqlx::query(
-            "UPDATE streams SET name = $1, ladder = $2, record = $3, updated_at = $4 WHERE id = $5",
+            "UPDATE streams SET name = $1, ladder = $2, record = $3, dvr_window = $4, \
+             updated_at = $5 WHERE id = $6",
         )
         .bind(name)
         .bind(ladder.unwrap_or(&current.ladder))
         .bind(i64::from(record.unwrap_or(current.record)))
+        .bind(i64::from(dvr_window.unwrap_or(current.dvr_window)))
         .bind(now_ms())
         .bind(id)
         .execute(&self.pool)
@@ -355,24 +381,61 @@ mod tests {
     #[tokio::test]
     async fn keys_open_their_stream_and_nothing_else() {
         let (_dir, db) = db().await;
-        let (stream, key) = db.create_stream("demo", "default", true).await.unwrap();
+        let (stream, key) = db
+            .create_stream("demo", "default", true, DEFAULT_DVR_WINDOW_SECS)
+            .await
+            .unwrap();
         assert_eq!(db.stream_by_key(&key).await.unwrap(), Some(stream.clone()));
         assert_eq!(db.stream_by_key("sk_wrong").await.unwrap(), None);
         assert!(matches!(
-            db.create_stream("demo", "default", true).await,
+            db.create_stream("demo", "default", true, DEFAULT_DVR_WINDOW_SECS)
+                .await,
             Err(DbError::NameTaken(_))
         ));
         assert!(matches!(
-            db.create_stream("../x", "default", true).await,
+            db.create_stream("../x", "default", true, DEFAULT_DVR_WINDOW_SECS)
+                .await,
             Err(DbError::BadName)
         ));
         assert_eq!(db.list_streams().await.unwrap(), vec![stream]);
     }
 
     #[tokio::test]
+    async fn a_dvr_window_is_kept_and_bounded() {
+        let (_dir, db) = db().await;
+        let (stream, _) = db.create_stream("s", "default", true, 300).await.unwrap();
+        assert_eq!(stream.dvr_window, 300);
+        let too_long = MAX_DVR_WINDOW_SECS + 1;
+        assert!(matches!(
+            db.create_stream("t", "default", true, too_long).await,
+            Err(DbError::BadDvrWindow)
+        ));
+        assert!(matches!(
+            db.update_stream(&stream.id, None, None, None, Some(too_long))
+                .await,
+            Err(DbError::BadDvrWindow)
+        ));
+        let off = db
+            .update_stream(&stream.id, None, None, None, Some(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((off.dvr_window, off.record), (0, true));
+        let renamed = db
+            .update_stream(&stream.id, Some("u"), None, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(renamed.dvr_window, 0);
+    }
+
+    #[tokio::test]
     async fn segment_numbers_are_reserved_once() {
         let (_dir, db) = db().await;
-        let (stream, _) = db.create_stream("s", "default", true).await.unwrap();
+        let (stream, _) = db
+            .create_stream("s", "default", true, DEFAULT_DVR_WINDOW_SECS)
+            .await
+            .unwrap();
         assert_eq!(db.reserve_segments(&stream.id, 16).await.unwrap(), 0);
         assert_eq!(db.reserve_segments(&stream.id, 16).await.unwrap(), 16);
         // the first reservation cannot grow past the second

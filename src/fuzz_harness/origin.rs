@@ -41,7 +41,7 @@ pub fn origin_path(data: &[u8]) {
     let file = parts[parts.len() - 1];
     let expected = match kind {
         Kind::Playlist => file.ends_with(".m3u8"),
-        Kind::Mpd => file == "manifest.mpd",
+        Kind::Mpd => file == "manifest.mpd" || (file == "dvr.mpd" && root == "live"),
         Kind::Init => file == "init.mp4",
         Kind::Segment => file.ends_with(".m4s") && file.matches('.').count() == 1,
         Kind::Part => file.ends_with(".m4s") && file.matches('.').count() == 2,

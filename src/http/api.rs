@@ -24,7 +24,7 @@ use super::device_api;
 use crate::cluster::Cluster;
 use crate::db::ids::sha256_hex;
 use crate::db::sessions::{Recording, Session, SourceInfo};
-use crate::db::{Db, DbError, Stream};
+use crate::db::{Db, DbError, Stream, DEFAULT_DVR_WINDOW_SECS};
 use crate::events::EventBus;
 use crate::hub::{Hub, SessionIdentity, SessionStats};
 use crate::publish::sweep::remove_recording;
@@ -99,7 +99,7 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> HttpRespo
 pub(super) fn db_error(e: DbError) -> HttpResponse {
     match e {
         DbError::NameTaken(_) => error(StatusCode::CONFLICT, e.to_string()),
-        DbError::BadName => error(StatusCode::BAD_REQUEST, e.to_string()),
+        DbError::BadName | DbError::BadDvrWindow => error(StatusCode::BAD_REQUEST, e.to_string()),
         e => {
             tracing::error!(error = %e, "API request failed on the database");
             error(
@@ -123,6 +123,8 @@ pub struct CreateStream {
     pub ladder: Option<String>,
     /// Keep each broadcast as a VOD recording (default true).
     pub record: Option<bool>,
+    /// How far back viewers may rewind a live broadcast, seconds (default 7200; 0: no DVR).
+    pub dvr_window: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -132,6 +134,8 @@ pub struct UpdateStream {
     pub ladder: Option<String>,
     /// Applies from the stream's next broadcast.
     pub record: Option<bool>,
+    /// DVR window in seconds (0: off); applies from the stream's next broadcast.
+    pub dvr_window: Option<u32>,
 }
 
 /// A new stream key, shown only in this answer.
@@ -199,7 +203,12 @@ async fn create_stream(state: web::Data<ApiState>, body: web::Json<CreateStream>
         return response;
     }
     let record = body.record.unwrap_or(true);
-    match state.db.create_stream(&body.name, &ladder, record).await {
+    let dvr_window = body.dvr_window.unwrap_or(DEFAULT_DVR_WINDOW_SECS);
+    match state
+        .db
+        .create_stream(&body.name, &ladder, record, dvr_window)
+        .await
+    {
         Ok((stream, key)) => HttpResponse::Created().json(CreatedStream {
             hls_url: format!(
                 "{}/live/{}/master.m3u8",
@@ -260,6 +269,7 @@ async fn update_stream(
             body.name.as_deref(),
             body.ladder.as_deref(),
             body.record,
+            body.dvr_window,
         )
         .await
     {

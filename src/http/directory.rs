@@ -31,6 +31,9 @@ pub struct DirectoryEntry {
     /// A picture of the live broadcast (refreshed every 10 s), when it has one: ladders that
     /// transcode make posters, passthrough does not.
     pub poster_url: Option<String>,
+    /// Seconds of a live broadcast viewers may rewind (`/live/{playback_id}/dvr.m3u8` and
+    /// `dvr.mpd`); 0: no DVR.
+    pub dvr_window: u32,
 }
 
 /// Segments a broadcast needs before the directory calls it ready (hls.js and dash.js start
@@ -48,6 +51,7 @@ impl DirectoryEntry {
             poster_url: stats
                 .poster
                 .then(|| format!("/live/{}/poster.jpg", stats.id.playback_id)),
+            dvr_window: stats.id.dvr_window,
         }
     }
 
@@ -64,6 +68,7 @@ impl DirectoryEntry {
                 started_at: None,
                 ready: false,
                 poster_url: None,
+                dvr_window: stream.dvr_window,
             },
         }
     }

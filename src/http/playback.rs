@@ -1,7 +1,8 @@
 //! Playback: `live/…` and `vod/…` served from the object store, plus the time endpoint.
 //!
 //! Only paths of the shapes Strata writes are looked up (`{root}/{id}/{manifest}` and
-//! `{root}/{id}/{rendition}/{file}`, with a server-generated id); anything else is a 404
+//! `{root}/{id}/{rendition}/{file}`, with a server-generated id; the DVR view's `dvr.m3u8` and
+//! `dvr.mpd` only under `live/`); anything else is a 404
 //! before the store is touched, so no request reaches outside the store's prefix.
 //!
 //! With `storage.public_base_url` set, segment requests answer `302` to that base (a public
@@ -89,9 +90,13 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
     let kind = match parts.as_slice() {
         [id, "master.m3u8"] if ids::is_public_id(id) => Kind::Playlist,
         [id, "manifest.mpd"] if ids::is_public_id(id) => Kind::Mpd,
+        // the DVR view exists only while a broadcast is live (and a while after)
+        [id, "dvr.m3u8"] if root == "live" && ids::is_public_id(id) => Kind::Playlist,
+        [id, "dvr.mpd"] if root == "live" && ids::is_public_id(id) => Kind::Mpd,
         [id, "poster.jpg"] if root == "live" && ids::is_public_id(id) => Kind::Poster,
         [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
             "index.m3u8" => Kind::Playlist,
+            "dvr.m3u8" if root == "live" => Kind::Playlist,
             "init.mp4" => Kind::Init,
             f => {
                 let stem = f.strip_suffix(".m4s")?;
@@ -204,7 +209,8 @@ async fn object(
     if root == "live" {
         // a broadcast live on this node answers low-latency requests from memory
         match (kind, tail.split('/').collect::<Vec<_>>().as_slice()) {
-            (Kind::Playlist, [id, rendition, _]) => {
+            // the DVR view is plain HLS from the store
+            (Kind::Playlist, [id, rendition, "index.m3u8"]) => {
                 let edges = &state.edges;
                 if let Some(answer) = low_latency::playlist(&req, edges, id, rendition).await {
                     return answer;
@@ -345,6 +351,10 @@ mod tests {
             classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1),
             Some(Kind::Init)
         );
+        for dvr in ["dvr.m3u8", "source/dvr.m3u8", "dvr.mpd"] {
+            assert!(classify("live", &format!("{id}/{dvr}")).is_some(), "{dvr}");
+            assert!(classify("vod", &format!("{id}/{dvr}")).is_none(), "{dvr}");
+        }
         for bad in [
             "../etc/passwd".to_string(),
             format!("{id}/../../x/master.m3u8"),

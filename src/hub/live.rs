@@ -26,6 +26,9 @@ pub struct SessionIdentity {
     pub ladder: String,
     /// Unix milliseconds.
     pub started_at: i64,
+    /// Seconds of the broadcast viewers may rewind (its DVR view); 0: none.
+    #[serde(default)]
+    pub dvr_window: u32,
 }
 
 /// What the API and the events stream show about a live broadcast (also what other nodes are
@@ -135,6 +138,7 @@ impl LiveStats {
                 playback_id: stream.playback_id.clone(),
                 ladder: stream.ladder.clone(),
                 started_at: chrono::Utc::now().timestamp_millis(),
+                dvr_window: stream.dvr_window,
             },
             started: now,
             bytes_in: AtomicU64::new(0),

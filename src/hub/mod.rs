@@ -174,6 +174,7 @@ mod tests {
             playback_id: "p".into(),
             ladder: "default".into(),
             record: true,
+            dvr_window: 0,
             next_segment: 0,
             created_at: 0,
             updated_at: 0,

@@ -387,3 +387,55 @@ fn the_part_to_come_moves_to_the_next_segment_once_a_segment_has_all_its_parts()
     t.push_part(2, part, false);
     assert_eq!(t.next_part(), (2, 1));
 }
+
+#[test]
+fn dvr_view_reaches_back_its_depth_on_every_rendition() {
+    // 2, 2, 2.4, 2, 2 s: the newest four cover 6.5 s (8.4 s), three would not (6.4 s)
+    let p = presentation(
+        PresentationKind::Dvr {
+            window: 2,
+            depth: 6.5,
+        },
+        false,
+    );
+    assert_eq!(p.listed_count(), Some(4));
+    for timeline in p.timelines() {
+        let text = hls::media_playlist(&p, timeline);
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.media_sequence, 41, "{}", timeline.name);
+        let uris: Vec<_> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(uris, ["41.m4s", "42.m4s", "43.m4s", "44.m4s"]);
+        assert!(!parsed.end_list);
+    }
+    let master = hls::master_playlist(&p);
+    let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).unwrap();
+    let uris: Vec<_> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(uris, ["source/dvr.m3u8", "120p/dvr.m3u8"]);
+    assert!(master.contains("URI=\"audio/dvr.m3u8\""));
+    let mpd = dash::mpd(&p, "https://origin/time", t0());
+    let parsed = dash_mpd_core::parse(&mpd).unwrap();
+    assert_eq!(parsed.mpdtype.as_deref(), Some("dynamic"));
+    assert_eq!(
+        parsed.timeShiftBufferDepth,
+        Some(std::time::Duration::from_millis(8400))
+    );
+    // never shorter than the live window
+    let short = presentation(
+        PresentationKind::Dvr {
+            window: 2,
+            depth: 1.0,
+        },
+        false,
+    );
+    assert_eq!(short.listed_count(), Some(2));
+    // longer than the broadcast: all of it
+    let long = presentation(
+        PresentationKind::Dvr {
+            window: 2,
+            depth: 3600.0,
+        },
+        false,
+    );
+    assert_eq!(long.listed(&long.videos[0]).len(), 5);
+    assert_eq!(long.media_sequence(&long.videos[0]), 40);
+}

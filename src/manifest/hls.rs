@@ -2,7 +2,8 @@
 //! audio rendition group) and each rendition's media playlist (fMP4, version 7).
 //!
 //! URIs are relative (`source/index.m3u8`, `init.mp4`, `{n}.m4s`), so the same text works at the
-//! origin, behind a CDN and for the VOD copy.
+//! origin, behind a CDN and for the VOD copy. The DVR view's multivariant playlist names each
+//! rendition's `dvr.m3u8` instead.
 
 use m3u8_rs::{
     AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
@@ -60,7 +61,7 @@ pub fn master_playlist(p: &Presentation) -> String {
         };
         alternatives.push(AlternativeMedia {
             media_type: AlternativeMediaType::Audio,
-            uri: Some(format!("{}/index.m3u8", audio.name)),
+            uri: Some(format!("{}/{}", audio.name, p.kind.media_playlist())),
             group_id: AUDIO_GROUP.into(),
             name: audio.name.clone(),
             default: true,
@@ -92,7 +93,7 @@ fn variant(p: &Presentation, video: &Timeline) -> VariantStream {
         average += audio.average_bps();
     }
     VariantStream {
-        uri: format!("{}/index.m3u8", video.name),
+        uri: format!("{}/{}", video.name, p.kind.media_playlist()),
         bandwidth,
         average_bandwidth: Some(average),
         codecs: Some(codecs),

@@ -1,6 +1,11 @@
 //! Manifests: pure state → text. `Timeline` is one rendition's list of published segments (the
-//! live sliding window, or the whole broadcast for VOD); `hls` and `dash` render a `Presentation`
-//! of timelines with m3u8-rs and dash-mpd-core.
+//! live sliding window, the DVR window, or the whole broadcast for VOD); `hls` and `dash` render
+//! a `Presentation` of timelines with m3u8-rs and dash-mpd-core.
+//!
+//! A live broadcast has two views of the same segments: the live window (`index.m3u8`,
+//! `manifest.mpd`: short, low-latency, for players that start at the edge) and, when the stream
+//! has a DVR window, the DVR view (`dvr.m3u8`, `dvr.mpd`: every segment of the last
+//! `dvr_window` seconds, plain HLS and DASH, for players that rewind).
 
 pub mod dash;
 pub mod hls;
@@ -134,6 +139,22 @@ impl Timeline {
         self.segments.push(entry);
     }
 
+    /// How many of the newest segments it takes to cover `secs` seconds: the fewest whose
+    /// durations add up to at least `secs` (all of them if they do not).
+    pub fn covering(&self, secs: f64) -> usize {
+        let wanted = (secs.max(0.0) * f64::from(self.timescale)).round() as u64;
+        let mut covered = 0u64;
+        let mut count = 0;
+        for segment in self.segments.iter().rev() {
+            if covered >= wanted {
+                break;
+            }
+            covered += segment.duration;
+            count += 1;
+        }
+        count
+    }
+
     /// The last `window` segments, or all of them.
     pub fn listed(&self, window: Option<usize>) -> &[SegmentEntry] {
         let window = window.map_or(self.segments.len(), |w| w.max(1));
@@ -184,12 +205,31 @@ impl Timeline {
     }
 }
 
-/// Whether a presentation is the live one (a sliding window, may still grow) or a finished
-/// recording (every segment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a presentation is the live one (a sliding window, may still grow), the DVR view of
+/// a live one (a longer sliding window, counted in seconds), or a finished recording (every
+/// segment).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PresentationKind {
-    Live { window: usize },
+    Live {
+        window: usize,
+    },
+    /// The segments that cover the last `depth` seconds, and never fewer than `window`.
+    Dvr {
+        window: usize,
+        depth: f64,
+    },
     Vod,
+}
+
+impl PresentationKind {
+    /// The file name of a rendition's media playlist in this view (`{rendition}/{name}`; the
+    /// DVR view's multivariant playlist has the same name one level up).
+    pub fn media_playlist(self) -> &'static str {
+        match self {
+            PresentationKind::Dvr { .. } => "dvr.m3u8",
+            PresentationKind::Live { .. } | PresentationKind::Vod => "index.m3u8",
+        }
+    }
 }
 
 /// Everything the HLS and DASH writers need about one broadcast.
@@ -238,28 +278,37 @@ impl Presentation {
         self.kind == PresentationKind::Vod
     }
 
+    /// How many of the newest segments of each timeline the manifests list (`None`: all).
+    /// The DVR view counts on the lead rendition, so every rendition lists the same numbers.
+    pub fn listed_count(&self) -> Option<usize> {
+        self.count_for(self.kind)
+    }
+
+    /// How many of the newest segments of each timeline a view of `kind` lists (`None`: all).
+    pub fn count_for(&self, kind: PresentationKind) -> Option<usize> {
+        match kind {
+            PresentationKind::Live { window } => Some(window),
+            PresentationKind::Dvr { window, depth } => Some(
+                self.lead()
+                    .map_or(window, |lead| lead.covering(depth).max(window)),
+            ),
+            PresentationKind::Vod => None,
+        }
+    }
+
     /// The segments of `timeline` this presentation's manifests list.
     pub fn listed<'a>(&self, timeline: &'a Timeline) -> &'a [SegmentEntry] {
-        match self.kind {
-            PresentationKind::Live { window } => timeline.listed(Some(window)),
-            PresentationKind::Vod => timeline.listed(None),
-        }
+        timeline.listed(self.listed_count())
     }
 
     /// `EXT-X-MEDIA-SEQUENCE` of `timeline`'s listed segments.
     pub fn media_sequence(&self, timeline: &Timeline) -> u64 {
-        match self.kind {
-            PresentationKind::Live { window } => timeline.first_sequence(Some(window)),
-            PresentationKind::Vod => timeline.first_sequence(None),
-        }
+        timeline.first_sequence(self.listed_count())
     }
 
     /// `EXT-X-DISCONTINUITY-SEQUENCE` of `timeline`'s listed segments.
     pub fn discontinuity_sequence(&self, timeline: &Timeline) -> u64 {
-        match self.kind {
-            PresentationKind::Live { window } => timeline.discontinuities_before(Some(window)),
-            PresentationKind::Vod => 0,
-        }
+        timeline.discontinuities_before(self.listed_count())
     }
 
     /// Duration of the listed segments of `timeline`.

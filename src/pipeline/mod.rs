@@ -230,6 +230,7 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
             segment_duration: ctx.segment_duration,
             part_duration: ctx.part_duration,
             window: ctx.window,
+            dvr_window: (stream.dvr_window > 0).then_some(f64::from(stream.dvr_window)),
             utc_timing_url: ctx.utc_timing_url.clone(),
             record: stream.record,
             grace: ctx.grace,
@@ -409,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_stream_error_ends_the_broadcast_and_releases_the_publisher() {
         let (_dir, db) = crate::db::scratch().await;
-        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        let (stream, _) = db.create_stream("s", "passthrough", true, 0).await.unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let shutdown = CancellationToken::new();
         let ctx = PipelineContext {

@@ -18,8 +18,13 @@
 //! sets from the numbers it reserved in the database (`numbers`); one that has no reserved
 //! number waits in the backlog like one the store refused.
 //!
-//! Retention: a segment that leaves the live window is deleted only after `grace`, so players
-//! and CDNs that fetched the previous playlist can still get it (the sweeper, `sweep`, removes
+//! DVR: when the stream has a DVR window, every segment round also rewrites the DVR view of the
+//! broadcast (`dvr.m3u8` and each rendition's `dvr.m3u8`, `dvr.mpd`: the segments of the last
+//! `dvr_window` seconds, plain HLS and DASH) after the live manifests, and segments stay until
+//! they leave that view instead of the live window.
+//!
+//! Retention: a segment that leaves the live window (or the DVR view) is deleted only after
+//! `grace`, so players and CDNs that fetched the previous playlist can still get it (the sweeper, `sweep`, removes
 //! what a crashed process left). Each segment is also copied (a hard link on local disk, a
 //! server-side copy on S3) under `vod/{recording_id}/`, where the finished broadcast stays as a
 //! VOD with its own manifests. Those manifests are also written every `CHECKPOINT_EVERY` stored
@@ -67,6 +72,8 @@ pub struct BroadcastPlan {
     /// Target part duration, seconds.
     pub part_duration: f64,
     pub window: usize,
+    /// The DVR window in seconds (none: no DVR view; segments go when they leave `window`).
+    pub dvr_window: Option<f64>,
     /// Absolute URL of the origin's time endpoint (DASH `UTCTiming`).
     pub utc_timing_url: String,
     /// Keep the broadcast as a recording under `vod/{recording_id}/`.
@@ -115,6 +122,8 @@ pub struct Publisher {
     manifests_behind: bool,
     /// Objects to delete once their instant has passed.
     retention: VecDeque<(Instant, Path)>,
+    /// Segments numbered below this have been scheduled for deletion (they left every view).
+    released_below: u64,
     /// BANDWIDTH last written into the multivariant playlist.
     master_bandwidth: u64,
     /// Segments given up.
@@ -145,6 +154,7 @@ impl Publisher {
             after_loss: false,
             manifests_behind: false,
             retention: VecDeque::new(),
+            released_below: 0,
             master_bandwidth: 0,
             lost: 0,
             number_limit: u64::MAX,
@@ -433,8 +443,6 @@ impl Publisher {
         number: u64,
         media_zero: DateTime<Utc>,
     ) -> Stored {
-        let window = self.plan.window;
-        let deadline = Instant::now() + self.plan.grace;
         let discontinuity = std::mem::take(&mut self.after_loss);
         let mut bytes = 0;
         if let Some(p) = self.presentation.as_mut() {
@@ -454,18 +462,58 @@ impl Publisher {
                     discontinuity,
                     parts: track.parts.clone(),
                 });
-                if let Some(old) = timeline.left_window(window) {
-                    let path = self.live_root.segment(&timeline.name, old.number);
-                    self.retention.push_back((deadline, path));
-                }
             }
         }
+        self.release_unlisted();
         Stored {
             number,
             duration_secs: segment.tracks.first().map_or(0.0, |t| t.duration_secs()),
             bytes,
             latency: Duration::ZERO,
         }
+    }
+
+    /// The view whose segments the live root keeps: the DVR view, or else the live window.
+    fn kept_view(&self) -> PresentationKind {
+        match self.plan.dvr_window {
+            Some(depth) => PresentationKind::Dvr {
+                window: self.plan.window,
+                depth,
+            },
+            None => PresentationKind::Live {
+                window: self.plan.window,
+            },
+        }
+    }
+
+    /// Schedules for deletion (after the grace) every segment that no view lists any more:
+    /// those numbered below the first the kept view lists on the lead rendition.
+    fn release_unlisted(&mut self) {
+        let Some(p) = &self.presentation else {
+            return;
+        };
+        let count = p.count_for(self.kept_view());
+        let Some(first_kept) = p
+            .lead()
+            .and_then(|lead| lead.listed(count).first())
+            .map(|s| s.number)
+        else {
+            return;
+        };
+        if first_kept <= self.released_below {
+            return;
+        }
+        let deadline = Instant::now() + self.plan.grace;
+        for timeline in p.timelines() {
+            let all = timeline.all();
+            let from = all.partition_point(|s| s.number < self.released_below);
+            let to = all.partition_point(|s| s.number < first_kept);
+            for old in &all[from..to.max(from)] {
+                let path = self.live_root.segment(&timeline.name, old.number);
+                self.retention.push_back((deadline, path));
+            }
+        }
+        self.released_below = first_kept;
     }
 
     /// Gives up the oldest backlog segments beyond `keep`: reported, never listed.
@@ -521,6 +569,16 @@ impl Publisher {
         if let Some(p) = &self.presentation {
             self.write_manifests(&self.live_root, p, write_master)
                 .await?;
+            if let PresentationKind::Dvr { .. } = self.kept_view() {
+                // plain HLS and DASH: a player that rewinds has no use for parts
+                let dvr = Presentation {
+                    kind: self.kept_view(),
+                    part_duration: None,
+                    ..p.clone()
+                };
+                self.write_manifests(&self.live_root, &dvr, write_master)
+                    .await?;
+            }
         }
         if write_master {
             self.master_bandwidth = bandwidth;
@@ -546,26 +604,33 @@ impl Publisher {
     }
 
     /// The manifests of `p` under `root`, in order: every media playlist, then (when asked)
-    /// the multivariant playlist, then the MPD. Objects are already stored.
+    /// the multivariant playlist, then the MPD. Objects are already stored. The DVR view has
+    /// its own names (`store::DVR_PLAYLIST`, `store::DVR_MPD`).
     async fn write_manifests(
         &self,
         root: &Root,
         p: &Presentation,
         write_master: bool,
     ) -> Result<(), PublishError> {
+        let (master, mpd) = match p.kind {
+            PresentationKind::Dvr { .. } => (store::DVR_PLAYLIST, store::DVR_MPD),
+            PresentationKind::Live { .. } | PresentationKind::Vod => {
+                (store::MASTER_PLAYLIST, store::MPD)
+            }
+        };
         for timeline in p.timelines() {
             self.put(
-                &root.rendition_file(&timeline.name, store::MEDIA_PLAYLIST),
+                &root.rendition_file(&timeline.name, p.kind.media_playlist()),
                 hls::media_playlist(p, timeline),
             )
             .await?;
         }
         if write_master {
-            self.put(&root.file(store::MASTER_PLAYLIST), hls::master_playlist(p))
+            self.put(&root.file(master), hls::master_playlist(p))
                 .await?;
         }
         self.put(
-            &root.file(store::MPD),
+            &root.file(mpd),
             dash::mpd(p, &self.plan.utc_timing_url, Utc::now()),
         )
         .await
@@ -657,6 +722,7 @@ mod tests {
             segment_duration: 2.0,
             part_duration: 0.5,
             window: 3,
+            dvr_window: None,
             utc_timing_url: "http://localhost/time".into(),
             record: true,
             grace: Duration::from_secs(30),
@@ -785,6 +851,66 @@ mod tests {
         assert!(text(&store, "vod/rrrrrrrrrrrrrrrr/master.m3u8")
             .await
             .contains("source/index.m3u8"));
+    }
+
+    #[tokio::test]
+    async fn the_dvr_view_reaches_back_its_window_and_retention_keeps_what_it_lists() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // 2 s segments, a live window of 3, a DVR window of 9 s: five segments (10 s)
+        let plan = BroadcastPlan {
+            dvr_window: Some(9.0),
+            record: false,
+            ..plan()
+        };
+        let mut publisher = publisher(&store, plan);
+        let zero = Utc::now();
+        publisher.start(vec![video_init()], zero).await.unwrap();
+        for n in 10..20 {
+            publisher.publish_segment(segment(n), zero).await.unwrap();
+        }
+        let live = text(&store, "live/aaaaaaaaaaaaaaaa/source/index.m3u8").await;
+        assert!(live.contains("#EXT-X-MEDIA-SEQUENCE:17"), "{live}");
+        let dvr = text(&store, "live/aaaaaaaaaaaaaaaa/source/dvr.m3u8").await;
+        let parsed = m3u8_rs::parse_media_playlist_res(dvr.as_bytes()).unwrap();
+        let uris: Vec<_> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(uris, ["15.m4s", "16.m4s", "17.m4s", "18.m4s", "19.m4s"]);
+        assert_eq!(parsed.media_sequence, 15);
+        assert!(!dvr.contains("#EXT-X-PART"), "{dvr}");
+        assert!(text(&store, "live/aaaaaaaaaaaaaaaa/dvr.m3u8")
+            .await
+            .contains("source/dvr.m3u8"));
+        let mpd = text(&store, "live/aaaaaaaaaaaaaaaa/dvr.mpd").await;
+        assert!(mpd.contains("timeShiftBufferDepth=\"PT10S\""), "{mpd}");
+        assert!(!mpd.contains("availabilityTimeOffset"), "{mpd}");
+        // what left the DVR view goes after the grace; what it lists stays
+        publisher
+            .delete_due(Instant::now() + Duration::from_secs(3600))
+            .await;
+        assert!(
+            missing_in_playlist(&store, "live/aaaaaaaaaaaaaaaa/source/dvr.m3u8")
+                .await
+                .is_empty()
+        );
+        for gone in 10..15 {
+            let path = format!("live/aaaaaaaaaaaaaaaa/source/{gone}.m4s");
+            assert!(store.head(&Path::from(path)).await.is_err(), "{gone}");
+        }
+        publisher.finish(zero).await.unwrap();
+        let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/dvr.m3u8").await;
+        assert!(ended.contains("#EXT-X-ENDLIST"), "{ended}");
+    }
+
+    #[tokio::test]
+    async fn without_a_dvr_window_no_dvr_view_is_written() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut publisher = publisher(&store, plan());
+        let zero = Utc::now();
+        publisher.start(vec![video_init()], zero).await.unwrap();
+        publisher.publish_segment(segment(1), zero).await.unwrap();
+        for name in ["dvr.m3u8", "dvr.mpd", "source/dvr.m3u8"] {
+            let path = Path::from(format!("live/aaaaaaaaaaaaaaaa/{name}"));
+            assert!(store.head(&path).await.is_err(), "{name}");
+        }
     }
 
     /// Every URI a media playlist names, and whether the store has it.

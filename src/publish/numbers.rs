@@ -78,7 +78,7 @@ mod tests {
     #[tokio::test]
     async fn reservations_grow_ahead_and_never_overlap() {
         let (_dir, db) = crate::db::scratch().await;
-        let (stream, _) = db.create_stream("s", "default", true).await.unwrap();
+        let (stream, _) = db.create_stream("s", "default", true, 0).await.unwrap();
         let (mut old, first) = SegmentNumbers::reserve(db.clone(), &stream.id)
             .await
             .unwrap();

@@ -327,6 +327,10 @@ impl Root {
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
 pub const MEDIA_PLAYLIST: &str = "index.m3u8";
 pub const MPD: &str = "manifest.mpd";
+/// The DVR view of a live broadcast (see `manifest`): its multivariant playlist under the live
+/// root and each rendition's media playlist have this name.
+pub const DVR_PLAYLIST: &str = "dvr.m3u8";
+pub const DVR_MPD: &str = "dvr.mpd";
 pub const INIT_SEGMENT: &str = "init.mp4";
 /// The live picture's poster (JPEG), under the live root.
 pub const POSTER: &str = "poster.jpg";

@@ -8,7 +8,7 @@
 //!   broadcasts the sweep starts from, nor, checked again just before its objects are listed,
 //!   claimed by any node in the database): when its newest manifest is older
 //!   than `retention.live_after_end`, everything; otherwise every segment its media playlists
-//!   no longer name.
+//!   (live window and DVR view) no longer name.
 //! - `vod/{recording_id}/`: everything, once the recording ended more than
 //!   `retention.vod_days` ago (0 keeps recordings). The recording's row goes with it. Objects
 //!   of a recording the database does not know are left alone: a database pointed at another
@@ -28,7 +28,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Root, MEDIA_PLAYLIST, MPD};
+use super::store::{Root, DVR_MPD, DVR_PLAYLIST, MEDIA_PLAYLIST, MPD};
 use crate::db::Db;
 
 #[derive(Debug, thiserror::Error)]
@@ -213,17 +213,22 @@ async fn sweep_live(
 }
 
 fn is_manifest(path: &Path) -> bool {
-    matches!(path.filename(), Some(MPD) | Some(MEDIA_PLAYLIST))
+    matches!(
+        path.filename(),
+        Some(MPD) | Some(DVR_MPD) | Some(MEDIA_PLAYLIST) | Some(DVR_PLAYLIST)
+    )
+}
+
+/// A rendition's media playlist (of the live window or the DVR view): `{root}/{rendition}/…`.
+fn is_media_playlist(path: &Path) -> bool {
+    matches!(path.filename(), Some(MEDIA_PLAYLIST) | Some(DVR_PLAYLIST)) && path.parts().count() > 3
 }
 
 /// Every segment the stored media playlists name. A playlist that cannot be read protects its
 /// whole rendition (nothing under it is deleted this time).
 async fn named_segments(store: &Arc<dyn ObjectStore>, objects: &[ObjectMeta]) -> HashSet<Path> {
     let mut named = HashSet::new();
-    for playlist in objects
-        .iter()
-        .filter(|o| o.location.filename() == Some(MEDIA_PLAYLIST))
-    {
+    for playlist in objects.iter().filter(|o| is_media_playlist(&o.location)) {
         let dir: Vec<_> = playlist.location.parts().collect();
         let dir = Path::from_iter(dir[..dir.len().saturating_sub(1)].iter().cloned());
         let text = match store.get(&playlist.location).await {
@@ -299,6 +304,10 @@ mod tests {
         let ended = "live/eeeeeeeeeeeeeeee";
         put(&store, &format!("{ended}/source/index.m3u8"), PLAYLIST).await;
         put(&store, &format!("{ended}/manifest.mpd"), "<MPD/>").await;
+        // the DVR view names one more (its multivariant playlist is no media playlist)
+        let dvr = PLAYLIST.replace("SEQUENCE:5\n", "SEQUENCE:4\n#EXTINF:2,\n4.m4s\n");
+        put(&store, &format!("{ended}/source/dvr.m3u8"), &dvr).await;
+        put(&store, &format!("{ended}/dvr.m3u8"), "#EXTM3U\n").await;
         for n in 3..8 {
             put(&store, &format!("{ended}/source/{n}.m4s"), "x").await;
         }
@@ -320,11 +329,11 @@ mod tests {
         // later: what the ended broadcast's playlist no longer names goes
         let later = Utc::now() + chrono::Duration::seconds(60);
         let swept = sweep(&store, &db, &rules, &is_live, later).await.unwrap();
-        assert_eq!(swept.objects, 3);
-        for n in [3, 4, 7] {
+        assert_eq!(swept.objects, 2);
+        for n in [3, 7] {
             assert!(!exists(&store, &format!("{ended}/source/{n}.m4s")).await);
         }
-        for n in [5, 6] {
+        for n in [4, 5, 6] {
             assert!(exists(&store, &format!("{ended}/source/{n}.m4s")).await);
         }
         assert!(exists(&store, &format!("{live}/source/1.m4s")).await);
@@ -343,7 +352,7 @@ mod tests {
     async fn a_stream_claimed_after_the_snapshot_is_left_alone() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (_dir, db) = db().await;
-        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        let (stream, _) = db.create_stream("s", "passthrough", true, 0).await.unwrap();
         let root = format!("live/{}", stream.playback_id);
         put(&store, &format!("{root}/source/index.m3u8"), PLAYLIST).await;
         put(&store, &format!("{root}/source/3.m4s"), "x").await;
@@ -368,7 +377,7 @@ mod tests {
 
     /// A stream with one recording, `rrrrrrrrrrrrrrrr`, started.
     async fn recording_stream(db: &Db) -> crate::db::Stream {
-        let (stream, _) = db.create_stream("s", "passthrough", true).await.unwrap();
+        let (stream, _) = db.create_stream("s", "passthrough", true, 0).await.unwrap();
         db.start_session("rrrrrrrrrrrrrrrr", &stream.id, "passthrough", true, "n")
             .await
             .unwrap();

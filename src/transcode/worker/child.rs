@@ -117,6 +117,7 @@ fn stream_of(job: &Job) -> Stream {
         playback_id: job.playback_id.clone(),
         ladder: job.ladder.name.clone(),
         record: false,
+        dvr_window: 0,
         next_segment: 0,
         created_at: 0,
         updated_at: 0,
