@@ -1,0 +1,50 @@
+// Rewinding a live stream through its DVR view. At the live edge the player plays the
+// low-latency manifests (`master.m3u8`, `manifest.mpd`); a viewer who moves the timeline back
+// gets the DVR view (`dvr.m3u8`, `dvr.mpd`: plain HLS and DASH over the stream's last
+// `dvr_window` seconds, the same segments), and "Go live" returns to the edge.
+
+/** Closer to live than this (seconds), moving the timeline returns to the live edge. */
+export const LIVE_SNAP_SECS = 10;
+
+/** The manifests a player of stream `id` loads: the live edge's, or the DVR view's. */
+export function manifestUrls(id, rewound) {
+  return rewound
+    ? { hls: `/live/${id}/dvr.m3u8`, dash: `/live/${id}/dvr.mpd` }
+    : { hls: `/live/${id}/master.m3u8`, dash: `/live/${id}/manifest.mpd` };
+}
+
+/** What moving the timeline to `wanted` seconds behind live does: `live` (back to the edge),
+ * `rewind` (switch to the DVR view there) or `seek` (already on it: seek). */
+export function scrubAction(wanted, rewound) {
+  if (!(wanted >= LIVE_SNAP_SECS)) return 'live';
+  return rewound ? 'seek' : 'rewind';
+}
+
+/** Seconds `video` plays behind the end of what it can seek to (the DVR view's edge), or null
+ * before it has a seekable range. */
+export function behindEdge(video) {
+  const ranges = video.seekable;
+  if (!ranges || ranges.length === 0) return null;
+  return Math.max(0, ranges.end(ranges.length - 1) - video.currentTime);
+}
+
+/** Moves `video` to `seconds` behind its seekable end (not before its start) as soon as it has
+ * a seekable range, checking every 200 ms for at most `timeoutMs`. Returns a cancel function. */
+export function seekBehind(video, seconds, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  let timer = null;
+  const attempt = () => {
+    const ranges = video.seekable;
+    if (ranges && ranges.length > 0 && video.readyState >= 1) {
+      const end = ranges.end(ranges.length - 1);
+      video.currentTime = Math.max(ranges.start(0), end - seconds);
+      timer = null;
+      return;
+    }
+    if (Date.now() < deadline) timer = setTimeout(attempt, 200);
+  };
+  attempt();
+  return () => {
+    if (timer !== null) clearTimeout(timer);
+  };
+}

@@ -1,0 +1,51 @@
+import { describe, expect, test, vi } from 'vitest';
+import { behindEdge, LIVE_SNAP_SECS, manifestUrls, scrubAction, seekBehind } from '../../src/lib/dvr.js';
+
+/** A stand-in for a video element: a seekable range, a playback position, a ready state. */
+function video({ start = 0, end = null, currentTime = 0, readyState = 4 } = {}) {
+  const ranges = end == null ? [] : [[start, end]];
+  return {
+    currentTime,
+    readyState,
+    seekable: { length: ranges.length, start: (i) => ranges[i][0], end: (i) => ranges[i][1] },
+  };
+}
+
+describe('DVR', () => {
+  test('the live edge plays the low-latency manifests, a rewind the DVR view', () => {
+    expect(manifestUrls('abc', false)).toEqual({ hls: '/live/abc/master.m3u8', dash: '/live/abc/manifest.mpd' });
+    expect(manifestUrls('abc', true)).toEqual({ hls: '/live/abc/dvr.m3u8', dash: '/live/abc/dvr.mpd' });
+  });
+
+  test('moving the timeline near live returns to live, further back rewinds or seeks', () => {
+    expect(scrubAction(0, true)).toBe('live');
+    expect(scrubAction(LIVE_SNAP_SECS - 1, false)).toBe('live');
+    expect(scrubAction(60, false)).toBe('rewind');
+    expect(scrubAction(60, true)).toBe('seek');
+    expect(scrubAction(NaN, true)).toBe('live');
+  });
+
+  test('behind the edge is measured from the end of the seekable range', () => {
+    expect(behindEdge(video())).toBeNull();
+    expect(behindEdge(video({ start: 10, end: 310, currentTime: 250 }))).toBe(60);
+    expect(behindEdge(video({ end: 100, currentTime: 101 }))).toBe(0);
+  });
+
+  test('a seek waits for a seekable range and never goes before its start', () => {
+    vi.useFakeTimers();
+    try {
+      const v = video();
+      const cancel = seekBehind(v, 60);
+      expect(v.currentTime).toBe(0);
+      v.seekable = video({ start: 100, end: 400 }).seekable;
+      vi.advanceTimersByTime(250);
+      expect(v.currentTime).toBe(340);
+      cancel();
+      const short = video({ start: 100, end: 130 });
+      seekBehind(short, 60);
+      expect(short.currentTime).toBe(100);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
