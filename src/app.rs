@@ -197,6 +197,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot reset the presence an earlier process left");
     }
     let devices = Devices::new(db.clone(), events.clone(), node_id.clone());
+    let clip_urls = urls.public.clone();
     let api = actix_web::web::Data::new(ApiState {
         db: db.clone(),
         hub: hub.clone(),
@@ -211,6 +212,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         store: store.clone(),
         devices: devices.clone(),
+        clips: Arc::new(crate::clips::Clipper::new(
+            store.clone(),
+            db.clone(),
+            webhooks.clone(),
+            move |clip| {
+                let view = crate::http::clip_api::ClipView::of(&clip_urls, clip.clone());
+                serde_json::to_value(view).unwrap_or_default()
+            },
+        )),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),
@@ -266,6 +276,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         grace: Duration::from_secs_f64(settings.retention.grace),
         live_after_end: Duration::from_secs_f64(settings.retention.live_after_end),
         vod_days: settings.retention.vod_days,
+        clip_days: settings.retention.clip_days,
     };
     let (sweep_hub, sweep_cluster) = (core.hub.clone(), core.cluster.clone());
     tokio::spawn(crate::publish::sweep::run(

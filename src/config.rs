@@ -285,6 +285,8 @@ pub struct RetentionSettings {
     pub live_after_end: f64,
     /// Days recordings (`vod/`) are kept; 0 keeps them until deleted.
     pub vod_days: f64,
+    /// Days clips are kept (counted from when they were cut); 0 keeps them until deleted.
+    pub clip_days: f64,
     /// Seconds between sweeps of the store for leftovers (also run at start-up).
     pub sweep_interval: f64,
 }
@@ -387,6 +389,8 @@ pub struct WebhookSettings {
     pub on_unpublish: String,
     /// Told when a broadcast's recording (VOD manifests) is written.
     pub on_recording_ready: String,
+    /// Told when a clip is ready (or could not be made).
+    pub on_clip_ready: String,
     /// Seconds a hook may take to answer.
     pub timeout: f64,
     /// Key of the HMAC-SHA256 signature every hook request carries (see `webhooks`). Empty:
@@ -400,6 +404,7 @@ impl std::fmt::Debug for WebhookSettings {
             .field("on_publish", &self.on_publish)
             .field("on_unpublish", &self.on_unpublish)
             .field("on_recording_ready", &self.on_recording_ready)
+            .field("on_clip_ready", &self.on_clip_ready)
             .field("timeout", &self.timeout)
             .field("secret", &if self.secret.is_empty() { "" } else { "…" })
             .finish()
@@ -511,6 +516,7 @@ public_base_url = ""
 grace = 30.0
 live_after_end = 3600.0
 vod_days = 0.0
+clip_days = 0.0
 sweep_interval = 60.0
 
 [node]
@@ -543,6 +549,7 @@ admin_tokens = []
 on_publish = ""
 on_unpublish = ""
 on_recording_ready = ""
+on_clip_ready = ""
 timeout = 2.0
 secret = ""
 "#;
@@ -847,6 +854,7 @@ impl Settings {
                 "webhooks.on_recording_ready",
                 &self.webhooks.on_recording_ready,
             ),
+            ("webhooks.on_clip_ready", &self.webhooks.on_clip_ready),
         ] {
             url_with_scheme(key, url, &["http", "https"])?;
         }
@@ -895,6 +903,12 @@ impl Settings {
         in_range(
             "retention.vod_days",
             self.retention.vod_days,
+            0.0..=36_500.0,
+            "days",
+        )?;
+        in_range(
+            "retention.clip_days",
+            self.retention.clip_days,
             0.0..=36_500.0,
             "days",
         )?;

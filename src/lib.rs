@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod broadcast;
+pub mod clips;
 pub mod cluster;
 pub mod config;
 pub mod db;

@@ -87,6 +87,7 @@ pub struct Webhooks {
     on_publish: Option<String>,
     on_unpublish: Option<String>,
     on_recording_ready: Option<String>,
+    on_clip_ready: Option<String>,
     timeout: Duration,
     /// Base of the recording URLs sent to `on_recording_ready`.
     public_url: String,
@@ -145,6 +146,30 @@ impl Notification {
     }
 }
 
+/// `on_clip_ready`'s body.
+#[derive(Serialize)]
+struct ClipNotification {
+    event: &'static str,
+    clip: serde_json::Value,
+}
+
+/// What a delivered notification is called in logs.
+trait Described {
+    fn event(&self) -> &'static str;
+}
+
+impl Described for Notification {
+    fn event(&self) -> &'static str {
+        self.event
+    }
+}
+
+impl Described for ClipNotification {
+    fn event(&self) -> &'static str {
+        self.event
+    }
+}
+
 #[derive(Serialize)]
 struct RecordingUrls {
     id: String,
@@ -170,6 +195,7 @@ impl Webhooks {
             on_publish: non_empty(&settings.on_publish),
             on_unpublish: non_empty(&settings.on_unpublish),
             on_recording_ready: non_empty(&settings.on_recording_ready),
+            on_clip_ready: non_empty(&settings.on_clip_ready),
             timeout,
             public_url: public_url.trim_end_matches('/').to_string(),
             signer: match settings.secret.as_str() {
@@ -215,14 +241,28 @@ impl Webhooks {
         });
     }
 
+    /// Sends `on_clip_ready` (event `clip.ready`, or `clip.failed`) with `clip` as the clips
+    /// API shows it, from a background task.
+    pub fn clip_finished(&self, ready: bool, clip: serde_json::Value) {
+        let Some(url) = self.on_clip_ready.clone() else {
+            return;
+        };
+        let notification = ClipNotification {
+            event: if ready { "clip.ready" } else { "clip.failed" },
+            clip,
+        };
+        let hooks = self.clone();
+        tokio::spawn(async move { hooks.deliver(&url, &notification).await });
+    }
+
     /// Posts `notification`, retrying up to `NOTIFY_ATTEMPTS` times; logs a failure.
-    async fn deliver(&self, url: &str, notification: &Notification) {
+    async fn deliver(&self, url: &str, notification: &(impl Serialize + Described)) {
         let mut delay = FIRST_RETRY_DELAY;
         for attempt in 1..=NOTIFY_ATTEMPTS {
             match self.post(url, notification).await {
                 Ok(()) => return,
                 Err(e) if attempt == NOTIFY_ATTEMPTS => {
-                    tracing::warn!(event = notification.event, attempts = attempt, error = %e, "webhook not delivered");
+                    tracing::warn!(event = notification.event(), attempts = attempt, error = %e, "webhook not delivered");
                 }
                 Err(_) => {
                     tokio::time::sleep(delay).await;
@@ -294,6 +334,7 @@ mod tests {
             on_publish: String::new(),
             on_unpublish: String::new(),
             on_recording_ready: String::new(),
+            on_clip_ready: String::new(),
             timeout: 1.0,
             secret: "whsec_do_not_print_me_0123".into(),
         };

@@ -32,6 +32,11 @@ pub fn new_recording_id() -> String {
     random_string(PUBLIC_ID_LEN)
 }
 
+/// A clip's id: public (its objects live under `vod/{id}/`, like a recording's).
+pub fn new_clip_id() -> String {
+    random_string(PUBLIC_ID_LEN)
+}
+
 /// A new secret stream key (`sk_` + 32 characters ≈ 165 bits).
 pub fn new_stream_key() -> String {
     format!("{KEY_PREFIX}{}", random_string(32))

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod claims;
+pub mod clips;
 pub mod devices;
 pub mod ids;
 pub mod sessions;

@@ -263,6 +263,15 @@ impl Db {
         Ok(())
     }
 
+    /// The stream of recording `id` (ended or still being made), if there is such a recording.
+    pub async fn recording_stream(&self, id: &str) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT stream_id FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("stream_id")).transpose()?)
+    }
+
     /// Removes a recording's row (its objects are the caller's); false if there was none.
     pub async fn delete_recording(&self, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query("DELETE FROM recordings WHERE id = $1")

@@ -46,6 +46,7 @@ pub fn origin_path(data: &[u8]) {
         Kind::Segment => file.ends_with(".m4s") && file.matches('.').count() == 1,
         Kind::Part => file.ends_with(".m4s") && file.matches('.').count() == 2,
         Kind::Poster => file == "poster.jpg" && root == "live",
+        Kind::Download => file == "clip.mp4" && root == "vod",
     };
     assert!(expected, "{raw} classified as {kind:?}");
 }

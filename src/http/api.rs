@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::device_api;
+use super::{clip_api, device_api};
 use crate::cluster::Cluster;
 use crate::db::ids::sha256_hex;
 use crate::db::sessions::{Recording, Session, SourceInfo};
@@ -52,6 +52,8 @@ pub struct ApiState {
     pub store: Arc<dyn ObjectStore>,
     /// Devices: presence and commands (`/devices`).
     pub devices: Arc<crate::devices::Devices>,
+    /// Makes clips (`/clips`).
+    pub clips: Arc<crate::clips::Clipper>,
 }
 
 impl ApiState {
@@ -457,16 +459,18 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Strata admin API", description = "Streams, keys, sessions, recordings and devices."),
+    info(title = "Strata admin API", description = "Streams, keys, sessions, recordings, clips and devices."),
     paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
         revoke_key, list_sessions, stop_session, list_recordings, list_ladders,
         super::events::events, super::directory::list, super::directory::one,
         super::directory::events, device_api::create, device_api::list, device_api::get,
         device_api::rename, device_api::delete, device_api::rotate_token,
-        device_api::revoke_token, device_api::start, device_api::stop, device_api::set_bitrate),
+        device_api::revoke_token, device_api::start, device_api::stop, device_api::set_bitrate,
+        clip_api::create_clip, clip_api::list_clips, clip_api::get_clip, clip_api::delete_clip),
     components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
         SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording, LadderList,
-        super::directory::DirectoryEntry, device_api::CreateDevice, device_api::RenameDevice,
+        super::directory::DirectoryEntry, clip_api::CreateClip, clip_api::ClipView,
+        crate::db::clips::Clip, device_api::CreateDevice, device_api::RenameDevice,
         device_api::SetBitrate, device_api::CreatedDevice, device_api::DeviceToken,
         crate::devices::DeviceView, crate::devices::Presence, crate::devices::DeviceEvent,
         crate::devices::messages::DeviceReport, crate::devices::messages::DeviceState)),
@@ -565,6 +569,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/recordings", web::get().to(list_recordings))
                 .route("/ladders", web::get().to(list_ladders))
                 .configure(device_api::routes)
+                .configure(clip_api::routes)
                 .route("/events", web::get().to(super::events::events)),
         );
 }

@@ -18,6 +18,7 @@
 //! Every connection is paced (`pacing`: `http.send_buffer`, `http.notsent_lowat`).
 
 pub mod api;
+pub mod clip_api;
 pub mod device_api;
 pub mod directory;
 pub mod events;

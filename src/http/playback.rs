@@ -11,7 +11,7 @@
 //! are always served here: a player asks for one as it is produced, before a bucket or CDN
 //! could have it.
 //!
-//! Caching: segments are immutable; `init.mp4` is immutable under `vod/` but revalidated under
+//! Caching: segments and a clip's MP4 (`vod/{clip_id}/clip.mp4`) are immutable; `init.mp4` is immutable under `vod/` but revalidated under
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
 //! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
 //! (`live/{id}/poster.jpg`) for 5 s.
@@ -72,6 +72,8 @@ pub enum Kind {
     /// A low-latency part (`{n}.{p}.m4s`).
     Part,
     Poster,
+    /// A clip's downloadable MP4 (`vod/{clip_id}/clip.mp4`).
+    Download,
 }
 
 fn is_rendition(s: &str) -> bool {
@@ -94,6 +96,7 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
         [id, "dvr.m3u8"] if root == "live" && ids::is_public_id(id) => Kind::Playlist,
         [id, "dvr.mpd"] if root == "live" && ids::is_public_id(id) => Kind::Mpd,
         [id, "poster.jpg"] if root == "live" && ids::is_public_id(id) => Kind::Poster,
+        [id, "clip.mp4"] if root == "vod" && ids::is_public_id(id) => Kind::Download,
         [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
             "index.m3u8" => Kind::Playlist,
             "dvr.m3u8" if root == "live" => Kind::Playlist,
@@ -120,12 +123,13 @@ fn content_type(kind: Kind, tail: &str) -> &'static str {
         Kind::Init => "video/mp4",
         Kind::Segment | Kind::Part => "video/iso.segment",
         Kind::Poster => "image/jpeg",
+        Kind::Download => "video/mp4",
     }
 }
 
 fn cache_control(root: &str, kind: Kind) -> &'static str {
     match (root, kind) {
-        (_, Kind::Segment | Kind::Part) | ("vod", Kind::Init) => SEGMENT_CACHE,
+        (_, Kind::Segment | Kind::Part | Kind::Download) | ("vod", Kind::Init) => SEGMENT_CACHE,
         (_, Kind::Init) => LIVE_INIT_CACHE,
         (_, Kind::Poster) => POSTER_CACHE,
         ("vod", _) => VOD_MANIFEST_CACHE,
@@ -351,6 +355,11 @@ mod tests {
             classify("vod", &format!("{id}/audio/init.mp4")).map(|c| c.1),
             Some(Kind::Init)
         );
+        assert_eq!(
+            classify("vod", &format!("{id}/clip.mp4")).map(|c| c.1),
+            Some(Kind::Download)
+        );
+        assert!(classify("live", &format!("{id}/clip.mp4")).is_none());
         for dvr in ["dvr.m3u8", "source/dvr.m3u8", "dvr.mpd"] {
             assert!(classify("live", &format!("{id}/{dvr}")).is_some(), "{dvr}");
             assert!(classify("vod", &format!("{id}/{dvr}")).is_none(), "{dvr}");

@@ -95,14 +95,14 @@ pub struct Fmp4Demuxer {
 }
 
 /// Box type and the range of the whole box (header included) in the bytes walked.
-struct BoxAt {
-    kind: [u8; 4],
-    start: usize,
-    end: usize,
+pub(crate) struct BoxAt {
+    pub(crate) kind: [u8; 4],
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 /// The top-level boxes of `bytes`, each checked to fit.
-fn boxes(bytes: &[u8]) -> Result<Vec<BoxAt>, Fmp4Error> {
+pub(crate) fn boxes(bytes: &[u8]) -> Result<Vec<BoxAt>, Fmp4Error> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {

@@ -431,6 +431,7 @@ mod tests {
                     on_publish: String::new(),
                     on_unpublish: String::new(),
                     on_recording_ready: String::new(),
+                    on_clip_ready: String::new(),
                     timeout: 2.0,
                     secret: String::new(),
                 },

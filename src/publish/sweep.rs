@@ -13,6 +13,8 @@
 //!   `retention.vod_days` ago (0 keeps recordings). The recording's row goes with it. Objects
 //!   of a recording the database does not know are left alone: a database pointed at another
 //!   deployment's bucket must not empty it.
+//! - `vod/{clip_id}/`: everything, once the clip was cut more than `retention.clip_days` ago
+//!   (0 keeps clips), and the clip's row.
 //! - `vod/{recording_id}/` of a recording whose stream was deleted (`deleted_recordings`, written
 //!   with the delete): everything, at once. The API does the same right after the delete; the
 //!   sweeper finishes what that left (a failed delete, a broadcast that was still finishing) and
@@ -49,6 +51,8 @@ pub struct Rules {
     pub live_after_end: Duration,
     /// 0: recordings are kept.
     pub vod_days: f64,
+    /// 0: clips are kept.
+    pub clip_days: f64,
 }
 
 /// What one sweep deleted.
@@ -56,6 +60,7 @@ pub struct Rules {
 pub struct Swept {
     pub objects: u64,
     pub recordings: u64,
+    pub clips: u64,
 }
 
 /// Sweeps now and then every `interval` until `shutdown`. `live_now()` gives the playback ids
@@ -82,6 +87,7 @@ pub async fn run(
                 tracing::info!(
                     objects = swept.objects,
                     recordings = swept.recordings,
+                    clips = swept.clips,
                     "sweeper removed leftovers"
                 )
             }
@@ -117,6 +123,14 @@ pub async fn sweep(
         swept.objects += sweep_live(store, &prefix, rules, now, settled).await?;
     }
 
+    if rules.clip_days > 0.0 {
+        let cutoff = now.timestamp_millis() - (rules.clip_days * 86_400_000.0) as i64;
+        for clip in db.clips_created_before(cutoff).await? {
+            swept.objects += remove_recording(store, &clip.id).await?;
+            db.delete_clip(&clip.id).await?;
+            swept.clips += 1;
+        }
+    }
     if rules.vod_days <= 0.0 {
         return Ok(swept);
     }
@@ -165,7 +179,8 @@ pub async fn remove_deleted_recordings(
     Ok(swept)
 }
 
-/// Deletes every object under `vod/{id}/`; returns how many there were.
+/// Deletes every object under `vod/{id}/` (a recording's or a clip's); returns how many there
+/// were.
 pub async fn remove_recording(store: &Arc<dyn ObjectStore>, id: &str) -> Result<u64, SweepError> {
     let objects = list(store, &Root::vod(id).prefix()).await?;
     if objects.is_empty() {
@@ -317,6 +332,7 @@ mod tests {
             grace: Duration::from_secs(30),
             live_after_end: Duration::from_secs(3600),
             vod_days: 0.0,
+            clip_days: 0.0,
         };
         let is_live = HashSet::from(["llllllllllllllll".to_string()]);
 
@@ -360,6 +376,7 @@ mod tests {
             grace: Duration::from_secs(30),
             live_after_end: Duration::from_secs(3600),
             vod_days: 0.0,
+            clip_days: 0.0,
         };
         // the snapshot says nothing is live, but a node claimed the stream since
         assert!(db.claim_stream(&stream.id, "node-x", "rec").await.unwrap());
@@ -373,6 +390,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(swept.objects, 2);
+    }
+
+    #[tokio::test]
+    async fn clips_go_after_their_retention_and_are_kept_without_one() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (_dir, db) = db().await;
+        db.create_clip("cccccccccccccccc", "str_s", None, false)
+            .await
+            .unwrap();
+        db.clip_ready("cccccccccccccccc", 0, 10_000).await.unwrap();
+        put(&store, "vod/cccccccccccccccc/clip.mp4", "x").await;
+        put(&store, "vod/cccccccccccccccc/source/1.m4s", "x").await;
+        let mut rules = Rules {
+            grace: Duration::from_secs(30),
+            live_after_end: Duration::from_secs(3600),
+            vod_days: 0.0,
+            clip_days: 0.0,
+        };
+        let in_two_days = Utc::now() + chrono::Duration::days(2);
+        let swept = sweep(&store, &db, &rules, &HashSet::new(), in_two_days)
+            .await
+            .unwrap();
+        assert_eq!(swept.clips, 0, "0 keeps clips");
+        rules.clip_days = 3.0;
+        let swept = sweep(&store, &db, &rules, &HashSet::new(), in_two_days)
+            .await
+            .unwrap();
+        assert_eq!(swept.clips, 0, "younger than its retention");
+        rules.clip_days = 1.0;
+        let swept = sweep(&store, &db, &rules, &HashSet::new(), in_two_days)
+            .await
+            .unwrap();
+        assert_eq!((swept.clips, swept.objects), (1, 2));
+        assert!(!exists(&store, "vod/cccccccccccccccc/clip.mp4").await);
+        assert_eq!(db.clip("cccccccccccccccc").await.unwrap(), None);
     }
 
     /// A stream with one recording, `rrrrrrrrrrrrrrrr`, started.
@@ -430,6 +482,7 @@ mod tests {
             grace: Duration::from_secs(1),
             live_after_end: Duration::from_secs(3600),
             vod_days: 0.0,
+            clip_days: 0.0,
         };
         let later = Utc::now() + chrono::Duration::days(3);
         let none = HashSet::new();

@@ -1,0 +1,409 @@
+//! Clips: a range of a live broadcast (its DVR view, or its live window when it has none) or of
+//! a recording, kept as a VOD of its own under `vod/{clip_id}/` — HLS, DASH and a downloadable
+//! MP4 — made from the stored segments without re-encoding.
+//!
+//! A clip is cut on segment boundaries: it holds every segment the range overlaps on the lead
+//! rendition (`cut`), so it starts on the keyframe at or before the range's start and is at
+//! most about one segment (one GOP at the recommended keyframe interval) longer at each end.
+//! Each rendition's init segment and segments are copied (read and written, so it works on
+//! every store), their timing read from the segments themselves, and the manifests written by
+//! the same writers as a recording's. The MP4 (`mp4`) is written last, streamed through a
+//! multipart upload, so a clip's size never sits in memory. The clip is `ready` once
+//! everything is stored; anything missing on the way (a segment retention removed meanwhile, a
+//! range outside what is stored) makes it `failed` with the reason.
+//!
+//! At most `MAX_CONCURRENT` clips are made at once; more are refused (the API answers 503), so
+//! a burst of requests cannot take the node's memory or store bandwidth.
+
+pub mod cut;
+pub mod mp4;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio::sync::Semaphore;
+
+use crate::db::clips::Clip;
+use crate::db::Db;
+use crate::ingest::fmp4::Fmp4Demuxer;
+use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
+use crate::media::{StreamEvent, TrackKind};
+use crate::publish::store::{self, Root};
+use crate::webhooks::Webhooks;
+
+/// The longest clip: ten minutes.
+pub const MAX_CLIP_SECS: f64 = 600.0;
+/// Clips made at once per node.
+pub const MAX_CONCURRENT: usize = 2;
+/// The downloadable file's name under the clip's root.
+pub const MP4_FILE: &str = "clip.mp4";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error("the source cannot be read: {0}")]
+    Source(String),
+    #[error("{0}")]
+    Range(String),
+    #[error("a stored segment is not what Strata writes: {0}")]
+    Media(String),
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// What to cut.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClipRange {
+    /// The last seconds before the live edge (the end of the newest stored segment).
+    Last(f64),
+    /// From one wall clock to another.
+    Between(DateTime<Utc>, DateTime<Utc>),
+}
+
+/// Where the segments come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClipSource {
+    /// A live (or just ended) broadcast: `live/{playback_id}/`, its DVR view when it has one.
+    Live { playback_id: String },
+    /// A recording: `vod/{recording_id}/` (checkpointed while its broadcast runs).
+    Recording { recording_id: String },
+}
+
+/// A clip that was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Made {
+    pub starts_at: DateTime<Utc>,
+    pub duration_secs: f64,
+}
+
+/// The manifest and file URLs of clip `id` under `public_url`.
+pub fn urls(public_url: &str, id: &str) -> (String, String, String) {
+    (
+        format!("{public_url}/vod/{id}/{}", store::MASTER_PLAYLIST),
+        format!("{public_url}/vod/{id}/{}", store::MPD),
+        format!("{public_url}/vod/{id}/{MP4_FILE}"),
+    )
+}
+
+/// Makes clips in the background, at most `MAX_CONCURRENT` at once.
+pub struct Clipper {
+    store: Arc<dyn ObjectStore>,
+    db: Db,
+    webhooks: Webhooks,
+    slots: Arc<Semaphore>,
+    /// What the `on_clip_ready` payload shows, given the finished clip.
+    describe: Box<dyn Fn(&Clip) -> serde_json::Value + Send + Sync>,
+}
+
+/// Every slot is making a clip.
+#[derive(Debug, thiserror::Error)]
+#[error("{MAX_CONCURRENT} clips are being made; try again in a few seconds")]
+pub struct Busy;
+
+impl Clipper {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        db: Db,
+        webhooks: Webhooks,
+        describe: impl Fn(&Clip) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            store,
+            db,
+            webhooks,
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            describe: Box::new(describe),
+        }
+    }
+
+    /// A slot for one clip, if one is free.
+    pub fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
+        self.slots.clone().try_acquire_owned().map_err(|_| Busy)
+    }
+
+    /// Makes `clip` (already recorded as pending) in the background, in `slot`; records and
+    /// announces the outcome.
+    pub fn start(
+        self: &Arc<Self>,
+        clip: Clip,
+        source: ClipSource,
+        range: ClipRange,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let made = make(&me.store, &source, &range, &clip.id).await;
+            drop(slot);
+            let finished = match &made {
+                Ok(made) => {
+                    tracing::info!(clip = %clip.id, duration_secs = made.duration_secs,
+                        took_ms = started.elapsed().as_millis() as u64, "clip ready");
+                    let duration_ms = (made.duration_secs * 1000.0).round() as i64;
+                    me.db
+                        .clip_ready(&clip.id, made.starts_at.timestamp_millis(), duration_ms)
+                        .await
+                }
+                Err(e) => {
+                    tracing::warn!(clip = %clip.id, error = %e, "clip failed");
+                    // what was stored of it goes; the row says why
+                    if let Err(e) =
+                        crate::publish::sweep::remove_recording(&me.store, &clip.id).await
+                    {
+                        tracing::warn!(clip = %clip.id, error = %e, "a failed clip's objects are left");
+                    }
+                    me.db.clip_failed(&clip.id, &e.to_string()).await
+                }
+            };
+            match finished {
+                Ok(Some(clip)) => me
+                    .webhooks
+                    .clip_finished(made.is_ok(), (me.describe)(&clip)),
+                Ok(None) => {
+                    tracing::info!(clip = %clip.id, "the clip was deleted while it was made")
+                }
+                Err(e) => {
+                    tracing::error!(clip = %clip.id, error = %e, "could not record a clip's outcome")
+                }
+            }
+        });
+    }
+}
+
+async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes, ClipError> {
+    match store.get(path).await {
+        Ok(result) => Ok(result.bytes().await?),
+        Err(object_store::Error::NotFound { .. }) => Err(ClipError::Source(format!(
+            "{path} is not stored (any more)"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The source's root and its multivariant playlist.
+async fn source_manifest(
+    store: &Arc<dyn ObjectStore>,
+    source: &ClipSource,
+) -> Result<(Root, Bytes), ClipError> {
+    match source {
+        ClipSource::Live { playback_id } => {
+            let root = Root::live(playback_id);
+            // the DVR view reaches back furthest; without one, the live window
+            let dvr = get(store, &root.file(store::DVR_PLAYLIST)).await;
+            let master =
+                match dvr {
+                    Ok(master) => master,
+                    Err(ClipError::Source(_)) => get(store, &root.file(store::MASTER_PLAYLIST))
+                        .await
+                        .map_err(|_| ClipError::Range("the stream has nothing stored".into()))?,
+                    Err(e) => return Err(e),
+                };
+            Ok((root, master))
+        }
+        ClipSource::Recording { recording_id } => {
+            let root = Root::vod(recording_id);
+            let master = get(store, &root.file(store::MASTER_PLAYLIST))
+                .await
+                .map_err(|_| ClipError::Range("the recording has nothing stored yet".into()))?;
+            Ok((root, master))
+        }
+    }
+}
+
+/// Makes clip `id` from `source`: its objects under `vod/{id}/`.
+pub async fn make(
+    store: &Arc<dyn ObjectStore>,
+    source: &ClipSource,
+    range: &ClipRange,
+    id: &str,
+) -> Result<Made, ClipError> {
+    let (root, master) = source_manifest(store, source).await?;
+    let renditions = cut::renditions(&master)?;
+    let lead = &renditions[0];
+    let listed = cut::listed(&get(store, &root.rendition_file(&lead.name, &lead.playlist)).await?)?;
+    let chosen = cut::covering(&listed, range)?;
+    let clip = Root::vod(id);
+    let mut videos = Vec::new();
+    let mut audio = None;
+    let mut inits = Vec::new();
+    for rendition in &renditions {
+        let init = get(
+            store,
+            &root.rendition_file(&rendition.name, store::INIT_SEGMENT),
+        )
+        .await?;
+        let mut demuxer = Fmp4Demuxer::new();
+        let info = demuxer
+            .init(&init)
+            .map_err(|e| ClipError::Media(e.to_string()))?
+            .into_iter()
+            .find_map(|event| match event {
+                StreamEvent::Track(info) => Some(info),
+                _ => None,
+            })
+            .ok_or_else(|| ClipError::Media(format!("{} has no track", rendition.name)))?;
+        let default_duration = trex_default_duration(&init);
+        store
+            .put(
+                &clip.rendition_file(&rendition.name, store::INIT_SEGMENT),
+                init.clone().into(),
+            )
+            .await?;
+        let mut timeline = Timeline::new(rendition.name.clone(), info.kind, info.codec);
+        for (i, segment) in chosen.iter().enumerate() {
+            let from = root.segment(&rendition.name, segment.number);
+            let bytes = get(store, &from).await?;
+            let (start, duration, samples) = mp4::segment_timing(&bytes, default_duration)?;
+            let size = bytes.len() as u64;
+            store
+                .put(&clip.segment(&rendition.name, segment.number), bytes.into())
+                .await?;
+            timeline.push(SegmentEntry {
+                number: segment.number,
+                start,
+                duration,
+                wall_clock: segment.starts_at,
+                bytes: size,
+                samples,
+                discontinuity: i > 0 && segment.discontinuity,
+                parts: Vec::new(),
+            });
+        }
+        match info.kind {
+            TrackKind::Video => {
+                inits.push((true, init));
+                videos.push(timeline);
+            }
+            TrackKind::Audio => {
+                inits.push((false, init));
+                audio = Some(timeline);
+            }
+        }
+    }
+    if videos.is_empty() {
+        return Err(ClipError::Source("it has no video rendition".into()));
+    }
+    let segment_secs = videos[0].longest_segment_secs();
+    let p = Presentation {
+        kind: PresentationKind::Vod,
+        availability_start: chosen[0].starts_at,
+        target_duration: segment_secs.round().max(1.0) as u64,
+        segment_duration: segment_secs,
+        part_duration: None,
+        videos,
+        audio,
+        ended: true,
+    };
+    let mut p = p;
+    p.fit_target_duration();
+    for timeline in p.timelines() {
+        let text = hls::media_playlist(&p, timeline);
+        store
+            .put(
+                &clip.rendition_file(&timeline.name, store::MEDIA_PLAYLIST),
+                text.into(),
+            )
+            .await?;
+    }
+    store
+        .put(
+            &clip.file(store::MASTER_PLAYLIST),
+            hls::master_playlist(&p).into(),
+        )
+        .await?;
+    store
+        .put(&clip.file(store::MPD), dash::mpd(&p, "", Utc::now()).into())
+        .await?;
+    let duration_secs = p.duration_secs();
+    write_mp4(store, &clip, &p, &inits, &chosen, duration_secs).await?;
+    Ok(Made {
+        starts_at: chosen[0].starts_at,
+        duration_secs,
+    })
+}
+
+/// The `trex` default sample duration of an init segment's first track (0 when it has none).
+fn trex_default_duration(init: &[u8]) -> u32 {
+    use mp4_atom::Decode;
+    crate::ingest::fmp4::boxes(init)
+        .ok()
+        .and_then(|b| b.into_iter().find(|b| &b.kind == b"moov"))
+        .and_then(|b| mp4_atom::Moov::decode(&mut &init[b.start..b.end]).ok())
+        .and_then(|moov| moov.mvex)
+        .and_then(|mvex| mvex.trex.first().map(|t| t.default_sample_duration))
+        .unwrap_or(0)
+}
+
+/// `clip.mp4`: the lead video rendition and the audio, segment by segment, through a multipart
+/// upload (one segment in memory at a time).
+async fn write_mp4(
+    store: &Arc<dyn ObjectStore>,
+    clip: &Root,
+    p: &Presentation,
+    inits: &[(bool, Bytes)],
+    chosen: &[cut::Listed],
+    duration_secs: f64,
+) -> Result<(), ClipError> {
+    let video_init = inits
+        .iter()
+        .find(|(video, _)| *video)
+        .map(|(_, b)| b.clone())
+        .ok_or_else(|| ClipError::Source("it has no video rendition".into()))?;
+    let audio_init = inits.iter().find(|(video, _)| !*video).map(|(_, b)| b);
+    let header = mp4::header(&video_init, audio_init.map(|b| &b[..]), duration_secs)?;
+    let video_name = p.videos[0].name.clone();
+    let audio_name = p.audio.as_ref().map(|a| a.name.clone());
+    // both tracks move by the same time, the earlier of their starts, to start the file at 0
+    let start_secs = |t: &Timeline| {
+        t.all()
+            .first()
+            .map_or(0.0, |s| s.start as f64 / f64::from(t.timescale))
+    };
+    let first = p.timelines().map(start_secs).fold(f64::INFINITY, f64::min);
+    let shift = |t: &Timeline| (first.max(0.0) * f64::from(t.timescale)).floor() as u64;
+    let video_how = mp4::Renumber {
+        track_id: None,
+        shift: shift(&p.videos[0]),
+    };
+    let audio_how = mp4::Renumber {
+        track_id: Some(mp4::AUDIO_TRACK_ID),
+        shift: p.audio.as_ref().map_or(0, shift),
+    };
+    let upload = store.put_multipart(&clip.file(MP4_FILE)).await?;
+    let mut file = WriteMultipart::new(upload);
+    file.write(&header);
+    let mut sequence = 0;
+    let mut written = Ok(());
+    for segment in chosen {
+        let video = get(store, &clip.segment(&video_name, segment.number)).await;
+        let video = video.and_then(|v| mp4::fragments(&v, video_how, &mut sequence));
+        let audio = match &audio_name {
+            Some(name) => get(store, &clip.segment(name, segment.number))
+                .await
+                .and_then(|a| mp4::fragments(&a, audio_how, &mut sequence)),
+            None => Ok(Vec::new()),
+        };
+        match (video, audio) {
+            (Ok(video), Ok(audio)) => {
+                file.write(&video);
+                file.write(&audio);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                written = Err(e);
+                break;
+            }
+        }
+    }
+    match written {
+        Ok(()) => {
+            file.finish().await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = file.abort().await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Clips, end to end: while ffmpeg publishes a passthrough stream (2 s GOPs and segments), a
+//! clip of "the last 10 s" is ready within 5 s and plays in ffprobe through its HLS, its DASH
+//! and its MP4 (video and audio, 10 s within one GOP); a clip of an absolute range of the
+//! recording covers that range; `on_clip_ready` is told; a precise clip and unknown sources are
+//! refused; deleting a clip removes its objects.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const GOP: f64 = 2.0;
+
+fn clip(server: &Server, id: &str) -> Value {
+    let (status, body) = api(
+        server,
+        "GET",
+        &format!("/api/v1/clips/{id}"),
+        Some(&server.admin_token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Creates a clip (202) and waits until it is ready: the clip, and how long that took.
+fn cut(server: &Server, body: Value) -> (Value, Duration) {
+    let asked = Instant::now();
+    let (status, answer) = api(
+        server,
+        "POST",
+        "/api/v1/clips",
+        Some(&server.admin_token),
+        Some(body),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let created: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(created["state"], "pending");
+    let id = created["id"].as_str().expect("id").to_string();
+    let ready = wait_for(Duration::from_secs(30), || {
+        let now = clip(server, &id);
+        match now["state"].as_str() {
+            Some("pending") => None,
+            _ => Some(now),
+        }
+    })
+    .expect("the clip is made within 30 s");
+    assert_eq!(ready["state"], "ready", "{ready}\n{}", server.log());
+    (ready, asked.elapsed())
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+fn probe_all(what: &str, clip: &Value, around: f64, slack: f64) {
+    for format in ["hls_url", "dash_url", "mp4_url"] {
+        let url = clip[format].as_str().expect("url");
+        let (kinds, duration) = probe_kinds_and_duration(url);
+        assert!(
+            kinds.contains(&"video".to_string()),
+            "{what} {format}: {kinds:?}"
+        );
+        assert!(
+            kinds.contains(&"audio".to_string()),
+            "{what} {format}: {kinds:?}"
+        );
+        assert!(
+            (duration - around).abs() <= slack,
+            "{what} {format} lasts {duration:.2} s, asked {around} s"
+        );
+        println!("{what} {format}: {duration:.2} s");
+    }
+    // every frame of the MP4 decodes (fMP4 made from the segments, audio track renumbered)
+    let mp4 = clip["mp4_url"].as_str().expect("url");
+    let decoded = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-xerror",
+            "-i",
+            mp4,
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "{what}: the MP4 does not decode cleanly: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+}
+
+#[test]
+fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted() {
+    let (hooks, told) = hook_receiver();
+    let hook = format!("{hooks}/allow");
+    let server = Server::start_with_env(&[("STRATA__WEBHOOKS__ON_CLIP_READY", &hook)], |_| {});
+    let token = server.admin_token.clone();
+    let (status, body) = api(
+        &server,
+        "POST",
+        "/api/v1/streams",
+        Some(&token),
+        Some(json!({"name": "highlights", "ladder": "passthrough"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).expect("json");
+    let stream_id = created["stream"]["id"].as_str().expect("id").to_string();
+    let key = created["key"].as_str().expect("key").to_string();
+    let playback_id = created["stream"]["playback_id"].as_str().expect("id");
+
+    // refused before anything is cut
+    for (bad, status) in [
+        (
+            json!({"stream_id": stream_id, "last_secs": 10, "precise": true}),
+            400,
+        ),
+        (json!({"stream_id": stream_id}), 400),
+        (
+            json!({"stream_id": "str_nosuchstream00", "last_secs": 10}),
+            404,
+        ),
+        (
+            json!({"recording_id": "nosuchrecording0", "last_secs": 10}),
+            404,
+        ),
+    ] {
+        let (got, answer) = api(
+            &server,
+            "POST",
+            "/api/v1/clips",
+            Some(&token),
+            Some(bad.clone()),
+        );
+        assert_eq!(got, status, "{bad}: {answer}");
+    }
+
+    let mut publisher = publish(&server.rtmp_url(&key), 40);
+    let enough = wait_for(Duration::from_secs(60), || {
+        let text = server.get_text(&format!("live/{playback_id}/source/dvr.m3u8"))?;
+        let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
+        let secs: f64 = playlist
+            .segments
+            .iter()
+            .map(|s| f64::from(s.duration))
+            .sum();
+        (secs >= 20.0).then_some(())
+    });
+    assert!(enough.is_some(), "20 s of the broadcast are stored");
+
+    // the last 10 s, during the broadcast
+    let (last, took) = cut(&server, json!({"stream_id": stream_id, "last_secs": 10}));
+    println!("last 10 s: ready in {:.2} s", took.as_secs_f64());
+    assert!(took <= Duration::from_secs(5), "ready after {took:?}");
+    let duration_ms = last["duration_ms"].as_i64().expect("duration");
+    assert!((duration_ms as f64 / 1000.0 - 10.0).abs() <= GOP, "{last}");
+    probe_all("last 10 s", &last, 10.0, GOP);
+    let (path, hook_body) = told
+        .recv_timeout(Duration::from_secs(10))
+        .expect("on_clip_ready is told");
+    assert_eq!(path, "/allow");
+    assert_eq!(hook_body["event"], "clip.ready", "{hook_body}");
+    assert_eq!(hook_body["clip"]["id"], last["id"], "{hook_body}");
+    assert_eq!(hook_body["clip"]["hls_url"], last["hls_url"]);
+
+    // an absolute range of the recording (the session's id is its recording's)
+    let session = live_session(&server, playback_id).expect("a live session");
+    let recording_id = session["session_id"].as_str().expect("session id");
+    let starts_at = last["starts_at"].as_i64().expect("starts_at");
+    let rfc3339 = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let (start, end) = (starts_at - 9_000, starts_at - 1_700);
+    let (range, _) = cut(
+        &server,
+        json!({"recording_id": recording_id, "start": rfc3339(start), "end": rfc3339(end)}),
+    );
+    assert_eq!(range["recording_id"], recording_id);
+    // cut on segment boundaries: it covers the range, and at most a GOP more at each end
+    let (clip_start, clip_ms) = (
+        range["starts_at"].as_i64().expect("start"),
+        range["duration_ms"].as_i64().expect("duration"),
+    );
+    assert!(clip_start <= start && start - clip_start < 2_100, "{range}");
+    assert!(
+        clip_start + clip_ms >= end && clip_start + clip_ms - end < 2_100,
+        "{range}"
+    );
+    probe_all(
+        "7.3 s of the recording",
+        &range,
+        clip_ms as f64 / 1000.0,
+        0.3,
+    );
+
+    let (status, list) = api(
+        &server,
+        "GET",
+        &format!("/api/v1/clips?stream_id={stream_id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+
+    // deleting a clip: its objects go and it is not served
+    let id = last["id"].as_str().expect("id");
+    let (status, _) = api(
+        &server,
+        "DELETE",
+        &format!("/api/v1/clips/{id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, _) = api(
+        &server,
+        "GET",
+        &format!("/api/v1/clips/{id}"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 404);
+    for file in ["master.m3u8", "manifest.mpd", "clip.mp4", "source/init.mp4"] {
+        assert_eq!(server.get(&format!("vod/{id}/{file}")).0, 404, "{file}");
+    }
+    // (a local store may leave empty directories behind; no file stays)
+    let left: Vec<_> = walk(&server.media_dir().join("vod").join(id));
+    assert!(left.is_empty(), "{left:?}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
