@@ -14,11 +14,15 @@ pub struct SourceRendition {
     pub playlist: String,
 }
 
+/// A multivariant playlist.
+pub fn parse_master(bytes: &[u8]) -> Result<m3u8_rs::MasterPlaylist, ClipError> {
+    m3u8_rs::parse_master_playlist_res(bytes)
+        .map_err(|_| ClipError::Source("its multivariant playlist does not parse".into()))
+}
+
 /// The renditions a multivariant playlist names (video variants first, then audio), with the
 /// playlist file each uses (`index.m3u8`, or `dvr.m3u8` in a DVR view).
-pub fn renditions(master: &[u8]) -> Result<Vec<SourceRendition>, ClipError> {
-    let master = m3u8_rs::parse_master_playlist_res(master)
-        .map_err(|_| ClipError::Source("its multivariant playlist does not parse".into()))?;
+pub fn renditions(master: &m3u8_rs::MasterPlaylist) -> Result<Vec<SourceRendition>, ClipError> {
     let uris = master
         .variants
         .iter()
@@ -94,7 +98,8 @@ pub fn listed(playlist: &[u8]) -> Result<Vec<Listed>, ClipError> {
 
 /// The segments of `lead` that cover `range`: every one that overlaps it (so a clip starts on
 /// the keyframe at or before the range's start, and ends with the segment its end falls in).
-/// `Last` counts back from the end of the newest segment.
+/// `Last` counts back from the end of the newest segment. A range that reaches past what is
+/// stored gets what is stored of it; one that misses it entirely is refused.
 pub fn covering(lead: &[Listed], range: &ClipRange) -> Result<Vec<Listed>, ClipError> {
     let Some(newest) = lead.last() else {
         return Err(ClipError::Range("nothing is stored yet".into()));
@@ -114,20 +119,13 @@ pub fn covering(lead: &[Listed], range: &ClipRange) -> Result<Vec<Listed>, ClipE
         .filter(|s| end_of(s) > from + slack && s.starts_at < to - slack)
         .cloned()
         .collect();
-    let (Some(first), Some(oldest)) = (chosen.first(), lead.first()) else {
+    if chosen.is_empty() {
         return Err(ClipError::Range(format!(
             "the range {} – {} is not in what is stored ({} – {})",
             from.to_rfc3339(),
             to.to_rfc3339(),
             lead[0].starts_at.to_rfc3339(),
             end_of(newest).to_rfc3339()
-        )));
-    };
-    if first.number == oldest.number && from + slack < oldest.starts_at {
-        return Err(ClipError::Range(format!(
-            "the range starts at {}, before the oldest stored segment ({})",
-            from.to_rfc3339(),
-            oldest.starts_at.to_rfc3339()
         )));
     }
     Ok(chosen)
@@ -184,17 +182,25 @@ mod tests {
     }
 
     #[test]
-    fn a_range_outside_what_is_stored_is_refused() {
+    fn a_range_outside_what_is_stored_is_refused_and_one_partly_in_it_cut_to_it() {
         let before = ClipRange::Between(t(-30.0), t(-20.0));
         assert!(matches!(
             covering(&segments(), &before),
             Err(ClipError::Range(_))
         ));
-        let reaching_back = ClipRange::Between(t(-5.0), t(3.0));
+        let after = ClipRange::Between(t(30.0), t(40.0));
         assert!(matches!(
-            covering(&segments(), &reaching_back),
+            covering(&segments(), &after),
             Err(ClipError::Range(_))
         ));
+        // partly stored: what is stored of it
+        let reaching_back = ClipRange::Between(t(-5.0), t(3.0));
+        let numbers: Vec<u64> = covering(&segments(), &reaching_back)
+            .unwrap()
+            .iter()
+            .map(|s| s.number)
+            .collect();
+        assert_eq!(numbers, [100, 101]);
         assert!(matches!(
             covering(&[], &ClipRange::Last(5.0)),
             Err(ClipError::Range(_))
@@ -207,7 +213,7 @@ mod tests {
             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"audio/dvr.m3u8\"\n\
             #EXT-X-STREAM-INF:BANDWIDTH=1000,AUDIO=\"audio\"\n720p/dvr.m3u8\n\
             #EXT-X-STREAM-INF:BANDWIDTH=500,AUDIO=\"audio\"\n360p/dvr.m3u8\n";
-        let names: Vec<String> = renditions(master)
+        let names: Vec<String> = renditions(&parse_master(master).unwrap())
             .unwrap()
             .into_iter()
             .map(|r| r.name)
@@ -215,7 +221,8 @@ mod tests {
         assert_eq!(names, ["720p", "360p", "audio"]);
         for bad in ["../index.m3u8", "720p/../../x.m3u8", "720p/other.m3u8"] {
             let master = format!("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n{bad}\n");
-            assert!(renditions(master.as_bytes()).is_err(), "{bad}");
+            let master = parse_master(master.as_bytes()).unwrap();
+            assert!(renditions(&master).is_err(), "{bad}");
         }
     }
 }

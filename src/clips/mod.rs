@@ -16,6 +16,7 @@
 //! a burst of requests cannot take the node's memory or store bandwidth.
 
 pub mod cut;
+pub mod file;
 pub mod mp4;
 
 use std::sync::Arc;
@@ -220,14 +221,13 @@ pub async fn make(
     id: &str,
 ) -> Result<Made, ClipError> {
     let (root, master) = source_manifest(store, source).await?;
-    let renditions = cut::renditions(&master)?;
+    let renditions = cut::renditions(&cut::parse_master(&master)?)?;
     let lead = &renditions[0];
     let listed = cut::listed(&get(store, &root.rendition_file(&lead.name, &lead.playlist)).await?)?;
     let chosen = cut::covering(&listed, range)?;
     let clip = Root::vod(id);
     let mut videos = Vec::new();
     let mut audio = None;
-    let mut inits = Vec::new();
     for rendition in &renditions {
         let init = get(
             store,
@@ -272,14 +272,8 @@ pub async fn make(
             });
         }
         match info.kind {
-            TrackKind::Video => {
-                inits.push((true, init));
-                videos.push(timeline);
-            }
-            TrackKind::Audio => {
-                inits.push((false, init));
-                audio = Some(timeline);
-            }
+            TrackKind::Video => videos.push(timeline),
+            TrackKind::Audio => audio = Some(timeline),
         }
     }
     if videos.is_empty() {
@@ -317,7 +311,12 @@ pub async fn make(
         .put(&clip.file(store::MPD), dash::mpd(&p, "", Utc::now()).into())
         .await?;
     let duration_secs = p.duration_secs();
-    write_mp4(store, &clip, &p, &inits, &chosen, duration_secs).await?;
+    write_mp4(store, &clip).await?;
+    // the picture of the source, when it has one, is the clip's poster
+    let poster = root.file(store::POSTER);
+    if store.head(&poster).await.is_ok() {
+        store.copy(&poster, &clip.file(store::POSTER)).await?;
+    }
     Ok(Made {
         starts_at: chosen[0].starts_at,
         duration_secs,
@@ -325,7 +324,7 @@ pub async fn make(
 }
 
 /// The `trex` default sample duration of an init segment's first track (0 when it has none).
-fn trex_default_duration(init: &[u8]) -> u32 {
+pub(crate) fn trex_default_duration(init: &[u8]) -> u32 {
     use mp4_atom::Decode;
     crate::ingest::fmp4::boxes(init)
         .ok()
@@ -336,74 +335,23 @@ fn trex_default_duration(init: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
-/// `clip.mp4`: the lead video rendition and the audio, segment by segment, through a multipart
-/// upload (one segment in memory at a time).
-async fn write_mp4(
-    store: &Arc<dyn ObjectStore>,
-    clip: &Root,
-    p: &Presentation,
-    inits: &[(bool, Bytes)],
-    chosen: &[cut::Listed],
-    duration_secs: f64,
-) -> Result<(), ClipError> {
-    let video_init = inits
-        .iter()
-        .find(|(video, _)| *video)
-        .map(|(_, b)| b.clone())
-        .ok_or_else(|| ClipError::Source("it has no video rendition".into()))?;
-    let audio_init = inits.iter().find(|(video, _)| !*video).map(|(_, b)| b);
-    let header = mp4::header(&video_init, audio_init.map(|b| &b[..]), duration_secs)?;
-    let video_name = p.videos[0].name.clone();
-    let audio_name = p.audio.as_ref().map(|a| a.name.clone());
-    // both tracks move by the same time, the earlier of their starts, to start the file at 0
-    let start_secs = |t: &Timeline| {
-        t.all()
-            .first()
-            .map_or(0.0, |s| s.start as f64 / f64::from(t.timescale))
-    };
-    let first = p.timelines().map(start_secs).fold(f64::INFINITY, f64::min);
-    let shift = |t: &Timeline| (first.max(0.0) * f64::from(t.timescale)).floor() as u64;
-    let video_how = mp4::Renumber {
-        track_id: None,
-        shift: shift(&p.videos[0]),
-    };
-    let audio_how = mp4::Renumber {
-        track_id: Some(mp4::AUDIO_TRACK_ID),
-        shift: p.audio.as_ref().map_or(0, shift),
-    };
+/// `clip.mp4`: the clip's top video rendition and its audio (`file`), segment by segment,
+/// through a multipart upload (one segment in memory at a time).
+async fn write_mp4(store: &Arc<dyn ObjectStore>, clip: &Root) -> Result<(), ClipError> {
+    let source = file::Mp4Source::open(store, clip).await?;
     let upload = store.put_multipart(&clip.file(MP4_FILE)).await?;
-    let mut file = WriteMultipart::new(upload);
-    file.write(&header);
+    let mut out = WriteMultipart::new(upload);
+    out.write(&source.header);
     let mut sequence = 0;
-    let mut written = Ok(());
-    for segment in chosen {
-        let video = get(store, &clip.segment(&video_name, segment.number)).await;
-        let video = video.and_then(|v| mp4::fragments(&v, video_how, &mut sequence));
-        let audio = match &audio_name {
-            Some(name) => get(store, &clip.segment(name, segment.number))
-                .await
-                .and_then(|a| mp4::fragments(&a, audio_how, &mut sequence)),
-            None => Ok(Vec::new()),
-        };
-        match (video, audio) {
-            (Ok(video), Ok(audio)) => {
-                file.write(&video);
-                file.write(&audio);
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                written = Err(e);
-                break;
+    for index in 0..source.len() {
+        match source.fragment(store, index, &mut sequence).await {
+            Ok(bytes) => out.write(&bytes),
+            Err(e) => {
+                let _ = out.abort().await;
+                return Err(e);
             }
         }
     }
-    match written {
-        Ok(()) => {
-            file.finish().await?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = file.abort().await;
-            Err(e)
-        }
-    }
+    out.finish().await?;
+    Ok(())
 }

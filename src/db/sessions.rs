@@ -44,6 +44,8 @@ pub struct Recording {
     pub started_at: i64,
     pub ended_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Bytes of its segments (every rendition), once it ended.
+    pub size_bytes: Option<i64>,
 }
 
 const SESSION_COLUMNS: &str = "id, stream_id, state, ladder, started_at, ended_at, video_codec, \
@@ -155,6 +157,7 @@ impl Db {
         duration_ms: i64,
         bitrate: Option<i64>,
         last_segment: Option<u64>,
+        size_bytes: Option<i64>,
     ) -> Result<bool, DbError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -168,13 +171,16 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let recording =
-            sqlx::query("UPDATE recordings SET ended_at = $1, duration_ms = $2 WHERE id = $3")
-                .bind(now)
-                .bind(duration_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let recording = sqlx::query(
+            "UPDATE recordings SET ended_at = $1, duration_ms = $2, size_bytes = $3 \
+                 WHERE id = $4",
+        )
+        .bind(now)
+        .bind(duration_ms)
+        .bind(size_bytes)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(recording.rows_affected() > 0)
     }
@@ -209,7 +215,7 @@ impl Db {
     ) -> Result<Vec<Recording>, DbError> {
         // an empty filter matches every stream (ids are never empty)
         let rows = sqlx::query(
-            "SELECT id, stream_id, started_at, ended_at, duration_ms FROM recordings \
+            "SELECT id, stream_id, started_at, ended_at, duration_ms, size_bytes FROM recordings \
              WHERE ended_at IS NOT NULL AND ($1 = '' OR stream_id = $1) \
              ORDER BY started_at DESC",
         )
@@ -263,6 +269,18 @@ impl Db {
         Ok(())
     }
 
+    /// Recording `id`, once it ended.
+    pub async fn ended_recording(&self, id: &str) -> Result<Option<Recording>, DbError> {
+        let row = sqlx::query(
+            "SELECT id, stream_id, started_at, ended_at, duration_ms, size_bytes FROM recordings \
+             WHERE id = $1 AND ended_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(recording).transpose()?)
+    }
+
     /// The stream of recording `id` (ended or still being made), if there is such a recording.
     pub async fn recording_stream(&self, id: &str) -> Result<Option<String>, DbError> {
         let row = sqlx::query("SELECT stream_id FROM recordings WHERE id = $1")
@@ -289,5 +307,6 @@ fn recording(row: &AnyRow) -> Result<Recording, sqlx::Error> {
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
         duration_ms: row.try_get("duration_ms")?,
+        size_bytes: row.try_get("size_bytes")?,
     })
 }

@@ -45,7 +45,7 @@ pub fn origin_path(data: &[u8]) {
         Kind::Init => file == "init.mp4",
         Kind::Segment => file.ends_with(".m4s") && file.matches('.').count() == 1,
         Kind::Part => file.ends_with(".m4s") && file.matches('.').count() == 2,
-        Kind::Poster => file == "poster.jpg" && root == "live",
+        Kind::Poster => file == "poster.jpg",
         Kind::Download => file == "clip.mp4" && root == "vod",
     };
     assert!(expected, "{raw} classified as {kind:?}");

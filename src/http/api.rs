@@ -445,6 +445,32 @@ async fn list_recordings(
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/recordings/{id}", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiError)), security(("bearer" = [])))]
+async fn delete_recording(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResponse {
+    if !crate::db::ids::is_public_id(&id) {
+        return not_found("recording", &id);
+    }
+    match state.db.ended_recording(&id).await {
+        Ok(Some(_)) => {}
+        // a recording still being made ends with its broadcast first
+        Ok(None) => return not_found("recording", &id),
+        Err(e) => return db_error(e),
+    }
+    // objects first: a row without objects is swept; objects without a row are not
+    if let Err(e) = remove_recording(&state.store, &id).await {
+        tracing::warn!(recording = %id.as_str(), error = %e, "could not delete a recording's objects");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the recording's objects could not be deleted; try again",
+        );
+    }
+    match state.db.delete_recording(&id).await {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(e) => db_error(e),
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -461,15 +487,17 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Strata admin API", description = "Streams, keys, sessions, recordings, clips and devices."),
     paths(create_stream, list_streams, get_stream, update_stream, delete_stream, rotate_key,
-        revoke_key, list_sessions, stop_session, list_recordings, list_ladders,
+        revoke_key, list_sessions, stop_session, list_recordings, delete_recording, list_ladders,
         super::events::events, super::directory::list, super::directory::one,
-        super::directory::events, device_api::create, device_api::list, device_api::get,
+        super::directory::events, super::replay::recording, super::replay::clip,
+        device_api::create, device_api::list, device_api::get,
         device_api::rename, device_api::delete, device_api::rotate_token,
         device_api::revoke_token, device_api::start, device_api::stop, device_api::set_bitrate,
         clip_api::create_clip, clip_api::list_clips, clip_api::get_clip, clip_api::delete_clip),
     components(schemas(ApiError, CreateStream, UpdateStream, StreamKey, CreatedStream, Stream,
         SessionIdentity, SessionStats, Session, SourceInfo, SessionView, Recording, LadderList,
-        super::directory::DirectoryEntry, clip_api::CreateClip, clip_api::ClipView,
+        super::directory::DirectoryEntry, super::replay::PublicRecording,
+        super::replay::PublicClip, clip_api::CreateClip, clip_api::ClipView,
         crate::db::clips::Clip, device_api::CreateDevice, device_api::RenameDevice,
         device_api::SetBitrate, device_api::CreatedDevice, device_api::DeviceToken,
         crate::devices::DeviceView, crate::devices::Presence, crate::devices::DeviceEvent,
@@ -567,6 +595,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/sessions", web::get().to(list_sessions))
                 .route("/sessions/{id}", web::delete().to(stop_session))
                 .route("/recordings", web::get().to(list_recordings))
+                .route("/recordings/{id}", web::delete().to(delete_recording))
                 .route("/ladders", web::get().to(list_ladders))
                 .configure(device_api::routes)
                 .configure(clip_api::routes)

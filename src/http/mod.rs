@@ -25,6 +25,7 @@ pub mod events;
 pub mod low_latency;
 pub mod pacing;
 pub mod playback;
+pub mod replay;
 pub mod subscribers;
 pub mod webapp;
 
@@ -208,6 +209,7 @@ pub fn server(
             .service(
                 web::scope("")
                     .wrap(cors)
+                    .configure(replay::configure)
                     .configure(playback::configure)
                     .configure(directory::configure),
             )

@@ -95,7 +95,8 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
         // the DVR view exists only while a broadcast is live (and a while after)
         [id, "dvr.m3u8"] if root == "live" && ids::is_public_id(id) => Kind::Playlist,
         [id, "dvr.mpd"] if root == "live" && ids::is_public_id(id) => Kind::Mpd,
-        [id, "poster.jpg"] if root == "live" && ids::is_public_id(id) => Kind::Poster,
+        // the live picture, or a recording's or clip's
+        [id, "poster.jpg"] if ids::is_public_id(id) => Kind::Poster,
         [id, "clip.mp4"] if root == "vod" && ids::is_public_id(id) => Kind::Download,
         [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
             "index.m3u8" => Kind::Playlist,

@@ -1,5 +1,5 @@
 //! The web app (`web/`, built by Vite into `http.web_root`): its pages at `/`, `/watch/{id}`,
-//! `/embed/{id}`, `/dashboard` and `/golive` all answer the app's `index.html`, which picks the page from
+//! `/embed/{id}`, `/clip/{id}`, `/replay/{id}`, `/dashboard` and `/golive` all answer the app's `index.html`, which picks the page from
 //! the path. Hashed assets under `/assets/` are cached for a year; `index.html` is revalidated
 //! so a rebuilt app reaches browsers at once.
 //!
@@ -102,7 +102,9 @@ pub fn configure(root: &WebRoot) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/dashboard", web::get().to(page))
             .route("/golive", web::get().to(page))
             .route("/watch/{playback_id}", web::get().to(page))
-            .route("/embed/{playback_id}", web::get().to(page));
+            .route("/embed/{playback_id}", web::get().to(page))
+            .route("/clip/{clip_id}", web::get().to(page))
+            .route("/replay/{recording_id}", web::get().to(page));
     }
 }
 

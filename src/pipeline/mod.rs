@@ -326,6 +326,9 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
                 .next_number()
                 .checked_sub(1)
                 .filter(|_| segments > 0),
+            publisher
+                .as_ref()
+                .map(|p| p.recorded_bytes().min(i64::MAX as u64) as i64),
         )
         .await
     {

@@ -670,8 +670,26 @@ impl Publisher {
         };
         if let Some(root) = &self.vod_root {
             self.write_manifests(root, &vod, true).await?;
+            // the live picture (ladders that transcode make one) becomes the recording's poster
+            let (live, kept) = (self.live_root.file(store::POSTER), root.file(store::POSTER));
+            if self.store().head(&live).await.is_ok() {
+                if let Err(e) = self.up.copy(&live, &kept, self.up.deadline()).await {
+                    tracing::warn!(error = %e, "the recording keeps no poster");
+                }
+            }
         }
         Ok(vod.duration_secs())
+    }
+
+    /// Bytes of every segment the recording lists (every rendition); 0 when not recording.
+    pub fn recorded_bytes(&self) -> u64 {
+        match (&self.vod_root, &self.presentation) {
+            (Some(_), Some(p)) => p
+                .timelines()
+                .flat_map(|t| t.all().iter().map(|s| s.bytes))
+                .sum(),
+            _ => 0,
+        }
     }
 
     fn rendition_name(&self, id: TrackId) -> Option<String> {

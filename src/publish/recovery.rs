@@ -94,8 +94,14 @@ pub async fn recover(
     for (id, stream_id) in db.orphaned_recordings(node_id).await? {
         match read_checkpoint(store, &id).await? {
             Some(checkpoint) => {
-                db.finish_session(&id, (checkpoint.duration_secs * 1000.0) as i64, None, None)
-                    .await?;
+                db.finish_session(
+                    &id,
+                    (checkpoint.duration_secs * 1000.0) as i64,
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
                 let playback_id = db
                     .stream_by_id(&stream_id)
                     .await?

@@ -473,7 +473,7 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (_dir, db) = db().await;
         recording_stream(&db).await;
-        db.finish_session("rrrrrrrrrrrrrrrr", 4000, None, Some(1))
+        db.finish_session("rrrrrrrrrrrrrrrr", 4000, None, Some(1), None)
             .await
             .unwrap();
         put(&store, "vod/rrrrrrrrrrrrrrrr/source/1.m4s", "x").await;

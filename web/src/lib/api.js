@@ -42,6 +42,8 @@ async function request(method, path, { token, body } = {}) {
 export const directory = {
   streams: () => request('GET', '/api/public/streams'),
   stream: (playbackId) => request('GET', `/api/public/streams/${encodeURIComponent(playbackId)}`),
+  recording: (id) => request('GET', `/api/public/recordings/${encodeURIComponent(id)}`),
+  clip: (id) => request('GET', `/api/public/clips/${encodeURIComponent(id)}`),
   eventsUrl: '/api/public/events',
 };
 
@@ -63,6 +65,11 @@ export function adminApi(token) {
     revokeDeviceToken: (id) => call('DELETE', `/devices/${encodeURIComponent(id)}/token`),
     startDevice: (id) => call('POST', `/devices/${encodeURIComponent(id)}/start`),
     stopDevice: (id) => call('POST', `/devices/${encodeURIComponent(id)}/stop`),
+    recordings: (streamId) =>
+      call('GET', streamId ? `/recordings?stream_id=${encodeURIComponent(streamId)}` : '/recordings'),
+    deleteRecording: (id) => call('DELETE', `/recordings/${encodeURIComponent(id)}`),
+    createClip: (body) => call('POST', '/clips', body),
+    clip: (id) => call('GET', `/clips/${encodeURIComponent(id)}`),
     eventsUrl: '/api/v1/events',
   };
 }

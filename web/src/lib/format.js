@@ -28,6 +28,19 @@ export function duration(totalSeconds) {
   return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
 }
 
+/** Bytes as people read them: `734 kB`, `1.2 GB`. */
+export function size(bytes) {
+  if (bytes == null || !Number.isFinite(bytes)) return '–';
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+}
+
 export function rungLabel(level) {
   if (!level) return '–';
   return level.height ? `${level.height}p` : bitrate(level.bitrate);

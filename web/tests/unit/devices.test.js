@@ -161,6 +161,7 @@ describe('preview', () => {
 
 test('the dashboard opens on the devices with #devices', () => {
   expect(dashboardView('#devices')).toBe('devices');
+  expect(dashboardView('#recordings')).toBe('recordings');
   expect(dashboardView('')).toBe('streams');
   expect(dashboardView('#other')).toBe('streams');
 });

@@ -45,6 +45,9 @@ test('/golive is the Go live page', () => {
   expect(route('/golive')).toEqual({ page: 'golive' });
   expect(route('/golive/')).toEqual({ page: 'golive' });
   expect(route('/golive/x').page).toBe('missing');
+  expect(route('/clip/abc123')).toEqual({ page: 'clip', id: 'abc123' });
+  expect(route('/replay/abc123')).toEqual({ page: 'replay', id: 'abc123' });
+  expect(route('/clip/a/b').page).toBe('missing');
 });
 
 describe('server messages', () => {

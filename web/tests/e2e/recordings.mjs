@@ -1,0 +1,107 @@
+// End-to-end: clips and recordings in the web app, in headless Chromium (Debian's chromium,
+// driven by playwright-core), against a running Strata where the caller publishes one short
+// broadcast (on a ladder that makes posters) to the only stream.
+//
+// 1. While it is live, the dashboard's session card's "Clip last 30 s" gives a shareable link
+//    within a few seconds; the clip's public page plays it (hls.js) and offers the MP4.
+// 2. Once the broadcast ended, the dashboard's Recordings view lists it with its poster, date,
+//    duration and size; Play opens its public replay page, which plays it; the MP4 download
+//    is saved to STRATA_SCREENSHOTS/recording.mp4 (the caller checks it with ffprobe).
+// 3. Delete: the row leaves the list.
+// Prints `RECORDING <id>` and `CLIP <url>` for the caller. Screenshots go to
+// STRATA_SCREENSHOTS; exits non-zero on the first failure or any page error.
+//
+// Env: STRATA_URL, STRATA_ADMIN_TOKEN, STRATA_SCREENSHOTS, CHROMIUM (optional path).
+import { join } from 'node:path';
+import { PLAYBACK_ARGS } from '../chromium.mjs';
+import { need, startE2e, until } from './harness.mjs';
+
+const shots = need('STRATA_SCREENSHOTS', 'recordings e2e');
+const { token, log, open, shot, run } = await startE2e({
+  name: 'recordings e2e',
+  tag: 'recordings',
+  args: [...PLAYBACK_ARGS, '--mute-audio'],
+  failurePrefix: 'recordings-',
+});
+
+/** Waits until the page's video has played `seconds` past where it started. */
+async function plays(page, what, seconds) {
+  const video = page.locator('video');
+  const from = await until(`${what}: playback starts`, 30, async () => {
+    const t = await video.evaluate((v) => (!v.paused && v.currentTime > 0 ? v.currentTime : 0));
+    return t || false;
+  });
+  await until(`${what}: plays ${seconds} s`, seconds + 20, async () => {
+    const t = await video.evaluate((v) => v.currentTime);
+    return t - from >= seconds;
+  });
+  const errors = await page.evaluate(() => (window.strataPlayer?.errors ?? []).filter((e) => e.fatal));
+  if (errors.length) throw new Error(`${what}: player errors ${JSON.stringify(errors)}`);
+}
+
+const failed = await run(async () => {
+  // 1. a clip of the live broadcast
+  const dashboard = await open('/dashboard', 'dashboard');
+  await dashboard.fill('[data-testid="token-input"]', token);
+  await dashboard.click('[data-testid="sign-in"]');
+  const card = dashboard.locator('[data-testid="live-session"]');
+  await until('the broadcast is live on the dashboard', 30, () => card.count());
+  const asked = Date.now();
+  await card.locator('[data-testid="clip-last-30"]').click();
+  const link = await until('the clip link appears', 15, async () => {
+    if (await card.locator('[data-testid="clip-error"]').count()) {
+      throw new Error(await card.locator('[data-testid="clip-error"]').innerText());
+    }
+    const field = card.locator('[data-testid="clip-link"] input');
+    return (await field.count()) ? field.inputValue() : false;
+  });
+  log(`clip link after ${((Date.now() - asked) / 1000).toFixed(1)} s: ${link}`);
+  console.log(`CLIP ${link}`);
+  await shot(dashboard, 'dashboard-clip.png');
+  const clipPage = await open(new URL(link).pathname, 'clip');
+  await plays(clipPage, 'clip page', 2);
+  if (!(await clipPage.locator('[data-testid="vod-download"]').count())) throw new Error('the clip page offers no MP4');
+  await shot(clipPage, 'clip-page.png');
+
+  // 2. the recording, once the broadcast ended
+  await dashboard.goto(new URL('/dashboard#recordings', dashboard.url()).href);
+  const row = dashboard.locator('[data-testid="recording-row"]');
+  await until('the finished broadcast is listed', 90, async () => {
+    if (await row.count()) return true;
+    await dashboard.reload();
+    await new Promise((r) => setTimeout(r, 2000));
+    return false;
+  });
+  const recordingId = await row.first().getAttribute('data-recording-id');
+  console.log(`RECORDING ${recordingId}`);
+  const poster = row.first().locator('[data-testid="recording-poster"]');
+  await until('its poster shows a picture', 15, async () =>
+    (await poster.count()) && poster.evaluate((img) => img.complete && img.naturalWidth > 0),
+  );
+  const facts = await row.first().locator('[data-testid="recording-facts"]').innerText();
+  if (!/^\d+:\d\d · [\d.]+ (kB|MB)$/.test(facts.trim())) throw new Error(`the row says "${facts}"`);
+  log(`listed: ${facts}`);
+  await shot(dashboard, 'recordings.png');
+
+  const [replay] = await Promise.all([
+    dashboard.context().waitForEvent('page'),
+    row.first().locator('[data-testid="recording-play"]').click(),
+  ]);
+  await plays(replay, 'replay page', 2);
+  await shot(replay, 'replay.png');
+
+  const [download] = await Promise.all([
+    dashboard.waitForEvent('download'),
+    row.first().locator('[data-testid="recording-download"]').click(),
+  ]);
+  await download.saveAs(join(shots, 'recording.mp4'));
+  log(`downloaded ${download.suggestedFilename()}`);
+
+  // 3. delete it
+  const remove = row.first().locator('[data-testid="recording-delete"]');
+  await remove.click();
+  await remove.click();
+  await until('the recording leaves the list', 15, async () => (await row.count()) === 0);
+  await shot(dashboard, 'recordings-deleted.png');
+});
+process.exit(failed ? 1 : 0);
