@@ -163,7 +163,13 @@ impl Clipper {
                     .webhooks
                     .clip_finished(made.is_ok(), (me.describe)(&clip)),
                 Ok(None) => {
-                    tracing::info!(clip = %clip.id, "the clip was deleted while it was made")
+                    // deleted while it was made: what it stored goes too
+                    tracing::info!(clip = %clip.id, "the clip was deleted while it was made");
+                    if let Err(e) =
+                        crate::publish::sweep::remove_recording(&me.store, &clip.id).await
+                    {
+                        tracing::warn!(clip = %clip.id, error = %e, "a deleted clip's objects are left");
+                    }
                 }
                 Err(e) => {
                     tracing::error!(clip = %clip.id, error = %e, "could not record a clip's outcome")
