@@ -116,15 +116,10 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
     let hook = format!("{hooks}/allow");
     let server = Server::start_with_env(&[("STRATA__WEBHOOKS__ON_CLIP_READY", &hook)], |_| {});
     let token = server.admin_token.clone();
-    let (status, body) = api(
+    let created = create_stream_with(
         &server,
-        "POST",
-        "/api/v1/streams",
-        Some(&token),
-        Some(json!({"name": "highlights", "ladder": "passthrough"})),
+        json!({"name": "highlights", "ladder": "passthrough"}),
     );
-    assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).expect("json");
     let stream_id = created["stream"]["id"].as_str().expect("id").to_string();
     let key = created["key"].as_str().expect("key").to_string();
     let playback_id = created["stream"]["playback_id"].as_str().expect("id");
@@ -156,15 +151,9 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
     }
 
     let mut publisher = publish(&server.rtmp_url(&key), 40);
+    let dvr = format!("live/{playback_id}/source/dvr.m3u8");
     let enough = wait_for(Duration::from_secs(60), || {
-        let text = server.get_text(&format!("live/{playback_id}/source/dvr.m3u8"))?;
-        let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
-        let secs: f64 = playlist
-            .segments
-            .iter()
-            .map(|s| f64::from(s.duration))
-            .sum();
-        (secs >= 20.0).then_some(())
+        (listed_secs(&server, &dvr)? >= 20.0).then_some(())
     });
     assert!(enough.is_some(), "20 s of the broadcast are stored");
 

@@ -32,7 +32,7 @@ fn media_playlist(server: &Server, path: &str) -> Option<m3u8_rs::MediaPlaylist>
     m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()
 }
 
-fn listed_secs(playlist: &m3u8_rs::MediaPlaylist) -> f64 {
+fn playlist_secs(playlist: &m3u8_rs::MediaPlaylist) -> f64 {
     playlist
         .segments
         .iter()
@@ -59,15 +59,10 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
         Some(json!({"name": "too-long", "ladder": "passthrough", "dvr_window": 86_401})),
     );
     assert_eq!(status, 400, "{body}");
-    let (status, body) = api(
+    let created = create_stream_with(
         &server,
-        "POST",
-        "/api/v1/streams",
-        Some(&token),
-        Some(json!({"name": "rewind", "ladder": "passthrough", "dvr_window": 12})),
+        json!({"name": "rewind", "ladder": "passthrough", "dvr_window": 12}),
     );
-    assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(created["stream"]["dvr_window"], 12);
     let key = created["key"].as_str().expect("key").to_string();
     let playback_id = created["stream"]["playback_id"]
@@ -88,7 +83,7 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
         (*numbers(&playlist).first()? > 2).then_some(playlist)
     })
     .expect("the DVR view slides once the broadcast is longer than its window");
-    let secs = listed_secs(&dvr);
+    let secs = playlist_secs(&dvr);
     assert!(
         REACH.contains(&secs),
         "the DVR view lists {secs:.2} s for a {DVR_WINDOW} s window"
@@ -159,7 +154,7 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
         media_playlist(&server, &format!("{live}/source/dvr.m3u8")).filter(|p| p.end_list)
     })
     .expect("the DVR view gets ENDLIST when the broadcast ends");
-    let ended_secs = listed_secs(&ended);
+    let ended_secs = playlist_secs(&ended);
     for (what, url) in [
         ("HLS", server.url(&format!("{live}/dvr.m3u8"))),
         ("DASH", server.url(&format!("{live}/dvr.mpd"))),
@@ -177,16 +172,10 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
 #[test]
 fn a_stream_without_dvr_has_no_dvr_view() {
     let server = Server::start();
-    let token = server.admin_token.clone();
-    let (status, body) = api(
+    let created = create_stream_with(
         &server,
-        "POST",
-        "/api/v1/streams",
-        Some(&token),
-        Some(json!({"name": "edge-only", "ladder": "passthrough", "dvr_window": 0})),
+        json!({"name": "edge-only", "ladder": "passthrough", "dvr_window": 0}),
     );
-    assert_eq!(status, 201, "{body}");
-    let created: Value = serde_json::from_str(&body).expect("json");
     let key = created["key"].as_str().expect("key").to_string();
     let live = format!(
         "live/{}",

@@ -23,15 +23,9 @@ fn the_watch_page_rewinds_a_minute_and_returns_to_live() {
     encode_flv(&source, 130, "640x360");
     let mut publisher = publish_file(&server.rtmp_url(&stream.key), &source);
     let live = format!("live/{}", stream.playback_id);
+    let dvr = format!("{live}/source/dvr.m3u8");
     let filled = wait_for(Duration::from_secs(120), || {
-        let text = server.get_text(&format!("{live}/source/dvr.m3u8"))?;
-        let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
-        let secs: f64 = playlist
-            .segments
-            .iter()
-            .map(|s| f64::from(s.duration))
-            .sum();
-        (secs >= 68.0).then_some(secs)
+        listed_secs(&server, &dvr).filter(|secs| *secs >= 68.0)
     });
     assert!(
         filled.is_some(),

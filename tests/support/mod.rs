@@ -828,6 +828,33 @@ pub fn hook_receiver() -> (
     (base, rx)
 }
 
+/// Creates a stream through the admin API with `body` (`name`, `ladder`, …): the answer
+/// (`stream`, `key`, URLs).
+pub fn create_stream_with(server: &Server, body: serde_json::Value) -> serde_json::Value {
+    let (status, answer) = api(
+        server,
+        "POST",
+        "/api/v1/streams",
+        Some(&server.admin_token),
+        Some(body),
+    );
+    assert_eq!(status, 201, "{answer}");
+    serde_json::from_str(&answer).expect("json")
+}
+
+/// Seconds the media playlist at `path` lists (`None` before it exists or parses).
+pub fn listed_secs(server: &Server, path: &str) -> Option<f64> {
+    let text = server.get_text(path)?;
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
+    Some(
+        playlist
+            .segments
+            .iter()
+            .map(|s| f64::from(s.duration))
+            .sum(),
+    )
+}
+
 /// The first variant's media playlist under `root` (`live/{playback id}`, `vod/{session}`).
 pub fn media_playlist(server: &Server, root: &str) -> Option<String> {
     let master = server.get_text(&format!("{root}/master.m3u8"))?;
