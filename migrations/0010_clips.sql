@@ -8,6 +8,8 @@ CREATE TABLE clips (
     recording_id  TEXT,
     -- pending | ready | failed
     state         TEXT NOT NULL,
+    -- the node making it (a pending clip of a node that restarted is failed at its start)
+    node_id       TEXT,
     reason        TEXT,
     precise       BIGINT NOT NULL DEFAULT 0,
     -- once ready: Unix ms of its first frame, and its duration

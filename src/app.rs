@@ -198,6 +198,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let devices = Devices::new(db.clone(), events.clone(), node_id.clone());
     let clip_urls = urls.public.clone();
+    let clipper = Arc::new(crate::clips::Clipper::new(
+        store.clone(),
+        db.clone(),
+        webhooks.clone(),
+        node_id.clone(),
+        move |clip| {
+            let view = crate::http::clip_api::ClipView::of(&clip_urls, clip.clone());
+            serde_json::to_value(view).unwrap_or_default()
+        },
+    ));
+    clipper.recover().await;
     let api = actix_web::web::Data::new(ApiState {
         db: db.clone(),
         hub: hub.clone(),
@@ -212,15 +223,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         store: store.clone(),
         devices: devices.clone(),
-        clips: Arc::new(crate::clips::Clipper::new(
-            store.clone(),
-            db.clone(),
-            webhooks.clone(),
-            move |clip| {
-                let view = crate::http::clip_api::ClipView::of(&clip_urls, clip.clone());
-                serde_json::to_value(view).unwrap_or_default()
-            },
-        )),
+        clips: clipper.clone(),
     });
     tokio::spawn(crate::events::send_stats(
         hub.clone(),

@@ -56,7 +56,7 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
         "POST",
         "/api/v1/streams",
         Some(&token),
-        Some(json!({"name": "too-long", "ladder": "passthrough", "dvr_window": 86_401})),
+        Some(json!({"name": "too-long", "ladder": "passthrough", "dvr_window": 21_601})),
     );
     assert_eq!(status, 400, "{body}");
     let created = create_stream_with(

@@ -4,6 +4,7 @@
 //! from); `fragment` then reads one segment of each track at a time, so a whole recording is
 //! streamed or uploaded with one segment in memory.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,10 +16,12 @@ use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::media::StreamEvent;
 use crate::publish::store::{self, Root};
 
-/// One track of the file: its rendition, its timescale and how its fragments change.
+/// One track of the file: its rendition, the segment numbers it has and how its fragments
+/// change.
 #[derive(Debug, Clone)]
 struct FileTrack {
     rendition: String,
+    numbers: HashSet<u64>,
     how: mp4::Renumber,
 }
 
@@ -52,6 +55,23 @@ async fn init_of(
     Ok((init.clone(), timescale, super::trex_default_duration(&init)))
 }
 
+/// What `rendition`'s own media playlist under `root` lists.
+async fn listed_in(
+    store: &Arc<dyn ObjectStore>,
+    root: &Root,
+    rendition: &cut::SourceRendition,
+) -> Result<Vec<cut::Listed>, ClipError> {
+    let playlist = get(
+        store,
+        &root.rendition_file(&rendition.name, &rendition.playlist),
+    )
+    .await?;
+    // a long recording's playlist is megabytes: parsed off the runtime
+    tokio::task::spawn_blocking(move || cut::listed(&playlist))
+        .await
+        .map_err(|e| ClipError::Source(format!("reading a playlist stopped: {e}")))?
+}
+
 impl Mp4Source {
     /// The file of the finished VOD under `root` (its `master.m3u8` and what it names).
     pub async fn open(store: &Arc<dyn ObjectStore>, root: &Root) -> Result<Self, ClipError> {
@@ -74,53 +94,61 @@ impl Mp4Source {
             .iter()
             .filter(|a| a.media_type == AlternativeMediaType::Audio)
             .find_map(|a| rendition_of(a.uri.as_deref()?));
-        let listed =
-            cut::listed(&get(store, &root.rendition_file(&video.name, &video.playlist)).await?)?;
-        let (Some(first), numbers) = (
-            listed.first(),
-            listed.iter().map(|s| s.number).collect::<Vec<_>>(),
-        ) else {
+        let listed = listed_in(store, root, &video).await?;
+        let audio_listed = match &audio {
+            Some(audio) => listed_in(store, root, audio).await?,
+            None => Vec::new(),
+        };
+        let Some(first) = listed.first() else {
             return Err(ClipError::Source("it lists no segment".into()));
         };
+        let numbers: Vec<u64> = listed.iter().map(|s| s.number).collect();
         let duration_secs: f64 = listed.iter().map(|s| s.duration_secs).sum();
-        // each track's first decode time, in seconds: the file starts at the earlier one
-        let mut tracks = vec![(video.name.clone(), init_of(store, root, &video.name).await?)];
-        if let Some(audio) = &audio {
-            tracks.push((audio.name.clone(), init_of(store, root, &audio.name).await?));
+        // each track's first decode time, in seconds: the file starts at the earlier one (a
+        // track may lack the lead's first numbers: its own first is what counts)
+        let mut tracks = vec![(video.name.clone(), first.number)];
+        if let (Some(audio), Some(first_audio)) = (&audio, audio_listed.first()) {
+            tracks.push((audio.name.clone(), first_audio.number));
         }
+        let mut inits = Vec::new();
         let mut starts = Vec::new();
-        for (name, (_, timescale, default_duration)) in &tracks {
-            let segment = get(store, &root.segment(name, first.number)).await?;
-            let (start, _, _) = mp4::segment_timing(&segment, *default_duration)?;
-            starts.push(start as f64 / f64::from(*timescale));
+        for (name, first) in &tracks {
+            let (init, timescale, default_duration) = init_of(store, root, name).await?;
+            let segment = get(store, &root.segment(name, *first)).await?;
+            let (start, _, _) = mp4::segment_timing(&segment, default_duration)?;
+            starts.push(start as f64 / f64::from(timescale));
+            inits.push((init, timescale));
         }
         let from = starts
             .iter()
             .copied()
             .fold(f64::INFINITY, f64::min)
             .max(0.0);
-        let how = |i: usize, track_id| {
-            let timescale = tracks[i].1 .1;
-            mp4::Renumber {
-                track_id,
-                shift: (from * f64::from(timescale)).floor() as u64,
-            }
+        let how = |i: usize, track_id| mp4::Renumber {
+            track_id,
+            shift: (from * f64::from(inits[i].1)).floor() as u64,
         };
         let header = mp4::header(
-            &tracks[0].1 .0,
-            tracks.get(1).map(|(_, (init, _, _))| &init[..]),
+            &inits[0].0,
+            inits.get(1).map(|(init, _)| &init[..]),
             duration_secs,
         )?;
+        let audio = match (audio, inits.len() > 1) {
+            (Some(a), true) => Some(FileTrack {
+                rendition: a.name,
+                numbers: audio_listed.iter().map(|s| s.number).collect(),
+                how: how(1, Some(mp4::AUDIO_TRACK_ID)),
+            }),
+            _ => None,
+        };
         Ok(Self {
             root: root.clone(),
             video: FileTrack {
                 rendition: video.name.clone(),
+                numbers: numbers.iter().copied().collect(),
                 how: how(0, None),
             },
-            audio: audio.map(|a| FileTrack {
-                rendition: a.name,
-                how: how(1, Some(mp4::AUDIO_TRACK_ID)),
-            }),
+            audio,
             numbers,
             header: Bytes::from(header),
         })
@@ -147,6 +175,9 @@ impl Mp4Source {
         };
         let mut out = Vec::new();
         for track in std::iter::once(&self.video).chain(&self.audio) {
+            if !track.numbers.contains(&number) {
+                continue;
+            }
             let segment = get(store, &self.root.segment(&track.rendition, number)).await?;
             out.extend(mp4::fragments(&segment, track.how, sequence)?);
         }

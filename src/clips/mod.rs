@@ -39,6 +39,8 @@ use crate::webhooks::Webhooks;
 pub const MAX_CLIP_SECS: f64 = 600.0;
 /// Clips made at once per node.
 pub const MAX_CONCURRENT: usize = 2;
+/// Recording downloads (`/vod/{id}/recording.mp4`) sent at once per node.
+pub const MAX_DOWNLOADS: usize = 8;
 /// The downloadable file's name under the clip's root.
 pub const MP4_FILE: &str = "clip.mp4";
 
@@ -93,7 +95,10 @@ pub struct Clipper {
     store: Arc<dyn ObjectStore>,
     db: Db,
     webhooks: Webhooks,
+    /// This node: its pending clips are failed when it restarts.
+    node_id: String,
     slots: Arc<Semaphore>,
+    downloads: Arc<Semaphore>,
     /// What the `on_clip_ready` payload shows, given the finished clip.
     describe: Box<dyn Fn(&Clip) -> serde_json::Value + Send + Sync>,
 }
@@ -108,20 +113,50 @@ impl Clipper {
         store: Arc<dyn ObjectStore>,
         db: Db,
         webhooks: Webhooks,
+        node_id: String,
         describe: impl Fn(&Clip) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         Self {
             store,
             db,
             webhooks,
+            node_id,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            downloads: Arc::new(Semaphore::new(MAX_DOWNLOADS)),
             describe: Box::new(describe),
+        }
+    }
+
+    /// This node, which makes the clips it is asked for.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// At start-up: the clips this node was making when it stopped are failed and what they
+    /// stored is removed (nobody else finishes them).
+    pub async fn recover(&self) {
+        match self.db.fail_pending_clips(&self.node_id).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(clip = %id, "a clip left unfinished by a restart failed");
+                    if let Err(e) = crate::publish::sweep::remove_recording(&self.store, &id).await
+                    {
+                        tracing::warn!(clip = %id, error = %e, "its objects are left");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for unfinished clips"),
         }
     }
 
     /// A slot for one clip, if one is free.
     pub fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
         self.slots.clone().try_acquire_owned().map_err(|_| Busy)
+    }
+
+    /// A slot for one recording download, if one is free (held until the response is sent).
+    pub fn reserve_download(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.downloads.clone().try_acquire_owned().ok()
     }
 
     /// Makes `clip` (already recorded as pending) in the background, in `slot`; records and
@@ -179,8 +214,16 @@ impl Clipper {
     }
 }
 
+/// The largest stored object a clip or download reads (a playlist of a day-long DVR view is a
+/// few MB, a segment a few MB at most): anything larger is not what Strata wrote.
+pub const MAX_OBJECT_BYTES: u64 = 64 << 20;
+
 async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes, ClipError> {
     match store.get(path).await {
+        Ok(result) if result.meta.size > MAX_OBJECT_BYTES => Err(ClipError::Source(format!(
+            "{path} is {} bytes, more than a clip reads",
+            result.meta.size
+        ))),
         Ok(result) => Ok(result.bytes().await?),
         Err(object_store::Error::NotFound { .. }) => Err(ClipError::Source(format!(
             "{path} is not stored (any more)"
@@ -251,6 +294,9 @@ pub async fn make(
             })
             .ok_or_else(|| ClipError::Media(format!("{} has no track", rendition.name)))?;
         let default_duration = trex_default_duration(&init);
+        // a rendition may lack a number the lead has (its encoder gave up on that segment,
+        // audio that started late): it gets the ones it has
+        let own = rendition_numbers(store, &root, rendition).await?;
         store
             .put(
                 &clip.rendition_file(&rendition.name, store::INIT_SEGMENT),
@@ -259,6 +305,9 @@ pub async fn make(
             .await?;
         let mut timeline = Timeline::new(rendition.name.clone(), info.kind, info.codec);
         for (i, segment) in chosen.iter().enumerate() {
+            if !own.contains(&segment.number) {
+                continue;
+            }
             let from = root.segment(&rendition.name, segment.number);
             let bytes = get(store, &from).await?;
             let (start, duration, samples) = mp4::segment_timing(&bytes, default_duration)?;
@@ -327,6 +376,23 @@ pub async fn make(
         starts_at: chosen[0].starts_at,
         duration_secs,
     })
+}
+
+/// The segment numbers `rendition`'s own media playlist lists.
+async fn rendition_numbers(
+    store: &Arc<dyn ObjectStore>,
+    root: &Root,
+    rendition: &cut::SourceRendition,
+) -> Result<std::collections::HashSet<u64>, ClipError> {
+    let playlist = get(
+        store,
+        &root.rendition_file(&rendition.name, &rendition.playlist),
+    )
+    .await?;
+    Ok(cut::listed(&playlist)?
+        .into_iter()
+        .map(|s| s.number)
+        .collect())
 }
 
 /// The `trex` default sample duration of an init segment's first track (0 when it has none).

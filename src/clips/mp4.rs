@@ -120,8 +120,7 @@ fn rewrite_moof(moof: &mut [u8], how: Renumber, sequence: u32) -> Result<(), Cli
     for child in boxes(&moof[body..]).map_err(|e| media(e.to_string()))? {
         let (start, end) = (body + child.start, body + child.end);
         match &child.kind {
-            // size, type, version and flags, then the 32-bit field
-            b"mfhd" => set_u32(&mut moof[start..end], 12, sequence)?,
+            b"mfhd" => set_field(&mut moof[start..end], sequence)?,
             b"traf" => {
                 let traf = &mut moof[start..end];
                 let inner = header_len(traf);
@@ -130,7 +129,7 @@ fn rewrite_moof(moof: &mut [u8], how: Renumber, sequence: u32) -> Result<(), Cli
                     match &grandchild.kind {
                         b"tfhd" => {
                             if let Some(track_id) = how.track_id {
-                                set_u32(full, 12, track_id)?;
+                                set_field(full, track_id)?;
                             }
                         }
                         b"tfdt" => shift_decode_time(full, how.shift)?,
@@ -147,20 +146,23 @@ fn rewrite_moof(moof: &mut [u8], how: Renumber, sequence: u32) -> Result<(), Cli
 /// Takes `shift` off a `tfdt` box's decode time (32-bit in version 0, 64-bit in version 1).
 fn shift_decode_time(tfdt: &mut [u8], shift: u64) -> Result<(), ClipError> {
     let short = || media("a tfdt box too short for its fields");
-    let version = *tfdt.get(8).ok_or_else(short)?;
+    let at = header_len(tfdt);
+    let version = *tfdt.get(at).ok_or_else(short)?;
     if version == 1 {
-        let field = tfdt.get_mut(12..20).ok_or_else(short)?;
+        let field = tfdt.get_mut(at + 4..at + 12).ok_or_else(short)?;
         let time = u64::from_be_bytes(field.try_into().map_err(|_| short())?);
         field.copy_from_slice(&time.saturating_sub(shift).to_be_bytes());
     } else {
-        let field = tfdt.get_mut(12..16).ok_or_else(short)?;
+        let field = tfdt.get_mut(at + 4..at + 8).ok_or_else(short)?;
         let time = u64::from(u32::from_be_bytes(field.try_into().map_err(|_| short())?));
         field.copy_from_slice(&(time.saturating_sub(shift) as u32).to_be_bytes());
     }
     Ok(())
 }
 
-fn set_u32(full_box: &mut [u8], at: usize, value: u32) -> Result<(), ClipError> {
+/// Sets the first field of a full box (after its header, version and flags) to `value`.
+fn set_field(full_box: &mut [u8], value: u32) -> Result<(), ClipError> {
+    let at = header_len(full_box) + 4;
     let field = full_box
         .get_mut(at..at + 4)
         .ok_or_else(|| media("a moof box too short for its fields"))?;
@@ -249,5 +251,12 @@ mod tests {
         shift_decode_time(&mut v0, 9).unwrap();
         assert_eq!(&v0[12..], &0u32.to_be_bytes());
         assert!(shift_decode_time(&mut v0[..13], 1).is_err());
+        // a 64-bit size header moves the fields
+        let mut large = vec![
+            0, 0, 0, 1, b't', b'f', b'd', b't', 0, 0, 0, 0, 0, 0, 0, 28, 1, 0, 0, 0,
+        ];
+        large.extend_from_slice(&50u64.to_be_bytes());
+        shift_decode_time(&mut large, 20).unwrap();
+        assert_eq!(&large[20..], &30u64.to_be_bytes());
     }
 }

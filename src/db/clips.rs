@@ -48,23 +48,26 @@ const CLIP_COLUMNS: &str =
     "id, stream_id, recording_id, state, reason, precise, starts_at, duration_ms, created_at";
 
 impl Db {
-    /// Records a new, pending clip `id` of `stream_id` (from `recording_id` when given).
+    /// Records a new, pending clip `id` of `stream_id` (from `recording_id` when given), made
+    /// by node `node_id`.
     pub async fn create_clip(
         &self,
         id: &str,
         stream_id: &str,
         recording_id: Option<&str>,
         precise: bool,
+        node_id: &str,
     ) -> Result<Clip, DbError> {
         let created_at = now_ms();
         sqlx::query(
-            "INSERT INTO clips (id, stream_id, recording_id, state, precise, created_at) \
-             VALUES ($1, $2, $3, 'pending', $4, $5)",
+            "INSERT INTO clips (id, stream_id, recording_id, state, precise, node_id, created_at) \
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
         )
         .bind(id)
         .bind(stream_id)
         .bind(recording_id)
         .bind(i64::from(precise))
+        .bind(node_id)
         .bind(created_at)
         .execute(&self.pool)
         .await?;
@@ -125,6 +128,24 @@ impl Db {
         self.clip(id).await
     }
 
+    /// Fails the clips node `node_id` left pending (it restarted while making them); returns
+    /// their ids, whose objects the caller removes.
+    pub async fn fail_pending_clips(&self, node_id: &str) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query("SELECT id FROM clips WHERE state = 'pending' AND node_id = $1")
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            self.clip_failed(id, "the node making it restarted; cut it again")
+                .await?;
+        }
+        Ok(ids)
+    }
+
     /// Forgets clip `id`; false when there was none.
     pub async fn delete_clip(&self, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query("DELETE FROM clips WHERE id = $1")
@@ -156,7 +177,7 @@ mod tests {
     async fn a_clip_goes_from_pending_to_ready_or_failed_once() {
         let (_dir, db) = db().await;
         let clip = db
-            .create_clip("cccccccccccccccc", "str_x", None, false)
+            .create_clip("cccccccccccccccc", "str_x", None, false, "n1")
             .await
             .unwrap();
         assert_eq!((clip.state.as_str(), clip.duration_ms), ("pending", None));
@@ -173,11 +194,28 @@ mod tests {
         let still = db.clip_failed(&clip.id, "late").await.unwrap().unwrap();
         assert_eq!((still.state.as_str(), still.reason), ("ready", None));
         let other = db
-            .create_clip("dddddddddddddddd", "str_y", Some("rrrrrrrrrrrrrrrr"), true)
+            .create_clip(
+                "dddddddddddddddd",
+                "str_y",
+                Some("rrrrrrrrrrrrrrrr"),
+                true,
+                "n2",
+            )
             .await
             .unwrap();
+        // only the restarted node's pending clips fail
+        assert!(db.fail_pending_clips("n1").await.unwrap().is_empty());
+        assert_eq!(
+            db.fail_pending_clips("n2").await.unwrap(),
+            vec![other.id.clone()]
+        );
+        let failed = db.clip(&other.id).await.unwrap().unwrap();
+        assert_eq!(failed.state, "failed");
         let failed = db.clip_failed(&other.id, "gone").await.unwrap().unwrap();
-        assert_eq!(failed.reason.as_deref(), Some("gone"));
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("the node making it restarted; cut it again")
+        );
         assert_eq!(db.list_clips(Some("str_y")).await.unwrap(), vec![failed]);
         assert_eq!(db.list_clips(None).await.unwrap().len(), 2);
         assert_eq!(

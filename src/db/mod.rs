@@ -33,9 +33,11 @@ pub enum DbError {
 
 /// A new stream's DVR window: two hours of a live broadcast can be rewound.
 pub const DEFAULT_DVR_WINDOW_SECS: u32 = 7200;
-/// The longest DVR window: a day. A broadcast's timelines hold every segment anyway (its
-/// recording lists them all); the DVR playlists rewritten with every segment are what grows.
-pub const MAX_DVR_WINDOW_SECS: u32 = 86_400;
+/// The longest DVR window: six hours. A broadcast's timelines hold every segment anyway (its
+/// recording lists them all); what grows with the window is the DVR view, rewritten with every
+/// segment (about 150 bytes a segment a rendition: ≈ 1.6 MB a rendition at six hours of 2 s
+/// segments) and read by every viewer who rewinds.
+pub const MAX_DVR_WINDOW_SECS: u32 = 21_600;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

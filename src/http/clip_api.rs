@@ -157,7 +157,13 @@ pub(super) async fn create_clip(
     let id = ids::new_clip_id();
     match state
         .db
-        .create_clip(&id, &stream_id, recording_id, body.precise)
+        .create_clip(
+            &id,
+            &stream_id,
+            recording_id,
+            body.precise,
+            state.clips.node_id(),
+        )
         .await
     {
         Ok(clip) => {

@@ -4,6 +4,7 @@
 //! (`/vod/{id}/recording.mp4`), put together from its stored segments as it is sent (see
 //! `crate::clips::file`): nothing is stored twice. The download has no `Content-Length` and
 //! takes no `Range` (it is made as it goes); a clip's MP4 is a stored object and takes both.
+//! At most `clips::MAX_DOWNLOADS` downloads are sent at once per node (503 beyond).
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -129,6 +130,16 @@ async fn download(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResp
         Ok(None) => return not_found("recording", &id),
         Err(e) => return db_error(e),
     }
+    let Some(slot) = state.clips.reserve_download() else {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(super::api::ApiError {
+                error: format!(
+                    "{} downloads are being sent; try again shortly",
+                    crate::clips::MAX_DOWNLOADS
+                ),
+            });
+    };
     let store = state.store.clone();
     let source = match Mp4Source::open(&store, &Root::vod(&id)).await {
         Ok(source) => source,
@@ -138,14 +149,15 @@ async fn download(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResp
         }
     };
     let header = source.header.clone();
+    // the slot goes with the stream: it is freed when the response ends or the client leaves
     let fragments = futures::stream::unfold(
-        (0usize, 0u32, source, store),
-        |(index, mut sequence, source, store)| async move {
+        (0usize, 0u32, source, store, slot),
+        |(index, mut sequence, source, store, slot)| async move {
             if index >= source.len() {
                 return None;
             }
             let next = source.fragment(&store, index, &mut sequence).await;
-            Some((next, (index + 1, sequence, source, store)))
+            Some((next, (index + 1, sequence, source, store, slot)))
         },
     );
     let body = futures::stream::once(async move { Ok(header) })
@@ -170,5 +182,6 @@ async fn download(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResp
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/public/recordings/{id}", web::get().to(recording))
         .route("/api/public/clips/{id}", web::get().to(clip))
-        .route("/vod/{id}/recording.mp4", web::get().to(download));
+        .route("/vod/{id}/recording.mp4", web::get().to(download))
+        .route("/vod/{id}/recording.mp4", web::head().to(download));
 }

@@ -398,7 +398,7 @@ fn dvr_view_reaches_back_its_depth_on_every_rendition() {
         },
         false,
     );
-    assert_eq!(p.listed_count(), Some(4));
+    assert_eq!(p.listed_count(&p.videos[0]), Some(4));
     for timeline in p.timelines() {
         let text = hls::media_playlist(&p, timeline);
         let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
@@ -427,7 +427,7 @@ fn dvr_view_reaches_back_its_depth_on_every_rendition() {
         },
         false,
     );
-    assert_eq!(short.listed_count(), Some(2));
+    assert_eq!(short.listed_count(&short.videos[0]), Some(2));
     // longer than the broadcast: all of it
     let long = presentation(
         PresentationKind::Dvr {
@@ -438,4 +438,26 @@ fn dvr_view_reaches_back_its_depth_on_every_rendition() {
     );
     assert_eq!(long.listed(&long.videos[0]).len(), 5);
     assert_eq!(long.media_sequence(&long.videos[0]), 40);
+    // a rendition that lacks a number lists from the lead's first number on, not one more
+    let mut gappy = presentation(
+        PresentationKind::Dvr {
+            window: 2,
+            depth: 6.5,
+        },
+        false,
+    );
+    let mut audio = Timeline::new(
+        "audio",
+        TrackKind::Audio,
+        gappy.audio.as_ref().unwrap().codec.clone(),
+    );
+    for entry in gappy.audio.as_ref().unwrap().all() {
+        if entry.number != 42 {
+            audio.push(entry.clone());
+        }
+    }
+    gappy.audio = Some(audio);
+    let audio = gappy.audio.as_ref().unwrap();
+    let numbers: Vec<u64> = gappy.listed(audio).iter().map(|s| s.number).collect();
+    assert_eq!(numbers, [41, 43, 44]);
 }

@@ -278,37 +278,49 @@ impl Presentation {
         self.kind == PresentationKind::Vod
     }
 
-    /// How many of the newest segments of each timeline the manifests list (`None`: all).
-    /// The DVR view counts on the lead rendition, so every rendition lists the same numbers.
-    pub fn listed_count(&self) -> Option<usize> {
-        self.count_for(self.kind)
+    /// How many of the newest segments of `timeline` the manifests list (`None`: all).
+    pub fn listed_count(&self, timeline: &Timeline) -> Option<usize> {
+        self.count_for(self.kind, timeline)
     }
 
-    /// How many of the newest segments of each timeline a view of `kind` lists (`None`: all).
-    pub fn count_for(&self, kind: PresentationKind) -> Option<usize> {
+    /// How many of the newest segments of `timeline` a view of `kind` lists (`None`: all). The
+    /// DVR view is counted in seconds on the lead rendition, and every rendition lists its
+    /// segments from the lead's first listed number on (a rendition may lack a number).
+    pub fn count_for(&self, kind: PresentationKind, timeline: &Timeline) -> Option<usize> {
         match kind {
             PresentationKind::Live { window } => Some(window),
-            PresentationKind::Dvr { window, depth } => Some(
-                self.lead()
-                    .map_or(window, |lead| lead.covering(depth).max(window)),
-            ),
+            PresentationKind::Dvr { window, depth } => {
+                let Some(first) = self.dvr_first_number(window, depth) else {
+                    return Some(window);
+                };
+                let all = timeline.all();
+                Some(all.len() - all.partition_point(|s| s.number < first))
+            }
             PresentationKind::Vod => None,
         }
     }
 
+    /// The number of the oldest segment a DVR view of `depth` seconds (at least `window`
+    /// segments) lists on the lead rendition; `None` before it has any.
+    pub fn dvr_first_number(&self, window: usize, depth: f64) -> Option<u64> {
+        let lead = self.lead()?;
+        let count = lead.covering(depth).max(window);
+        lead.listed(Some(count)).first().map(|s| s.number)
+    }
+
     /// The segments of `timeline` this presentation's manifests list.
     pub fn listed<'a>(&self, timeline: &'a Timeline) -> &'a [SegmentEntry] {
-        timeline.listed(self.listed_count())
+        timeline.listed(self.listed_count(timeline))
     }
 
     /// `EXT-X-MEDIA-SEQUENCE` of `timeline`'s listed segments.
     pub fn media_sequence(&self, timeline: &Timeline) -> u64 {
-        timeline.first_sequence(self.listed_count())
+        timeline.first_sequence(self.listed_count(timeline))
     }
 
     /// `EXT-X-DISCONTINUITY-SEQUENCE` of `timeline`'s listed segments.
     pub fn discontinuity_sequence(&self, timeline: &Timeline) -> u64 {
-        timeline.discontinuities_before(self.listed_count())
+        timeline.discontinuities_before(self.listed_count(timeline))
     }
 
     /// Duration of the listed segments of `timeline`.

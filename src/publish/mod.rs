@@ -307,7 +307,7 @@ impl Publisher {
     }
 
     /// Objects under this stream's live prefix from an earlier broadcast (its last window):
-    /// deleted after the grace period, like any segment leaving a window.
+    /// deleted after the grace period, like any segment leaving a window; its DVR view at once.
     async fn schedule_leftovers(&mut self) {
         let prefix = self.live_root.prefix();
         let listed: Result<Vec<_>, _> = self.store().list(Some(&prefix)).try_collect().await;
@@ -315,8 +315,19 @@ impl Publisher {
         match listed {
             Ok(objects) => {
                 for meta in objects {
-                    if meta.location.as_ref().ends_with(".m4s") {
-                        self.retention.push_back((deadline, meta.location));
+                    match meta.location.filename() {
+                        Some(name) if name.ends_with(".m4s") => {
+                            self.retention.push_back((deadline, meta.location))
+                        }
+                        // an earlier broadcast's DVR view goes at once: this one writes its own
+                        // (or has none), and a clip must never be cut from the old one
+                        Some(store::DVR_PLAYLIST | store::DVR_MPD) => {
+                            if let Err(e) = self.store().delete(&meta.location).await {
+                                tracing::warn!(object = %meta.location, error = %e,
+                                    "an earlier broadcast's DVR view could not be deleted");
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -492,12 +503,14 @@ impl Publisher {
         let Some(p) = &self.presentation else {
             return;
         };
-        let count = p.count_for(self.kept_view());
-        let Some(first_kept) = p
-            .lead()
-            .and_then(|lead| lead.listed(count).first())
-            .map(|s| s.number)
-        else {
+        let first_kept = match self.kept_view() {
+            PresentationKind::Dvr { window, depth } => p.dvr_first_number(window, depth),
+            view => p
+                .lead()
+                .and_then(|lead| lead.listed(p.count_for(view, lead)).first())
+                .map(|s| s.number),
+        };
+        let Some(first_kept) = first_kept else {
             return;
         };
         if first_kept <= self.released_below {
@@ -569,16 +582,21 @@ impl Publisher {
         if let Some(p) = &self.presentation {
             self.write_manifests(&self.live_root, p, write_master)
                 .await?;
-            if let PresentationKind::Dvr { .. } = self.kept_view() {
-                // plain HLS and DASH: a player that rewinds has no use for parts
-                let dvr = Presentation {
-                    kind: self.kept_view(),
-                    part_duration: None,
-                    ..p.clone()
-                };
-                self.write_manifests(&self.live_root, &dvr, write_master)
-                    .await?;
-            }
+        }
+        let dvr = matches!(self.kept_view(), PresentationKind::Dvr { .. });
+        if let Some(mut p) = dvr.then(|| self.presentation.take()).flatten() {
+            // The DVR view of the same timelines (plain HLS and DASH: a player that rewinds has
+            // no use for parts), without copying them: the presentation is lent out as that
+            // view and restored before anything else reads it (`publish_segment` and `finish`
+            // are never cancelled midway: the publishing task awaits them to the end).
+            let live = (p.kind, p.part_duration);
+            (p.kind, p.part_duration) = (self.kept_view(), None);
+            let written = self
+                .write_manifests(&self.live_root, &p, write_master)
+                .await;
+            (p.kind, p.part_duration) = live;
+            self.presentation = Some(p);
+            written?;
         }
         if write_master {
             self.master_bandwidth = bandwidth;
@@ -916,6 +934,29 @@ mod tests {
         publisher.finish(zero).await.unwrap();
         let ended = text(&store, "live/aaaaaaaaaaaaaaaa/source/dvr.m3u8").await;
         assert!(ended.contains("#EXT-X-ENDLIST"), "{ended}");
+    }
+
+    #[tokio::test]
+    async fn a_new_broadcast_removes_the_last_ones_dvr_view() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let zero = Utc::now();
+        let with_dvr = BroadcastPlan {
+            dvr_window: Some(9.0),
+            ..plan()
+        };
+        let mut first = publisher(&store, with_dvr);
+        first.start(vec![video_init()], zero).await.unwrap();
+        first.publish_segment(segment(1), zero).await.unwrap();
+        first.finish(zero).await.unwrap();
+        assert!(text(&store, "live/aaaaaaaaaaaaaaaa/dvr.mpd")
+            .await
+            .contains("static"));
+        let mut second = publisher(&store, plan());
+        second.start(vec![video_init()], zero).await.unwrap();
+        for name in ["dvr.m3u8", "dvr.mpd", "source/dvr.m3u8"] {
+            let path = Path::from(format!("live/aaaaaaaaaaaaaaaa/{name}"));
+            assert!(store.head(&path).await.is_err(), "{name}");
+        }
     }
 
     #[tokio::test]

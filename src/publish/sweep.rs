@@ -396,7 +396,7 @@ mod tests {
     async fn clips_go_after_their_retention_and_are_kept_without_one() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let (_dir, db) = db().await;
-        db.create_clip("cccccccccccccccc", "str_s", None, false)
+        db.create_clip("cccccccccccccccc", "str_s", None, false, "n")
             .await
             .unwrap();
         db.clip_ready("cccccccccccccccc", 0, 10_000).await.unwrap();
