@@ -242,3 +242,55 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+#[test]
+fn clips_and_recordings_go_after_their_retention() {
+    // 0.0003 days: 26 s; the sweeper looks every second
+    let server = Server::start_with_env(
+        &[
+            ("STRATA__RETENTION__CLIP_DAYS", "0.0003"),
+            ("STRATA__RETENTION__VOD_DAYS", "0.0003"),
+            ("STRATA__RETENTION__SWEEP_INTERVAL", "1"),
+            ("STRATA__RTMP__RECONNECT_GRACE", "1"),
+        ],
+        |_| {},
+    );
+    let created = create_stream_with(&server, json!({"name": "brief", "ladder": "passthrough"}));
+    let stream_id = created["stream"]["id"].as_str().expect("id").to_string();
+    let key = created["key"].as_str().expect("key");
+    let playback_id = created["stream"]["playback_id"].as_str().expect("id");
+    let mut publisher = publish(&server.rtmp_url(key), 10);
+    let stored = wait_for(Duration::from_secs(30), || {
+        (segments_listed(&server, playback_id) >= 3).then_some(())
+    });
+    assert!(stored.is_some(), "the broadcast publishes");
+    let (clip, _) = cut(&server, json!({"stream_id": stream_id, "last_secs": 4}));
+    let clip_id = clip["id"].as_str().expect("id").to_string();
+    let _ = publisher.wait();
+    let recording = wait_for(Duration::from_secs(30), || {
+        let list = session_list(&server, "/api/v1/recordings");
+        list.first()?["id"].as_str().map(str::to_string)
+    })
+    .expect("the broadcast is recorded");
+    assert_eq!(server.get(&format!("vod/{clip_id}/clip.mp4")).0, 200);
+    assert_eq!(server.get(&format!("vod/{recording}/master.m3u8")).0, 200);
+    // both go once they are older than their retention, objects and rows
+    let gone = wait_for(Duration::from_secs(90), || {
+        let clip_gone = server.get(&format!("vod/{clip_id}/clip.mp4")).0 == 404;
+        let recording_gone = server.get(&format!("vod/{recording}/master.m3u8")).0 == 404;
+        (clip_gone && recording_gone).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "retention removed the clip and the recording"
+    );
+    let (status, _) = api(
+        &server,
+        "GET",
+        &format!("/api/v1/clips/{clip_id}"),
+        Some(&server.admin_token),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert!(session_list(&server, "/api/v1/recordings").is_empty());
+}
