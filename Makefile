@@ -108,8 +108,8 @@ compose-check: test-deps
 # no transcoder and at most one player in a browser (they mostly wait on real time), lane A
 # everything else; every test must pass with both cores busy anyway, and the two lanes keep
 # `make test` on a fresh 2-core machine within its 25 minutes. Lane B's output follows lane A's.
-TEST_LANE_B := clips cloud_storage cluster_claims control_api crash_recovery dvr dvr_playback \
-	fuzz_corpora http_limits mpegts_clock publish_to_playback rtmp_hostile_clients \
+TEST_LANE_B := clips cloud_storage cluster_claims control_api crash_recovery devices dvr \
+	dvr_playback fuzz_corpora http_limits mpegts_clock publish_to_playback rtmp_hostile_clients \
 	segment_numbers webhooks
 TEST_LANE_A := $(filter-out $(TEST_LANE_B),$(sort $(basename $(notdir $(wildcard tests/*.rs)))))
 TEST_ENV := STRATA_TEST_POSTGRES=$(PG_URL) STRATA_TEST_MOTO=$(abspath $(MOTO))
