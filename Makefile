@@ -108,21 +108,27 @@ compose-check: test-deps
 # no transcoder and at most one player in a browser (they mostly wait on real time), lane A
 # everything else; every test must pass with both cores busy anyway, and the two lanes keep
 # `make test` on a fresh 2-core machine within its 25 minutes. Lane B's output follows lane A's.
+# TEST_ALONE runs after both lanes, by itself: three browser players beside a live x264 ladder
+# measure distance to live, which a lane's encoders and browsers next to it would decide.
 TEST_LANE_B := clips cloud_storage cluster_claims control_api crash_recovery devices dvr \
 	dvr_playback fuzz_corpora http_limits mpegts_clock publish_to_playback rtmp_hostile_clients \
 	segment_numbers webhooks
-TEST_LANE_A := $(filter-out $(TEST_LANE_B),$(sort $(basename $(notdir $(wildcard tests/*.rs)))))
+TEST_ALONE := low_latency_playback
+TEST_LANE_A := $(filter-out $(TEST_LANE_B) $(TEST_ALONE),$(sort $(basename $(notdir $(wildcard tests/*.rs)))))
 TEST_ENV := STRATA_TEST_POSTGRES=$(PG_URL) STRATA_TEST_MOTO=$(abspath $(MOTO))
 
 test: test-deps postgres fmt lint web-test compose-check $(MOTO)
 	$(TEST_ENV) $(CARGO) test --locked --all-targets --no-run
 	@mkdir -p target/tmp; \
-	( $(TEST_ENV) $(CARGO) test --locked $(addprefix --test ,$(TEST_LANE_B)) \
+	( $(TEST_ENV) $(CARGO) test --locked --no-fail-fast $(addprefix --test ,$(TEST_LANE_B)) \
 		>target/tmp/test-lane-b.log 2>&1; echo $$? >target/tmp/test-lane-b.rc ) & \
-	$(TEST_ENV) $(CARGO) test --locked --lib --bins --benches $(addprefix --test ,$(TEST_LANE_A)); \
+	$(TEST_ENV) $(CARGO) test --locked --no-fail-fast --lib --bins --benches \
+		$(addprefix --test ,$(TEST_LANE_A)); \
 	a=$$?; wait; echo "=== lane B: $(TEST_LANE_B)"; cat target/tmp/test-lane-b.log; \
-	b=$$(cat target/tmp/test-lane-b.rc); echo "lane A exit $$a, lane B exit $$b"; \
-	[ $$a -eq 0 ] && [ $$b -eq 0 ]
+	b=$$(cat target/tmp/test-lane-b.rc); echo "=== alone: $(TEST_ALONE)"; \
+	$(TEST_ENV) $(CARGO) test --locked --no-fail-fast $(addprefix --test ,$(TEST_ALONE)); \
+	c=$$?; echo "lane A exit $$a, lane B exit $$b, alone exit $$c"; \
+	[ $$a -eq 0 ] && [ $$b -eq 0 ] && [ $$c -eq 0 ]
 
 bench: test-deps
 	$(call apt_install,$(BENCH_APT))

@@ -97,12 +97,19 @@ fn hls_js_dash_js_and_shaka_play_low_latency_streams_from_both_nodes_without_sta
         let _ = publisher.wait();
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        println!("{stdout}\n{stderr}\nscreenshots: {}", shots.display());
+        // progress lines in full; each result without its per-second samples
+        for line in stdout.lines() {
+            match line.strip_prefix("RESULT ") {
+                Some(result) => println!("RESULT {}", summarize(result)),
+                None => println!("{line}"),
+            }
+        }
+        println!("{stderr}\nscreenshots: {}", shots.display());
         let context = || {
             format!(
-                "{stdout}\n{stderr}\nowner log:\n{}\nother node log:\n{}",
-                owner.log(),
-                other.log()
+                "{stderr}\nowner log (end):\n{}\nother node log (end):\n{}",
+                tail(&owner.log()),
+                tail(&other.log())
             )
         };
         assert!(
@@ -120,7 +127,26 @@ fn hls_js_dash_js_and_shaka_play_low_latency_streams_from_both_nodes_without_sta
     }
     assert!(
         problems.is_empty(),
-        "{problems:#?}\nowner log:\n{}",
-        owner.log()
+        "{problems:#?}\nowner log (end):\n{}",
+        tail(&owner.log())
     );
+}
+
+/// One player's result with its latency samples reduced to their count, so that a failure's
+/// message (and not thousands of numbers) is what a truncated CI log keeps.
+fn summarize(result: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(result) {
+        Ok(mut value) => {
+            let samples = value["latencies"].as_array().map_or(0, Vec::len);
+            value["latencies"] = serde_json::json!(format!("{samples} samples"));
+            value.to_string()
+        }
+        Err(_) => result.to_owned(),
+    }
+}
+
+/// The last lines of a server log: where a late or failing part shows up.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
 }
