@@ -203,6 +203,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         db.clone(),
         webhooks.clone(),
         node_id.clone(),
+        settings.transcode.worker_limits(),
         move |clip| {
             let view = crate::http::clip_api::ClipView::of(&clip_urls, clip.clone());
             serde_json::to_value(view).unwrap_or_default()

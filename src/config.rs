@@ -364,6 +364,7 @@ impl TranscodeSettings {
         crate::transcode::WorkerLimits {
             memory_mb: self.worker_memory_mb,
             nice: self.worker_nice,
+            cpu_secs: 0,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod media;
 pub mod open_files;
 pub mod package;
 pub mod pipeline;
+pub mod previews;
 pub mod publish;
 pub mod telemetry;
 pub mod transcode;

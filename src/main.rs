@@ -75,6 +75,13 @@ enum Command {
         /// The broadcast's playback id, for `ps` (the job on stdin says it too).
         playback_id: Option<String>,
     },
+    /// A VOD's scrub-preview sheet: keyframes on stdin, a sprite sheet on stdout (started by
+    /// `serve` for recordings and clips; see `previews::child`).
+    #[command(hide = true)]
+    Previews {
+        /// The VOD's id, for `ps` and the log.
+        vod: String,
+    },
     /// A browser recording's demuxer: the container on stdin, its frames on stdout (started
     /// by `serve`, one per WebSocket recording; see `ingest::ws::child`).
     #[command(hide = true)]
@@ -195,6 +202,10 @@ fn main() -> ExitCode {
         init_logging();
         return strata::transcode::worker::child_main();
     }
+    if let Command::Previews { vod } = &cli.command {
+        init_logging();
+        return strata::previews::child::main(vod);
+    }
     if let Command::Demux {
         container,
         playback_id,
@@ -224,7 +235,10 @@ fn main() -> ExitCode {
             Command::Stream { command } => stream_command(settings, command).await,
             Command::Device { command } => device_command(settings, command).await,
             Command::Ladder { command } => ladder_command(settings, command),
-            Command::Worker { .. } | Command::Demux { .. } | Command::DeviceAgent { .. } => Ok(()),
+            Command::Worker { .. }
+            | Command::Demux { .. }
+            | Command::Previews { .. }
+            | Command::DeviceAgent { .. } => Ok(()),
         }
     });
     match result {

@@ -2,7 +2,8 @@
 //! clip of "the last 10 s" is ready within 5 s and plays in ffprobe through its HLS, its DASH
 //! and its MP4 (video and audio, 10 s within one GOP); a clip of an absolute range of the
 //! recording covers that range; `on_clip_ready` is told; a precise clip and unknown sources are
-//! refused; deleting a clip removes its objects.
+//! refused; the clip gets scrub previews (a thumbnails track whose cues point at regions of a
+//! sprite sheet that show a picture); deleting a clip removes its objects.
 
 mod support;
 
@@ -215,8 +216,20 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
     let list: Value = serde_json::from_str(&list).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
 
-    // deleting a clip: its objects go and it is not served
+    // its scrub previews: a thumbnail every 4 s of the 10 s, on one sheet, named on its page
     let id = last["id"].as_str().expect("id");
+    let cues = previews::check_previews(&server, id, duration_ms as f64 / 1000.0);
+    assert_eq!(cues.len(), 3, "{cues:?}");
+    let (status, public) = server.get(&format!("api/public/clips/{id}"));
+    assert_eq!(status, 200);
+    let public: Value = serde_json::from_slice(&public).expect("json");
+    assert_eq!(
+        public["thumbnails_url"],
+        format!("/vod/{id}/thumbnails.vtt"),
+        "{public}"
+    );
+
+    // deleting a clip: its objects go and it is not served
     let (status, _) = api(
         &server,
         "DELETE",
@@ -233,7 +246,14 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
         None,
     );
     assert_eq!(status, 404);
-    for file in ["master.m3u8", "manifest.mpd", "clip.mp4", "source/init.mp4"] {
+    for file in [
+        "master.m3u8",
+        "manifest.mpd",
+        "clip.mp4",
+        "source/init.mp4",
+        "thumbnails.vtt",
+        "previews/0.jpg",
+    ] {
         assert_eq!(server.get(&format!("vod/{id}/{file}")).0, 404, "{file}");
     }
     // (a local store may leave empty directories behind; no file stays)

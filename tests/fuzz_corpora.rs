@@ -346,6 +346,23 @@ fn write_seeds() {
         let bytes = [&1000u64.to_le_bytes()[..], range.as_bytes()].concat();
         write("corpus", "origin_range", &format!("seed{i}"), &bytes);
     }
+    // a previews process's output: a sheet of three 160x90 thumbnails, then odd ones
+    let sheet = |fields: [u32; 4], jpeg: &[u8]| {
+        let mut out: Vec<u8> = fields.iter().flat_map(|v| v.to_be_bytes()).collect();
+        out.extend_from_slice(jpeg);
+        out
+    };
+    let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0xFF, 0xD9];
+    for (name, bytes) in [
+        ("sheet", sheet([160, 90, 3, 3], &jpeg)),
+        ("portrait", sheet([160, 284, 100, 100], &jpeg)),
+        ("too_wide", sheet([4000, 90, 1, 1], &jpeg)),
+        ("too_many", sheet([160, 90, 1, 1000], &jpeg)),
+        ("not_jpeg", sheet([160, 90, 1, 1], b"GIF89a")),
+        ("truncated", sheet([160, 90, 1, 1], &[])[..10].to_vec()),
+    ] {
+        write("corpus", "previews_sheet", name, &bytes);
+    }
     let record: &[u8] = &[
         0x01, 0x4d, 0x40, 0x0d, 0xff, 0xe1, 0x00, 0x18, 0x67, 0x4d, 0x40, 0x0d, 0xec, 0xa0, 0xa0,
         0xfd, 0x80, 0x88, 0x00, 0x00, 0x03, 0x00, 0x08, 0x00, 0x00, 0x03, 0x01, 0xe0, 0x78, 0xa1,

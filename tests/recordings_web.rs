@@ -2,7 +2,8 @@
 //! 360p ladder (which makes posters); headless Chromium (`web/tests/e2e/recordings.mjs`) cuts
 //! "the last 30 s" from the dashboard while it is live and plays the clip's page, then finds
 //! the finished broadcast in the Recordings view with its poster, plays its replay page,
-//! downloads its MP4 and deletes it. Here: the download plays in ffprobe for the broadcast's
+//! checks its scrub previews (the thumbnails track in Chromium's WebVTT parser, the sheets,
+//! a preview on hover), downloads its MP4 and deletes it. Here: the download plays in ffprobe for the broadcast's
 //! length, and after the delete the recording is no longer served.
 
 mod support;
@@ -37,6 +38,7 @@ fn the_dashboard_clips_a_live_broadcast_and_finds_plays_downloads_and_deletes_it
             "clip-page.png",
             "recordings.png",
             "replay.png",
+            "replay-preview.png",
             "recordings-deleted.png",
         ],
     );

@@ -36,8 +36,36 @@ pub struct Mp4Source {
     pub header: Bytes,
 }
 
-/// A rendition's init segment and its timescale.
-async fn init_of(
+/// The top video rendition and the audio rendition of the VOD under `root`, as its
+/// multivariant playlist names them.
+pub(crate) async fn main_renditions(
+    store: &Arc<dyn ObjectStore>,
+    root: &Root,
+) -> Result<(cut::SourceRendition, Option<cut::SourceRendition>), ClipError> {
+    let master = get(store, &root.file(store::MASTER_PLAYLIST)).await?;
+    let master = cut::parse_master(&master)?;
+    let names = cut::renditions(&master)?;
+    let rendition_of = |uri: &str| {
+        names
+            .iter()
+            .find(|r| uri.starts_with(&format!("{}/", r.name)))
+            .cloned()
+    };
+    let video = master
+        .variants
+        .first()
+        .and_then(|v| rendition_of(&v.uri))
+        .ok_or_else(|| ClipError::Source("it has no video rendition".into()))?;
+    let audio = master
+        .alternatives
+        .iter()
+        .filter(|a| a.media_type == AlternativeMediaType::Audio)
+        .find_map(|a| rendition_of(a.uri.as_deref()?));
+    Ok((video, audio))
+}
+
+/// A rendition's init segment, its timescale and its default sample duration.
+pub(crate) async fn init_of(
     store: &Arc<dyn ObjectStore>,
     root: &Root,
     rendition: &str,
@@ -56,7 +84,7 @@ async fn init_of(
 }
 
 /// What `rendition`'s own media playlist under `root` lists.
-async fn listed_in(
+pub(crate) async fn listed_in(
     store: &Arc<dyn ObjectStore>,
     root: &Root,
     rendition: &cut::SourceRendition,
@@ -75,25 +103,7 @@ async fn listed_in(
 impl Mp4Source {
     /// The file of the finished VOD under `root` (its `master.m3u8` and what it names).
     pub async fn open(store: &Arc<dyn ObjectStore>, root: &Root) -> Result<Self, ClipError> {
-        let master = get(store, &root.file(store::MASTER_PLAYLIST)).await?;
-        let master = cut::parse_master(&master)?;
-        let names = cut::renditions(&master)?;
-        let rendition_of = |uri: &str| {
-            names
-                .iter()
-                .find(|r| uri.starts_with(&format!("{}/", r.name)))
-                .cloned()
-        };
-        let video = master
-            .variants
-            .first()
-            .and_then(|v| rendition_of(&v.uri))
-            .ok_or_else(|| ClipError::Source("it has no video rendition".into()))?;
-        let audio = master
-            .alternatives
-            .iter()
-            .filter(|a| a.media_type == AlternativeMediaType::Audio)
-            .find_map(|a| rendition_of(a.uri.as_deref()?));
+        let (video, audio) = main_renditions(store, root).await?;
         let listed = listed_in(store, root, &video).await?;
         let audio_listed = match &audio {
             Some(audio) => listed_in(store, root, audio).await?,

@@ -33,6 +33,7 @@ use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
 use crate::media::{StreamEvent, TrackKind};
 use crate::publish::store::{self, Root};
+use crate::transcode::WorkerLimits;
 use crate::webhooks::Webhooks;
 
 /// The longest clip: ten minutes.
@@ -101,6 +102,8 @@ pub struct Clipper {
     downloads: Arc<Semaphore>,
     /// What the `on_clip_ready` payload shows, given the finished clip.
     describe: Box<dyn Fn(&Clip) -> serde_json::Value + Send + Sync>,
+    /// The limits a ready clip's scrub previews are made under (`previews`).
+    previews: WorkerLimits,
 }
 
 /// Every slot is making a clip.
@@ -114,6 +117,7 @@ impl Clipper {
         db: Db,
         webhooks: Webhooks,
         node_id: String,
+        previews: WorkerLimits,
         describe: impl Fn(&Clip) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         Self {
@@ -121,6 +125,7 @@ impl Clipper {
             db,
             webhooks,
             node_id,
+            previews,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             downloads: Arc::new(Semaphore::new(MAX_DOWNLOADS)),
             describe: Box::new(describe),
@@ -178,6 +183,8 @@ impl Clipper {
                     tracing::info!(clip = %clip.id, duration_secs = made.duration_secs,
                         took_ms = started.elapsed().as_millis() as u64, "clip ready");
                     let duration_ms = (made.duration_secs * 1000.0).round() as i64;
+                    // the clip is ready without them; they follow
+                    crate::previews::spawn(me.store.clone(), clip.id.clone(), me.previews);
                     me.db
                         .clip_ready(&clip.id, made.starts_at.timestamp_millis(), duration_ms)
                         .await
@@ -218,7 +225,7 @@ impl Clipper {
 /// few MB, a segment a few MB at most): anything larger is not what Strata wrote.
 pub const MAX_OBJECT_BYTES: u64 = 64 << 20;
 
-async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes, ClipError> {
+pub(crate) async fn get(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes, ClipError> {
     match store.get(path).await {
         Ok(result) if result.meta.size > MAX_OBJECT_BYTES => Err(ClipError::Source(format!(
             "{path} is {} bytes, more than a clip reads",

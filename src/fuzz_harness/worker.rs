@@ -52,3 +52,19 @@ pub fn worker_wire(data: &[u8]) {
         let _ = check.check(message, start + Duration::from_secs(step));
     }
 }
+
+/// Arbitrary bytes as a previews process's stdout (`previews::parse_sheet`): an accepted sheet
+/// has a thumbnail size within `layout`'s limits, at most a sheet of keyframes, a JPEG start,
+/// and no more bytes than the server reads.
+pub fn previews_sheet(data: &[u8]) {
+    use crate::previews::{layout, parse_sheet, MAX_SHEET_BYTES};
+    let Ok(made) = parse_sheet(data) else {
+        return;
+    };
+    let (width, height) = made.tile;
+    assert!((2..=layout::TILE_WIDTH).contains(&width), "{width}");
+    assert!((2..=8 * layout::TILE_WIDTH).contains(&height), "{height}");
+    assert!(made.keyframes <= layout::TILES_PER_SHEET);
+    assert!(made.jpeg.starts_with(&[0xFF, 0xD8]) && made.jpeg.len() <= MAX_SHEET_BYTES);
+    assert_eq!(made.jpeg.len() + 16, data.len());
+}

@@ -74,6 +74,10 @@ pub enum Kind {
     Poster,
     /// A clip's downloadable MP4 (`vod/{clip_id}/clip.mp4`).
     Download,
+    /// A VOD's scrub-preview track (`vod/{id}/thumbnails.vtt`).
+    Thumbnails,
+    /// One of its sprite sheets (`vod/{id}/previews/{n}.jpg`).
+    Sheet,
 }
 
 fn is_rendition(s: &str) -> bool {
@@ -98,6 +102,14 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
         // the live picture, or a recording's or clip's
         [id, "poster.jpg"] if ids::is_public_id(id) => Kind::Poster,
         [id, "clip.mp4"] if root == "vod" && ids::is_public_id(id) => Kind::Download,
+        [id, "thumbnails.vtt"] if root == "vod" && ids::is_public_id(id) => Kind::Thumbnails,
+        [id, "previews", sheet]
+            if root == "vod"
+                && ids::is_public_id(id)
+                && sheet.strip_suffix(".jpg").is_some_and(is_number) =>
+        {
+            Kind::Sheet
+        }
         [id, rendition, file] if ids::is_public_id(id) && is_rendition(rendition) => match *file {
             "index.m3u8" => Kind::Playlist,
             "dvr.m3u8" if root == "live" => Kind::Playlist,
@@ -123,8 +135,9 @@ fn content_type(kind: Kind, tail: &str) -> &'static str {
         Kind::Init if tail.contains("/audio/") => "audio/mp4",
         Kind::Init => "video/mp4",
         Kind::Segment | Kind::Part => "video/iso.segment",
-        Kind::Poster => "image/jpeg",
+        Kind::Poster | Kind::Sheet => "image/jpeg",
         Kind::Download => "video/mp4",
+        Kind::Thumbnails => "text/vtt",
     }
 }
 
@@ -361,6 +374,23 @@ mod tests {
             Some(Kind::Download)
         );
         assert!(classify("live", &format!("{id}/clip.mp4")).is_none());
+        assert_eq!(
+            classify("vod", &format!("{id}/thumbnails.vtt")).map(|c| c.1),
+            Some(Kind::Thumbnails)
+        );
+        assert_eq!(
+            classify("vod", &format!("{id}/previews/3.jpg")).map(|c| c.1),
+            Some(Kind::Sheet)
+        );
+        // a rendition may be called `previews`
+        assert_eq!(
+            classify("vod", &format!("{id}/previews/3.m4s")).map(|c| c.1),
+            Some(Kind::Segment)
+        );
+        for bad in ["previews/x.jpg", "previews/3.png", "previews/../3.jpg"] {
+            assert!(classify("vod", &format!("{id}/{bad}")).is_none(), "{bad}");
+        }
+        assert!(classify("live", &format!("{id}/thumbnails.vtt")).is_none());
         for dvr in ["dvr.m3u8", "source/dvr.m3u8", "dvr.mpd"] {
             assert!(classify("live", &format!("{id}/{dvr}")).is_some(), "{dvr}");
             assert!(classify("vod", &format!("{id}/{dvr}")).is_none(), "{dvr}");

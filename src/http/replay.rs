@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::api::{db_error, not_found, ApiState};
 use crate::clips::file::Mp4Source;
 use crate::db::ids;
+use crate::previews;
 use crate::publish::store::{self, Root};
 
 /// A finished recording as viewers see it.
@@ -30,6 +31,8 @@ pub struct PublicRecording {
     pub mp4_url: String,
     /// When the broadcast had a picture (ladders that transcode make one).
     pub poster_url: Option<String>,
+    /// The WebVTT track of scrub previews, once made (a little after the VOD is complete).
+    pub thumbnails_url: Option<String>,
 }
 
 /// A clip as viewers see it.
@@ -45,16 +48,19 @@ pub struct PublicClip {
     pub dash_url: String,
     pub mp4_url: String,
     pub poster_url: Option<String>,
+    /// The WebVTT track of scrub previews, once made (a little after the VOD is complete).
+    pub thumbnails_url: Option<String>,
 }
 
-async fn poster(state: &ApiState, id: &str) -> Option<String> {
-    let path = Root::vod(id).file(store::POSTER);
+/// The URL of file `name` of VOD `id` when it is stored (a poster, scrub previews).
+async fn stored(state: &ApiState, id: &str, name: &str) -> Option<String> {
+    let path = Root::vod(id).file(name);
     state
         .store
         .head(&path)
         .await
         .ok()
-        .map(|_| format!("/vod/{id}/{}", store::POSTER))
+        .map(|_| format!("/vod/{id}/{name}"))
 }
 
 #[utoipa::path(get, path = "/api/public/recordings/{id}", params(("id" = String, Path)),
@@ -78,7 +84,8 @@ pub async fn recording(state: web::Data<ApiState>, id: web::Path<String>) -> Htt
             hls_url: format!("/vod/{id}/{}", store::MASTER_PLAYLIST),
             dash_url: format!("/vod/{id}/{}", store::MPD),
             mp4_url: format!("/vod/{id}/{RECORDING_MP4}"),
-            poster_url: poster(&state, &id).await,
+            poster_url: stored(&state, &id, store::POSTER).await,
+            thumbnails_url: stored(&state, &id, previews::THUMBNAILS_VTT).await,
             id: recording.id,
             stream_name,
             started_at: recording.started_at,
@@ -105,7 +112,8 @@ pub async fn clip(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResp
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .json(PublicClip {
-            poster_url: poster(&state, &id).await,
+            poster_url: stored(&state, &id, store::POSTER).await,
+            thumbnails_url: stored(&state, &id, previews::THUMBNAILS_VTT).await,
             id: clip.id,
             stream_name,
             state: clip.state,

@@ -346,6 +346,13 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     };
     ctx.webhooks.broadcast_ended(&ended, recorded);
     ctx.events.send(Event::Ended(ended));
+    if recorded && segments > 0 {
+        crate::previews::spawn(
+            ctx.uploader.store().clone(),
+            recording_id.clone(),
+            ctx.worker,
+        );
+    }
     drop(lease);
     let Some(mut publisher) = publisher else {
         return;

@@ -27,6 +27,7 @@ pub mod worker;
 
 pub use ladder::{Ladder, LadderError, Ladders};
 pub use plan::{Plan, PlannedVideo, Source};
+pub(crate) use transcoder::open_decoder;
 pub use transcoder::{spawn, TranscodeJob, OUTPUT_QUEUE};
 pub use worker::WorkerLimits;
 

@@ -583,7 +583,7 @@ fn source_size(source: &CodecConfig, keyframe: &MediaFrame) -> Option<(u32, u32)
 /// parameter set inside the stream asks for more. It decodes on `DECODER_THREADS` slice
 /// threads: frame threads would add a frame of delay and a picture buffer per thread. AV1 is
 /// decoded by libdav1d (FFmpeg 5.1's own AV1 decoder needs a hardware accelerator).
-fn open_decoder(
+pub(crate) fn open_decoder(
     config: &CodecConfig,
     size: Option<(u32, u32)>,
 ) -> Result<ffmpeg::decoder::Video, TranscodeError> {

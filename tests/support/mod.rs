@@ -5,6 +5,7 @@
 
 pub mod enhanced_rtmp;
 pub mod faults;
+pub mod previews;
 pub mod rtmp_client;
 pub mod s3;
 pub mod ws_publisher;

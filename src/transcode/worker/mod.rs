@@ -92,6 +92,9 @@ pub struct WorkerLimits {
     pub memory_mb: u64,
     /// How many nice levels below the server the worker runs (0–19).
     pub nice: i32,
+    /// CPU seconds the process may use in its life (`RLIMIT_CPU`); 0: none. Only for one-shot
+    /// jobs (a broadcast's worker runs for hours).
+    pub cpu_secs: u64,
 }
 
 impl Default for WorkerLimits {
@@ -99,6 +102,7 @@ impl Default for WorkerLimits {
         Self {
             memory_mb: 4096,
             nice: 5,
+            cpu_secs: 0,
         }
     }
 }
@@ -258,6 +262,9 @@ fn confine(limits: WorkerLimits, server: libc::pid_t) -> io::Result<()> {
         )?;
     }
     set(libc::RLIMIT_CORE, 0)?;
+    if limits.cpu_secs > 0 {
+        set(libc::RLIMIT_CPU, limits.cpu_secs as libc::rlim_t)?;
+    }
     // SAFETY: plain system calls on this process.
     unsafe {
         if libc::prctl(

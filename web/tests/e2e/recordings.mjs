@@ -6,7 +6,9 @@
 //    within a few seconds; the clip's public page plays it (hls.js) and offers the MP4.
 // 2. Once the broadcast ended, the dashboard's Recordings view lists it with its poster, date,
 //    duration and size; Play opens its public replay page, which plays it; the MP4 download
-//    is saved to STRATA_SCREENSHOTS/recording.mp4 (the caller checks it with ffprobe).
+//    is saved to STRATA_SCREENSHOTS/recording.mp4 (the caller checks it with ffprobe). Its
+//    scrub previews: the thumbnails track parses in Chromium, its cues point inside sheets
+//    that load, and hovering the replay page's timeline shows one.
 // 3. Delete: the row leaves the list.
 // Prints `RECORDING <id>` and `CLIP <url>` for the caller. Screenshots go to
 // STRATA_SCREENSHOTS; exits non-zero on the first failure or any page error.
@@ -37,6 +39,63 @@ async function plays(page, what, seconds) {
   });
   const errors = await page.evaluate(() => (window.strataPlayer?.errors ?? []).filter((e) => e.fatal));
   if (errors.length) throw new Error(`${what}: player errors ${JSON.stringify(errors)}`);
+}
+
+/** The recording's scrub previews: Chromium's own WebVTT parser reads its thumbnails track,
+ * every cue names a region inside a sheet image that loads, and the pointer over the replay
+ * page's timeline shows one of those pictures. */
+async function scrubPreviews(page, id) {
+  const url = `/vod/${id}/thumbnails.vtt`;
+  await until('the thumbnails track is made', 60, () => page.evaluate(async (u) => (await fetch(u)).ok, url));
+  const cues = await page.evaluate(async (u) => {
+    const video = document.createElement('video');
+    const track = document.createElement('track');
+    track.kind = 'metadata';
+    track.src = u;
+    track.default = true;
+    video.append(track);
+    document.body.append(video);
+    await new Promise((resolve, reject) => {
+      track.onload = resolve;
+      track.onerror = () => reject(new Error('the thumbnails track does not load'));
+    });
+    const list = [...track.track.cues].map((c) => ({ start: c.startTime, end: c.endTime, text: c.text }));
+    video.remove();
+    return list;
+  }, url);
+  if (cues.length < 3) throw new Error(`the track has ${cues.length} cues`);
+  const sheets = new Map();
+  for (const cue of cues) {
+    const match = /^(previews\/\d+\.jpg)#xywh=(\d+),(\d+),(\d+),(\d+)$/.exec(cue.text);
+    if (!match) throw new Error(`a cue says "${cue.text}"`);
+    const [, sheet, x, y, w, h] = match;
+    if (!sheets.has(sheet)) {
+      const size = await page.evaluate(async (src) => {
+        const img = new Image();
+        img.src = src;
+        await img.decode();
+        return [img.naturalWidth, img.naturalHeight];
+      }, `/vod/${id}/${sheet}`);
+      sheets.set(sheet, size);
+    }
+    const [width, height] = sheets.get(sheet);
+    if (+x + +w > width || +y + +h > height || !(+w > 0 && +h > 0)) {
+      throw new Error(`cue "${cue.text}" lies outside ${sheet} (${width}x${height})`);
+    }
+  }
+  log(`thumbnails: ${cues.length} cues on ${sheets.size} sheet(s), ${cues[0].start}–${cues.at(-1).end} s`);
+  const bar = page.locator('[data-testid="vod-timeline"]');
+  const box = await bar.boundingBox();
+  const picture = page.locator('[data-testid="scrub-picture"]');
+  await until('the timeline shows a preview under the pointer', 20, async () => {
+    // a second move after the track loaded shows its cue
+    await page.mouse.move(box.x + box.width * 0.4, box.y + box.height / 2);
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+    if (!(await picture.count())) return false;
+    const image = await picture.evaluate((el) => getComputedStyle(el).backgroundImage);
+    return /previews\/\d+\.jpg/.test(image);
+  });
+  await shot(page, 'replay-preview.png');
 }
 
 const failed = await run(async () => {
@@ -89,6 +148,7 @@ const failed = await run(async () => {
   ]);
   await plays(replay, 'replay page', 2);
   await shot(replay, 'replay.png');
+  await scrubPreviews(replay, recordingId);
 
   const [download] = await Promise.all([
     dashboard.waitForEvent('download'),
