@@ -2,7 +2,8 @@
 //! (`dvr.m3u8`, each rendition's `dvr.m3u8`, `dvr.mpd`) that reaches back that window over
 //! the same segments; the origin serves every segment it names even after the segment left
 //! the live window, and deletes what left the DVR view after the grace. Read back with
-//! m3u8-rs and dash-mpd-core while live, with ffprobe once it ended. The window here is 12 s
+//! m3u8-rs and dash-mpd-core while live, with ffprobe once it ended. Its scrub previews (a
+//! thumbnails track and sprite sheets) cover the window and show pictures. The window here is 12 s
 //! (six 2 s segments) so the test takes seconds, not minutes; the arithmetic is the same for
 //! two hours.
 
@@ -11,6 +12,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::previews::{check_sheets, thumbnails};
 use support::*;
 
 const DVR_WINDOW: f64 = 12.0;
@@ -76,7 +78,7 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
     let entry: Value = serde_json::from_str(&entry).expect("json");
     assert_eq!(entry["dvr_window"], 12, "{entry}");
 
-    let mut publisher = publish(&server.rtmp_url(&key), 32);
+    let mut publisher = publish(&server.rtmp_url(&key), 44);
     // the DVR view fills up to its window, then slides (numbers start at 0)
     let dvr = wait_for(Duration::from_secs(60), || {
         let playlist = media_playlist(&server, &format!("{live}/source/dvr.m3u8"))?;
@@ -154,6 +156,36 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
         media_playlist(&server, &format!("{live}/source/dvr.m3u8")).filter(|p| p.end_list)
     })
     .expect("the DVR view gets ENDLIST when the broadcast ends");
+
+    // its scrub previews: a thumbnail every 4 s of the window, timed from the broadcast's
+    // start (the last one ends with the broadcast's 44 s), on sheets that show pictures; the
+    // first sheet (its thumbnails 0–20 s) left the window and goes after the grace
+    let cues = wait_for(Duration::from_secs(30), || {
+        thumbnails(&server, &live).filter(|c| c.last().is_some_and(|c| c.end > 40.0))
+    })
+    .unwrap_or_else(|| panic!("the DVR view's previews reach its end:\n{}", server.log()));
+    let (first, last) = (cues[0].start, cues[cues.len() - 1].end);
+    println!("DVR previews: {} cues, {first:.2}–{last:.2} s", cues.len());
+    assert!((40.0..=48.0).contains(&last), "{cues:?}");
+    assert!(
+        last - first <= DVR_WINDOW + 4.0 + SLACK,
+        "the previews reach back beyond the window: {cues:?}"
+    );
+    for pair in cues.windows(2) {
+        assert!(
+            (3.9..=4.1).contains(&(pair[1].start - pair[0].start)),
+            "{cues:?}"
+        );
+    }
+    check_sheets(&server, &live, &cues);
+    let gone = wait_for(Duration::from_secs(20), || {
+        (server.get(&format!("{live}/previews/0.jpg")).0 == 404).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the first sheet left the window but is served"
+    );
+    assert!(cues.iter().all(|c| c.sheet != "previews/0.jpg"), "{cues:?}");
     let ended_secs = playlist_secs(&ended);
     for (what, url) in [
         ("HLS", server.url(&format!("{live}/dvr.m3u8"))),

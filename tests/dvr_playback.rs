@@ -37,7 +37,12 @@ fn the_watch_page_rewinds_a_minute_and_returns_to_live() {
         "dvr.mjs",
         "passthrough",
         "dvr-e2e",
-        &["dvr-live.png", "dvr-rewound.png", "dvr-back-live.png"],
+        &[
+            "dvr-live.png",
+            "dvr-preview.png",
+            "dvr-rewound.png",
+            "dvr-back-live.png",
+        ],
     );
     let _ = publisher.kill();
     let _ = publisher.wait();

@@ -47,8 +47,8 @@ pub fn origin_path(data: &[u8]) {
         Kind::Part => file.ends_with(".m4s") && file.matches('.').count() == 2,
         Kind::Poster => file == "poster.jpg",
         Kind::Download => file == "clip.mp4" && root == "vod",
-        Kind::Thumbnails => file == "thumbnails.vtt" && root == "vod",
-        Kind::Sheet => parts[2] == "previews" && file.ends_with(".jpg") && root == "vod",
+        Kind::Thumbnails => file == "thumbnails.vtt",
+        Kind::Sheet => parts[2] == "previews" && file.ends_with(".jpg"),
     };
     assert!(expected, "{raw} classified as {kind:?}");
 }

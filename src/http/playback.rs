@@ -14,7 +14,8 @@
 //! Caching: segments and a clip's MP4 (`vod/{clip_id}/clip.mp4`) are immutable; `init.mp4` is immutable under `vod/` but revalidated under
 //! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
 //! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
-//! (`live/{id}/poster.jpg`) for 5 s.
+//! (`live/{id}/poster.jpg`) for 5 s. Scrub previews: sheets (`previews/{n}.jpg`) are
+//! immutable; the thumbnails track (`thumbnails.vtt`) is cached as the manifests beside it.
 //!
 //! `HEAD` answers the headers `GET` would (the object's real `Content-Length` included) with no
 //! body. A single `bytes=` range is served as `206`; a range that selects no byte of the object
@@ -102,11 +103,10 @@ pub fn classify(root: &str, tail: &str) -> Option<(Path, Kind)> {
         // the live picture, or a recording's or clip's
         [id, "poster.jpg"] if ids::is_public_id(id) => Kind::Poster,
         [id, "clip.mp4"] if root == "vod" && ids::is_public_id(id) => Kind::Download,
-        [id, "thumbnails.vtt"] if root == "vod" && ids::is_public_id(id) => Kind::Thumbnails,
+        // scrub previews: a VOD's, or a live broadcast's DVR view's
+        [id, "thumbnails.vtt"] if ids::is_public_id(id) => Kind::Thumbnails,
         [id, "previews", sheet]
-            if root == "vod"
-                && ids::is_public_id(id)
-                && sheet.strip_suffix(".jpg").is_some_and(is_number) =>
+            if ids::is_public_id(id) && sheet.strip_suffix(".jpg").is_some_and(is_number) =>
         {
             Kind::Sheet
         }
@@ -143,7 +143,10 @@ fn content_type(kind: Kind, tail: &str) -> &'static str {
 
 fn cache_control(root: &str, kind: Kind) -> &'static str {
     match (root, kind) {
-        (_, Kind::Segment | Kind::Part | Kind::Download) | ("vod", Kind::Init) => SEGMENT_CACHE,
+        // a sheet is written once under a name never reused
+        (_, Kind::Segment | Kind::Part | Kind::Download | Kind::Sheet) | ("vod", Kind::Init) => {
+            SEGMENT_CACHE
+        }
         (_, Kind::Init) => LIVE_INIT_CACHE,
         (_, Kind::Poster) => POSTER_CACHE,
         ("vod", _) => VOD_MANIFEST_CACHE,
@@ -390,7 +393,14 @@ mod tests {
         for bad in ["previews/x.jpg", "previews/3.png", "previews/../3.jpg"] {
             assert!(classify("vod", &format!("{id}/{bad}")).is_none(), "{bad}");
         }
-        assert!(classify("live", &format!("{id}/thumbnails.vtt")).is_none());
+        assert_eq!(
+            classify("live", &format!("{id}/thumbnails.vtt")).map(|c| c.1),
+            Some(Kind::Thumbnails)
+        );
+        assert_eq!(
+            classify("live", &format!("{id}/previews/1234.jpg")).map(|c| c.1),
+            Some(Kind::Sheet)
+        );
         for dvr in ["dvr.m3u8", "source/dvr.m3u8", "dvr.mpd"] {
             assert!(classify("live", &format!("{id}/{dvr}")).is_some(), "{dvr}");
             assert!(classify("vod", &format!("{id}/{dvr}")).is_none(), "{dvr}");

@@ -10,7 +10,7 @@
 //! and ingest behind it, the same back-pressure as a slow transcoder.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use crate::events::{Event, SegmentPublished};
 use crate::hub::live::LiveStats;
 use crate::media::queue::Weighed;
 use crate::package::{InitSegment, Part, Segment};
+use crate::previews::live::LivePreviews;
 use crate::publish::numbers::SegmentNumbers;
 use crate::publish::Publisher;
 
@@ -74,6 +75,7 @@ impl Publishing {
     pub async fn run(mut self, mut queue: crate::media::queue::Receiver<Packaged>) -> Published {
         let mut media_zero = Utc::now();
         let mut segments = 0u64;
+        let mut previews: Option<LivePreviews> = None;
         self.publisher.set_number_limit(self.numbers.end());
         loop {
             let item = tokio::select! {
@@ -90,6 +92,7 @@ impl Publishing {
                     media_zero: zero,
                 }) => {
                     media_zero = zero;
+                    previews = self.previews(&inits, media_zero);
                     if let Err(e) = self.publisher.start(inits, media_zero).await {
                         tracing::error!(error = %e, "publishing failed");
                     }
@@ -104,9 +107,15 @@ impl Publishing {
                     if segments == 1 {
                         self.record_source().await;
                     }
+                    if let Some(previews) = previews.as_mut() {
+                        previews.segment(&segment);
+                    }
                     self.segment(segment, media_zero).await;
                 }
             }
+        }
+        if let Some(previews) = previews {
+            previews.finish().await;
         }
         let needed = self.publisher.numbers_needed(self.numbers.end());
         self.publisher
@@ -130,6 +139,24 @@ impl Publishing {
             duration,
             publisher: self.publisher,
         }
+    }
+
+    /// The DVR view's scrub previews, when the stream has one.
+    fn previews(&self, inits: &[InitSegment], media_zero: DateTime<Utc>) -> Option<LivePreviews> {
+        if self.stream.dvr_window == 0 {
+            return None;
+        }
+        // cue times count from the broadcast's start, as the directory gives it to players
+        let offset_ms = media_zero.timestamp_millis() - self.stats.id.started_at;
+        LivePreviews::start(
+            self.ctx.uploader.store().clone(),
+            &self.stream.playback_id,
+            inits,
+            offset_ms as f64 / 1000.0,
+            Duration::from_secs(u64::from(self.stream.dvr_window)),
+            self.ctx.grace,
+            self.ctx.worker,
+        )
     }
 
     /// The source is known by the first segment (its configs came before the first frame).

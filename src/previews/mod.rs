@@ -1,6 +1,7 @@
 //! Scrub previews of a VOD (a recording, a clip): sprite sheets of thumbnails under
 //! `vod/{id}/previews/{sheet}.jpg` and a WebVTT thumbnails track, `vod/{id}/thumbnails.vtt`,
-//! that the player shows when the pointer is over its timeline.
+//! that the player shows when the pointer is over its timeline. A live broadcast's DVR view
+//! gets them while it runs (`live`).
 //!
 //! `spawn` makes them in the background once the VOD is complete (a recording after its
 //! broadcast ended, a clip once it is ready: neither waits for its previews). `layout` chooses
@@ -18,6 +19,7 @@
 
 pub mod child;
 pub mod layout;
+pub mod live;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -106,14 +108,7 @@ pub async fn make(
         .ok_or(PreviewError::NoVideo)?;
     let durations: Vec<f64> = listed.iter().map(|s| s.duration_secs).collect();
     let tiles = layout::choose(&durations);
-    let limits = WorkerLimits {
-        memory_mb: match limits.memory_mb {
-            0 => SHEET_MEMORY_MB,
-            mb => mb.min(SHEET_MEMORY_MB),
-        },
-        cpu_secs: SHEET_CPU_SECS,
-        ..limits
-    };
+    let limits = sheet_limits(limits);
     let mut cues = Vec::new();
     let mut next = 0;
     let mut sheet = 0;
@@ -175,6 +170,19 @@ pub async fn make(
         )
         .await?;
     Ok(cues.len())
+}
+
+/// A previews process's limits: the transcoding worker's, at most `SHEET_MEMORY_MB` of
+/// address space, and `SHEET_CPU_SECS` of CPU time.
+fn sheet_limits(limits: WorkerLimits) -> WorkerLimits {
+    WorkerLimits {
+        memory_mb: match limits.memory_mb {
+            0 => SHEET_MEMORY_MB,
+            mb => mb.min(SHEET_MEMORY_MB),
+        },
+        cpu_secs: SHEET_CPU_SECS,
+        ..limits
+    }
 }
 
 /// The keyframe a stored segment starts with.

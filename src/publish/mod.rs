@@ -52,6 +52,7 @@ use crate::manifest::ll_hls::LiveEdge;
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
 use crate::media::TrackId;
 use crate::package::{InitSegment, Part, Segment};
+use crate::previews;
 use store::Root;
 use upload::{UploadError, Uploader};
 
@@ -315,13 +316,15 @@ impl Publisher {
         match listed {
             Ok(objects) => {
                 for meta in objects {
+                    let sheet = meta.location.as_ref().contains("/previews/");
                     match meta.location.filename() {
-                        Some(name) if name.ends_with(".m4s") => {
+                        Some(name) if name.ends_with(".m4s") || sheet => {
                             self.retention.push_back((deadline, meta.location))
                         }
-                        // an earlier broadcast's DVR view goes at once: this one writes its own
-                        // (or has none), and a clip must never be cut from the old one
-                        Some(store::DVR_PLAYLIST | store::DVR_MPD) => {
+                        // an earlier broadcast's DVR view (and its scrub previews' track) goes
+                        // at once: this one writes its own (or has none), and a clip must never
+                        // be cut from the old one
+                        Some(store::DVR_PLAYLIST | store::DVR_MPD | previews::THUMBNAILS_VTT) => {
                             if let Err(e) = self.store().delete(&meta.location).await {
                                 tracing::warn!(object = %meta.location, error = %e,
                                     "an earlier broadcast's DVR view could not be deleted");

@@ -1,6 +1,7 @@
 //! Scrub previews as a player finds them: a VOD's WebVTT thumbnails track, parsed here (the
 //! browser tests parse it again with Chromium's own WebVTT parser), and the sprite sheets its
-//! cues point at, fetched over HTTP, decoded by ffmpeg and kept under `target/tmp/previews/`.
+//! cues point at, fetched over HTTP, decoded by ffmpeg and kept under `target/tmp/previews/`
+//! (`{root}-previews-{n}.jpg`).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -52,43 +53,55 @@ pub fn parse_thumbnails(text: &str) -> Vec<ThumbnailCue> {
         .collect()
 }
 
+/// The thumbnails track under `root` (`vod/{id}` or `live/{playback_id}`), when it is served.
+pub fn thumbnails(server: &Server, root: &str) -> Option<Vec<ThumbnailCue>> {
+    let (status, body) = server.get(&format!("{root}/thumbnails.vtt"));
+    (status == 200).then(|| parse_thumbnails(&String::from_utf8_lossy(&body)))
+}
+
 /// Waits for VOD `id`'s thumbnails track and checks it the way a player uses it: its cues follow
-/// each other from 0 to about `duration` s, one every few seconds; each points inside a sheet
-/// that is served as a JPEG, and shows a picture there (not the black of a keyframe that did
-/// not decode). Returns the cues.
+/// each other from 0 to about `duration` s, one every few seconds, and `check_sheets`.
+/// Returns the cues.
 pub fn check_previews(server: &Server, id: &str, duration: f64) -> Vec<ThumbnailCue> {
-    let track = format!("vod/{id}/thumbnails.vtt");
-    let text = wait_for(Duration::from_secs(60), || {
-        let (status, body) = server.get(&track);
-        (status == 200).then(|| String::from_utf8_lossy(&body).into_owned())
-    })
-    .unwrap_or_else(|| panic!("{track} is served:\n{}", server.log()));
-    let cues = parse_thumbnails(&text);
-    assert!(!cues.is_empty(), "{text}");
-    assert_eq!(cues[0].start, 0.0, "{text}");
+    let root = format!("vod/{id}");
+    let cues = wait_for(Duration::from_secs(60), || thumbnails(server, &root))
+        .unwrap_or_else(|| panic!("{root}/thumbnails.vtt is served:\n{}", server.log()));
+    assert!(!cues.is_empty(), "{cues:?}");
+    assert_eq!(cues[0].start, 0.0, "{cues:?}");
     for pair in cues.windows(2) {
         assert!(
             (pair[0].end - pair[1].start).abs() < 0.002,
-            "the cues follow each other: {text}"
+            "the cues follow each other: {cues:?}"
         );
-        assert!(pair[1].start - pair[0].start >= 3.9, "{text}");
+        assert!(pair[1].start - pair[0].start >= 3.9, "{cues:?}");
     }
     let last = cues.last().expect("a cue").end;
     assert!(
         (last - duration).abs() <= 0.5,
         "the cues end at {last} s of {duration} s"
     );
+    check_sheets(server, &root, &cues);
+    cues
+}
+
+/// Each cue points inside a sheet under `root` that is served as a JPEG, and shows a picture
+/// there (not the black of a keyframe that did not decode).
+pub fn check_sheets(server: &Server, root: &str, cues: &[ThumbnailCue]) {
     let mut sheets: BTreeMap<&str, Vec<&ThumbnailCue>> = BTreeMap::new();
-    for cue in &cues {
+    for cue in cues {
         sheets.entry(&cue.sheet).or_default().push(cue);
     }
-    // kept for a look: target/tmp/previews/{id}-{n}.jpg
+    // kept for a look
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("previews");
     std::fs::create_dir_all(&dir).expect("a directory for the sheets");
     for (sheet, cues) in sheets {
-        let (status, jpeg) = server.get(&format!("vod/{id}/{sheet}"));
-        assert_eq!(status, 200, "{sheet} is served");
-        let file = dir.join(format!("{id}-{}", sheet.replace('/', "-")));
+        let (status, jpeg) = server.get(&format!("{root}/{sheet}"));
+        assert_eq!(status, 200, "{root}/{sheet} is served");
+        let file = dir.join(format!(
+            "{}-{}",
+            root.replace('/', "-"),
+            sheet.replace('/', "-")
+        ));
         std::fs::write(&file, &jpeg).expect("write the sheet");
         let probe = ffprobe(&["-show_streams", &file.to_string_lossy()]);
         let stream = &probe["streams"][0];
@@ -125,5 +138,4 @@ pub fn check_previews(server: &Server, id: &str, duration: f64) -> Vec<Thumbnail
             );
         }
     }
-    cues
 }

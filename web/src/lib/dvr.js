@@ -48,3 +48,15 @@ export function seekBehind(video, seconds, timeoutMs = 20_000) {
     if (timer !== null) clearTimeout(timer);
   };
 }
+
+/** About how far the live edge plays behind the wall clock (seconds): what the DVR timeline
+ * calls "live" shows the picture from this long ago. */
+export const EDGE_DELAY_SECS = 4;
+
+/** The DVR timeline (`reach` seconds back to live) at `fraction` of its width (0 = furthest
+ * back): how far behind live that is, and which second of the broadcast (counted from
+ * `startedAt`, Unix ms, as the scrub previews' track counts) it shows at `now`. */
+export function dvrPointAt(fraction, reach, startedAt, now) {
+  const behind = reach * (1 - Math.min(1, Math.max(0, fraction)));
+  return { behind, time: (now - startedAt) / 1000 - EDGE_DELAY_SECS - behind };
+}

@@ -2,7 +2,9 @@
 // playwright-core) opens the watch page of the one live stream the public directory lists
 // (the caller publishes it and waits until its DVR view holds more than a minute):
 //
-// 1. hls.js plays at the low-latency live edge; the timeline says "Live".
+// 1. hls.js plays at the low-latency live edge; the timeline says "Live". The pointer over the
+//    timeline shows a picture from the DVR view's scrub previews, labelled with its distance
+//    to live.
 // 2. The timeline is moved 60 s back: the player switches to the DVR view (`dvr.m3u8`), plays
 //    from about 60 s behind live (50–70 s, measured from the DVR view's edge) and keeps
 //    playing there.
@@ -68,6 +70,23 @@ const failed = await run(async () => {
   await keepsPlaying(page, 'live edge', 3);
   await shot(page, 'dvr-live.png');
   if (manifests.includes('dvr.m3u8')) throw new Error('the live edge loaded the DVR view');
+
+  // 1b. the pointer over the timeline, half way back: a picture from the DVR view's previews
+  const bar = page.locator('[data-testid="dvr-timeline"]');
+  const box = await bar.boundingBox();
+  const picture = page.locator('[data-testid="scrub-picture"]');
+  const preview = await until('the timeline shows a preview under the pointer', 20, async () => {
+    // a second move after the track loaded shows its cue
+    await page.mouse.move(box.x + box.width * 0.45, box.y + box.height / 2);
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+    if (!(await picture.count())) return false;
+    const image = await picture.evaluate((el) => getComputedStyle(el).backgroundImage);
+    const label = await page.locator('[data-testid="scrub-preview"] span').innerText();
+    return image.includes(`/live/${live.playback_id}/previews/`) && label.startsWith('-') ? label : false;
+  });
+  log(`preview at ${preview} behind live`);
+  await shot(page, 'dvr-preview.png');
+  await page.mouse.move(0, 0);
 
   // 2. rewind 60 s, as a viewer letting go of the timeline there
   log(`rewinding ${REWIND_SECS} s`);

@@ -1,5 +1,13 @@
 import { describe, expect, test, vi } from 'vitest';
-import { behindEdge, LIVE_SNAP_SECS, manifestUrls, scrubAction, seekBehind } from '../../src/lib/dvr.js';
+import {
+  behindEdge,
+  dvrPointAt,
+  EDGE_DELAY_SECS,
+  LIVE_SNAP_SECS,
+  manifestUrls,
+  scrubAction,
+  seekBehind,
+} from '../../src/lib/dvr.js';
 
 /** A stand-in for a video element: a seekable range, a playback position, a ready state. */
 function video({ start = 0, end = null, currentTime = 0, readyState = 4 } = {}) {
@@ -47,5 +55,14 @@ describe('DVR', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  test('a point of the timeline is a distance to live and a second of the broadcast', () => {
+    const startedAt = 1_000_000;
+    const now = startedAt + 600_000; // ten minutes in
+    expect(dvrPointAt(1, 300, startedAt, now)).toEqual({ behind: 0, time: 600 - EDGE_DELAY_SECS });
+    expect(dvrPointAt(0, 300, startedAt, now)).toEqual({ behind: 300, time: 300 - EDGE_DELAY_SECS });
+    expect(dvrPointAt(0.5, 300, startedAt, now).behind).toBe(150);
+    expect(dvrPointAt(-2, 300, startedAt, now).behind).toBe(300);
   });
 });
