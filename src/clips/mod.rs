@@ -10,7 +10,8 @@
 //! the same writers as a recording's. The MP4 (`mp4`) is written last, streamed through a
 //! multipart upload, so a clip's size never sits in memory. The clip is `ready` once
 //! everything is stored; anything missing on the way (a segment retention removed meanwhile, a
-//! range outside what is stored) makes it `failed` with the reason.
+//! range outside what is stored) makes it `failed` with the reason. Its scrub previews
+//! (`previews`) are made after it is ready.
 //!
 //! At most `MAX_CONCURRENT` clips are made at once; more are refused (the API answers 503), so
 //! a burst of requests cannot take the node's memory or store bandwidth.

@@ -2,7 +2,8 @@
 //! arrives in order through a queue bounded in items (`PUBLISH_QUEUE`) and in bytes (the
 //! broadcast's held-media budget); the task stores it with the `Publisher` under reserved
 //! numbers, reports every stored segment (stats, events), deletes what left the window, and
-//! at the end writes the final manifests.
+//! at the end writes the final manifests. A stream with a DVR window also hands each segment
+//! to its scrub previews (`previews::live`), which never hold publishing up.
 //!
 //! It runs apart from packaging so that a slow store delays only what is stored: packaging
 //! goes on cutting parts while a write is waiting. The queue fills only when the store stays

@@ -18,9 +18,9 @@
 //! grace period the segments get. When the broadcast ends, the last partial sheet is made too,
 //! and the task lives on until what it doomed is deleted (at most the grace period).
 //!
-//! Memory: one sheet's keyframes (`LIVE_SHEET_TILES` keyframes, at most
-//! `MAX_SHEET_INPUT_BYTES`; a keyframe over it closes the sheet early), one queued sheet and
-//! the one being made; the track's cues for the DVR window.
+//! Memory per broadcast: three sheets' keyframes (the one filling, one queued, the one being
+//! made), each at most `LIVE_SHEET_TILES` keyframes and `LIVE_SHEET_INPUT_BYTES` (or a single
+//! keyframe, itself at most `wire::MAX_FRAME_DATA`); the track's cues for the DVR window.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
 
 use super::layout::{self, Cue};
-use super::{run_sheet, sheet_limits, SheetMade, MAX_SHEET_INPUT_BYTES, THUMBNAILS_VTT};
+use super::{run_sheet, sheet_limits, SheetMade, THUMBNAILS_VTT};
 use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::media::{MediaFrame, StreamEvent, TrackId, TrackInfo, TrackKind};
 use crate::package::{InitSegment, Segment};
@@ -42,6 +42,9 @@ use crate::transcode::WorkerLimits;
 /// Thumbnails per live sheet: the newest ~20 s of a DVR view have no previews until their sheet
 /// is full, and a sheet is small enough to remake every 20 s.
 pub const LIVE_SHEET_TILES: usize = 5;
+/// Keyframe bytes a live sheet holds at most (five 1080p keyframes are about 1 MB; the
+/// smallest rendition's are smaller): a keyframe past it closes the sheet early.
+pub const LIVE_SHEET_INPUT_BYTES: usize = 8 << 20;
 
 /// One thumbnail waiting for its sheet.
 struct Pending {
@@ -145,7 +148,8 @@ impl LivePreviews {
         let Some(frame) = keyframe else {
             return;
         };
-        if !self.pending.is_empty() && self.pending_bytes + frame.data.len() > MAX_SHEET_INPUT_BYTES
+        if !self.pending.is_empty()
+            && self.pending_bytes + frame.data.len() > LIVE_SHEET_INPUT_BYTES
         {
             self.send(start);
         }
