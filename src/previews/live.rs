@@ -166,20 +166,29 @@ impl LivePreviews {
         }
     }
 
-    /// Hands the pending thumbnails to the previews task (or drops them when it is busy).
-    fn send(&mut self, end_secs: f64) {
+    /// The pending thumbnails as a sheet whose last thumbnail ends at `end_secs` (none when
+    /// nothing is pending).
+    fn take_job(&mut self, end_secs: f64) -> Option<SheetJob> {
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let (Some(jobs), Some(first)) = (&self.jobs, pending.first()) else {
-            return;
-        };
-        let job = SheetJob {
-            first_segment: first.segment,
+        let first_segment = pending.first()?.segment;
+        Some(SheetJob {
+            first_segment,
             tiles: pending
                 .into_iter()
                 .map(|p| (p.start_secs, p.frame))
                 .collect(),
             end_secs,
+        })
+    }
+
+    /// Hands the pending thumbnails to the previews task (or drops them when it is busy).
+    fn send(&mut self, end_secs: f64) {
+        let Some(job) = self.take_job(end_secs) else {
+            return;
+        };
+        let Some(jobs) = &self.jobs else {
+            return;
         };
         if let Err(mpsc::error::TrySendError::Full(job)) = jobs.try_send(job) {
             tracing::debug!(
@@ -191,18 +200,8 @@ impl LivePreviews {
 
     /// The broadcast ended: the last partial sheet is made too.
     pub async fn finish(mut self) {
-        let end = self.end_secs;
-        let pending = std::mem::take(&mut self.pending);
-        let (Some(jobs), Some(first)) = (self.jobs.take(), pending.first()) else {
+        let (Some(job), Some(jobs)) = (self.take_job(self.end_secs), self.jobs.take()) else {
             return;
-        };
-        let job = SheetJob {
-            first_segment: first.segment,
-            tiles: pending
-                .into_iter()
-                .map(|p| (p.start_secs, p.frame))
-                .collect(),
-            end_secs: end,
         };
         // the task is the broadcast's own and ends right after: waiting holds nothing up
         let _ = jobs.send(job).await;
