@@ -185,7 +185,13 @@ impl Clipper {
                         took_ms = started.elapsed().as_millis() as u64, "clip ready");
                     let duration_ms = (made.duration_secs * 1000.0).round() as i64;
                     // the clip is ready without them; they follow
-                    crate::previews::spawn(me.store.clone(), clip.id.clone(), me.previews);
+                    crate::previews::spawn(
+                        me.store.clone(),
+                        me.db.clone(),
+                        crate::previews::Vod::Clip,
+                        clip.id.clone(),
+                        me.previews,
+                    );
                     me.db
                         .clip_ready(&clip.id, made.starts_at.timestamp_millis(), duration_ms)
                         .await

@@ -349,6 +349,8 @@ async fn run(ctx: PipelineContext, stream: Stream, lease: Lease, mut events: Inp
     if recorded && segments > 0 {
         crate::previews::spawn(
             ctx.uploader.store().clone(),
+            ctx.db.clone(),
+            crate::previews::Vod::Recording,
             recording_id.clone(),
             ctx.worker,
         );

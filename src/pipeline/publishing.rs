@@ -108,10 +108,7 @@ impl Publishing {
                     if segments == 1 {
                         self.record_source().await;
                     }
-                    if let Some(previews) = previews.as_mut() {
-                        previews.segment(&segment);
-                    }
-                    self.segment(segment, media_zero).await;
+                    self.segment(segment, media_zero, previews.as_mut()).await;
                 }
             }
         }
@@ -173,10 +170,19 @@ impl Publishing {
         }
     }
 
-    async fn segment(&mut self, segment: Segment, media_zero: DateTime<Utc>) {
+    async fn segment(
+        &mut self,
+        segment: Segment,
+        media_zero: DateTime<Utc>,
+        previews: Option<&mut LivePreviews>,
+    ) {
         let needed = self.publisher.numbers_needed(segment.number);
-        self.publisher
-            .set_number_limit(self.numbers.cover(needed).await);
+        let limit = self.numbers.cover(needed).await;
+        self.publisher.set_number_limit(limit);
+        // only a reserved number names a sheet (see `previews::live`)
+        if let Some(previews) = previews.filter(|_| segment.number < limit) {
+            previews.segment(&segment);
+        }
         let result = self.publisher.publish_segment(segment, media_zero).await;
         self.stats.set_segments_lost(self.publisher.lost());
         match result {

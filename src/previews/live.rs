@@ -15,8 +15,11 @@
 //! new one is dropped (a gap in the previews, one debug line) — previews never hold up
 //! publishing. The task decodes the sheet in a `strata previews` process (`run_sheet`), stores
 //! it, rewrites the track, and deletes sheets whose cues all left the DVR window, after the
-//! grace period the segments get. When the broadcast ends, the last partial sheet is made too,
-//! and the task lives on until what it doomed is deleted (at most the grace period).
+//! grace period the segments get. When the broadcast ends, the last partial sheet is made too
+//! and the end waits (at most `FINISH_WAIT`) until the task stored everything, so nothing of
+//! it is written once another broadcast of the stream may start; the task then lives on only
+//! to delete what it doomed (at most the grace period). Thumbnails are taken only from
+//! segments whose number the broadcast reserved, so a sheet's name is never another node's.
 //!
 //! Memory per broadcast: three sheets' keyframes (the one filling, one queued, the one being
 //! made), each at most `LIVE_SHEET_TILES` keyframes and `LIVE_SHEET_INPUT_BYTES` (or a single
@@ -28,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use tokio::sync::mpsc;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::sync::{mpsc, oneshot};
 
 use super::layout::{self, Cue};
 use super::{run_sheet, sheet_limits, SheetMade, THUMBNAILS_VTT};
@@ -45,6 +48,8 @@ pub const LIVE_SHEET_TILES: usize = 5;
 /// Keyframe bytes a live sheet holds at most (five 1080p keyframes are about 1 MB; the
 /// smallest rendition's are smaller): a keyframe past it closes the sheet early.
 pub const LIVE_SHEET_INPUT_BYTES: usize = 8 << 20;
+/// How long the end of a broadcast waits for its last sheet.
+const FINISH_WAIT: Duration = Duration::from_secs(10);
 
 /// One thumbnail waiting for its sheet.
 struct Pending {
@@ -73,6 +78,8 @@ pub struct LivePreviews {
     pending: Vec<Pending>,
     pending_bytes: usize,
     jobs: Option<mpsc::Sender<SheetJob>>,
+    /// Told by the task once it has stored everything it was given.
+    stored: Option<oneshot::Receiver<()>>,
 }
 
 impl LivePreviews {
@@ -102,6 +109,7 @@ impl LivePreviews {
             return None;
         }
         let (jobs, queue) = mpsc::channel(1);
+        let (stored_tx, stored) = oneshot::channel();
         let task = LiveSheets {
             store,
             root: Root::live(playback_id),
@@ -113,7 +121,7 @@ impl LivePreviews {
             sheets: VecDeque::new(),
             doomed: VecDeque::new(),
         };
-        tokio::spawn(task.run(queue));
+        tokio::spawn(task.run(queue, stored_tx));
         Some(Self {
             track: smallest.id,
             demuxer,
@@ -123,6 +131,7 @@ impl LivePreviews {
             pending: Vec::new(),
             pending_bytes: 0,
             jobs: Some(jobs),
+            stored: Some(stored),
         })
     }
 
@@ -145,9 +154,11 @@ impl LivePreviews {
                 _ => None,
             })
         });
-        let Some(frame) = keyframe else {
+        let Some(mut frame) = keyframe else {
             return;
         };
+        // a copy of its own: the demuxer's frame is a view into the whole segment
+        frame.data = Bytes::copy_from_slice(&frame.data);
         if !self.pending.is_empty()
             && self.pending_bytes + frame.data.len() > LIVE_SHEET_INPUT_BYTES
         {
@@ -198,13 +209,23 @@ impl LivePreviews {
         }
     }
 
-    /// The broadcast ended: the last partial sheet is made too.
+    /// The broadcast ended: the last partial sheet is made too. Returns once the task stored
+    /// everything (so nothing of this broadcast's previews is written after it released its
+    /// claim), or after `FINISH_WAIT`, then without that sheet.
     pub async fn finish(mut self) {
-        let (Some(job), Some(jobs)) = (self.take_job(self.end_secs), self.jobs.take()) else {
-            return;
+        let job = self.take_job(self.end_secs);
+        let (jobs, stored) = (self.jobs.take(), self.stored.take());
+        let finished = async move {
+            if let (Some(job), Some(jobs)) = (job, jobs) {
+                let _ = jobs.send(job).await;
+            }
+            if let Some(stored) = stored {
+                let _ = stored.await;
+            }
         };
-        // the task is the broadcast's own and ends right after: waiting holds nothing up
-        let _ = jobs.send(job).await;
+        if tokio::time::timeout(FINISH_WAIT, finished).await.is_err() {
+            tracing::warn!("scrub previews still busy at the end of the broadcast; left behind");
+        }
     }
 }
 
@@ -225,13 +246,14 @@ struct LiveSheets {
 }
 
 impl LiveSheets {
-    async fn run(mut self, mut queue: mpsc::Receiver<SheetJob>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<SheetJob>, stored: oneshot::Sender<()>) {
         while let Some(job) = queue.recv().await {
             if let Err(e) = self.sheet(job).await {
                 tracing::warn!(error = %e, "a scrub-preview sheet was not made");
             }
             self.delete_due().await;
         }
+        let _ = stored.send(());
         // the broadcast ended: what left its window still goes when its grace is over
         while let Some(&(at, _)) = self.doomed.front() {
             tokio::time::sleep_until(at.into()).await;
@@ -256,16 +278,21 @@ impl LiveSheets {
             )));
         }
         let sheet = job.first_segment as usize;
-        self.store
-            .put(
-                &self.root.file(&layout::sheet_name(sheet)),
-                PutPayload::from(made.jpeg),
-            )
-            .await?;
-        // the previous sheet's last cue ends where this one starts
+        super::put(
+            &self.store,
+            &self.root.file(&layout::sheet_name(sheet)),
+            made.jpeg,
+        )
+        .await?;
+        // the previous sheet's last cue ends where this one starts, unless a sheet was skipped
+        // in between: then one gap after its own start (no picture stands for the missing ones)
         if let (Some(last), Some(first)) = (self.cues.last_mut(), starts.first()) {
-            if *first > last.start_secs {
-                last.end_secs = *first;
+            let gap = *first - last.start_secs;
+            if gap > 0.0 {
+                last.end_secs = last.start_secs + gap.min(2.0 * layout::MIN_TILE_GAP_SECS);
+                if let Some(sheet) = self.sheets.back_mut() {
+                    sheet.1 = last.end_secs;
+                }
             }
         }
         for (index, start) in starts.iter().enumerate() {
@@ -282,12 +309,12 @@ impl LiveSheets {
         }
         self.sheets.push_back((job.first_segment, job.end_secs));
         self.leave_window(job.end_secs);
-        self.store
-            .put(
-                &self.root.file(THUMBNAILS_VTT),
-                PutPayload::from(layout::vtt(&self.cues)),
-            )
-            .await?;
+        super::put(
+            &self.store,
+            &self.root.file(THUMBNAILS_VTT),
+            layout::vtt(&self.cues),
+        )
+        .await?;
         Ok(())
     }
 

@@ -22,13 +22,17 @@ pub mod layout;
 pub mod live;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Semaphore;
 
 use crate::clips::{self, file, ClipError};
+use crate::db::Db;
 use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::media::{MediaFrame, StreamEvent, TrackInfo, TrackKind};
 use crate::publish::store::Root;
@@ -48,7 +52,17 @@ const SHEET_MEMORY_MB: u64 = 1024;
 /// A previews process's CPU time: a sheet of 100 1080p keyframes takes about 2 s.
 const SHEET_CPU_SECS: u64 = 60;
 
+/// VODs waiting for their turn at most; more get no previews.
+pub const MAX_WAITING: usize = 32;
+/// Wall-clock time a previews process may take (its CPU time is limited too).
+const SHEET_WALL_TIME: Duration = Duration::from_secs(120);
+/// How long after its previews are stored a VOD is checked once more for a delete.
+const RECHECK_AFTER: Duration = Duration::from_secs(10);
+/// How long a store write of a sheet or a track may take.
+pub const STORE_WAIT: Duration = Duration::from_secs(30);
+
 static RUNNING: Semaphore = Semaphore::const_new(MAX_CONCURRENT);
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
@@ -62,12 +76,49 @@ pub enum PreviewError {
     Process(String),
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error("storage did not answer within {STORE_WAIT:?}")]
+    StoreTimeout,
 }
 
-/// Makes the previews of VOD `id` in the background (see the module doc).
-pub fn spawn(store: Arc<dyn ObjectStore>, id: String, limits: WorkerLimits) {
+/// Stores `bytes` at `path` within `STORE_WAIT`.
+async fn put(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    bytes: impl Into<PutPayload>,
+) -> Result<(), PreviewError> {
+    tokio::time::timeout(STORE_WAIT, store.put(path, bytes.into()))
+        .await
+        .map_err(|_| PreviewError::StoreTimeout)??;
+    Ok(())
+}
+
+/// What a VOD is, for the check that it still exists once its previews are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vod {
+    Recording,
+    Clip,
+}
+
+/// Whether VOD `id` still has its database row (a delete or retention removes it).
+async fn still_there(db: &Db, kind: Vod, id: &str) -> Result<bool, crate::db::DbError> {
+    Ok(match kind {
+        Vod::Recording => db.recording_stream(id).await?.is_some(),
+        Vod::Clip => db.clip(id).await?.is_some(),
+    })
+}
+
+/// Makes the previews of VOD `id` in the background (see the module doc). When
+/// `MAX_WAITING` VODs wait their turn already, this one gets none (one warning).
+pub fn spawn(store: Arc<dyn ObjectStore>, db: Db, kind: Vod, id: String, limits: WorkerLimits) {
+    if WAITING.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(vod = %id, "no scrub previews: {MAX_WAITING} VODs wait for theirs");
+        return;
+    }
     tokio::spawn(async move {
-        let Ok(_turn) = RUNNING.acquire().await else {
+        let turn = RUNNING.acquire().await;
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        let Ok(_turn) = turn else {
             return;
         };
         let started = std::time::Instant::now();
@@ -76,12 +127,23 @@ pub fn spawn(store: Arc<dyn ObjectStore>, id: String, limits: WorkerLimits) {
                 took_ms = started.elapsed().as_millis() as u64, "scrub previews stored"),
             Err(e) => tracing::warn!(vod = %id, error = %e, "no scrub previews"),
         }
-        // deleted (retention, the API) while its previews were made: they go too
-        let master = Root::vod(&id).file(crate::publish::store::MASTER_PLAYLIST);
-        if let Err(object_store::Error::NotFound { .. }) = store.head(&master).await {
+        // deleted (the API, retention) while its previews were made: they go too. A delete
+        // that listed the VOD's objects just before they were stored ends moments later: asked
+        // again after `RECHECK_AFTER`.
+        for wait in [Duration::ZERO, RECHECK_AFTER] {
+            tokio::time::sleep(wait).await;
+            match still_there(&db, kind, &id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(vod = %id, error = %e, "cannot tell whether a VOD was deleted");
+                    return;
+                }
+            }
             if let Err(e) = crate::publish::sweep::remove_recording(&store, &id).await {
                 tracing::warn!(vod = %id, error = %e, "a deleted VOD's previews are left");
             }
+            return;
         }
     });
 }
@@ -139,12 +201,7 @@ pub async fn make(
                 made.keyframes
             )));
         }
-        store
-            .put(
-                &root.file(&layout::sheet_name(sheet)),
-                PutPayload::from(made.jpeg),
-            )
-            .await?;
+        put(store, &root.file(&layout::sheet_name(sheet)), made.jpeg).await?;
         let first = next - count;
         for (index, tile) in tiles[first..next].iter().enumerate() {
             let (x, y) = layout::region(index, made.tile.0, made.tile.1);
@@ -163,13 +220,20 @@ pub async fn make(
     if cues.is_empty() {
         return Err(PreviewError::NoVideo);
     }
-    store
-        .put(
-            &root.file(THUMBNAILS_VTT),
-            PutPayload::from(layout::vtt(&cues)),
-        )
-        .await?;
+    put(store, &root.file(THUMBNAILS_VTT), layout::vtt(&cues)).await?;
     Ok(cues.len())
+}
+
+/// Whether `path` is a sheet under `root` (`{root}/previews/{n}.jpg`; a rendition may be
+/// called `previews` too, but holds no `.jpg`).
+pub fn is_sheet(root: &Root, path: &object_store::path::Path) -> bool {
+    let Some(name) = path.filename() else {
+        return false;
+    };
+    let numbered = name
+        .strip_suffix(".jpg")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    numbered && *path == root.file(&format!("{}/{name}", layout::SHEET_DIR))
 }
 
 /// A previews process's limits: the transcoding worker's, at most `SHEET_MEMORY_MB` of
@@ -185,19 +249,22 @@ fn sheet_limits(limits: WorkerLimits) -> WorkerLimits {
     }
 }
 
-/// The keyframe a stored segment starts with.
+/// The keyframe a segment starts with, as a copy of its own (the demuxer's frames are views
+/// into the segment, which is not kept).
 fn first_keyframe(demuxer: &Fmp4Demuxer, segment: &Bytes) -> Result<MediaFrame, PreviewError> {
     let events = demuxer
         .segment(segment)
         .map_err(|e| ClipError::Media(e.to_string()))?;
-    events
+    let mut frame = events
         .into_iter()
         .find_map(|event| match event {
             StreamEvent::Frame(frame) if frame.kind == TrackKind::Video => Some(frame),
             _ => None,
         })
         .filter(|frame| frame.sync)
-        .ok_or(PreviewError::NoKeyframe)
+        .ok_or(PreviewError::NoKeyframe)?;
+    frame.data = Bytes::copy_from_slice(&frame.data);
+    Ok(frame)
 }
 
 /// What a previews process reads: the track, then the keyframes.
@@ -223,17 +290,35 @@ pub struct SheetMade {
     pub jpeg: Vec<u8>,
 }
 
-/// Runs one previews process on `input` (blocking: call off the runtime).
+/// Runs one previews process on `input` (blocking: call off the runtime). A watchdog thread
+/// kills it after `SHEET_WALL_TIME`.
 fn run_sheet(limits: WorkerLimits, label: &str, input: &[u8]) -> Result<SheetMade, PreviewError> {
     let failed = |what: &str, e: std::io::Error| PreviewError::Process(format!("{what}: {e}"));
     let mut child = child_command(limits, &["previews", label])
         .spawn()
         .map_err(|e| failed("cannot start", e))?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
+    let pipes = (child.stdin.take(), child.stdout.take());
+    let child = Arc::new(Mutex::new(child));
+    let kill = |child: &Mutex<Child>| {
+        // a reaped child is not signalled (std keeps its status)
+        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+    };
+    let (Some(mut stdin), Some(stdout)) = pipes else {
+        kill(&child);
+        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
         return Err(PreviewError::Process("its pipes were not set up".into()));
     };
+    let (done, finished) = std_mpsc::channel::<()>();
+    let watched = child.clone();
+    let watchdog = std::thread::Builder::new()
+        .name("strata-previews-watchdog".into())
+        .spawn(move || {
+            if let Err(std_mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(SHEET_WALL_TIME)
+            {
+                tracing::warn!("a previews process took too long; killed");
+                kill(&watched);
+            }
+        });
     // the process reads all of its input before it writes: writing all first cannot block
     // on a full output pipe
     let wrote = stdin.write_all(input);
@@ -244,9 +329,23 @@ fn run_sheet(limits: WorkerLimits, label: &str, input: &[u8]) -> Result<SheetMad
         .read_to_end(&mut output);
     if output.len() > MAX_SHEET_BYTES + 16 {
         // it would write on: it is not what `child` writes
-        let _ = child.kill();
+        kill(&child);
     }
-    let status = child.wait().map_err(|e| failed("cannot wait for it", e))?;
+    // polled, not waited for under the lock, so the watchdog can still kill a process that
+    // closed its output and hangs
+    let status = loop {
+        match child.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(failed("cannot wait for it", e)),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = done.send(());
+    if let Ok(watchdog) = watchdog {
+        let _ = watchdog.join();
+    }
+    let status = status?;
     if !status.success() {
         return Err(PreviewError::Process(format!("it ended with {status}")));
     }
@@ -285,6 +384,25 @@ pub fn parse_sheet(output: &[u8]) -> Result<SheetMade, PreviewError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sheets_are_told_from_a_rendition_called_previews() {
+        let root = Root::live("abcdefghijklmnop");
+        let path = |p: &str| object_store::path::Path::from(p);
+        assert!(is_sheet(
+            &root,
+            &path("live/abcdefghijklmnop/previews/12.jpg")
+        ));
+        for not in [
+            "live/abcdefghijklmnop/previews/12.m4s",
+            "live/abcdefghijklmnop/previews/init.mp4",
+            "live/abcdefghijklmnop/previews/x.jpg",
+            "live/abcdefghijklmnop/poster.jpg",
+            "live/other0000000000/previews/12.jpg",
+        ] {
+            assert!(!is_sheet(&root, &path(not)), "{not}");
+        }
+    }
 
     #[test]
     fn a_sheets_output_is_checked_before_it_is_stored() {

@@ -316,7 +316,7 @@ impl Publisher {
         match listed {
             Ok(objects) => {
                 for meta in objects {
-                    let sheet = meta.location.as_ref().contains("/previews/");
+                    let sheet = previews::is_sheet(&self.live_root, &meta.location);
                     match meta.location.filename() {
                         Some(name) if name.ends_with(".m4s") || sheet => {
                             self.retention.push_back((deadline, meta.location))

@@ -60,3 +60,18 @@ export function dvrPointAt(fraction, reach, startedAt, now) {
   const behind = reach * (1 - Math.min(1, Math.max(0, fraction)));
   return { behind, time: (now - startedAt) / 1000 - EDGE_DELAY_SECS - behind };
 }
+
+/** How far the server's clock (its `/time`, which DASH players read too) is ahead of this
+ * one, in ms: the DVR previews count from the server's `started_at`. 0 when it cannot say. */
+export async function serverClockSkew(fetcher = fetch) {
+  try {
+    const asked = Date.now();
+    const response = await fetcher('/time', { cache: 'no-store' });
+    const answered = Date.now();
+    const server = Date.parse(await response.text());
+    if (!response.ok || Number.isNaN(server)) return 0;
+    return server - (asked + answered) / 2;
+  } catch {
+    return 0;
+  }
+}

@@ -7,6 +7,7 @@ import {
   manifestUrls,
   scrubAction,
   seekBehind,
+  serverClockSkew,
 } from '../../src/lib/dvr.js';
 
 /** A stand-in for a video element: a seekable range, a playback position, a ready state. */
@@ -64,5 +65,13 @@ describe('DVR', () => {
     expect(dvrPointAt(0, 300, startedAt, now)).toEqual({ behind: 300, time: 300 - EDGE_DELAY_SECS });
     expect(dvrPointAt(0.5, 300, startedAt, now).behind).toBe(150);
     expect(dvrPointAt(-2, 300, startedAt, now).behind).toBe(300);
+  });
+
+  test("the server's clock is read from /time", async () => {
+    const ahead = new Date(Date.now() + 60_000).toISOString();
+    const skew = await serverClockSkew(async () => ({ ok: true, text: async () => ahead }));
+    expect(Math.abs(skew - 60_000)).toBeLessThan(1000);
+    expect(await serverClockSkew(async () => ({ ok: false, text: async () => '' }))).toBe(0);
+    expect(await serverClockSkew(async () => Promise.reject(new Error('offline')))).toBe(0);
   });
 });
