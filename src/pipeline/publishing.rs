@@ -112,9 +112,6 @@ impl Publishing {
                 }
             }
         }
-        if let Some(previews) = previews {
-            previews.finish().await;
-        }
         let needed = self.publisher.numbers_needed(self.numbers.end());
         self.publisher
             .set_number_limit(self.numbers.cover(needed).await);
@@ -132,6 +129,10 @@ impl Publishing {
                 0.0
             }
         };
+        // after the final manifests (players see the end at once), before the claim goes
+        if let Some(previews) = previews {
+            previews.finish().await;
+        }
         Published {
             segments,
             duration,
