@@ -146,7 +146,7 @@ bench: test-deps
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= origin_path origin_range codec_config rtmp_guard flv_demux segmenter rtmp_session \
 	mpegts_demux srt_stream_id worker_wire fmp4_demux hls_push_playlist ws_messages rtp_h264 \
-	device_messages previews_sheet
+	device_messages previews_sheet clip_edge
 FUZZ := $(CARGO) +nightly fuzz
 
 fuzz-deps:

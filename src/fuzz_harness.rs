@@ -22,6 +22,7 @@
 //!   (device ingest): reordering, loss, restarts and RFC 6184 payloads.
 //! - `device_messages`: the device signaling protocol's text messages, both directions.
 //! - `previews_sheet`: a scrub-previews process's output, as the server checks it.
+//! - `clip_edge`: a precise clip's clip-edge process output, as the server checks it.
 //!
 //! The structure-aware targets decode their input with the `arbitrary` crate; any byte string
 //! is a valid input to every target.
@@ -40,7 +41,7 @@ pub use media::{codec_config, flv_demux, segmenter};
 pub use origin::{origin_path, origin_range};
 pub use rtmp::{rtmp_guard, rtmp_session};
 pub use rtp::rtp_h264;
-pub use worker::{previews_sheet, worker_wire};
+pub use worker::{clip_edge, previews_sheet, worker_wire};
 
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
@@ -63,6 +64,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rtp_h264", rtp_h264),
     ("device_messages", device_messages),
     ("previews_sheet", previews_sheet),
+    ("clip_edge", clip_edge),
 ];
 
 /// Splits `data` into pieces whose lengths follow a small PRNG seeded by `seed`, so the input

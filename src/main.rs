@@ -82,6 +82,22 @@ enum Command {
         /// The VOD's id, for `ps` and the log.
         vod: String,
     },
+    /// A precise clip's edge: one segment's frames on stdin, the kept ones encoded again on
+    /// stdout (started by `serve`; see `clips::precise::child`).
+    #[command(hide = true)]
+    ClipEdge {
+        /// The clip's id, for `ps` and the log.
+        clip: String,
+        /// The first frame kept (presentation time, 90 kHz ticks).
+        #[arg(long)]
+        first: i64,
+        /// The last frame kept.
+        #[arg(long)]
+        last: i64,
+        /// The id of the parameter sets written.
+        #[arg(long)]
+        sps_id: u8,
+    },
     /// A browser recording's demuxer: the container on stdin, its frames on stdout (started
     /// by `serve`, one per WebSocket recording; see `ingest::ws::child`).
     #[command(hide = true)]
@@ -206,6 +222,21 @@ fn main() -> ExitCode {
         init_logging();
         return strata::previews::child::main(vod);
     }
+    if let Command::ClipEdge {
+        clip,
+        first,
+        last,
+        sps_id,
+    } = &cli.command
+    {
+        init_logging();
+        let keep = strata::clips::precise::child::Keep {
+            first: *first,
+            last: *last,
+            sps_id: *sps_id,
+        };
+        return strata::clips::precise::child::main(clip, keep);
+    }
     if let Command::Demux {
         container,
         playback_id,
@@ -238,6 +269,7 @@ fn main() -> ExitCode {
             Command::Worker { .. }
             | Command::Demux { .. }
             | Command::Previews { .. }
+            | Command::ClipEdge { .. }
             | Command::DeviceAgent { .. } => Ok(()),
         }
     });

@@ -1,9 +1,11 @@
 //! Clips, end to end: while ffmpeg publishes a passthrough stream (2 s GOPs and segments), a
 //! clip of "the last 10 s" is ready within 5 s and plays in ffprobe through its HLS, its DASH
 //! and its MP4 (video and audio, 10 s within one GOP); a clip of an absolute range of the
-//! recording covers that range; `on_clip_ready` is told; a precise clip and unknown sources are
-//! refused; the clip gets scrub previews (a thumbnails track whose cues point at regions of a
-//! sprite sheet that show a picture); deleting a clip removes its objects.
+//! recording covers that range; `on_clip_ready` is told; unknown sources are refused; the clip
+//! gets scrub previews (a thumbnails track whose cues point at regions of a sprite sheet that
+//! show a picture); deleting a clip removes its objects. A precise clip of 7.3 s, cut from a
+//! source whose every frame shows its number as a barcode, starts and ends on the requested
+//! frames and loses none between them, through its HLS and its MP4.
 
 mod support;
 
@@ -127,10 +129,6 @@ fn clips_of_a_live_stream_and_its_recording_play_everywhere_and_go_when_deleted(
 
     // refused before anything is cut
     for (bad, status) in [
-        (
-            json!({"stream_id": stream_id, "last_secs": 10, "precise": true}),
-            400,
-        ),
         (json!({"stream_id": stream_id}), 400),
         (
             json!({"stream_id": "str_nosuchstream00", "last_secs": 10}),
@@ -313,4 +311,190 @@ fn clips_and_recordings_go_after_their_retention() {
     );
     assert_eq!(status, 404);
     assert!(session_list(&server, "/api/v1/recordings").is_empty());
+}
+
+/// The barcode source's frame rate and picture.
+const FPS: f64 = 25.0;
+const BAR_W: usize = 320;
+const BAR_H: usize = 180;
+/// Bits of the frame number, one vertical stripe each (least significant on the left).
+const BITS: usize = 16;
+
+/// Publishes `seconds` of video whose frame N shows N as a barcode (and a tone), 2 s GOPs with
+/// B-frames.
+fn publish_barcode(url: &str, seconds: u32) -> std::process::Child {
+    let stripe = BAR_W / BITS;
+    let video = format!(
+        "color=c=black:s={BAR_W}x{BAR_H}:r={FPS},format=gray,\
+         geq=lum='if(bitand(N,pow(2,floor(X/{stripe}))),235,16)',format=yuv420p"
+    );
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", &video])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "50",
+        ])
+        .args([
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", url])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// The frame numbers ffmpeg decodes from `input`, in presentation order (every frame as it is,
+/// none added or dropped to fit a frame rate).
+fn barcodes(input: &str) -> Vec<u64> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i", input])
+        .args(["-map", "0:v:0", "-fps_mode", "passthrough"])
+        .args(["-vf", &format!("scale={BAR_W}:{BAR_H},format=gray")])
+        .args(["-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stripe = BAR_W / BITS;
+    out.stdout
+        .chunks_exact(BAR_W * BAR_H)
+        .map(|picture| {
+            (0..BITS)
+                .map(|bit| {
+                    // the middle of the stripe, on three rows
+                    let x = bit * stripe + stripe / 2;
+                    let lum: u32 = [BAR_H / 4, BAR_H / 2, 3 * BAR_H / 4]
+                        .iter()
+                        .map(|y| u32::from(picture[y * BAR_W + x]))
+                        .sum();
+                    u64::from(lum > 3 * 128) << bit
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The `mediaPresentationDuration` of the MPD at `url` (`PT…S`, as Strata writes it).
+fn mpd_duration_secs(url: &str) -> f64 {
+    let (status, body) = get_url(url);
+    assert_eq!(status, 200, "{url}");
+    let mpd = dash_mpd_core::parse(&String::from_utf8_lossy(&body)).expect("the MPD parses");
+    mpd.mediaPresentationDuration
+        .expect("a static MPD has its duration")
+        .as_secs_f64()
+}
+
+#[test]
+fn a_precise_clip_starts_and_ends_on_the_requested_frames() {
+    let server = Server::start();
+    let created = create_stream_with(&server, json!({"name": "precise", "ladder": "default"}));
+    let stream_id = created["stream"]["id"].as_str().expect("id").to_string();
+    let key = created["key"].as_str().expect("key");
+    let playback_id = created["stream"]["playback_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut publisher = publish_barcode(&server.rtmp_url(key), 40);
+    let dvr = format!("live/{playback_id}/source/dvr.m3u8");
+    // a segment that starts at least 4 s in, and 10 s stored after its start
+    let (number, starts_at) = wait_for(Duration::from_secs(60), || {
+        let text = server.get_text(&dvr)?;
+        let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).ok()?;
+        let mut at = 0.0;
+        let mut found = None;
+        for (i, segment) in playlist.segments.iter().enumerate() {
+            if found.is_none() && at >= 4.0 {
+                found = Some((i, at));
+            }
+            at += f64::from(segment.duration);
+        }
+        let (i, from) = found?;
+        if at - from < 10.0 {
+            return None;
+        }
+        let segment = &playlist.segments[i];
+        let number: u64 = segment.uri.strip_suffix(".m4s")?.parse().ok()?;
+        Some((number, segment.program_date_time?))
+    })
+    .expect("14 s of the broadcast are stored");
+
+    // the number of the segment's first frame, read from its picture
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("segment.mp4");
+    let mut bytes = server.get(&format!("live/{playback_id}/source/init.mp4")).1;
+    bytes.extend(
+        server
+            .get(&format!("live/{playback_id}/source/{number}.m4s"))
+            .1,
+    );
+    std::fs::write(&file, bytes).expect("write");
+    let first_of_segment = barcodes(file.to_str().expect("path"))[0];
+
+    // 7.3 s from 1.234 s into that segment: the frame nearest each end
+    let start = starts_at + chrono::Duration::milliseconds(1_234);
+    let end = start + chrono::Duration::milliseconds(7_300);
+    let first = first_of_segment + (1.234 * FPS).round() as u64;
+    let last = first_of_segment + (8.534 * FPS).round() as u64 - 1;
+    let (clip, took) = cut(
+        &server,
+        json!({"stream_id": stream_id, "start": start.to_rfc3339(), "end": end.to_rfc3339(),
+            "precise": true}),
+    );
+    println!("precise 7.3 s: ready in {:.2} s", took.as_secs_f64());
+    assert_eq!(clip["precise"], true, "{clip}");
+    let frame = 1.0 / FPS;
+    let duration_secs = clip["duration_ms"].as_i64().expect("duration") as f64 / 1000.0;
+    assert!((duration_secs - 7.3).abs() <= frame, "{clip}");
+    for format in ["hls_url", "dash_url", "mp4_url"] {
+        let url = clip[format].as_str().expect("url");
+        let numbers = barcodes(url);
+        assert_eq!(numbers.first(), Some(&first), "{format}: the first frame");
+        assert_eq!(numbers.last(), Some(&last), "{format}: the last frame");
+        let expected: Vec<u64> = (first..=last).collect();
+        assert_eq!(
+            numbers, expected,
+            "{format}: every frame between, once, in order"
+        );
+    }
+    for format in ["hls_url", "dash_url", "mp4_url"] {
+        let url = clip[format].as_str().expect("url");
+        let (kinds, duration) = probe_kinds_and_duration(url);
+        assert!(kinds.contains(&"audio".to_string()), "{format}: {kinds:?}");
+        // FFmpeg reads an MPD's durations in whole seconds: the MPD's own, read here
+        let duration = if format == "dash_url" {
+            mpd_duration_secs(url)
+        } else {
+            duration
+        };
+        // ffprobe's duration is the longer track's: audio may reach a part of a frame further
+        assert!(
+            (duration - 7.3).abs() <= 2.0 * frame,
+            "{format} lasts {duration:.3} s"
+        );
+        println!("precise {format}: {duration:.3} s");
+    }
+    // and every frame of the file decodes cleanly (the edges' parameter sets are in its avcC)
+    let mp4 = clip["mp4_url"].as_str().expect("url");
+    let decoded = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-xerror", "-i", mp4])
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "the precise MP4 does not decode cleanly: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let _ = publisher.kill();
+    let _ = publisher.wait();
 }

@@ -469,3 +469,97 @@ fn write_worker_wire_seeds() {
     }
     write("corpus", "worker_wire", "stream", &stream);
 }
+
+/// Seeds for `clip_edge`: what a clip-edge process writes for three 320×240 frames (x264 Main,
+/// parameter sets numbered 1, no B-frames, made by ffmpeg here), and that output cut short,
+/// without its last frame and with its frames out of order.
+#[test]
+#[ignore = "regenerates the committed seeds; needs ffmpeg"]
+fn write_clip_edge_seeds() {
+    use bytes::Bytes;
+    use strata::media::{
+        CodecConfig, MediaFrame, RenditionEvent, Timestamp, TrackId, TrackInfo, TrackKind,
+    };
+    use strata::transcode::avc;
+    use strata::transcode::worker::wire::{encode_from_worker, FromWorker};
+
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .args(["testsrc2=size=320x240:rate=25", "-frames:v", "3"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "main",
+            "-preset",
+            "veryfast",
+        ])
+        .args(["-x264-params", "bframes=0:sps-id=1", "-f", "h264", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success());
+    let units = avc::annex_b_units(&out.stdout);
+    let sets: Vec<u8> = units
+        .iter()
+        .filter(|u| matches!(u[0] & 0x1f, 7 | 8))
+        .flat_map(|u| [&[0, 0, 0, 1][..], u].concat())
+        .collect();
+    let config = avc::config_from_annex_b(&sets).expect("x264's parameter sets");
+    let pictures: Vec<&[u8]> = units
+        .iter()
+        .copied()
+        .filter(|u| matches!(u[0] & 0x1f, 1 | 5))
+        .collect();
+    assert_eq!(pictures.len(), 3, "one slice per picture");
+    let frame = |i: usize| {
+        let unit = pictures[i];
+        let mut data = (unit.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(unit);
+        FromWorker::Event(RenditionEvent::Frame {
+            id: TrackId::Video(0),
+            frame: MediaFrame {
+                kind: TrackKind::Video,
+                dts: Timestamp::new(i as i64 * 3600, 90_000),
+                pts: Timestamp::new(i as i64 * 3600, 90_000),
+                sync: i == 0,
+                segment_start: false,
+                data: Bytes::from(data),
+            },
+        })
+    };
+    let track = FromWorker::Event(RenditionEvent::Track {
+        id: TrackId::Video(0),
+        name: "edge".into(),
+        info: TrackInfo {
+            kind: TrackKind::Video,
+            codec: CodecConfig::Avc(config),
+        },
+    });
+    let encode = |messages: &[FromWorker]| -> Vec<u8> {
+        messages
+            .iter()
+            .flat_map(|m| encode_from_worker(m).expect("encodes"))
+            .collect()
+    };
+    let whole = encode(&[track.clone(), frame(0), frame(1), frame(2)]);
+    strata::fuzz_harness::clip_edge(&whole);
+    write("corpus", "clip_edge", "three_frames", &whole);
+    write(
+        "corpus",
+        "clip_edge",
+        "cut_short",
+        &whole[..whole.len() - 7],
+    );
+    write(
+        "corpus",
+        "clip_edge",
+        "one_missing",
+        &encode(&[track.clone(), frame(0), frame(1)]),
+    );
+    write(
+        "corpus",
+        "clip_edge",
+        "out_of_order",
+        &encode(&[track, frame(1), frame(0), frame(2)]),
+    );
+}

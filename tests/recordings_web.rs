@@ -1,6 +1,7 @@
 //! Clips and recordings in the web app, end to end: ffmpeg publishes a short broadcast on a
 //! 360p ladder (which makes posters); headless Chromium (`web/tests/e2e/recordings.mjs`) cuts
-//! "the last 30 s" from the dashboard while it is live and plays the clip's page, then finds
+//! "the last 30 s" from the dashboard while it is live and plays the clip's page (and the page
+//! of a precise clip asked through the API), then finds
 //! the finished broadcast in the Recordings view with its poster, plays its replay page,
 //! checks its scrub previews (the thumbnails track in Chromium's WebVTT parser, the sheets,
 //! a preview on hover), downloads its MP4 and deletes it. Here: the download plays in ffprobe for the broadcast's
@@ -36,6 +37,7 @@ fn the_dashboard_clips_a_live_broadcast_and_finds_plays_downloads_and_deletes_it
         &[
             "dashboard-clip.png",
             "clip-page.png",
+            "precise-clip-page.png",
             "recordings.png",
             "replay.png",
             "replay-preview.png",

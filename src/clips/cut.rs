@@ -96,22 +96,31 @@ pub fn listed(playlist: &[u8]) -> Result<Vec<Listed>, ClipError> {
         .collect()
 }
 
+/// The wall clocks `range` runs between: `Last` counts back from the end of the newest segment
+/// of `lead`.
+pub fn bounds(
+    lead: &[Listed],
+    range: &ClipRange,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ClipError> {
+    let Some(newest) = lead.last() else {
+        return Err(ClipError::Range("nothing is stored yet".into()));
+    };
+    Ok(match range {
+        ClipRange::Last(secs) => {
+            let to = newest.starts_at + chrono::Duration::milliseconds(ms(newest.duration_secs));
+            (to - chrono::Duration::milliseconds(ms(*secs)), to)
+        }
+        ClipRange::Between(from, to) => (*from, *to),
+    })
+}
+
 /// The segments of `lead` that cover `range`: every one that overlaps it (so a clip starts on
 /// the keyframe at or before the range's start, and ends with the segment its end falls in).
 /// `Last` counts back from the end of the newest segment. A range that reaches past what is
 /// stored gets what is stored of it; one that misses it entirely is refused.
 pub fn covering(lead: &[Listed], range: &ClipRange) -> Result<Vec<Listed>, ClipError> {
-    let Some(newest) = lead.last() else {
-        return Err(ClipError::Range("nothing is stored yet".into()));
-    };
+    let (from, to) = bounds(lead, range)?;
     let end_of = |s: &Listed| s.starts_at + chrono::Duration::milliseconds(ms(s.duration_secs));
-    let (from, to) = match range {
-        ClipRange::Last(secs) => {
-            let to = end_of(newest);
-            (to - chrono::Duration::milliseconds(ms(*secs)), to)
-        }
-        ClipRange::Between(from, to) => (*from, *to),
-    };
     // a few milliseconds of rounding in the playlists' durations do not add a segment
     let slack = chrono::Duration::milliseconds(20);
     let chosen: Vec<Listed> = lead
@@ -125,7 +134,7 @@ pub fn covering(lead: &[Listed], range: &ClipRange) -> Result<Vec<Listed>, ClipE
             from.to_rfc3339(),
             to.to_rfc3339(),
             lead[0].starts_at.to_rfc3339(),
-            end_of(newest).to_rfc3339()
+            lead.last().map_or(to, end_of).to_rfc3339()
         )));
     }
     Ok(chosen)

@@ -19,6 +19,7 @@
 pub mod cut;
 pub mod file;
 pub mod mp4;
+pub mod precise;
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use crate::db::clips::Clip;
 use crate::db::Db;
 use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
-use crate::media::{StreamEvent, TrackKind};
+use crate::media::{CodecConfig, StreamEvent, TrackKind};
 use crate::publish::store::{self, Root};
 use crate::transcode::WorkerLimits;
 use crate::webhooks::Webhooks;
@@ -54,6 +55,8 @@ pub enum ClipError {
     Range(String),
     #[error("a stored segment is not what Strata writes: {0}")]
     Media(String),
+    #[error("re-encoding the clip's first or last frames failed: {0}")]
+    Edge(String),
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
 }
@@ -177,7 +180,8 @@ impl Clipper {
         let me = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let made = make(&me.store, &source, &range, &clip.id).await;
+            let precise = clip.precise.then_some(me.previews);
+            let made = make(&me.store, &source, &range, &clip.id, precise).await;
             drop(slot);
             let finished = match &made {
                 Ok(made) => {
@@ -276,22 +280,29 @@ async fn source_manifest(
     }
 }
 
-/// Makes clip `id` from `source`: its objects under `vod/{id}/`.
+/// Makes clip `id` from `source`: its objects under `vod/{id}/`. `precise`: the limits its
+/// edges are re-encoded under (`precise`), or `None` for a clip cut on segment boundaries.
 pub async fn make(
     store: &Arc<dyn ObjectStore>,
     source: &ClipSource,
     range: &ClipRange,
     id: &str,
+    precise: Option<WorkerLimits>,
 ) -> Result<Made, ClipError> {
     let (root, master) = source_manifest(store, source).await?;
     let renditions = cut::renditions(&cut::parse_master(&master)?)?;
     let lead = &renditions[0];
     let listed = cut::listed(&get(store, &root.rendition_file(&lead.name, &lead.playlist)).await?)?;
     let chosen = cut::covering(&listed, range)?;
+    let window = match precise {
+        Some(_) => Some(media_window(store, &root, lead, &listed, &chosen, range).await?),
+        None => None,
+    };
     let clip = Root::vod(id);
     let mut videos = Vec::new();
     let mut audio = None;
-    for rendition in &renditions {
+    let mut starts_at = chosen[0].starts_at;
+    for (r, rendition) in renditions.iter().enumerate() {
         let init = get(
             store,
             &root.rendition_file(&rendition.name, store::INIT_SEGMENT),
@@ -308,23 +319,71 @@ pub async fn make(
             })
             .ok_or_else(|| ClipError::Media(format!("{} has no track", rendition.name)))?;
         let default_duration = trex_default_duration(&init);
+        // a precise clip's video edges get parameter set ids of their own
+        let edge_ids = match (window, info.kind) {
+            (Some(_), TrackKind::Video) => {
+                let avc = precise::spliceable(&info)?;
+                precise::free_ids(avc, 2).ok_or_else(|| {
+                    ClipError::Range("the stored H.264 uses every parameter set id".into())
+                })?
+            }
+            _ => Vec::new(),
+        };
+        let mut parameter_sets = Vec::new();
         // a rendition may lack a number the lead has (its encoder gave up on that segment,
         // audio that started late): it gets the ones it has
         let own = rendition_numbers(store, &root, rendition).await?;
-        store
-            .put(
-                &clip.rendition_file(&rendition.name, store::INIT_SEGMENT),
-                init.clone().into(),
-            )
-            .await?;
-        let mut timeline = Timeline::new(rendition.name.clone(), info.kind, info.codec);
+        let mut timeline = Timeline::new(rendition.name.clone(), info.kind, info.codec.clone());
+        let last = chosen.len() - 1;
+        let mut written = 0usize;
         for (i, segment) in chosen.iter().enumerate() {
             if !own.contains(&segment.number) {
                 continue;
             }
             let from = root.segment(&rendition.name, segment.number);
             let bytes = get(store, &from).await?;
-            let (start, duration, samples) = mp4::segment_timing(&bytes, default_duration)?;
+            let mut wall_clock = segment.starts_at;
+            let (bytes, start, duration, samples) = match window {
+                Some(window) if i == 0 || i == last => {
+                    let (frames, end) = precise::frames_of(&demuxer, &bytes, default_duration)?;
+                    let sequence = segment.number as u32;
+                    let made = match &info.codec {
+                        CodecConfig::Avc(avc) => {
+                            let label = format!("{id}-{}", rendition.name);
+                            let sps_id = edge_ids[usize::from(i == last && i > 0)];
+                            precise::video_edge(
+                                precise.unwrap_or_default(),
+                                &label,
+                                avc,
+                                frames,
+                                end,
+                                window,
+                                sps_id,
+                                sequence,
+                            )
+                            .await?
+                        }
+                        codec => {
+                            precise::audio_edge(&frames, codec.timescale(), end, window, sequence)?
+                        }
+                    };
+                    // an edge none of whose frames is in the range is left out
+                    let Some(edge) = made else { continue };
+                    parameter_sets.extend(edge.parameter_sets);
+                    wall_clock +=
+                        chrono::Duration::milliseconds((edge.skipped_secs * 1000.0).round() as i64);
+                    let bytes = Bytes::from(edge.segment);
+                    (bytes, edge.start, edge.duration, edge.samples)
+                }
+                _ => {
+                    let (start, duration, samples) = mp4::segment_timing(&bytes, default_duration)?;
+                    (bytes, start, duration, samples)
+                }
+            };
+            if r == 0 && written == 0 {
+                starts_at = wall_clock;
+            }
+            written += 1;
             let size = bytes.len() as u64;
             store
                 .put(&clip.segment(&rendition.name, segment.number), bytes.into())
@@ -333,13 +392,30 @@ pub async fn make(
                 number: segment.number,
                 start,
                 duration,
-                wall_clock: segment.starts_at,
+                wall_clock,
                 bytes: size,
                 samples,
                 discontinuity: i > 0 && segment.discontinuity,
                 parts: Vec::new(),
             });
         }
+        if r == 0 && written == 0 {
+            return Err(ClipError::Range(
+                "the range is shorter than one frame".into(),
+            ));
+        }
+        // written after the edges: a precise clip's holds their parameter sets too
+        let init = if parameter_sets.is_empty() {
+            init
+        } else {
+            Bytes::from(precise::with_parameter_sets(&init, &parameter_sets)?)
+        };
+        store
+            .put(
+                &clip.rendition_file(&rendition.name, store::INIT_SEGMENT),
+                init.into(),
+            )
+            .await?;
         match info.kind {
             TrackKind::Video => videos.push(timeline),
             TrackKind::Audio => audio = Some(timeline),
@@ -349,9 +425,9 @@ pub async fn make(
         return Err(ClipError::Source("it has no video rendition".into()));
     }
     let segment_secs = videos[0].longest_segment_secs();
-    let p = Presentation {
+    let mut p = Presentation {
         kind: PresentationKind::Vod,
-        availability_start: chosen[0].starts_at,
+        availability_start: starts_at,
         target_duration: segment_secs.round().max(1.0) as u64,
         segment_duration: segment_secs,
         part_duration: None,
@@ -359,7 +435,6 @@ pub async fn make(
         audio,
         ended: true,
     };
-    let mut p = p;
     p.fit_target_duration();
     for timeline in p.timelines() {
         let text = hls::media_playlist(&p, timeline);
@@ -387,8 +462,37 @@ pub async fn make(
         store.copy(&poster, &clip.file(store::POSTER)).await?;
     }
     Ok(Made {
-        starts_at: chosen[0].starts_at,
+        starts_at,
         duration_secs,
+    })
+}
+
+/// A precise clip's range in media seconds: its wall clocks mapped on the lead rendition's
+/// first chosen segment, whose program date time is the presentation time of its first frame.
+async fn media_window(
+    store: &Arc<dyn ObjectStore>,
+    root: &Root,
+    lead: &cut::SourceRendition,
+    listed: &[cut::Listed],
+    chosen: &[cut::Listed],
+    range: &ClipRange,
+) -> Result<precise::Window, ClipError> {
+    let (from, to) = cut::bounds(listed, range)?;
+    let first = &chosen[0];
+    let init = get(store, &root.rendition_file(&lead.name, store::INIT_SEGMENT)).await?;
+    let mut demuxer = Fmp4Demuxer::new();
+    demuxer
+        .init(&init)
+        .map_err(|e| ClipError::Media(e.to_string()))?;
+    let segment = get(store, &root.segment(&lead.name, first.number)).await?;
+    let (frames, _) = precise::frames_of(&demuxer, &segment, trex_default_duration(&init))?;
+    let shown = precise::first_shown_secs(&frames)
+        .ok_or_else(|| ClipError::Media("a segment without frames".into()))?;
+    let secs =
+        |t: DateTime<Utc>| (t - first.starts_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    Ok(precise::Window {
+        from_secs: shown + secs(from),
+        to_secs: shown + secs(to),
     })
 }
 

@@ -68,3 +68,28 @@ pub fn previews_sheet(data: &[u8]) {
     assert!(made.jpeg.starts_with(&[0xFF, 0xD8]) && made.jpeg.len() <= MAX_SHEET_BYTES);
     assert_eq!(made.jpeg.len() + 16, data.len());
 }
+
+/// Arbitrary bytes as a clip-edge process's stdout (`clips::precise::parse_edge`), checked
+/// against the x264 320×240 Main record as the source, three frames asked for and parameter
+/// set id 1: an accepted edge has exactly those frames, a keyframe first, and one SPS and one
+/// PPS numbered 1 at the source's size. The parameter-set id readers get the same bytes.
+pub fn clip_edge(data: &[u8]) {
+    use crate::clips::precise::{free_ids, parse_edge, pps_ids_of, sps_id_of};
+    let Ok(source) =
+        crate::media::AvcConfig::parse(bytes::Bytes::from_static(super::media::AVC_RECORD))
+    else {
+        return;
+    };
+    let _ = (sps_id_of(data), pps_ids_of(data));
+    assert_eq!(free_ids(&source, 2), Some(vec![1, 2]));
+    let expected = [0, 3600, 7200];
+    let Ok((config, frames)) = parse_edge(data, &expected, 1, &source) else {
+        return;
+    };
+    assert_eq!((config.sps.len(), config.pps.len()), (1, 1));
+    assert_eq!(sps_id_of(&config.sps[0]), Some(1));
+    assert_eq!((config.width, config.height), (source.width, source.height));
+    let times: Vec<i64> = frames.iter().map(|f| f.pts.rescale(90_000).ticks).collect();
+    assert_eq!(times, expected);
+    assert!(frames[0].sync);
+}

@@ -25,8 +25,9 @@ pub struct CreateClip {
     pub start: Option<String>,
     /// RFC 3339 wall clock (with `start`).
     pub end: Option<String>,
-    /// Start and end on the requested frames (re-encoding the first and last GOP). Not
-    /// supported yet: refused with 400.
+    /// Start and end on the requested frames: the first and last segment are re-encoded from
+    /// the frame nearest `start` to the one before `end` (every segment between them is
+    /// copied). Without it a clip is cut on segment boundaries (keyframes).
     #[serde(default)]
     pub precise: bool,
 }
@@ -84,13 +85,6 @@ fn range_of(body: &CreateClip) -> Result<ClipRange, String> {
         }
         _ => return Err("give either `last_secs`, or `start` and `end`".into()),
     };
-    if body.precise {
-        return Err(
-            "precise clips (re-encoding the first and last GOP) are not supported yet; \
-                    leave out `precise` for a clip cut on segment boundaries"
-                .into(),
-        );
-    }
     Ok(range)
 }
 
@@ -250,6 +244,8 @@ mod tests {
         let between = body(serde_json::json!({"recording_id": "r",
             "start": "2026-12-07T12:00:00Z", "end": "2026-12-07T12:00:07.300Z"}));
         assert!(matches!(range_of(&between), Ok(ClipRange::Between(..))));
+        let precise = body(serde_json::json!({"stream_id": "s", "last_secs": 5, "precise": true}));
+        assert_eq!(range_of(&precise), Ok(ClipRange::Last(5.0)));
         for bad in [
             serde_json::json!({"last_secs": 0}),
             serde_json::json!({"last_secs": 601}),
@@ -257,7 +253,6 @@ mod tests {
             serde_json::json!({"start": "2026-12-07T12:00:10Z", "end": "2026-12-07T12:00:00Z"}),
             serde_json::json!({"start": "yesterday", "end": "2026-12-07T12:00:00Z"}),
             serde_json::json!({}),
-            serde_json::json!({"last_secs": 5, "precise": true}),
         ] {
             assert!(range_of(&body(bad.clone())).is_err(), "{bad}");
         }

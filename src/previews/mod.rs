@@ -21,10 +21,8 @@ pub mod child;
 pub mod layout;
 pub mod live;
 
-use std::io::{Read, Write};
-use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,8 +34,9 @@ use crate::db::Db;
 use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::media::{MediaFrame, StreamEvent, TrackInfo, TrackKind};
 use crate::publish::store::Root;
+use crate::transcode::worker::one_shot::{self, OneShot};
 use crate::transcode::worker::wire::{self, ToWorker};
-use crate::transcode::worker::{child_command, WorkerLimits};
+use crate::transcode::worker::WorkerLimits;
 
 /// The thumbnails track's name under a VOD's root.
 pub const THUMBNAILS_VTT: &str = "thumbnails.vtt";
@@ -291,67 +290,15 @@ pub struct SheetMade {
     pub jpeg: Vec<u8>,
 }
 
-/// Runs one previews process on `input` (blocking: call off the runtime). A watchdog thread
-/// kills it after `SHEET_WALL_TIME`.
+/// Runs one previews process on `input` (blocking: call off the runtime).
 fn run_sheet(limits: WorkerLimits, label: &str, input: &[u8]) -> Result<SheetMade, PreviewError> {
-    let failed = |what: &str, e: std::io::Error| PreviewError::Process(format!("{what}: {e}"));
-    let mut child = child_command(limits, &["previews", label])
-        .spawn()
-        .map_err(|e| failed("cannot start", e))?;
-    let pipes = (child.stdin.take(), child.stdout.take());
-    let child = Arc::new(Mutex::new(child));
-    let kill = |child: &Mutex<Child>| {
-        // a reaped child is not signalled (std keeps its status)
-        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+    let job = OneShot {
+        limits,
+        args: &["previews", label],
+        wall_time: SHEET_WALL_TIME,
+        max_output: MAX_SHEET_BYTES + 16,
     };
-    let (Some(mut stdin), Some(stdout)) = pipes else {
-        kill(&child);
-        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
-        return Err(PreviewError::Process("its pipes were not set up".into()));
-    };
-    let (done, finished) = std_mpsc::channel::<()>();
-    let watched = child.clone();
-    let watchdog = std::thread::Builder::new()
-        .name("strata-previews-watchdog".into())
-        .spawn(move || {
-            if let Err(std_mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(SHEET_WALL_TIME)
-            {
-                tracing::warn!("a previews process took too long; killed");
-                kill(&watched);
-            }
-        });
-    // the process reads all of its input before it writes: writing all first cannot block
-    // on a full output pipe
-    let wrote = stdin.write_all(input);
-    drop(stdin);
-    let mut output = Vec::new();
-    let read = stdout
-        .take(MAX_SHEET_BYTES as u64 + 16 + 1)
-        .read_to_end(&mut output);
-    if output.len() > MAX_SHEET_BYTES + 16 {
-        // it would write on: it is not what `child` writes
-        kill(&child);
-    }
-    // polled, not waited for under the lock, so the watchdog can still kill a process that
-    // closed its output and hangs
-    let status = loop {
-        match child.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => break Err(failed("cannot wait for it", e)),
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = done.send(());
-    if let Ok(watchdog) = watchdog {
-        let _ = watchdog.join();
-    }
-    let status = status?;
-    if !status.success() {
-        return Err(PreviewError::Process(format!("it ended with {status}")));
-    }
-    wrote.map_err(|e| failed("writing its input", e))?;
-    read.map_err(|e| failed("reading its output", e))?;
+    let output = one_shot::run(job, input).map_err(|e| PreviewError::Process(e.to_string()))?;
     parse_sheet(&output)
 }
 

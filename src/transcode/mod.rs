@@ -17,7 +17,7 @@
 mod audio;
 pub mod avc;
 pub mod cadence;
-mod ffi;
+pub(crate) mod ffi;
 pub mod ladder;
 pub mod plan;
 mod poster;

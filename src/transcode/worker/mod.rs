@@ -54,6 +54,7 @@
 
 pub(crate) mod check;
 mod child;
+pub mod one_shot;
 pub mod wire;
 
 use std::io::{self, BufReader, Write};

@@ -1,9 +1,11 @@
 // End-to-end: clips and recordings in the web app, in headless Chromium (Debian's chromium,
 // driven by playwright-core), against a running Strata where the caller publishes one short
-// broadcast (on a ladder that makes posters) to the only stream.
+// broadcast (on a ladder that makes posters) to the stream named "show".
 //
 // 1. While it is live, the dashboard's session card's "Clip last 30 s" gives a shareable link
-//    within a few seconds; the clip's public page plays it (hls.js) and offers the MP4.
+//    within a few seconds; the clip's public page plays it (hls.js) and offers the MP4. A
+//    precise clip of the last 6.5 s (asked through the API; its first and last segment are
+//    re-encoded and their parameter sets sit beside the ladder's in one avcC) plays on its page.
 // 2. Once the broadcast ended, the dashboard's Recordings view lists it with its poster, date,
 //    duration and size; Play opens its public replay page, which plays it; the MP4 download
 //    is saved to STRATA_SCREENSHOTS/recording.mp4 (the caller checks it with ffprobe). Its
@@ -98,6 +100,29 @@ async function scrubPreviews(page, id) {
   await shot(page, 'replay-preview.png');
 }
 
+/** Asks the API for a precise clip of the live broadcast's last 6.5 s and waits until it is
+ * ready: its id. */
+async function preciseClip() {
+  const api = async (path, body) => {
+    const res = await fetch(new URL(path, process.env.STRATA_URL), {
+      method: body ? 'POST' : 'GET',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  const stream = (await api('/api/v1/streams')).find((s) => s.name === 'show');
+  const { id } = await api('/api/v1/clips', { stream_id: stream.id, last_secs: 6.5, precise: true });
+  const clip = await until('the precise clip is made', 30, async () => {
+    const now = await api(`/api/v1/clips/${id}`);
+    return now.state === 'pending' ? false : now;
+  });
+  if (clip.state !== 'ready') throw new Error(`the precise clip ${clip.state}: ${clip.reason}`);
+  log(`precise clip ready: ${clip.duration_ms} ms`);
+  return id;
+}
+
 const failed = await run(async () => {
   // 1. a clip of the live broadcast
   const dashboard = await open('/dashboard', 'dashboard');
@@ -117,10 +142,14 @@ const failed = await run(async () => {
   log(`clip link after ${((Date.now() - asked) / 1000).toFixed(1)} s: ${link}`);
   console.log(`CLIP ${link}`);
   await shot(dashboard, 'dashboard-clip.png');
+  const precise = await preciseClip();
   const clipPage = await open(new URL(link).pathname, 'clip');
   await plays(clipPage, 'clip page', 2);
   if (!(await clipPage.locator('[data-testid="vod-download"]').count())) throw new Error('the clip page offers no MP4');
   await shot(clipPage, 'clip-page.png');
+  const precisePage = await open(`/clip/${precise}`, 'precise clip');
+  await plays(precisePage, 'precise clip page', 2);
+  await shot(precisePage, 'precise-clip-page.png');
 
   // 2. the recording, once the broadcast ended
   await dashboard.goto(new URL('/dashboard#recordings', dashboard.url()).href);
