@@ -470,7 +470,8 @@ fn write_worker_wire_seeds() {
     write("corpus", "worker_wire", "stream", &stream);
 }
 
-/// Seeds for `clip_edge`: what a clip-edge process writes for three 320×240 frames (x264 Main,
+/// Seeds for `clip_edge` (and `tests/golden/clip_edge_three_frames.bin`): what a clip-edge
+/// process writes for three 320×240 frames (x264 Main,
 /// parameter sets numbered 1, no B-frames, made by ffmpeg here), and that output cut short,
 /// without its last frame and with its frames out of order.
 #[test]
@@ -543,6 +544,10 @@ fn write_clip_edge_seeds() {
     };
     let whole = encode(&[track.clone(), frame(0), frame(1), frame(2)]);
     strata::fuzz_harness::clip_edge(&whole);
+    // kept by name for `clips::precise`'s unit test (the corpus is minimized under hashes)
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/clip_edge_three_frames.bin");
+    std::fs::write(golden, &whole).unwrap();
     write("corpus", "clip_edge", "three_frames", &whole);
     write(
         "corpus",

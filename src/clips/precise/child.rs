@@ -225,6 +225,9 @@ fn open_encoder(
     options.set("crf", "18");
     options.set("profile", profile_name(config.profile_idc));
     options.set("forced-idr", "1");
+    // a short job beside live broadcasts: two threads, whatever the machine (and its address
+    // space stays small)
+    options.set("threads", "2");
     options.set(
         "x264-params",
         &format!(

@@ -549,16 +549,14 @@ mod tests {
     #[test]
     fn a_clip_edge_process_output_is_taken_only_as_asked() {
         let source = AvcConfig::parse(Bytes::from_static(AVC_RECORD_320X240)).unwrap();
-        let corpus = |name: &str| {
-            std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("fuzz/corpus/clip_edge")
-                    .join(name),
-            )
-            .unwrap()
-        };
+        // three 320x240 frames as a clip-edge process writes them (tests/fuzz_corpora.rs)
+        let whole = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/clip_edge_three_frames.bin"),
+        )
+        .unwrap();
         let expected = [0, 3600, 7200];
-        let (config, frames) = parse_edge(&corpus("three_frames"), &expected, 1, &source).unwrap();
+        let (config, frames) = parse_edge(&whole, &expected, 1, &source).unwrap();
         assert_eq!(frames.len(), 3);
         // its sets go beside the source's in one avcC, which then parses with both
         let init = cmaf::init_segment(&CodecConfig::Avc(source.clone())).unwrap();
@@ -575,13 +573,21 @@ mod tests {
         };
         assert_eq!((both.sps.len(), both.pps.len()), (2, 2));
         assert_eq!((both.width, both.height), (320, 240));
-        // another id, other times, or a frame short: refused
-        assert!(parse_edge(&corpus("three_frames"), &expected, 2, &source).is_err());
-        assert!(parse_edge(&corpus("three_frames"), &[0, 3600, 7201], 1, &source).is_err());
-        for bad in ["cut_short", "one_missing", "out_of_order"] {
+        // another id, other times, cut short, a frame missing or out of order: refused
+        assert!(parse_edge(&whole, &expected, 2, &source).is_err());
+        assert!(parse_edge(&whole, &[0, 3600, 7201], 1, &source).is_err());
+        assert!(parse_edge(&whole[..whole.len() - 7], &expected, 1, &source).is_err());
+        let mut input = &whole[..];
+        let mut messages = Vec::new();
+        while let Some(message) = wire::read_from_worker(&mut input).unwrap() {
+            messages.push(wire::encode_from_worker(&message).unwrap());
+        }
+        assert_eq!(messages.len(), 4);
+        for order in [[0, 1, 2].as_slice(), &[0, 2, 1, 3], &[0, 1, 3]] {
+            let shuffled: Vec<u8> = order.iter().flat_map(|i| messages[*i].clone()).collect();
             assert!(
-                parse_edge(&corpus(bad), &expected, 1, &source).is_err(),
-                "{bad}"
+                parse_edge(&shuffled, &expected, 1, &source).is_err(),
+                "{order:?}"
             );
         }
     }
