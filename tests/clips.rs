@@ -397,7 +397,7 @@ fn mpd_duration_secs(url: &str) -> f64 {
 #[test]
 fn a_precise_clip_starts_and_ends_on_the_requested_frames() {
     let server = Server::start();
-    let created = create_stream_with(&server, json!({"name": "precise", "ladder": "default"}));
+    let created = create_stream_with(&server, json!({"name": "precise", "ladder": "passthrough"}));
     let stream_id = created["stream"]["id"].as_str().expect("id").to_string();
     let key = created["key"].as_str().expect("key");
     let playback_id = created["stream"]["playback_id"]
@@ -426,7 +426,7 @@ fn a_precise_clip_starts_and_ends_on_the_requested_frames() {
         let number: u64 = segment.uri.strip_suffix(".m4s")?.parse().ok()?;
         Some((number, segment.program_date_time?))
     })
-    .expect("14 s of the broadcast are stored");
+    .unwrap_or_else(|| panic!("14 s of the broadcast are stored:\n{}", server.log()));
 
     // the number of the segment's first frame, read from its picture
     let dir = tempfile::tempdir().expect("tempdir");
