@@ -119,10 +119,19 @@ pub fn bounds(
 /// `Last` counts back from the end of the newest segment. A range that reaches past what is
 /// stored gets what is stored of it; one that misses it entirely is refused.
 pub fn covering(lead: &[Listed], range: &ClipRange) -> Result<Vec<Listed>, ClipError> {
+    // a few milliseconds of rounding in the playlists' durations do not add a segment
+    covering_with(lead, range, chrono::Duration::milliseconds(20))
+}
+
+/// `covering`, with a segment that overlaps the range by `slack` or less left out (a precise
+/// clip takes every segment that overlaps it at all: one frame of it may be in the range).
+pub fn covering_with(
+    lead: &[Listed],
+    range: &ClipRange,
+    slack: chrono::Duration,
+) -> Result<Vec<Listed>, ClipError> {
     let (from, to) = bounds(lead, range)?;
     let end_of = |s: &Listed| s.starts_at + chrono::Duration::milliseconds(ms(s.duration_secs));
-    // a few milliseconds of rounding in the playlists' durations do not add a segment
-    let slack = chrono::Duration::milliseconds(20);
     let chosen: Vec<Listed> = lead
         .iter()
         .filter(|s| end_of(s) > from + slack && s.starts_at < to - slack)

@@ -33,7 +33,7 @@ use crate::db::clips::Clip;
 use crate::db::Db;
 use crate::ingest::fmp4::Fmp4Demuxer;
 use crate::manifest::{dash, hls, Presentation, PresentationKind, SegmentEntry, Timeline};
-use crate::media::{CodecConfig, StreamEvent, TrackKind};
+use crate::media::{StreamEvent, TrackKind};
 use crate::publish::store::{self, Root};
 use crate::transcode::WorkerLimits;
 use crate::webhooks::Webhooks;
@@ -293,7 +293,10 @@ pub async fn make(
     let renditions = cut::renditions(&cut::parse_master(&master)?)?;
     let lead = &renditions[0];
     let listed = cut::listed(&get(store, &root.rendition_file(&lead.name, &lead.playlist)).await?)?;
-    let chosen = cut::covering(&listed, range)?;
+    let chosen = match precise {
+        Some(_) => cut::covering_with(&listed, range, chrono::Duration::zero())?,
+        None => cut::covering(&listed, range)?,
+    };
     let window = match precise {
         Some(_) => Some(media_window(store, &root, lead, &listed, &chosen, range).await?),
         None => None,
@@ -324,7 +327,9 @@ pub async fn make(
             (Some(_), TrackKind::Video) => {
                 let avc = precise::spliceable(&info)?;
                 precise::free_ids(avc, 2).ok_or_else(|| {
-                    ClipError::Range("the stored H.264 uses every parameter set id".into())
+                    ClipError::Range(
+                        "the stored H.264 has no room for two more parameter sets".into(),
+                    )
                 })?
             }
             _ => Vec::new(),
@@ -345,28 +350,27 @@ pub async fn make(
             let mut wall_clock = segment.starts_at;
             let (bytes, start, duration, samples) = match window {
                 Some(window) if i == 0 || i == last => {
-                    let (frames, end) = precise::frames_of(&demuxer, &bytes, default_duration)?;
-                    let sequence = segment.number as u32;
-                    let made = match &info.codec {
-                        CodecConfig::Avc(avc) => {
-                            let label = format!("{id}-{}", rendition.name);
-                            let sps_id = edge_ids[usize::from(i == last && i > 0)];
-                            precise::video_edge(
-                                precise.unwrap_or_default(),
-                                &label,
-                                avc,
-                                frames,
-                                end,
-                                window,
-                                sps_id,
-                                sequence,
-                            )
-                            .await?
-                        }
-                        codec => {
-                            precise::audio_edge(&frames, codec.timescale(), end, window, sequence)?
-                        }
+                    let job = precise::EdgeJob {
+                        demuxer: demuxer.clone(),
+                        segment: bytes,
+                        default_duration,
+                        codec: info.codec.clone(),
+                        window,
+                        // only `mfhd`: its numbers need not be the segment's
+                        sequence: (segment.number & u64::from(u32::MAX)) as u32,
+                        video: (
+                            precise.unwrap_or_default(),
+                            format!("{id}-{}", rendition.name),
+                            // the last edge's sets are not the first's
+                            edge_ids
+                                .get(usize::from(i == last && i > 0))
+                                .copied()
+                                .unwrap_or_default(),
+                        ),
                     };
+                    let made = tokio::task::spawn_blocking(move || precise::make_edge(job))
+                        .await
+                        .map_err(|e| ClipError::Edge(e.to_string()))??;
                     // an edge none of whose frames is in the range is left out
                     let Some(edge) = made else { continue };
                     parameter_sets.extend(edge.parameter_sets);
@@ -481,13 +485,25 @@ async fn media_window(
     let first = &chosen[0];
     let init = get(store, &root.rendition_file(&lead.name, store::INIT_SEGMENT)).await?;
     let mut demuxer = Fmp4Demuxer::new();
-    demuxer
+    let tracks = demuxer
         .init(&init)
         .map_err(|e| ClipError::Media(e.to_string()))?;
+    let timescale = tracks
+        .iter()
+        .find_map(|event| match event {
+            StreamEvent::Track(info) => Some(info.codec.timescale()),
+            _ => None,
+        })
+        .ok_or_else(|| ClipError::Media(format!("{} has no track", lead.name)))?;
     let segment = get(store, &root.segment(&lead.name, first.number)).await?;
-    let (frames, _) = precise::frames_of(&demuxer, &segment, trex_default_duration(&init))?;
-    let shown = precise::first_shown_secs(&frames)
-        .ok_or_else(|| ClipError::Media("a segment without frames".into()))?;
+    let default_duration = trex_default_duration(&init);
+    let shown = tokio::task::spawn_blocking(move || {
+        let (frames, _) = precise::frames_of(&demuxer, &segment, default_duration, timescale)?;
+        precise::first_shown_secs(&frames)
+            .ok_or_else(|| ClipError::Media("a segment without frames".into()))
+    })
+    .await
+    .map_err(|e| ClipError::Media(e.to_string()))??;
     let secs =
         |t: DateTime<Utc>| (t - first.starts_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     Ok(precise::Window {

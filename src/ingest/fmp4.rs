@@ -87,7 +87,7 @@ struct Track {
 }
 
 /// Turns an init segment and the media segments after it into stream events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Fmp4Demuxer {
     tracks: Vec<Track>,
     /// The init segment's bytes, so a repeated identical init announces nothing.

@@ -14,6 +14,10 @@
 //! presentation time − that offset), so decode times run on without a gap into the copied
 //! segments.
 //!
+//! Each edge is made off the async runtime (`make_edge`, in `spawn_blocking`): its segment
+//! demuxed, its frames sent to the process, the output checked and the segment written, one
+//! segment's frames and one edge's output in memory at a time.
+//!
 //! Written by hand: no library splices a re-encoded GOP into stored CMAF; the boxes are
 //! written by `package::cmaf`, the frames read by `Fmp4Demuxer`, and the child's output is
 //! checked (`parse_edge`, fuzz target `clip_edge`) before any of it is stored.
@@ -37,8 +41,12 @@ const EDGE_MEMORY_MB: u64 = 1536;
 const EDGE_CPU_SECS: u64 = 60;
 /// Wall-clock time a clip-edge process may take.
 const EDGE_WALL_TIME: std::time::Duration = std::time::Duration::from_secs(120);
-/// The largest output taken from a clip-edge process.
-pub const MAX_EDGE_OUTPUT: usize = 96 << 20;
+/// The largest output taken from a clip-edge process: what it writes is stored as one segment,
+/// which a clip's MP4 reads back whole (at most `clips::MAX_OBJECT_BYTES`).
+pub const MAX_EDGE_OUTPUT: usize = 60 << 20;
+/// Parameter sets an `avcC` holds at most (its counts are 5 and 8 bits; ids go to 31 and 255).
+const MAX_SPS: usize = 31;
+const MAX_PPS: usize = 255;
 
 /// The range a precise clip keeps, in seconds of media time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,7 +72,7 @@ pub fn shown(frames: &[MediaFrame], timescale: u32, end_dts: i64) -> Vec<Shown> 
     let Some(first) = frames.first() else {
         return Vec::new();
     };
-    let offset = first.pts.rescale(timescale).ticks - first.dts.rescale(timescale).ticks;
+    let offset = composition_offset(first, timescale);
     let mut out: Vec<Shown> = frames
         .iter()
         .enumerate()
@@ -79,12 +87,21 @@ pub fn shown(frames: &[MediaFrame], timescale: u32, end_dts: i64) -> Vec<Shown> 
         .iter()
         .skip(1)
         .map(|s| s.pts)
-        .chain([end_dts + offset])
+        .chain([end_dts.saturating_add(offset)])
         .collect();
     for (s, end) in out.iter_mut().zip(ends) {
-        s.duration = (end - s.pts).max(0);
+        s.duration = end.saturating_sub(s.pts).max(0);
     }
     out
+}
+
+/// A frame's presentation time minus its decode time, in `timescale` ticks.
+fn composition_offset(frame: &MediaFrame, timescale: u32) -> i64 {
+    frame
+        .pts
+        .rescale(timescale)
+        .ticks
+        .saturating_sub(frame.dts.rescale(timescale).ticks)
 }
 
 /// The frames of `shown` in the window: those the middle of whose display time is in it.
@@ -122,11 +139,14 @@ pub struct Edge {
     pub parameter_sets: Option<(Bytes, Bytes)>,
 }
 
-/// The frames of a stored segment, and its decode end, read with the rendition's demuxer.
+/// The frames of a stored segment, and its decode end, read with the rendition's demuxer
+/// (blocking: a segment is up to `clips::MAX_OBJECT_BYTES`). Every frame must be in the
+/// track's `timescale`, the clock the segment's decode times are in.
 pub fn frames_of(
     demuxer: &Fmp4Demuxer,
     segment: &Bytes,
     default_duration: u32,
+    timescale: u32,
 ) -> Result<(Vec<MediaFrame>, i64), ClipError> {
     let frames: Vec<MediaFrame> = demuxer
         .segment(segment)
@@ -137,10 +157,67 @@ pub fn frames_of(
             _ => None,
         })
         .collect();
+    if frames
+        .iter()
+        .any(|f| f.pts.timescale != timescale || f.dts.timescale != timescale)
+    {
+        return Err(ClipError::Media(
+            "a track whose clock is not its codec's".into(),
+        ));
+    }
     let (start, duration, _) = super::mp4::segment_timing(segment, default_duration)?;
     let end = i64::try_from(start.saturating_add(duration))
         .map_err(|_| ClipError::Media("a decode time out of range".into()))?;
     Ok((frames, end))
+}
+
+/// What one edge segment is made from.
+pub struct EdgeJob {
+    /// The rendition's demuxer (its init read).
+    pub demuxer: Fmp4Demuxer,
+    pub segment: Bytes,
+    pub default_duration: u32,
+    pub codec: CodecConfig,
+    pub window: Window,
+    /// The edge's `mfhd` sequence number.
+    pub sequence: u32,
+    /// The limits a video edge's clip-edge process runs under, its label (for `ps`) and the
+    /// parameter set id it writes.
+    pub video: (WorkerLimits, String, u8),
+}
+
+/// Makes one edge segment again (blocking: demuxing, and a clip-edge process for video):
+/// `None` when none of its frames is in the window.
+pub fn make_edge(job: EdgeJob) -> Result<Option<Edge>, ClipError> {
+    let timescale = job.codec.timescale();
+    let (frames, end) = frames_of(&job.demuxer, &job.segment, job.default_duration, timescale)?;
+    match &job.codec {
+        CodecConfig::Avc(avc) => {
+            let (limits, label, sps_id) = job.video;
+            video_edge(
+                limits,
+                &label,
+                avc,
+                frames,
+                end,
+                job.window,
+                sps_id,
+                job.sequence,
+            )
+        }
+        CodecConfig::Aac(_) | CodecConfig::Opus(_) => {
+            audio_edge(&frames, timescale, end, job.window, job.sequence)
+        }
+        other => Err(ClipError::Range(format!(
+            "a precise clip re-encodes H.264 only, not {}",
+            other.name()
+        ))),
+    }
+}
+
+/// A sample's duration in a `trun` (32 bits).
+fn sample_duration(ticks: i64) -> Result<u32, ClipError> {
+    u32::try_from(ticks).map_err(|_| ClipError::Media("a frame shown for too long".into()))
 }
 
 /// An audio edge: the kept frames of `frames`, written again as one segment (`None`: none is
@@ -157,15 +234,17 @@ pub fn audio_edge(
     let (Some(first), Some(source_first)) = (kept.first(), all.first()) else {
         return Ok(None);
     };
-    let samples: Vec<Sample> = kept
+    let samples = kept
         .iter()
-        .map(|s| Sample {
-            duration: s.duration as u32,
-            composition_offset: 0,
-            sync: true,
-            data: frames[s.index].data.clone(),
+        .map(|s| {
+            Ok(Sample {
+                duration: sample_duration(s.duration)?,
+                composition_offset: 0,
+                sync: true,
+                data: frames[s.index].data.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, ClipError>>()?;
     let start = frames[first.index].dts.rescale(timescale).ticks;
     edge(
         &samples,
@@ -178,9 +257,9 @@ pub fn audio_edge(
 }
 
 /// A video edge: the kept frames of `frames` decoded and encoded again in a clip-edge process
-/// under `limits`, with parameter set id `sps_id` (`None`: none is kept).
+/// under `limits`, with parameter set id `sps_id` (`None`: none is kept). Blocking.
 #[allow(clippy::too_many_arguments)]
-pub async fn video_edge(
+pub fn video_edge(
     limits: WorkerLimits,
     label: &str,
     config: &AvcConfig,
@@ -197,70 +276,62 @@ pub async fn video_edge(
     else {
         return Ok(None);
     };
-    let offset = {
-        let f = &frames[0];
-        f.pts.rescale(timescale).ticks - f.dts.rescale(timescale).ticks
+    let offset = frames
+        .first()
+        .map_or(0, |f| composition_offset(f, timescale));
+    let composition = i32::try_from(offset)
+        .map_err(|_| ClipError::Media("a composition offset out of range".into()))?;
+    let wire = |message: &ToWorker| {
+        wire::encode_to_worker(message).map_err(|e| ClipError::Media(e.to_string()))
     };
-    let keep = child::Keep {
-        first: first.pts,
-        last: last.pts,
-        sps_id,
-    };
-    let mut input = wire::encode_to_worker(&ToWorker::Event(StreamEvent::Track(TrackInfo {
+    let mut input = wire(&ToWorker::Event(StreamEvent::Track(TrackInfo {
         kind: crate::media::TrackKind::Video,
         codec: CodecConfig::Avc(config.clone()),
-    })))
-    .map_err(|e| ClipError::Media(e.to_string()))?;
+    })))?;
     for frame in frames {
-        input.extend(
-            wire::encode_to_worker(&ToWorker::Event(StreamEvent::Frame(frame)))
-                .map_err(|e| ClipError::Media(e.to_string()))?,
-        );
+        input.extend(wire(&ToWorker::Event(StreamEvent::Frame(frame)))?);
     }
     let args = [
         "clip-edge".to_string(),
         label.to_string(),
-        format!("--first={}", keep.first),
-        format!("--last={}", keep.last),
+        format!("--first={}", first.pts),
+        format!("--last={}", last.pts),
         format!("--sps-id={sps_id}"),
     ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let job = OneShot {
-            limits: WorkerLimits {
-                memory_mb: match limits.memory_mb {
-                    0 => EDGE_MEMORY_MB,
-                    mb => mb.min(EDGE_MEMORY_MB),
-                },
-                cpu_secs: EDGE_CPU_SECS,
-                ..limits
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = OneShot {
+        limits: WorkerLimits {
+            memory_mb: match limits.memory_mb {
+                0 => EDGE_MEMORY_MB,
+                mb => mb.min(EDGE_MEMORY_MB),
             },
-            args: &args,
-            wall_time: EDGE_WALL_TIME,
-            max_output: MAX_EDGE_OUTPUT,
-        };
-        one_shot::run(job, &input)
-    })
-    .await
-    .map_err(|e| ClipError::Edge(e.to_string()))?
-    .map_err(|e| ClipError::Edge(e.to_string()))?;
+            cpu_secs: EDGE_CPU_SECS,
+            ..limits
+        },
+        args: &args,
+        wall_time: EDGE_WALL_TIME,
+        max_output: MAX_EDGE_OUTPUT,
+    };
+    let output = one_shot::run(job, &input).map_err(|e| ClipError::Edge(e.to_string()))?;
+    drop(input);
     let expected: Vec<i64> = kept.iter().map(|s| s.pts).collect();
     let (new, encoded) = parse_edge(&output, &expected, sps_id, config).map_err(ClipError::Edge)?;
-    let samples: Vec<Sample> = kept
+    let samples = kept
         .iter()
         .zip(&encoded)
-        .map(|(s, frame)| Sample {
-            duration: s.duration as u32,
-            composition_offset: offset as i32,
-            sync: frame.sync,
-            data: frame.data.clone(),
+        .map(|(s, frame)| {
+            Ok(Sample {
+                duration: sample_duration(s.duration)?,
+                composition_offset: composition,
+                sync: frame.sync,
+                data: frame.data.clone(),
+            })
         })
-        .collect();
-    let start = first.pts - offset;
+        .collect::<Result<Vec<_>, ClipError>>()?;
     let sets = (new.sps[0].clone(), new.pps[0].clone());
     edge(
         &samples,
-        start,
+        first.pts.saturating_sub(offset),
         sequence,
         (first.pts - source_first.pts) as f64 / f64::from(timescale),
         Some(sets),
@@ -404,19 +475,19 @@ pub fn pps_ids_of(pps: &[u8]) -> Option<(u32, u32)> {
     Some((pps_id, sps_id))
 }
 
-/// `count` parameter set ids (1–31) that no SPS or PPS of `config` uses (`None`: too few free).
+/// `count` parameter set ids (1–31) that no SPS or PPS of `config` uses, if the `avcC` has room
+/// for `count` more sets of each (`None`: too few free, too many sets, or a set whose id does
+/// not read).
 pub fn free_ids(config: &AvcConfig, count: usize) -> Option<Vec<u8>> {
+    if config.sps.len() + count > MAX_SPS || config.pps.len() + count > MAX_PPS {
+        return None;
+    }
     let used: Vec<u32> = config
         .sps
         .iter()
-        .filter_map(|s| sps_id_of(s))
-        .chain(
-            config
-                .pps
-                .iter()
-                .filter_map(|p| pps_ids_of(p).map(|(id, _)| id)),
-        )
-        .collect();
+        .map(|s| sps_id_of(s))
+        .chain(config.pps.iter().map(|p| pps_ids_of(p).map(|(id, _)| id)))
+        .collect::<Option<_>>()?;
     let free: Vec<u8> = (1..=31u8)
         .filter(|id| !used.contains(&u32::from(*id)))
         .take(count)
@@ -451,6 +522,10 @@ pub fn with_parameter_sets(init: &[u8], sets: &[(Bytes, Bytes)]) -> Result<Vec<u
     for (sps, pps) in sets {
         avc1.avcc.sequence_parameter_sets.push(sps.to_vec());
         avc1.avcc.picture_parameter_sets.push(pps.to_vec());
+    }
+    let avcc = &avc1.avcc;
+    if avcc.sequence_parameter_sets.len() > MAX_SPS || avcc.picture_parameter_sets.len() > MAX_PPS {
+        return Err(media("more parameter sets than an avcC holds".into()));
     }
     moov.encode(&mut out)
         .map_err(|e| media(format!("writing the moov: {e}")))?;
@@ -537,6 +612,14 @@ mod tests {
         assert_eq!(pps_ids_of(&source.pps[0]), Some((0, 0)));
         assert_eq!(free_ids(&source, 2), Some(vec![1, 2]));
         assert_eq!(free_ids(&source, 32), None);
+        // an avcC with room for fewer than two more sets, or with a set whose id does not
+        // read, gets none
+        let mut full = source.clone();
+        full.sps = vec![source.sps[0].clone(); 30];
+        assert_eq!(free_ids(&full, 2), None);
+        let mut unreadable = source.clone();
+        unreadable.pps.push(Bytes::from_static(&[0x68]));
+        assert_eq!(free_ids(&unreadable, 2), None);
         // ue(v) 5 is 00110; a PPS with pic id 2 (011), seq id 1 (010)
         assert_eq!(exp_golomb(&[0b0011_0000], &mut 0), Some(5));
         assert_eq!(pps_ids_of(&[0x68, 0b0110_1000]), Some((2, 1)));

@@ -74,6 +74,15 @@ pub fn run(job: OneShot<'_>, input: &[u8]) -> Result<Vec<u8>, OneShotError> {
                 kill(&watched);
             }
         });
+    let watchdog = match watchdog {
+        Ok(watchdog) => watchdog,
+        Err(e) => {
+            // no wall-clock limit without it: the process does not run
+            kill(&child);
+            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
+            return Err(OneShotError::Io("cannot start its watchdog", e));
+        }
+    };
     // every one-shot process reads all of its input before it writes: writing all first
     // cannot block on a full output pipe
     let wrote = stdin.write_all(input);
@@ -93,14 +102,16 @@ pub fn run(job: OneShot<'_>, input: &[u8]) -> Result<Vec<u8>, OneShotError> {
         match child.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) => {}
-            Err(e) => break Err(OneShotError::Io("cannot wait for it", e)),
+            Err(e) => {
+                kill(&child);
+                let _ = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
+                break Err(OneShotError::Io("cannot wait for it", e));
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let _ = done.send(());
-    if let Ok(watchdog) = watchdog {
-        let _ = watchdog.join();
-    }
+    let _ = watchdog.join();
     let status = status?;
     if too_much {
         return Err(OneShotError::TooMuch(job.max_output));
