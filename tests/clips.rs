@@ -91,24 +91,19 @@ fn probe_all(what: &str, clip: &Value, around: f64, slack: f64) {
         println!("{what} {format}: {duration:.2} s");
     }
     // every frame of the MP4 decodes (fMP4 made from the segments, audio track renumbered)
-    let mp4 = clip["mp4_url"].as_str().expect("url");
+    decodes_cleanly(what, clip["mp4_url"].as_str().expect("url"));
+}
+
+/// Every frame at `url` decodes without an FFmpeg error.
+fn decodes_cleanly(what: &str, url: &str) {
     let decoded = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-xerror",
-            "-i",
-            mp4,
-            "-f",
-            "null",
-            "-",
-        ])
+        .args(["-hide_banner", "-loglevel", "error", "-xerror", "-i", url])
+        .args(["-f", "null", "-"])
         .output()
         .expect("ffmpeg");
     assert!(
         decoded.status.success() && decoded.stderr.is_empty(),
-        "{what}: the MP4 does not decode cleanly: {}",
+        "{what}: {url} does not decode cleanly: {}",
         String::from_utf8_lossy(&decoded.stderr)
     );
 }
@@ -484,17 +479,7 @@ fn a_precise_clip_starts_and_ends_on_the_requested_frames() {
         println!("precise {format}: {duration:.3} s");
     }
     // and every frame of the file decodes cleanly (the edges' parameter sets are in its avcC)
-    let mp4 = clip["mp4_url"].as_str().expect("url");
-    let decoded = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-xerror", "-i", mp4])
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg");
-    assert!(
-        decoded.status.success() && decoded.stderr.is_empty(),
-        "the precise MP4 does not decode cleanly: {}",
-        String::from_utf8_lossy(&decoded.stderr)
-    );
+    decodes_cleanly("precise", clip["mp4_url"].as_str().expect("url"));
     let _ = publisher.kill();
     let _ = publisher.wait();
 }

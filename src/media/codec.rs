@@ -9,7 +9,7 @@
 //! `bits`, because no maintained crate exposes just those without a decoder.
 
 mod av1;
-mod bits;
+pub(crate) mod bits;
 mod hevc;
 mod opus;
 mod vp8;

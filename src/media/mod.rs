@@ -4,7 +4,7 @@
 //! Codec configuration travels before the first frame (`StreamEvent::Tracks`), and the end of a
 //! broadcast is an explicit event (`StreamEvent::End`), never inferred from silence.
 
-mod codec;
+pub(crate) mod codec;
 #[cfg(test)]
 pub(crate) mod codec_test_data;
 pub mod early_audio;

@@ -29,6 +29,7 @@ use mp4_atom::{Codec, Decode, Encode, Moov};
 
 use super::ClipError;
 use crate::ingest::fmp4::{boxes, Fmp4Demuxer};
+use crate::media::codec::bits::{unescape_rbsp, BitReader};
 use crate::media::{AvcConfig, CodecConfig, MediaFrame, RenditionEvent, StreamEvent, TrackInfo};
 use crate::package::cmaf::{self, Sample};
 use crate::transcode::worker::one_shot::{self, OneShot};
@@ -425,53 +426,28 @@ pub fn parse_edge(
     Ok((config, frames))
 }
 
-/// Reads an unsigned Exp-Golomb number at bit `at` of `bytes`, moving `at` past it.
-fn exp_golomb(bytes: &[u8], at: &mut usize) -> Option<u32> {
-    let bit = |i: usize| bytes.get(i / 8).map(|b| (b >> (7 - i % 8)) & 1);
-    let mut zeros = 0;
-    while bit(*at)? == 0 {
-        zeros += 1;
-        *at += 1;
-        if zeros > 31 {
-            return None;
-        }
-    }
-    *at += 1;
-    let mut value: u64 = 0;
-    for _ in 0..zeros {
-        value = (value << 1) | u64::from(bit(*at)?);
-        *at += 1;
-    }
-    u32::try_from((1u64 << zeros) - 1 + value).ok()
-}
-
-/// The raw bytes after `skip` of a NAL unit, without emulation prevention bytes (enough of them
-/// for the first fields).
-fn unescaped(nal: &[u8], skip: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
-    let mut zeros = 0;
-    for &b in nal.iter().skip(skip).take(32) {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
+/// The first fields of a NAL unit's payload, after `skip` bytes (its header and, in an SPS,
+/// profile, constraint flags and level), emulation prevention bytes removed.
+fn fields(nal: &[u8], skip: usize) -> Vec<u8> {
+    let payload = nal.get(skip..).unwrap_or_default();
+    // the ids come first: a few dozen bytes hold them
+    unescape_rbsp(&payload[..payload.len().min(32)])
 }
 
 /// An SPS's `seq_parameter_set_id` (after its NAL header, profile, constraint flags and level).
 pub fn sps_id_of(sps: &[u8]) -> Option<u32> {
-    exp_golomb(&unescaped(sps, 4), &mut 0).filter(|id| *id <= 31)
+    BitReader::new(&fields(sps, 4))
+        .ue()
+        .ok()
+        .filter(|id| *id <= 31)
 }
 
 /// A PPS's `pic_parameter_set_id` and the `seq_parameter_set_id` it refers to.
 pub fn pps_ids_of(pps: &[u8]) -> Option<(u32, u32)> {
-    let bytes = unescaped(pps, 1);
-    let mut at = 0;
-    let pps_id = exp_golomb(&bytes, &mut at).filter(|id| *id <= 255)?;
-    let sps_id = exp_golomb(&bytes, &mut at).filter(|id| *id <= 31)?;
+    let bytes = fields(pps, 1);
+    let mut reader = BitReader::new(&bytes);
+    let pps_id = reader.ue().ok().filter(|id| *id <= 255)?;
+    let sps_id = reader.ue().ok().filter(|id| *id <= 31)?;
     Some((pps_id, sps_id))
 }
 
@@ -620,8 +596,7 @@ mod tests {
         let mut unreadable = source.clone();
         unreadable.pps.push(Bytes::from_static(&[0x68]));
         assert_eq!(free_ids(&unreadable, 2), None);
-        // ue(v) 5 is 00110; a PPS with pic id 2 (011), seq id 1 (010)
-        assert_eq!(exp_golomb(&[0b0011_0000], &mut 0), Some(5));
+        // a PPS with pic id 2 (011), seq id 1 (010)
         assert_eq!(pps_ids_of(&[0x68, 0b0110_1000]), Some((2, 1)));
         // cut short or all zeros: no id, no panic
         for bad in [&[][..], &[0x67], &[0x67, 0, 0, 0, 0, 0, 0, 0]] {
