@@ -1,7 +1,7 @@
 //! The clip-edge process (`strata clip-edge`): re-encodes the kept frames of one edge segment of
 //! a precise clip. The segment holds what a publisher sent (or a ladder made from it), so
 //! decoding it is the same hostile work a ladder's worker does and runs in a child process
-//! under the worker's limits plus a CPU-time limit (`precise::reencode`).
+//! under the worker's limits plus a CPU-time limit (`precise::video_edge`).
 //!
 //! Input on stdin, in the worker's wire format (`transcode::worker::wire`, bounded and fuzzed):
 //! the H.264 track, then the segment's frames in decode order (at most `MAX_EDGE_FRAMES`,
