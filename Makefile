@@ -14,7 +14,7 @@ TEST_APT := $(RUN_APT) time bc postgresql python3-prometheus-client python3-m3u8
 	docker-compose gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly openssl
 # The latency bench's peer: nginx with the RTMP module (HLS), fed the same stamped stream.
-BENCH_APT := nginx libnginx-mod-rtmp
+BENCH_APT := nginx libnginx-mod-rtmp wrk
 # The cloud-storage tests run against moto's S3 server (PyPI `moto[server]`), installed into a
 # virtualenv under .test-tools/ and started by the tests on loopback.
 MOTO_VERSION := 5.1.22
@@ -137,6 +137,7 @@ bench: test-deps
 	bash benches/passthrough_vs_ffmpeg.sh
 	bash benches/ladder_vs_ffmpeg.sh
 	bash benches/latency.sh
+	bash benches/origin_vs_nginx.sh
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain): every target runs FUZZ_SECONDS on one
 # core, new inputs land in fuzz/corpus/<target>/, which is then minimized (`cargo fuzz cmin`);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The origin against nginx, in one run, pinned the same way: each server on core 0 alone,
+# wrk on core 1 (with the publisher, a stream copy). Same files: nginx serves a copy of what
+# Strata serves.
+# - a live low-latency media playlist (Strata answers it from memory; it changes every part
+#   while the stream publishes; nginx serves a snapshot of it from disk);
+# - a finished recording's segment (a VOD object on Strata's local-disk store).
+# Prints requests/s and bytes/s for both and Strata/nginx ratios (higher is better for Strata).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=./target/release/strata
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+work=$(mktemp -d)
+server='' publisher='' nginx_pid=''
+cleanup() {
+  for pid in $publisher $server $nginx_pid; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "making a 20 s 720p30 H.264/AAC input at 3 Mb/s…"
+ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
+  -f lavfi -i sine=frequency=440:sample_rate=48000 -t 20 \
+  -c:v libx264 -preset veryfast -b:v 3M -maxrate 3M -bufsize 3M -g 60 -bf 2 \
+  -c:a aac -b:a 128k -f flv "$work/in.flv"
+
+export STRATA__DATA_DIR="$work/data" STRATA__RTMP__LISTEN=127.0.0.1:0 STRATA__HTTP__LISTEN=127.0.0.1:0
+export STRATA__RTMP__RECONNECT_GRACE=1 RUST_LOG=warn
+created=$($BIN stream create bench --ladder passthrough --json)
+key=$(echo "$created" | sed 's/.*"key":"\([^"]*\)".*/\1/')
+playback=$(echo "$created" | sed 's/.*"playback_id":"\([^"]*\)".*/\1/')
+taskset -c 0 $BIN serve > "$work/out.txt" 2> "$work/err.txt" &
+server=$!
+for _ in $(seq 100); do grep -q STRATA_READY "$work/out.txt" && break; sleep 0.1; done
+rtmp=$(sed -n 's/.*rtmp=\([^ ]*\).*/\1/p' "$work/out.txt")
+http=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$work/out.txt")
+
+# a recording: one broadcast, ended
+taskset -c 1 ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key"
+segment=''
+for _ in $(seq 100); do
+  segment=$(cd "$work/data/media" && find vod -path '*/source/*.m4s' -size +400k | sort | head -1)
+  [ -n "$segment" ] && break
+  sleep 0.1
+done
+[ -n "$segment" ] || { echo "no recorded segment"; exit 1; }
+
+# the live stream, publishing for the rest of the run
+taskset -c 1 ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" -c copy -f flv \
+  "rtmp://$rtmp/live/$key" &
+publisher=$!
+playlist="live/$playback/source/index.m3u8"
+live=''
+for _ in $(seq 600); do
+  if curl -sf "http://$http/$playlist" | grep -q EXT-X-PART; then live=yes; break; fi
+  sleep 0.1
+done
+[ -n "$live" ] || { echo "the live playlist has no parts:"; curl -s "http://$http/$playlist"; cat "$work/err.txt"; exit 1; }
+
+mkdir -p "$work/nginx/root/$(dirname "$playlist")" "$work/nginx/root/$(dirname "$segment")" "$work/nginx/tmp"
+curl -sf "http://$http/$playlist" > "$work/nginx/root/$playlist"
+cp "$work/nginx/root/$playlist" "${PLAYLIST_COPY:-/dev/null}"
+cp "$work/data/media/$segment" "$work/nginx/root/$segment"
+cat > "$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+user root;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/tmp;
+  proxy_temp_path $work/nginx/tmp;
+  fastcgi_temp_path $work/nginx/tmp;
+  uwsgi_temp_path $work/nginx/tmp;
+  scgi_temp_path $work/nginx/tmp;
+  types { application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; }
+  server {
+    listen 127.0.0.1:0;
+    root $work/nginx/root;
+  }
+}
+EOF
+# nginx cannot listen on port 0: take a free port
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -i "s/listen 127.0.0.1:0;/listen 127.0.0.1:$port;/" "$work/nginx/nginx.conf"
+
+# wrk's "Requests/sec" and "Transfer/sec" (converted to bytes) for one URL
+measure() {
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$1")
+  if echo "$out" | grep -q 'Non-2xx'; then
+    echo "$1 answered errors:" >&2; echo "$out" >&2; exit 1
+  fi
+  local rps bytes
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  bytes=$(echo "$out" | awk '/Transfer\/sec/ {v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+/, "", v);
+    m = (u=="KB") ? 1024 : (u=="MB") ? 1048576 : (u=="GB") ? 1073741824 : 1; printf "%.0f", v * m}')
+  echo "$rps $bytes"
+}
+
+read -r s_pl_rps _ <<<"$(measure "http://$http/$playlist")"
+read -r s_seg_rps s_seg_bytes <<<"$(measure "http://$http/$segment")"
+kill "$publisher"; wait "$publisher" 2>/dev/null || true; publisher=''
+kill "$server"; wait "$server" 2>/dev/null || true; server=''
+
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" &
+nginx_pid=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/$segment" -o /dev/null && break; sleep 0.1; done
+read -r n_pl_rps _ <<<"$(measure "http://127.0.0.1:$port/$playlist")"
+read -r n_seg_rps n_seg_bytes <<<"$(measure "http://127.0.0.1:$port/$segment")"
+
+printf 'playlist: %s bytes (live, changing every part on Strata)\n' "$(stat -c %s "$work/nginx/root/$playlist")"
+printf 'segment:  %s bytes (a recording'"'"'s)\n' "$(stat -c %s "$work/nginx/root/$segment")"
+printf 'strata playlist req/s:  %.0f\n' "$s_pl_rps"
+printf 'nginx  playlist req/s:  %.0f\n' "$n_pl_rps"
+printf 'ratio strata/nginx (playlist req/s): %.2f\n' "$(echo "$s_pl_rps / $n_pl_rps" | bc -l)"
+printf 'strata segment GB/s:    %.2f (%.0f req/s)\n' "$(echo "$s_seg_bytes / 1000000000" | bc -l)" "$s_seg_rps"
+printf 'nginx  segment GB/s:    %.2f (%.0f req/s)\n' "$(echo "$n_seg_bytes / 1000000000" | bc -l)" "$n_seg_rps"
+printf 'ratio strata/nginx (segment bytes/s): %.2f\n' "$(echo "$s_seg_bytes / $n_seg_bytes" | bc -l)"
