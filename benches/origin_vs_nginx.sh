@@ -52,16 +52,17 @@ taskset -c 1 ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" -c copy -f fl
   "rtmp://$rtmp/live/$key" &
 publisher=$!
 playlist="live/$playback/source/index.m3u8"
+mkdir -p "$work/nginx/root/$(dirname "$playlist")" "$work/nginx/root/$(dirname "$segment")" "$work/nginx/tmp"
+# nginx's copy is a live playlist with parts, as Strata answered it (not the ended one)
+snapshot="$work/nginx/root/$playlist"
 live=''
 for _ in $(seq 600); do
-  if curl -sf "http://$http/$playlist" | grep -q EXT-X-PART; then live=yes; break; fi
+  if curl -sf "http://$http/$playlist" -o "$snapshot" && grep -q EXT-X-PART "$snapshot" \
+    && ! grep -q EXT-X-ENDLIST "$snapshot"; then live=yes; break; fi
   sleep 0.1
 done
-[ -n "$live" ] || { echo "the live playlist has no parts:"; curl -s "http://$http/$playlist"; cat "$work/err.txt"; exit 1; }
+[ -n "$live" ] || { echo "the live playlist has no parts:"; cat "$snapshot"; cat "$work/err.txt"; exit 1; }
 
-mkdir -p "$work/nginx/root/$(dirname "$playlist")" "$work/nginx/root/$(dirname "$segment")" "$work/nginx/tmp"
-curl -sf "http://$http/$playlist" > "$work/nginx/root/$playlist"
-cp "$work/nginx/root/$playlist" "${PLAYLIST_COPY:-/dev/null}"
 cp "$work/data/media/$segment" "$work/nginx/root/$segment"
 cat > "$work/nginx/nginx.conf" <<EOF
 worker_processes 1;
