@@ -86,9 +86,12 @@ export function previewSrc(device, posters, tick) {
   return url ? `${url}?v=${tick}` : null;
 }
 
-/** `posters` without the poster of `device`'s stream once the device no longer streams: a
- * broadcast's poster ends with it, and the next broadcast has none until it stores one. */
-export function withoutPoster(posters, device) {
+/** `posters` without the poster of a device's stream once event `name` says the device no
+ * longer streams: a broadcast's poster ends with it, and the next broadcast has none until it
+ * stores one. Other events (a stream's segments and stats also name its `playback_id`) leave
+ * the posters alone. */
+export function withoutPoster(posters, name, device) {
+  if (!DEVICE_EVENTS.has(name)) return posters;
   if (!device?.playback_id || device.state === 'streaming' || !(device.playback_id in posters)) return posters;
   const { [device.playback_id]: _ended, ...rest } = posters;
   return rest;

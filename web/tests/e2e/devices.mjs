@@ -66,7 +66,13 @@ const failed = await run(async () => {
   // the ladder's first poster comes after its first decoded frames, on a loaded machine
   const first = await until('the preview shows the stream’s poster', 60, picture);
   log(`streaming; preview ${first.width}x${first.height} from ${first.src}`);
-  if (!(await preview.getAttribute('alt'))) throw new Error('the preview has no alt text');
+  if (!(await preview.getAttribute('alt', { timeout: 1000 }))) throw new Error('the preview has no alt text');
+  // segments are published every couple of seconds while it streams: none of their events may
+  // take the preview away (it used to flicker off until the next directory read)
+  for (const until = Date.now() + 6000; Date.now() < until; ) {
+    if (!(await preview.count())) throw new Error('the preview went away while the device streams');
+    await page.waitForTimeout(100);
+  }
   const refreshed = await until('the preview is refreshed', 20, async () => {
     const now = await picture();
     return now && now.src !== first.src ? now : false;

@@ -152,10 +152,18 @@ describe('preview', () => {
 
   test('a device that stops streaming takes its poster along', () => {
     const posters = { pb1: '/live/pb1/poster.jpg', pb9: '/live/pb9/poster.jpg' };
-    expect(withoutPoster(posters, device({ state: 'online' }))).toEqual({ pb9: '/live/pb9/poster.jpg' });
-    expect(withoutPoster(posters, device({ state: 'streaming' }))).toBe(posters);
-    expect(withoutPoster(posters, device({ state: 'offline', playback_id: 'pb5' }))).toBe(posters);
-    expect(withoutPoster(posters, { session_id: 's1' })).toBe(posters);
+    expect(withoutPoster(posters, 'device.streaming', device({ state: 'online' }))).toEqual({ pb9: '/live/pb9/poster.jpg' });
+    expect(withoutPoster(posters, 'device.status', device({ state: 'streaming' }))).toBe(posters);
+    expect(withoutPoster(posters, 'device.offline', device({ state: 'offline', playback_id: 'pb5' }))).toBe(posters);
+    expect(withoutPoster(posters, 'session.stats', { session_id: 's1' })).toBe(posters);
+  });
+
+  test('a stream’s own events never take its device’s poster away', () => {
+    const posters = { pb1: '/live/pb1/poster.jpg' };
+    // these name the playback id and carry no device state
+    const segment = { session_id: 's1', stream_id: 'st1', playback_id: 'pb1', number: 7, duration_secs: 2 };
+    expect(withoutPoster(posters, 'segment.published', segment)).toBe(posters);
+    expect(withoutPoster(posters, 'stream.live', { ...segment, state: 'live' })).toBe(posters);
   });
 });
 
