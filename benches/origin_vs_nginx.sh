@@ -38,7 +38,8 @@ rtmp=$(sed -n 's/.*rtmp=\([^ ]*\).*/\1/p' "$work/out.txt")
 http=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$work/out.txt")
 
 # a recording: one broadcast, ended
-taskset -c 1 ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key"
+# the end of a publish may race the server closing the session (EPIPE on the trailer)
+taskset -c 1 ffmpeg -v error -i "$work/in.flv" -c copy -f flv "rtmp://$rtmp/live/$key" || true
 segment=''
 for _ in $(seq 100); do
   segment=$(cd "$work/data/media" && find vod -path '*/source/*.m4s' -size +400k | sort | head -1)

@@ -74,6 +74,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let storage_url = settings.storage_url();
     let store = store::open(&storage_url, &settings.cloud_options()).context("opening storage")?;
     store::check(&store, &storage_url, STORE_CHECK_TIMEOUT).await?;
+    // every part of the node writes through it: what it stores live is answered from memory
+    let hot = Arc::new(crate::hot::HotObjects::new(settings.http.hot_cache_bytes));
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(crate::hot::HotStore::new(store, hot.clone()));
 
     // the same kernel queue as HTTP's: a burst of encoders connecting at once is not refused
     let rtmp_listener = crate::http::bind(settings.rtmp.listen)
@@ -351,6 +355,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 settings.http.max_event_subscribers,
                 settings.http.max_event_subscribers_per_ip,
             ),
+            hot,
+            local_root: crate::http::cold::LocalRoot::of(&storage_url),
+            rendered: Default::default(),
         }),
         api,
         crate::http::Ingests {

@@ -234,6 +234,9 @@ pub struct HttpSettings {
     /// `TCP_NOTSENT_LOWAT` of every connection, bytes (0: off): unsent bytes the kernel may
     /// queue before the server stops writing.
     pub notsent_lowat: u32,
+    /// Bytes of live objects (manifests, init segments, newest segments and parts) the origin
+    /// keeps in memory, least recently used evicted first (see `hot`); 0: none.
+    pub hot_cache_bytes: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -500,6 +503,7 @@ max_event_subscribers = 1000
 max_event_subscribers_per_ip = 20
 send_buffer = 524288
 notsent_lowat = 16384
+hot_cache_bytes = 134217728
 
 [storage]
 url = ""
@@ -846,6 +850,12 @@ impl Settings {
             "http.notsent_lowat",
             self.http.notsent_lowat,
             0..=16 << 20,
+            "bytes",
+        )?;
+        in_range(
+            "http.hot_cache_bytes",
+            self.http.hot_cache_bytes,
+            0..=64 << 30,
             "bytes",
         )?;
         for (key, url) in [

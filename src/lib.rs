@@ -14,6 +14,7 @@ pub mod devices;
 pub mod edge;
 pub mod events;
 pub mod fuzz_harness;
+pub mod hot;
 pub mod http;
 pub mod hub;
 pub mod ingest;

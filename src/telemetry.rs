@@ -32,6 +32,7 @@ pub const SEGMENTS_PUBLISHED: &str = "strata_segments_published_total";
 pub const PUBLISHED_BYTES: &str = "strata_published_bytes_total";
 pub const PUBLISH_LATENCY: &str = "strata_publish_latency_seconds";
 pub const HTTP_REQUESTS: &str = "strata_http_requests_total";
+pub const HOT_OBJECT_BYTES: &str = "strata_hot_object_bytes";
 pub const RTP_DROPPED: &str = "strata_rtp_dropped_packets_total";
 pub const RTP_LOST: &str = "strata_rtp_lost_packets_total";
 pub const DEVICES_ONLINE: &str = "strata_devices_online";
@@ -140,6 +141,10 @@ fn describe() {
         "From a segment's completion in packaging to it and the manifests listing it being stored."
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route pattern and status.");
+    describe_gauge!(
+        HOT_OBJECT_BYTES,
+        "Bytes of live objects the origin holds in memory (http.hot_cache_bytes bounds it)."
+    );
     describe_counter!(
         RTP_DROPPED,
         "RTP datagrams dropped before depacketizing, by reason (unknown_ssrc: no device was \

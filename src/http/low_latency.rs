@@ -49,6 +49,7 @@ fn index_of(edge: &LiveEdge, rendition: &str) -> Option<usize> {
 pub async fn playlist(
     req: &HttpRequest,
     edges: &LiveEdges,
+    rendered: &Rendered,
     id: &str,
     rendition: &str,
 ) -> Option<HttpResponse> {
@@ -92,18 +93,101 @@ pub async fn playlist(
     };
     let edge: Arc<LiveEdge> = rx.borrow().clone();
     let index = index_of(&edge, rendition)?;
-    let text = ll_hls::media_playlist(&edge, index, skip);
-    let cache = if blocking {
-        format!("public, max-age={}", 6 * target)
-    } else {
-        super::playback::LIVE_MANIFEST_CACHE.to_string()
-    };
+    let text = rendered.get(edges, id, &edge, index, skip);
+    if !blocking {
+        return Some(super::serve::answer(
+            req,
+            super::serve::InMemory {
+                body: text.body.clone(),
+                etag: Some(&text.etag),
+                last_modified: None,
+                content_type: PLAYLIST_TYPE,
+                cache_control: super::playback::LIVE_MANIFEST_CACHE,
+            },
+        ));
+    }
     Some(
         HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "application/vnd.apple.mpegurl"))
-            .insert_header((header::CACHE_CONTROL, cache))
-            .body(text),
+            .insert_header((header::CONTENT_TYPE, PLAYLIST_TYPE))
+            .insert_header((
+                header::CACHE_CONTROL,
+                format!("public, max-age={}", 6 * target),
+            ))
+            .insert_header((header::ETAG, text.etag.clone()))
+            .body(text.body.clone()),
     )
+}
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+/// One rendering of a media playlist and its validator.
+pub struct Text {
+    pub body: bytes::Bytes,
+    pub etag: header::HeaderValue,
+}
+
+/// Each live broadcast's media playlists, rendered once per edge (a new edge comes with every
+/// part) rather than once per request: per broadcast id, the edge they were rendered from and
+/// the renderings made from it, by rendition and delta-or-not.
+#[derive(Default)]
+pub struct Rendered {
+    by_broadcast: std::sync::Mutex<std::collections::HashMap<String, Renderings>>,
+}
+
+struct Renderings {
+    edge: Arc<LiveEdge>,
+    texts: Vec<((usize, bool), Arc<Text>)>,
+}
+
+impl Rendered {
+    /// Rendition `index`'s playlist of `edge` (broadcast `id`), rendered at most once.
+    /// A broadcast seen for the first time drops the renderings of those no longer live.
+    fn get(
+        &self,
+        edges: &LiveEdges,
+        id: &str,
+        edge: &Arc<LiveEdge>,
+        index: usize,
+        skip: bool,
+    ) -> Arc<Text> {
+        let key = (index, skip);
+        {
+            let map = self.lock();
+            if let Some(r) = map.get(id).filter(|r| Arc::ptr_eq(&r.edge, edge)) {
+                if let Some((_, text)) = r.texts.iter().find(|(k, _)| *k == key) {
+                    return text.clone();
+                }
+            }
+        }
+        // rendered outside the lock; two requests racing render twice, harmlessly
+        let body = bytes::Bytes::from(ll_hls::media_playlist(edge, index, skip));
+        let etag =
+            header::HeaderValue::from_str(&format!("\"{:016x}\"", crate::hot::digest(&body)))
+                .unwrap_or(header::HeaderValue::from_static("\"0\""));
+        let text = Arc::new(Text { body, etag });
+        let mut map = self.lock();
+        if !map.contains_key(id) {
+            map.retain(|id, _| edges.get(id).is_some());
+        }
+        let entry = map.entry(id.to_string()).or_insert_with(|| Renderings {
+            edge: edge.clone(),
+            texts: Vec::new(),
+        });
+        if !Arc::ptr_eq(&entry.edge, edge) {
+            *entry = Renderings {
+                edge: edge.clone(),
+                texts: Vec::new(),
+            };
+        }
+        entry.texts.push((key, text.clone()));
+        text
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Renderings>> {
+        self.by_broadcast
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Waits while part `index` of segment `number` of `rendition` is the one the playlist hints

@@ -8,7 +8,7 @@
 //! (`devices::signaling`).
 //!
 //! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
-//! between the two workers; at the cap the server stops accepting and new clients wait in the
+//! between the workers, one per core; at the cap the server stops accepting and new clients wait in the
 //! kernel's listen backlog); a new connection must send its request head within
 //! `http.request_timeout` (else 408 and close); an idle kept-alive connection is closed after
 //! `http.keep_alive`; a closing connection gets `DISCONNECT_TIMEOUT` to finish; up to
@@ -19,6 +19,8 @@
 
 pub mod api;
 pub mod clip_api;
+pub mod cold;
+pub mod counting;
 pub mod device_api;
 pub mod directory;
 pub mod events;
@@ -26,23 +28,30 @@ pub mod low_latency;
 pub mod pacing;
 pub mod playback;
 pub mod replay;
+pub mod serve;
 pub mod subscribers;
 pub mod webapp;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::KeepAlive;
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use object_store::ObjectStore;
 
 use crate::config::HttpSettings;
 
-/// Worker threads serving HTTP; `http.max_connections` is divided between them.
-const WORKERS: usize = 2;
+/// Worker threads serving HTTP, one per core this process may run on (its CPU affinity
+/// counts: a server pinned to one core runs one worker, not two taking turns), at most
+/// [`MAX_WORKERS`]; `http.max_connections` is divided between them.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(1, MAX_WORKERS)
+}
+
+const MAX_WORKERS: usize = 16;
 /// Connections the kernel queues for us while we do not accept (at `http.max_connections`, or
 /// in a burst); the kernel caps it at `net.core.somaxconn`. Past it new clients' SYNs are
 /// dropped and retried by their TCP stack.
@@ -62,6 +71,12 @@ pub struct HttpState {
     pub segment_base_url: Option<String>,
     /// Open event streams under `http.max_event_subscribers` and `…_per_ip`.
     pub subscribers: subscribers::Subscribers,
+    /// Live objects answered from memory (fed by the store's writes, see `hot`).
+    pub hot: Arc<crate::hot::HotObjects>,
+    /// The store's directory when it is on local disk: cold objects are mapped from there.
+    pub local_root: Option<cold::LocalRoot>,
+    /// Low-latency playlists rendered once per change of their broadcast's edge.
+    pub rendered: low_latency::Rendered,
 }
 
 async fn healthz() -> HttpResponse {
@@ -75,58 +90,6 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
             .body(handle.render()),
         None => HttpResponse::NotFound().finish(),
     }
-}
-
-/// Counts the request in `strata_http_requests_total` under its route pattern (never the path:
-/// label values stay bounded) and final status.
-async fn count_request(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = request
-        .match_pattern()
-        .map_or_else(|| "unmatched".to_string(), |p| without_regexes(&p));
-    let response = next.call(request).await;
-    let status = match &response {
-        Ok(response) => response.status(),
-        Err(e) => e.as_response_error().status_code(),
-    };
-    metrics::counter!(
-        crate::telemetry::HTTP_REQUESTS,
-        "route" => route,
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
-    response
-}
-
-/// A route pattern with its segments' regexes left out (`/{root:live|vod}/{tail:.*}` →
-/// `/{root}/{tail}`), to keep the label readable by people and parsers.
-fn without_regexes(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
-    let mut depth = 0usize;
-    let mut in_regex = false;
-    for c in pattern.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                if depth == 1 {
-                    out.push(c);
-                }
-            }
-            '}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    in_regex = false;
-                    out.push(c);
-                }
-            }
-            ':' if depth == 1 => in_regex = true,
-            _ if in_regex || depth > 1 => {}
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// A non-blocking listener on `addr` whose kernel queue holds `LISTEN_BACKLOG` connections not
@@ -145,7 +108,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener
 /// Connections one worker may hold so that all workers together hold at most `total`
 /// (rounded up to a multiple of the worker count).
 fn per_worker(total: usize) -> usize {
-    total.div_ceil(WORKERS).max(1)
+    total.div_ceil(workers()).max(1)
 }
 
 /// The ingest endpoints served over HTTP, each `None` when disabled.
@@ -185,9 +148,11 @@ pub fn server(
             .expose_headers(["Content-Length", "Content-Range", "ETag"])
             .max_age(86_400);
         App::new()
-            .wrap(from_fn(count_request))
+            .wrap(from_fn(counting::count_request))
             .app_data(state.clone())
             .app_data(api.clone())
+            .app_data(web::Data::new(counting::OriginCounters::new()))
+            .configure(playback::configure_origin)
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(api::configure)
@@ -214,7 +179,7 @@ pub fn server(
                     .configure(directory::configure),
             )
     })
-    .workers(WORKERS)
+    .workers(workers())
     .max_connections(per_worker(settings.max_connections))
     .keep_alive(KeepAlive::from(Duration::from_secs_f64(
         settings.keep_alive,
@@ -231,25 +196,13 @@ pub fn server(
 
 #[cfg(test)]
 mod tests {
-    use super::{per_worker, without_regexes, WORKERS};
+    use super::{per_worker, workers};
 
     #[test]
     fn the_connection_cap_is_split_between_workers_and_never_zero() {
-        assert_eq!(per_worker(10_000) * WORKERS, 10_000);
+        assert!(per_worker(10_000) * workers() >= 10_000);
+        assert!(per_worker(10_000) * workers() < 10_000 + workers());
         assert_eq!(per_worker(1), 1);
-        assert!(per_worker(7) * WORKERS >= 7);
-    }
-
-    #[test]
-    fn route_labels_keep_segment_names_and_drop_their_regexes() {
-        assert_eq!(
-            without_regexes("/{root:live|vod}/{tail:.*}"),
-            "/{root}/{tail}"
-        );
-        assert_eq!(
-            without_regexes("/api/v1/streams/{id}"),
-            "/api/v1/streams/{id}"
-        );
-        assert_eq!(without_regexes("/x/{n:[0-9]{1,3}}/y"), "/x/{n}/y");
+        assert!(per_worker(7) * workers() >= 7);
     }
 }

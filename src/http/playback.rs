@@ -29,14 +29,16 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use actix_web::body::SizedStream;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 
-use super::{low_latency, HttpState};
+use super::{cold, low_latency, serve, HttpState};
 use crate::db::ids;
 
 pub const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
@@ -51,9 +53,49 @@ const POSTER_CACHE: &str = "public, max-age=5";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/time", web::get().to(time))
-        .route("/time", web::head().to(time))
-        .route("/{root:live|vod}/{tail:.*}", web::get().to(object))
-        .route("/{root:live|vod}/{tail:.*}", web::head().to(object));
+        .route("/time", web::head().to(time));
+}
+
+/// The methods playback answers.
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
+/// The origin: `/live/…` and `/vod/…`, registered before every other route. Each is a scope
+/// matched by its prefix alone (no pattern to run per request) whose default service
+/// classifies the rest of the path; `vod` also holds a recording's MP4 download. CORS is open
+/// (`*`, no credentials) by two fixed headers and a fixed preflight answer; requests are
+/// counted by [`super::counting::count_origin`] with handles made once.
+pub fn configure_origin(cfg: &mut web::ServiceConfig) {
+    let cors = || {
+        actix_web::middleware::DefaultHeaders::new()
+            .add((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .add((
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "Content-Length, Content-Range, ETag",
+            ))
+    };
+    let counted = || actix_web::middleware::from_fn(super::counting::count_origin);
+    cfg.service(
+        web::scope("/live")
+            .wrap(cors())
+            .wrap(counted())
+            .default_service(web::to(|req, state| object(req, state, "live"))),
+    )
+    .service(
+        web::scope("/vod")
+            .wrap(cors())
+            .wrap(counted())
+            .configure(super::replay::configure_download)
+            .default_service(web::to(|req, state| object(req, state, "vod"))),
+    );
+}
+
+/// A CORS preflight: any origin may `GET` and `HEAD` with `Range` and `If-None-Match`.
+pub async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Range, If-None-Match"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish()
 }
 
 /// `urn:mpeg:dash:utc:http-iso:2014`: the server's clock as ISO 8601 text.
@@ -192,7 +234,7 @@ pub fn satisfiable(range: &GetRange, size: u64) -> Option<Range<u64>> {
 }
 
 /// 416 for an object of `size` bytes.
-fn unsatisfiable(size: u64) -> HttpResponse {
+pub fn unsatisfiable(size: u64) -> HttpResponse {
     HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
         .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
         .insert_header((header::CACHE_CONTROL, NOT_FOUND_CACHE))
@@ -201,7 +243,7 @@ fn unsatisfiable(size: u64) -> HttpResponse {
 
 /// A `HEAD` answer's body: it declares the object's size, so `Content-Length` is what `GET`
 /// sends, and yields no bytes (actix writes no body for `HEAD` anyway).
-struct HeadBody(u64);
+pub struct HeadBody(pub u64);
 
 impl MessageBody for HeadBody {
     type Error = Infallible;
@@ -218,44 +260,34 @@ impl MessageBody for HeadBody {
     }
 }
 
-async fn object(
-    req: HttpRequest,
-    state: web::Data<HttpState>,
-    path: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (root, tail) = path.into_inner();
-    let Some((location, kind)) = classify(&root, &tail) else {
+/// `live/…` or `vod/…` (the scope's `root`): hot objects from memory, a local store's cold
+/// files mapped, a bucket's objects streamed.
+async fn object(req: HttpRequest, state: web::Data<HttpState>, root: &'static str) -> HttpResponse {
+    match *req.method() {
+        Method::GET | Method::HEAD => {}
+        Method::OPTIONS => return preflight().await,
+        _ => {
+            return HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, ALLOWED_METHODS))
+                .finish()
+        }
+    }
+    // the scope matched `/{root}`; paths Strata writes need no percent-decoding, so one that has
+    // any is not one of them
+    let Some(tail) = req
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(root))
+        .and_then(|t| t.strip_prefix('/'))
+    else {
+        return not_found();
+    };
+    let Some((location, kind)) = classify(root, tail) else {
         return not_found();
     };
     if root == "live" {
-        // a broadcast live on this node answers low-latency requests from memory
-        match (kind, tail.split('/').collect::<Vec<_>>().as_slice()) {
-            // the DVR view is plain HLS from the store
-            (Kind::Playlist, [id, rendition, "index.m3u8"]) => {
-                let edges = &state.edges;
-                if let Some(answer) = low_latency::playlist(&req, edges, id, rendition).await {
-                    return answer;
-                }
-            }
-            (Kind::Segment, [id, rendition, file])
-                if req.method() == Method::GET && !req.headers().contains_key(header::RANGE) =>
-            {
-                let number = file.trim_end_matches(".m4s").parse().ok();
-                let growing =
-                    number.and_then(|n| low_latency::growing_segment(&state, id, rendition, n));
-                if let Some(answer) = growing {
-                    return answer;
-                }
-            }
-            (Kind::Part, [id, rendition, file]) => {
-                let stem = file.trim_end_matches(".m4s");
-                if let Some((n, p)) = stem.split_once('.') {
-                    if let (Ok(n), Ok(p)) = (n.parse(), p.parse()) {
-                        low_latency::wait_for_hinted_part(&state.edges, id, rendition, n, p).await;
-                    }
-                }
-            }
-            _ => {}
+        if let Some(answer) = low_latency_answer(&req, &state, kind, tail).await {
+            return answer;
         }
     }
     if let (Kind::Segment, Some(base)) = (kind, &state.segment_base_url) {
@@ -264,6 +296,113 @@ async fn object(
             .insert_header((header::CACHE_CONTROL, REDIRECT_CACHE))
             .finish();
     }
+    let (content_type, cache) = (content_type(kind, tail), cache_control(root, kind));
+    let in_memory = |body, etag, modified| serve::InMemory {
+        body,
+        etag,
+        last_modified: modified,
+        content_type,
+        cache_control: cache,
+    };
+    if root == "live" {
+        if let Some(hot) = state.hot.get(location.as_ref()) {
+            return serve::answer(
+                &req,
+                in_memory(hot.body.clone(), Some(&hot.etag), Some(&hot.last_modified)),
+            );
+        }
+        if let Some(hot) = fill(&state, &location).await {
+            return serve::answer(
+                &req,
+                in_memory(hot.body.clone(), Some(&hot.etag), Some(&hot.last_modified)),
+            );
+        }
+    }
+    if let Some(local) = &state.local_root {
+        return match cold::open(local, location.as_ref()).await {
+            Ok(Some(file)) => serve::answer(
+                &req,
+                in_memory(file.body, Some(&file.etag), Some(&file.last_modified)),
+            ),
+            Ok(None) => not_found(),
+            Err(e) => {
+                tracing::warn!(object = %location, error = %e, "reading a stored file failed");
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .finish()
+            }
+        };
+    }
+    from_store(&req, &state, &location, content_type, cache).await
+}
+
+/// What a broadcast live on this node answers from memory: its low-latency playlists, a
+/// growing segment (low-latency DASH), or the wait for the part its playlist hints at (after
+/// which the part is read as any other object).
+async fn low_latency_answer(
+    req: &HttpRequest,
+    state: &HttpState,
+    kind: Kind,
+    tail: &str,
+) -> Option<HttpResponse> {
+    let mut parts = tail.split('/');
+    let (Some(id), Some(rendition), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    match kind {
+        // the DVR view is plain HLS from the store
+        Kind::Playlist if file == "index.m3u8" => {
+            low_latency::playlist(req, &state.edges, &state.rendered, id, rendition).await
+        }
+        Kind::Segment
+            if req.method() == Method::GET && !req.headers().contains_key(header::RANGE) =>
+        {
+            let number = file.trim_end_matches(".m4s").parse().ok()?;
+            low_latency::growing_segment(state, id, rendition, number)
+        }
+        Kind::Part => {
+            let (n, p) = file.trim_end_matches(".m4s").split_once('.')?;
+            if let (Ok(n), Ok(p)) = (n.parse(), p.parse()) {
+                low_latency::wait_for_hinted_part(&state.edges, id, rendition, n, p).await;
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A live object missing from the hot objects, read whole from the store and kept (`None`:
+/// not stored, too large to keep, or the store failed; the caller reads it the cold way).
+async fn fill(state: &HttpState, location: &Path) -> Option<std::sync::Arc<crate::hot::HotObject>> {
+    if !crate::hot::is_hot(location.as_ref()) {
+        return None;
+    }
+    let got = state.store.get(location).await.ok()?;
+    if got.meta.size > state.hot.max_object() {
+        return None;
+    }
+    let meta = got.meta.clone();
+    let body = got.bytes().await.ok()?;
+    let object = crate::hot::HotObject::new(
+        location.as_ref(),
+        body,
+        meta.e_tag.as_deref(),
+        meta.last_modified.into(),
+    );
+    state.hot.insert(location.as_ref(), object)
+}
+
+/// An object of a store that is not on local disk (a bucket): its bytes are streamed as the
+/// store sends them, never gathered whole.
+async fn from_store(
+    req: &HttpRequest,
+    state: &HttpState,
+    location: &Path,
+    content_type: &'static str,
+    cache: &'static str,
+) -> HttpResponse {
     let head = req.method() == Method::HEAD;
     let range = if head {
         None
@@ -280,24 +419,24 @@ async fn object(
         head,
         ..Default::default()
     };
-    let result = match state.store.get_opts(&location, options).await {
+    let result = match state.store.get_opts(location, options).await {
         Ok(r) => r,
         Err(object_store::Error::NotFound { .. }) => return not_found(),
         Err(object_store::Error::NotModified { .. }) => {
             return HttpResponse::NotModified()
-                .insert_header((header::CACHE_CONTROL, cache_control(&root, kind)))
+                .insert_header((header::CACHE_CONTROL, cache))
                 .finish()
         }
         Err(e) => {
             // Stores word an unsatisfiable range differently; the object's size decides.
             if let Some(range) = &range {
-                if let Ok(meta) = state.store.head(&location).await {
+                if let Ok(meta) = state.store.head(location).await {
                     if satisfiable(range, meta.size).is_none() {
                         return unsatisfiable(meta.size);
                     }
                 }
             }
-            return store_failure(&location, &e);
+            return store_failure(location, &e);
         }
     };
     let meta = result.meta.clone();
@@ -325,20 +464,28 @@ async fn object(
         HttpResponse::Ok()
     };
     response
-        .insert_header((header::CONTENT_TYPE, content_type(kind, &tail)))
-        .insert_header((header::CACHE_CONTROL, cache_control(&root, kind)))
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, cache))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::LAST_MODIFIED, meta.last_modified.to_rfc2822()));
+        .insert_header((
+            header::LAST_MODIFIED,
+            crate::hot::http_date(meta.last_modified.into()),
+        ));
     if let Some(etag) = &meta.e_tag {
         response.insert_header((header::ETAG, format!("\"{}\"", etag.trim_matches('"'))));
     }
     if head {
         return response.body(HeadBody(meta.size));
     }
-    match result.bytes().await {
-        Ok(body) => response.body(body),
-        Err(e) => store_failure(&location, &e),
-    }
+    let location = location.clone();
+    let length = served.end - served.start;
+    let body = result.into_stream().map(move |chunk| {
+        chunk.map_err(|e| {
+            tracing::warn!(object = %location, error = %e, "store read failed mid-answer");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    response.body(SizedStream::new(length, body))
 }
 
 /// The store failed (not "not found"): 503, never cached.

@@ -189,7 +189,15 @@ async fn download(state: web::Data<ApiState>, id: web::Path<String>) -> HttpResp
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/public/recordings/{id}", web::get().to(recording))
-        .route("/api/public/clips/{id}", web::get().to(clip))
-        .route("/vod/{id}/recording.mp4", web::get().to(download))
-        .route("/vod/{id}/recording.mp4", web::head().to(download));
+        .route("/api/public/clips/{id}", web::get().to(clip));
+}
+
+/// A recording's MP4, inside the origin's `/vod` scope.
+pub fn configure_download(cfg: &mut web::ServiceConfig) {
+    cfg.route("/{id}/recording.mp4", web::get().to(download))
+        .route("/{id}/recording.mp4", web::head().to(download))
+        .route(
+            "/{id}/recording.mp4",
+            web::method(actix_web::http::Method::OPTIONS).to(super::playback::preflight),
+        );
 }

@@ -1,0 +1,288 @@
+//! Hot objects: the live objects the origin serves most, kept in memory on the node.
+//!
+//! A live stream's manifests, init segments, newest segments and parts are asked for by every
+//! viewer (and every CDN edge) within seconds of being written, so the origin answers them from
+//! here instead of the store. Entries come from two places:
+//! - this node's writes: [`HotStore`] wraps the object store and copies every `live/` object it
+//!   puts (and drops what it deletes, copies over or renames), so the publishing node never
+//!   reads back what it just wrote;
+//! - a read that missed: the origin fills the entry from the store (a node that does not
+//!   publish the stream, or an object evicted meanwhile).
+//!
+//! Consistency: segments, parts and preview sheets are written once under a name that is not
+//! reused while they are listed, so an entry of one stays valid until it is deleted (this
+//! node's deletes drop it) or evicted. Everything else (playlists, MPDs, a live `init.mp4`, the
+//! poster, the thumbnails track) is rewritten in place, possibly by another node: an entry of
+//! one is fresh for [`MUTABLE_FRESH_FOR`] after it was filled (the `max-age` the origin gives
+//! these objects anyway), then the next request reads the store again.
+//!
+//! Bounds: at most `budget` bytes of object bodies (`http.hot_cache_bytes`); an object larger
+//! than an eighth of the budget is never kept. Eviction: least recently used first (a hit, a
+//! write and a fill all count as a use), until the new entry fits.
+
+mod store;
+
+pub use store::HotStore;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::http::header::HeaderValue;
+use bytes::Bytes;
+use hashlink::LinkedHashMap;
+
+use crate::http::playback::{classify, Kind};
+
+/// How long an entry of an object rewritten in place is served without looking at the store.
+pub const MUTABLE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// One object's bytes and the headers that describe them, built once.
+#[derive(Debug)]
+pub struct HotObject {
+    pub body: Bytes,
+    /// A strong validator, quoted (`"…"`): the store's ETag when it gave one.
+    pub etag: HeaderValue,
+    pub last_modified: HeaderValue,
+    /// `None`: valid until dropped (an immutable object).
+    fresh_until: Option<Instant>,
+}
+
+impl HotObject {
+    /// An object stored at `path` with the store's `etag` (if any), modified at `modified`.
+    pub fn new(path: &str, body: Bytes, etag: Option<&str>, modified: SystemTime) -> Self {
+        let etag = match etag {
+            Some(tag) => quoted(tag.trim_matches('"')),
+            None => quoted(&format!("{:016x}-{:x}", digest(&body), body.len())),
+        };
+        let fresh_until = (!is_immutable(path)).then(|| Instant::now() + MUTABLE_FRESH_FOR);
+        Self {
+            body,
+            etag,
+            last_modified: http_date(modified),
+            fresh_until,
+        }
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.fresh_until.is_none_or(|until| now < until)
+    }
+}
+
+/// `"tag"` as a header value; a tag with bytes a header cannot hold is replaced by a digest.
+fn quoted(tag: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{tag}\"")).unwrap_or_else(|_| {
+        HeaderValue::from_str(&format!("\"{:016x}\"", digest(tag.as_bytes())))
+            .unwrap_or(HeaderValue::from_static("\"0\""))
+    })
+}
+
+/// An IMF-fixdate (`Tue, 08 Dec 2026 00:30:53 GMT`).
+pub fn http_date(time: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(time))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// FNV-1a over the bytes: a validator for stores that give none, and for rendered playlists
+/// (not a security boundary).
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether `path` (`live/…` as stored) is an object the origin keeps hot.
+pub fn is_hot(path: &str) -> bool {
+    path.strip_prefix("live/")
+        .and_then(|tail| classify("live", tail))
+        .is_some()
+}
+
+/// Whether an object at `path` is written once under a name not reused while it is listed.
+fn is_immutable(path: &str) -> bool {
+    path.strip_prefix("live/")
+        .and_then(|tail| classify("live", tail))
+        .is_some_and(|(_, kind)| matches!(kind, Kind::Segment | Kind::Part | Kind::Sheet))
+}
+
+/// The node's hot objects, bounded in bytes (see the module doc).
+#[derive(Debug)]
+pub struct HotObjects {
+    inner: Mutex<Inner>,
+    budget: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Least recently used first.
+    entries: LinkedHashMap<String, Arc<HotObject>>,
+    bytes: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, path: &str) {
+        if let Some(old) = self.entries.remove(path) {
+            self.bytes -= old.body.len() as u64;
+        }
+    }
+}
+
+impl HotObjects {
+    pub fn new(budget: u64) -> Self {
+        Self {
+            inner: Mutex::default(),
+            budget,
+        }
+    }
+
+    /// The largest object kept.
+    pub fn max_object(&self) -> u64 {
+        self.budget / 8
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // a panic elsewhere never leaves the map half-updated: every method finishes its change
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fresh entry of `path`, made the most recently used; a stale one is dropped.
+    pub fn get(&self, path: &str) -> Option<Arc<HotObject>> {
+        let mut inner = self.lock();
+        let object = inner.entries.to_back(path)?.clone();
+        if object.is_fresh(Instant::now()) {
+            Some(object)
+        } else {
+            inner.remove(path);
+            None
+        }
+    }
+
+    /// Keeps `object` as `path` (replacing an older entry), evicting the least recently used
+    /// entries until the budget holds it; an object over [`Self::max_object`] is not kept.
+    pub fn insert(&self, path: &str, object: HotObject) -> Option<Arc<HotObject>> {
+        let size = object.body.len() as u64;
+        let mut inner = self.lock();
+        inner.remove(path);
+        if size > self.max_object() {
+            return None;
+        }
+        while inner.bytes + size > self.budget {
+            let Some((_, evicted)) = inner.entries.pop_front() else {
+                break;
+            };
+            inner.bytes -= evicted.body.len() as u64;
+        }
+        let object = Arc::new(object);
+        inner.entries.insert(path.to_string(), object.clone());
+        inner.bytes += size;
+        metrics::gauge!(crate::telemetry::HOT_OBJECT_BYTES).set(inner.bytes as f64);
+        Some(object)
+    }
+
+    /// Drops `path`'s entry (it was deleted or overwritten by other means).
+    pub fn remove(&self, path: &str) {
+        self.lock().remove(path);
+    }
+
+    /// Bytes of object bodies held.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "abcdefghij012345";
+
+    fn object(path: &str, size: usize) -> HotObject {
+        HotObject::new(path, Bytes::from(vec![7u8; size]), None, SystemTime::now())
+    }
+
+    #[test]
+    fn only_live_objects_the_origin_serves_are_hot() {
+        assert!(is_hot(&format!("live/{ID}/source/3.m4s")));
+        assert!(is_hot(&format!("live/{ID}/source/3.1.m4s")));
+        assert!(is_hot(&format!("live/{ID}/master.m3u8")));
+        assert!(is_hot(&format!("live/{ID}/720p/init.mp4")));
+        assert!(!is_hot(&format!("vod/{ID}/source/3.m4s")), "VOD is cold");
+        assert!(!is_hot(&format!("live/{ID}/source/3.m4s.tmp")));
+        assert!(!is_hot("live/../x"));
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_and_the_budget_holds() {
+        let hot = HotObjects::new(1000);
+        let path = |n: u32| format!("live/{ID}/source/{n}.m4s");
+        for n in 0..4 {
+            hot.insert(&path(n), object(&path(n), 100));
+        }
+        // 0 is used: 1 is now the least recently used
+        assert!(hot.get(&path(0)).is_some());
+        for n in 4..10 {
+            hot.insert(&path(n), object(&path(n), 100));
+        }
+        assert_eq!(hot.bytes(), 1000);
+        hot.insert(&path(10), object(&path(10), 100));
+        assert_eq!(hot.bytes(), 1000, "one entry left for the new one");
+        assert!(
+            hot.get(&path(1)).is_none(),
+            "the least recently used was evicted"
+        );
+        assert!(hot.get(&path(0)).is_some(), "a recently used entry stays");
+        // too large for an eighth of the budget: not kept, and the old entry is gone too
+        assert!(hot.insert(&path(0), object(&path(0), 126)).is_none());
+        assert!(hot.get(&path(0)).is_none());
+        assert_eq!(hot.bytes(), 900);
+        hot.remove(&path(10));
+        assert_eq!(hot.bytes(), 800);
+        assert_eq!(hot.len(), 8);
+    }
+
+    #[test]
+    fn objects_rewritten_in_place_go_stale_and_immutable_ones_do_not() {
+        let hot = HotObjects::new(1 << 20);
+        let playlist = format!("live/{ID}/master.m3u8");
+        let segment = format!("live/{ID}/source/1.m4s");
+        let mut stale = object(&playlist, 10);
+        assert!(stale.fresh_until.is_some());
+        stale.fresh_until = Some(Instant::now());
+        hot.insert(&playlist, stale);
+        hot.insert(&segment, object(&segment, 10));
+        assert!(
+            hot.get(&playlist).is_none(),
+            "a stale manifest is read again"
+        );
+        assert_eq!(hot.len(), 1, "and its entry is dropped");
+        assert!(hot.get(&segment).is_some());
+    }
+
+    #[test]
+    fn validators_are_quoted_and_stable() {
+        let path = format!("live/{ID}/source/1.m4s");
+        let a = HotObject::new(
+            &path,
+            Bytes::from_static(b"abc"),
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        let b = HotObject::new(&path, Bytes::from_static(b"abc"), None, SystemTime::now());
+        let c = HotObject::new(&path, Bytes::from_static(b"abd"), None, SystemTime::now());
+        assert_eq!(a.etag, b.etag);
+        assert_ne!(a.etag, c.etag);
+        let stored = HotObject::new(&path, Bytes::new(), Some("\"1a-2b\""), SystemTime::now());
+        assert_eq!(stored.etag, "\"1a-2b\"");
+        assert_eq!(a.last_modified, "Thu, 01 Jan 1970 00:00:00 GMT");
+        let odd = HotObject::new(&path, Bytes::new(), Some("a\nb"), SystemTime::now());
+        assert!(odd.etag.to_str().is_ok_and(|t| t.starts_with('"')));
+    }
+}
