@@ -138,6 +138,7 @@ bench: test-deps
 	bash benches/ladder_vs_ffmpeg.sh
 	bash benches/latency.sh
 	bash benches/origin_vs_nginx.sh
+	bash benches/viewers.sh
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain): every target runs FUZZ_SECONDS on one
 # core, new inputs land in fuzz/corpus/<target>/, which is then minimized (`cargo fuzz cmin`);
