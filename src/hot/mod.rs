@@ -3,9 +3,11 @@
 //! A live stream's manifests, init segments, newest segments and parts are asked for by every
 //! viewer (and every CDN edge) within seconds of being written, so the origin answers them from
 //! here instead of the store. Entries come from two places:
-//! - this node's writes: [`HotStore`] wraps the object store and copies every `live/` object it
+//! - this node's writes: [`HotStore`] wraps the object store and copies the `live/` objects it
 //!   puts (and drops what it deletes, copies over or renames), so the publishing node never
-//!   reads back what it just wrote;
+//!   reads back what it just wrote. Manifests and init segments are always kept; a segment or
+//!   part only while its broadcast is watched from this node (one of its objects was asked for
+//!   in the last [`WATCHED_FOR`]), so a broadcast nobody watches costs no memory here;
 //! - a read that missed: the origin fills the entry from the store (a node that does not
 //!   publish the stream, or an object evicted meanwhile).
 //!
@@ -35,6 +37,20 @@ use crate::http::playback::{classify, Kind};
 
 /// How long an entry of an object rewritten in place is served without looking at the store.
 pub const MUTABLE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// A broadcast is watched for this long after one of its objects was asked for.
+pub const WATCHED_FOR: Duration = Duration::from_secs(30);
+
+/// Watched broadcasts remembered before those not asked for within [`WATCHED_FOR`] are
+/// forgotten.
+const WATCHED_REMEMBERED: usize = 4096;
+
+/// `live/{id}` of an object path under `live/`.
+fn broadcast_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("live/")?;
+    let id = rest.split('/').next()?;
+    Some(&path[..5 + id.len()])
+}
 
 /// One object's bytes and the headers that describe them, built once.
 #[derive(Debug)]
@@ -116,9 +132,27 @@ struct Inner {
     /// Least recently used first.
     entries: LinkedHashMap<String, Arc<HotObject>>,
     bytes: u64,
+    /// `live/{id}` → when one of its objects was last asked for.
+    watched: std::collections::HashMap<String, Instant>,
 }
 
 impl Inner {
+    fn watch(&mut self, path: &str, now: Instant) {
+        let Some(broadcast) = broadcast_of(path) else {
+            return;
+        };
+        match self.watched.get_mut(broadcast) {
+            Some(seen) => *seen = now,
+            None => {
+                if self.watched.len() >= WATCHED_REMEMBERED {
+                    self.watched
+                        .retain(|_, seen| now.duration_since(*seen) < WATCHED_FOR);
+                }
+                self.watched.insert(broadcast.to_string(), now);
+            }
+        }
+    }
+
     fn remove(&mut self, path: &str) {
         if let Some(old) = self.entries.remove(path) {
             self.bytes -= old.body.len() as u64;
@@ -144,11 +178,14 @@ impl HotObjects {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fresh entry of `path`, made the most recently used; a stale one is dropped.
+    /// The fresh entry of `path`, made the most recently used; a stale one is dropped. Either
+    /// way its broadcast is now watched.
     pub fn get(&self, path: &str) -> Option<Arc<HotObject>> {
+        let now = Instant::now();
         let mut inner = self.lock();
+        inner.watch(path, now);
         let object = inner.entries.to_back(path)?.clone();
-        if object.is_fresh(Instant::now()) {
+        if object.is_fresh(now) {
             Some(object)
         } else {
             inner.remove(path);
@@ -176,6 +213,25 @@ impl HotObjects {
         inner.bytes += size;
         metrics::gauge!(crate::telemetry::HOT_OBJECT_BYTES).set(inner.bytes as f64);
         Some(object)
+    }
+
+    /// Notes that `path` (an object of a live broadcast) was asked for, though it is answered
+    /// from elsewhere (a low-latency playlist rendered from the broadcast's edge).
+    pub fn watch(&self, path: &str) {
+        self.lock().watch(path, Instant::now());
+    }
+
+    /// Whether an object this node just wrote at `path` is worth keeping: a manifest or init
+    /// segment always; a segment or part while its broadcast is watched.
+    pub fn keeps_written(&self, path: &str) -> bool {
+        if !is_hot(path) {
+            return false;
+        }
+        if !is_immutable(path) {
+            return true;
+        }
+        let watched = broadcast_of(path).and_then(|b| self.lock().watched.get(b).copied());
+        watched.is_some_and(|seen| seen.elapsed() < WATCHED_FOR)
     }
 
     /// Drops `path`'s entry (it was deleted or overwritten by other means).
@@ -246,6 +302,29 @@ mod tests {
         hot.remove(&path(10));
         assert_eq!(hot.bytes(), 800);
         assert_eq!(hot.len(), 8);
+    }
+
+    #[test]
+    fn segments_written_are_kept_only_for_watched_broadcasts() {
+        let hot = HotObjects::new(1 << 20);
+        let segment = format!("live/{ID}/source/1.m4s");
+        let other = "live/zyxwvutsrq543210/source/1.m4s";
+        assert!(hot.keeps_written(&format!("live/{ID}/master.m3u8")));
+        assert!(hot.keeps_written(&format!("live/{ID}/source/init.mp4")));
+        assert!(!hot.keeps_written(&segment), "nobody watches it yet");
+        hot.watch(&format!("live/{ID}/source/index.m3u8"));
+        assert!(
+            hot.keeps_written(&segment),
+            "a viewer asked for its playlist"
+        );
+        assert!(hot.keeps_written(&format!("live/{ID}/source/2.3.m4s")));
+        assert!(
+            !hot.keeps_written(other),
+            "another broadcast is not watched"
+        );
+        assert!(!hot.keeps_written(&format!("vod/{ID}/source/1.m4s")));
+        assert_eq!(broadcast_of(&segment), Some(&*format!("live/{ID}")));
+        assert_eq!(broadcast_of("vod/x/y"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`HotStore`]: the object store every part of the node writes through, keeping
 //! [`HotObjects`] in step with what this node stores. A `live/` object put whole is kept once
-//! the store has it (a failed put drops any entry: what the store holds is then unknown);
+//! the store has it, when [`HotObjects::keeps_written`] says it is worth it (a put not kept,
+//! or failed, drops any older entry: what the store holds is then unknown);
 //! deletes, copies, renames and multipart uploads drop the entries they touch, before and
 //! after the store acts, so a read that filled an entry meanwhile does not outlive them.
 //! Reads and listings go to the store unchanged.
@@ -18,7 +19,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-use super::{is_hot, HotObject, HotObjects};
+use super::{HotObject, HotObjects};
 
 /// An object store that feeds this node's hot objects (see the module doc).
 #[derive(Debug)]
@@ -48,8 +49,9 @@ impl ObjectStore for HotStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         let path = location.as_ref();
-        let kept = (is_hot(path) && payload.content_length() as u64 <= self.hot.max_object())
-            .then(|| Bytes::from(payload.clone()));
+        let kept = (payload.content_length() as u64 <= self.hot.max_object()
+            && self.hot.keeps_written(path))
+        .then(|| Bytes::from(payload.clone()));
         let result = self.inner.put_opts(location, payload, opts).await;
         match (&result, kept) {
             (Ok(put), Some(body)) => {
@@ -145,6 +147,8 @@ mod tests {
         let store = HotStore::new(Arc::new(InMemory::new()), hot.clone());
         let segment = Path::from(format!("live/{ID}/source/1.m4s"));
         let vod = Path::from(format!("vod/{ID}/source/1.m4s"));
+        // a viewer asks for the broadcast's playlist: its segments are kept from now on
+        assert!(hot.get(&format!("live/{ID}/source/index.m3u8")).is_none());
         store
             .put(&segment, Bytes::from_static(b"one").into())
             .await

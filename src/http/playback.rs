@@ -1,4 +1,15 @@
-//! Playback: `live/…` and `vod/…` served from the object store, plus the time endpoint.
+//! Playback: `live/…` and `vod/…`, plus the time endpoint.
+//!
+//! Where an answer comes from, first match wins:
+//! 1. a broadcast live on this node: its low-latency playlists (rendered once per change of
+//!    its edge), a growing segment, or the wait for a hinted part (`low_latency`);
+//! 2. a `live/` object from memory (`crate::hot`): this node's own writes, or filled from the
+//!    store on a miss;
+//! 3. a local-disk store: the file, mapped (`cold`);
+//! 4. any other store (a bucket): the object streamed as the store sends it, never gathered
+//!    whole.
+//!
+//! Conditional requests (`If-None-Match`, weak comparison) get `304` on every path.
 //!
 //! Only paths of the shapes Strata writes are looked up (`{root}/{id}/{manifest}` and
 //! `{root}/{id}/{rendition}/{file}`, with a server-generated id; the DVR view's `dvr.m3u8` and
@@ -11,8 +22,8 @@
 //! are always served here: a player asks for one as it is produced, before a bucket or CDN
 //! could have it.
 //!
-//! Caching: segments and a clip's MP4 (`vod/{clip_id}/clip.mp4`) are immutable; `init.mp4` is immutable under `vod/` but revalidated under
-//! `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
+//! Caching: segments and a clip's MP4 (`vod/{clip_id}/clip.mp4`) are immutable; `init.mp4` is
+//! immutable under `vod/` but revalidated under `live/` (a new broadcast of the stream may change it); live manifests live for 1 s (less
 //! than half a target duration); VOD manifests for an hour; 404s for 1 s; the live poster
 //! (`live/{id}/poster.jpg`) for 5 s. Scrub previews: sheets (`previews/{n}.jpg`) are
 //! immutable; the thumbnails track (`thumbnails.vtt`) is cached as the manifests beside it.
@@ -286,6 +297,7 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, root: &'static st
         return not_found();
     };
     if root == "live" {
+        state.hot.watch(location.as_ref());
         if let Some(answer) = low_latency_answer(&req, &state, kind, tail).await {
             return answer;
         }
