@@ -139,6 +139,7 @@ bench: test-deps
 	bash benches/latency.sh
 	bash benches/origin_vs_nginx.sh
 	bash benches/viewers.sh
+	bash benches/publishers.sh
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain): every target runs FUZZ_SECONDS on one
 # core, new inputs land in fuzz/corpus/<target>/, which is then minimized (`cargo fuzz cmin`);

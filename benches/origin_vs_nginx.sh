@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/strata
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 work=$(mktemp -d)
 server='' publisher='' nginx_pid=''
@@ -92,17 +93,30 @@ measure() {
   echo "$rps $bytes"
 }
 
-read -r s_pl_rps _ <<<"$(measure "http://$http/$playlist")"
-read -r s_seg_rps s_seg_bytes <<<"$(measure "http://$http/$segment")"
-kill "$publisher"; wait "$publisher" 2>/dev/null || true; publisher=''
-kill "$server"; wait "$server" 2>/dev/null || true; server=''
-
 taskset -c 0 nginx -c "$work/nginx/nginx.conf" &
 nginx_pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/$segment" -o /dev/null && break; sleep 0.1; done
-read -r n_pl_rps _ <<<"$(measure "http://127.0.0.1:$port/$playlist")"
-read -r n_seg_rps n_seg_bytes <<<"$(measure "http://127.0.0.1:$port/$segment")"
 
+# Both servers stay up; each measure alternates Strata and nginx $ROUNDS times (this machine's
+# speed drifts over a run) and the medians are compared. The publisher runs throughout the
+# playlist rounds, for both (its ingest lands on the same core as either server).
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+: > "$work/rounds"
+for round in $(seq "$ROUNDS"); do
+  read -r rps _ <<<"$(measure "http://$http/$playlist")"; echo "s_pl $rps" >> "$work/rounds"
+  read -r rps _ <<<"$(measure "http://127.0.0.1:$port/$playlist")"; echo "n_pl $rps" >> "$work/rounds"
+done
+kill "$publisher"; wait "$publisher" 2>/dev/null || true; publisher=''
+for round in $(seq "$ROUNDS"); do
+  read -r rps bytes <<<"$(measure "http://$http/$segment")"; echo "s_seg $rps $bytes" >> "$work/rounds"
+  read -r rps bytes <<<"$(measure "http://127.0.0.1:$port/$segment")"; echo "n_seg $rps $bytes" >> "$work/rounds"
+done
+pick() { awk -v k="$1" -v f="$2" '$1 == k {print $f}' "$work/rounds" | median; }
+s_pl_rps=$(pick s_pl 2) n_pl_rps=$(pick n_pl 2)
+s_seg_rps=$(pick s_seg 2) s_seg_bytes=$(pick s_seg 3)
+n_seg_rps=$(pick n_seg 2) n_seg_bytes=$(pick n_seg 3)
+
+printf 'medians of %s alternating rounds of %s s each, %s connections\n' "$ROUNDS" "$DURATION" "$CONNECTIONS"
 printf 'playlist: %s bytes (live, changing every part on Strata)\n' "$(stat -c %s "$work/nginx/root/$playlist")"
 printf 'segment:  %s bytes (a recording'"'"'s)\n' "$(stat -c %s "$work/nginx/root/$segment")"
 printf 'strata playlist req/s:  %.0f\n' "$s_pl_rps"

@@ -1,10 +1,12 @@
 # Sourced by the origin benches: a 20 s 720p30 H.264/AAC input ($work/in.flv) and Strata
 # serving a passthrough stream on core 0 alone ($server, $rtmp, $http, $key, $playback).
-# Expects $BIN and $work; extra STRATA__* settings come from the caller's environment.
-echo "making a 20 s 720p30 H.264/AAC input at 3 Mb/s…"
-ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
+# Expects $BIN and $work; extra STRATA__* settings come from the caller's environment;
+# INPUT_SIZE and INPUT_VIDEO_RATE change the input (720p at 3 Mb/s unless set).
+size=${INPUT_SIZE:-1280x720} rate=${INPUT_VIDEO_RATE:-3M}
+echo "making a 20 s ${size} 30 fps H.264/AAC input, video at ${rate}b/s…"
+ffmpeg -v error -y -f lavfi -i testsrc2=size="$size":rate=30 \
   -f lavfi -i sine=frequency=440:sample_rate=48000 -t 20 \
-  -c:v libx264 -preset veryfast -b:v 3M -maxrate 3M -bufsize 3M -g 60 -bf 2 \
+  -c:v libx264 -preset veryfast -b:v "$rate" -maxrate "$rate" -bufsize "$rate" -g 60 -bf 2 \
   -c:a aac -b:a 128k -f flv "$work/in.flv"
 
 export STRATA__DATA_DIR="$work/data" STRATA__RTMP__LISTEN=127.0.0.1:0 STRATA__HTTP__LISTEN=127.0.0.1:0

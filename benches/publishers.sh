@@ -151,7 +151,7 @@ EOF
     master=$!; pids=("$master")
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     sleep 1
-    nginx_pids="$master $(pgrep -P "$master" | tr '\n' ' ')"
+    nginx_pids="$master $( (pgrep -P "$master" || true) | tr "\n" " ")"
     idle=$(rss_kib $nginx_pids)
     names=(); for i in $(seq 0 $((n - 1))); do names+=("n$i"); done
     publish_all "rtmp://127.0.0.1:$port/live" "${names[@]}"

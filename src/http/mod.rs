@@ -187,7 +187,10 @@ pub fn server(
     .client_request_timeout(Duration::from_secs_f64(settings.request_timeout))
     .client_disconnect_timeout(DISCONNECT_TIMEOUT)
     .h1_allow_half_closed(false)
-    .on_connect(move |connection, _| pacing.apply(connection))
+    .on_connect(move |connection, data| {
+        pacing.apply(connection);
+        data.insert(pacing::OpenConnection::new());
+    })
     .disable_signals()
     .listen(listener)?
     .run();

@@ -11,8 +11,13 @@
 //! actix-web's dispatcher polls a streaming body only while its own write buffer is small, so a
 //! chunked response moves at the pace the socket drains. Set either to 0 to keep the kernel's
 //! default.
+//!
+//! Open connections are counted ([`OpenConnection`], [`open_connections`]): actix-web copies a
+//! body chunk into the connection's write buffer whole, so the origin sizes the chunks it hands
+//! over by how many connections share [`WRITE_BUFFERS`] (see `serve::chunk_size`).
 
 use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::rt::net::TcpStream;
 
@@ -44,4 +49,36 @@ impl Pacing {
             }
         }
     }
+}
+
+/// Bytes all connections' write buffers may hold together while they send large bodies.
+pub const WRITE_BUFFERS: usize = 256 << 20;
+
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// One open HTTP connection, counted while it lives (kept in the connection's data).
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn new() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Self(())
+    }
+}
+
+impl Default for OpenConnection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// HTTP connections open now, in this process.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
 }
