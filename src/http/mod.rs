@@ -8,8 +8,8 @@
 //! (`devices::signaling`).
 //!
 //! Connection policy (`http.*`): at most `http.max_connections` open connections (split evenly
-//! between the workers, one per core; at the cap the server stops accepting and new clients wait in the
-//! kernel's listen backlog); a new connection must send its request head within
+//! between the workers, one per core; at the cap the server stops accepting and new clients
+//! wait in the kernel's listen backlog); a new connection must send its request head within
 //! `http.request_timeout` (else 408 and close); an idle kept-alive connection is closed after
 //! `http.keep_alive`; a closing connection gets `DISCONNECT_TIMEOUT` to finish; up to
 //! `LISTEN_BACKLOG` connections wait in the kernel while none is accepted. Half-closed
