@@ -6,10 +6,12 @@
 //! - this node's writes: [`HotStore`] wraps the object store and copies the `live/` objects it
 //!   puts (and drops what it deletes, copies over or renames), so the publishing node never
 //!   reads back what it just wrote. Manifests and init segments are always kept; a segment or
-//!   part only while its broadcast is watched from this node (one of its objects was asked for
-//!   in the last [`WATCHED_FOR`]), so a broadcast nobody watches costs no memory here;
+//!   part only while its broadcast is watched from this node (one of its objects was served to
+//!   someone in the last [`WATCHED_FOR`]), so a broadcast nobody watches costs no memory here;
 //! - a read that missed: the origin fills the entry from the store (a node that does not
-//!   publish the stream, or an object evicted meanwhile).
+//!   publish the stream, or an object evicted meanwhile). The fill takes a [`Ticket`] before
+//!   it reads and is dropped if a write or removal came in between, so a read racing a put
+//!   or a delete never brings back what the store no longer holds.
 //!
 //! Consistency: segments, parts and preview sheets are written once under a name that is not
 //! reused while they are listed, so an entry of one stays valid until it is deleted (this
@@ -41,9 +43,12 @@ pub const MUTABLE_FRESH_FOR: Duration = Duration::from_secs(1);
 /// A broadcast is watched for this long after one of its objects was asked for.
 pub const WATCHED_FOR: Duration = Duration::from_secs(30);
 
-/// Watched broadcasts remembered before those not asked for within [`WATCHED_FOR`] are
-/// forgotten.
+/// Watched broadcasts remembered at most (those not asked for within [`WATCHED_FOR`] are
+/// forgotten first). A broadcast is watched only once one of its objects was found.
 const WATCHED_REMEMBERED: usize = 4096;
+
+/// Stripes of write generations (see [`Ticket`]).
+const STRIPES: usize = 1024;
 
 /// `live/{id}` of an object path under `live/`.
 fn broadcast_of(path: &str) -> Option<&str> {
@@ -127,13 +132,35 @@ pub struct HotObjects {
     budget: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// Least recently used first.
     entries: LinkedHashMap<String, Arc<HotObject>>,
     bytes: u64,
     /// `live/{id}` → when one of its objects was last asked for.
     watched: std::collections::HashMap<String, Instant>,
+    /// Per stripe of paths: how many writes and removals it has seen.
+    generations: Box<[u64; STRIPES]>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            entries: LinkedHashMap::new(),
+            bytes: 0,
+            watched: Default::default(),
+            generations: Box::new([0; STRIPES]),
+        }
+    }
+}
+
+/// Taken before a read of the store that may fill an entry: the fill is kept only if nothing
+/// was written or removed at a path of the same stripe meanwhile, so a read that raced a put
+/// or a delete never brings back what the store no longer holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    stripe: usize,
+    generation: u64,
 }
 
 impl Inner {
@@ -148,14 +175,42 @@ impl Inner {
                     self.watched
                         .retain(|_, seen| now.duration_since(*seen) < WATCHED_FOR);
                 }
-                self.watched.insert(broadcast.to_string(), now);
+                // full of broadcasts watched now: this one is filled on reads instead
+                if self.watched.len() < WATCHED_REMEMBERED {
+                    self.watched.insert(broadcast.to_string(), now);
+                }
             }
         }
     }
 
+    /// The stripe of write generations `path` belongs to.
+    fn stripe(path: &str) -> usize {
+        (digest(path.as_bytes()) % STRIPES as u64) as usize
+    }
+
+    fn bump(&mut self, path: &str) {
+        let stripe = Self::stripe(path);
+        self.generations[stripe] = self.generations[stripe].wrapping_add(1);
+    }
+
+    fn evict_for(&mut self, size: u64, budget: u64) {
+        while self.bytes + size > budget {
+            let Some((_, evicted)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= evicted.body.len() as u64;
+        }
+    }
+
+    fn report(&self) {
+        metrics::gauge!(crate::telemetry::HOT_OBJECT_BYTES).set(self.bytes as f64);
+    }
+
     fn remove(&mut self, path: &str) {
+        self.bump(path);
         if let Some(old) = self.entries.remove(path) {
             self.bytes -= old.body.len() as u64;
+            self.report();
         }
     }
 }
@@ -178,14 +233,14 @@ impl HotObjects {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fresh entry of `path`, made the most recently used; a stale one is dropped. Either
-    /// way its broadcast is now watched.
+    /// The fresh entry of `path`, made the most recently used (and its broadcast watched); a
+    /// stale one is dropped.
     pub fn get(&self, path: &str) -> Option<Arc<HotObject>> {
         let now = Instant::now();
         let mut inner = self.lock();
-        inner.watch(path, now);
         let object = inner.entries.to_back(path)?.clone();
         if object.is_fresh(now) {
+            inner.watch(path, now);
             Some(object)
         } else {
             inner.remove(path);
@@ -193,30 +248,59 @@ impl HotObjects {
         }
     }
 
-    /// Keeps `object` as `path` (replacing an older entry), evicting the least recently used
-    /// entries until the budget holds it; an object over [`Self::max_object`] is not kept.
+    /// Keeps `object`, just written at `path` by this node (replacing an older entry), evicting
+    /// the least recently used entries until the budget holds it; an object over
+    /// [`Self::max_object`] is not kept.
     pub fn insert(&self, path: &str, object: HotObject) -> Option<Arc<HotObject>> {
-        let size = object.body.len() as u64;
         let mut inner = self.lock();
         inner.remove(path);
+        self.keep(&mut inner, path, Arc::new(object))
+    }
+
+    /// A ticket for a read of `path` from the store that may fill its entry.
+    pub fn ticket(&self, path: &str) -> Ticket {
+        let stripe = Inner::stripe(path);
+        Ticket {
+            stripe,
+            generation: self.lock().generations[stripe],
+        }
+    }
+
+    /// Keeps `object`, read from the store at `path` after `ticket` was taken, unless a write
+    /// or removal in its stripe came since (then the store may hold something else now); its
+    /// broadcast is watched either way (the object was found).
+    pub fn fill(&self, path: &str, object: Arc<HotObject>, ticket: Ticket) -> bool {
+        let mut inner = self.lock();
+        inner.watch(path, Instant::now());
+        if inner.generations[ticket.stripe] != ticket.generation {
+            return false;
+        }
+        if let Some(old) = inner.entries.remove(path) {
+            inner.bytes -= old.body.len() as u64;
+        }
+        self.keep(&mut inner, path, object).is_some()
+    }
+
+    fn keep(
+        &self,
+        inner: &mut Inner,
+        path: &str,
+        object: Arc<HotObject>,
+    ) -> Option<Arc<HotObject>> {
+        let size = object.body.len() as u64;
         if size > self.max_object() {
             return None;
         }
-        while inner.bytes + size > self.budget {
-            let Some((_, evicted)) = inner.entries.pop_front() else {
-                break;
-            };
-            inner.bytes -= evicted.body.len() as u64;
-        }
-        let object = Arc::new(object);
+        inner.evict_for(size, self.budget);
         inner.entries.insert(path.to_string(), object.clone());
         inner.bytes += size;
-        metrics::gauge!(crate::telemetry::HOT_OBJECT_BYTES).set(inner.bytes as f64);
+        inner.report();
         Some(object)
     }
 
-    /// Notes that `path` (an object of a live broadcast) was asked for, though it is answered
-    /// from elsewhere (a low-latency playlist rendered from the broadcast's edge).
+    /// Notes that `path` (an object of a broadcast live on this node) was asked for, though
+    /// it is answered from elsewhere (a low-latency playlist rendered from the broadcast's
+    /// edge).
     pub fn watch(&self, path: &str) {
         self.lock().watch(path, Instant::now());
     }
@@ -312,6 +396,11 @@ mod tests {
         assert!(hot.keeps_written(&format!("live/{ID}/master.m3u8")));
         assert!(hot.keeps_written(&format!("live/{ID}/source/init.mp4")));
         assert!(!hot.keeps_written(&segment), "nobody watches it yet");
+        assert!(hot.get(&segment).is_none());
+        assert!(
+            !hot.keeps_written(&segment),
+            "a miss does not make it watched"
+        );
         hot.watch(&format!("live/{ID}/source/index.m3u8"));
         assert!(
             hot.keeps_written(&segment),
@@ -325,6 +414,41 @@ mod tests {
         assert!(!hot.keeps_written(&format!("vod/{ID}/source/1.m4s")));
         assert_eq!(broadcast_of(&segment), Some(&*format!("live/{ID}")));
         assert_eq!(broadcast_of("vod/x/y"), None);
+    }
+
+    #[test]
+    fn a_fill_that_raced_a_write_or_a_delete_is_not_kept() {
+        let hot = HotObjects::new(1 << 20);
+        let path = format!("live/{ID}/source/1.m4s");
+        let read = |size| Arc::new(object(&path, size));
+        let ticket = hot.ticket(&path);
+        // the store is read; meanwhile the object is deleted
+        hot.remove(&path);
+        assert!(!hot.fill(&path, read(10), ticket));
+        assert!(
+            hot.get(&path).is_none(),
+            "the deleted object did not come back"
+        );
+        let ticket = hot.ticket(&path);
+        hot.insert(&path, object(&path, 20));
+        assert!(!hot.fill(&path, read(10), ticket));
+        assert_eq!(
+            hot.get(&path).unwrap().body.len(),
+            20,
+            "the write's bytes stay"
+        );
+        let ticket = hot.ticket(&path);
+        assert!(hot.fill(&path, read(30), ticket));
+        assert_eq!(hot.bytes(), 30);
+    }
+
+    #[test]
+    fn watched_broadcasts_are_bounded() {
+        let hot = HotObjects::new(1 << 20);
+        for n in 0..WATCHED_REMEMBERED + 10 {
+            hot.watch(&format!("live/{n:016}/master.m3u8"));
+        }
+        assert_eq!(hot.lock().watched.len(), WATCHED_REMEMBERED);
     }
 
     #[test]

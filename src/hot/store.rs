@@ -3,7 +3,8 @@
 //! the store has it, when [`HotObjects::keeps_written`] says it is worth it (a put not kept,
 //! or failed, drops any older entry: what the store holds is then unknown);
 //! deletes, copies, renames and multipart uploads drop the entries they touch, before and
-//! after the store acts, so a read that filled an entry meanwhile does not outlive them.
+//! after the store acts (each removal also voids the tickets of fills under way, see
+//! [`super::Ticket`]).
 //! Reads and listings go to the store unchanged.
 
 use std::fmt;
@@ -148,7 +149,7 @@ mod tests {
         let segment = Path::from(format!("live/{ID}/source/1.m4s"));
         let vod = Path::from(format!("vod/{ID}/source/1.m4s"));
         // a viewer asks for the broadcast's playlist: its segments are kept from now on
-        assert!(hot.get(&format!("live/{ID}/source/index.m3u8")).is_none());
+        hot.watch(&format!("live/{ID}/source/index.m3u8"));
         store
             .put(&segment, Bytes::from_static(b"one").into())
             .await

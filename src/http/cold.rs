@@ -11,6 +11,10 @@
 //! Safety of the mapping: the local store replaces an object by writing a new file and renaming
 //! it over the old one, and deletes by unlinking, so a mapped file is never truncated under a
 //! reader (which would fault); the mapping keeps the old bytes alive until the answer is sent.
+//! This holds while the media directory belongs to Strata: a file truncated in place by
+//! something else (or lost to a disk error) while it is being sent ends the process with
+//! `SIGBUS`. Only files up to [`MAX_MAPPED`] are mapped, one mapping per answer in flight (the
+//! kernel's `vm.max_map_count`, 65,530 by default, is far above `http.max_connections`).
 //! Paths come from `playback::classify` (server-generated ids, rendition names, numbers), so
 //! they never leave the store's directory.
 
@@ -46,9 +50,21 @@ pub struct ColdFile {
     pub last_modified: HeaderValue,
 }
 
-/// Maps `location` (a classified object path) under `root`; `Ok(None)` when there is no such
-/// file.
-pub async fn open(root: &LocalRoot, location: &str) -> io::Result<Option<ColdFile>> {
+/// Files larger than this are not mapped (a clip's or a recording's MP4 download): they are
+/// streamed by the store in chunks, so a small range or a `HEAD` of one reads only what it
+/// needs.
+pub const MAX_MAPPED: u64 = 16 << 20;
+
+/// What opening a stored file gave.
+pub enum Opened {
+    File(ColdFile),
+    Missing,
+    /// Over [`MAX_MAPPED`].
+    TooLarge,
+}
+
+/// Maps `location` (a classified object path) under `root`.
+pub async fn open(root: &LocalRoot, location: &str) -> io::Result<Opened> {
     let path = root.0.join(location);
     match tokio::task::spawn_blocking(move || map(path)).await {
         Ok(result) => result,
@@ -56,15 +72,18 @@ pub async fn open(root: &LocalRoot, location: &str) -> io::Result<Option<ColdFil
     }
 }
 
-fn map(path: PathBuf) -> io::Result<Option<ColdFile>> {
+fn map(path: PathBuf) -> io::Result<Opened> {
     let file = match File::open(&path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Ok(None);
+        return Ok(Opened::Missing);
+    }
+    if meta.len() > MAX_MAPPED {
+        return Ok(Opened::TooLarge);
     }
     let body = if meta.len() == 0 {
         Bytes::new()
@@ -74,7 +93,7 @@ fn map(path: PathBuf) -> io::Result<Option<ColdFile>> {
         let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
         Bytes::from_owner(mapped)
     };
-    Ok(Some(ColdFile {
+    Ok(Opened::File(ColdFile {
         body,
         etag: etag(&meta),
         last_modified: crate::hot::http_date(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
@@ -112,17 +131,25 @@ mod tests {
             .await
             .unwrap();
         let root = LocalRoot::of(&format!("file://{}", dir.path().display())).unwrap();
-        let cold = open(&root, location)
-            .await
-            .unwrap()
-            .expect("the file is there");
+        let Opened::File(cold) = open(&root, location).await.unwrap() else {
+            panic!("the file is there and small");
+        };
         assert_eq!(cold.body, body);
         let meta = store.head(&Path::from(location)).await.unwrap();
         assert_eq!(cold.etag.to_str().unwrap(), meta.e_tag.unwrap());
-        assert!(open(&root, "vod/abcdefghij012345/source/4.m4s")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(matches!(
+            open(&root, "vod/abcdefghij012345/source/4.m4s")
+                .await
+                .unwrap(),
+            Opened::Missing
+        ));
+        let large = "vod/abcdefghij012345/clip.mp4";
+        let big = Bytes::from(vec![0u8; MAX_MAPPED as usize + 1]);
+        store.put(&Path::from(large), big.into()).await.unwrap();
+        assert!(matches!(
+            open(&root, large).await.unwrap(),
+            Opened::TooLarge
+        ));
         assert!(LocalRoot::of("s3://bucket/prefix").is_none());
         let _ = store.delete(&Path::from(location)).await;
         assert_eq!(cold.body, body, "a deleted file's mapping stays readable");

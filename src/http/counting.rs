@@ -19,8 +19,12 @@ const DOWNLOAD_ROUTE: &str = "/vod/{id}/recording.mp4";
 /// The statuses the origin answers; any other is counted through the recorder's lookup.
 const STATUSES: [u16; 10] = [200, 204, 206, 302, 304, 400, 404, 405, 416, 503];
 
+/// Paths the origin's scopes take (`/live`, `/vod` and below).
 fn is_origin(path: &str) -> bool {
-    path.starts_with("/live/") || path.starts_with("/vod/")
+    ["/live", "/vod"].iter().any(|root| {
+        path.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 /// One worker's counter handles for the origin's routes and statuses.
@@ -75,7 +79,8 @@ pub async fn count_origin(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let counters = request.app_data::<web::Data<OriginCounters>>().cloned();
-    let download = request.path().ends_with("/recording.mp4");
+    let download =
+        request.path().starts_with("/vod/") && request.path().ends_with("/recording.mp4");
     let response = next.call(request).await;
     if let Some(counters) = counters {
         let status = match &response {
@@ -164,6 +169,7 @@ mod tests {
     fn origin_paths_are_told_by_their_prefix() {
         assert!(is_origin("/live/abc/master.m3u8"));
         assert!(is_origin("/vod/abc/recording.mp4"));
+        assert!(is_origin("/live"));
         assert!(!is_origin("/livestream"));
         assert!(!is_origin("/api/v1/streams"));
     }

@@ -297,8 +297,8 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, root: &'static st
         return not_found();
     };
     if root == "live" {
-        state.hot.watch(location.as_ref());
         if let Some(answer) = low_latency_answer(&req, &state, kind, tail).await {
+            state.hot.watch(location.as_ref());
             return answer;
         }
     }
@@ -323,20 +323,27 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, root: &'static st
                 in_memory(hot.body.clone(), Some(&hot.etag), Some(&hot.last_modified)),
             );
         }
-        if let Some(hot) = fill(&state, &location).await {
-            return serve::answer(
-                &req,
-                in_memory(hot.body.clone(), Some(&hot.etag), Some(&hot.last_modified)),
-            );
+        match fill(&state, &location).await {
+            Filled::Read(hot) => {
+                return serve::answer(
+                    &req,
+                    in_memory(hot.body.clone(), Some(&hot.etag), Some(&hot.last_modified)),
+                )
+            }
+            Filled::Missing => return not_found(),
+            Filled::Elsewhere => {}
         }
     }
     if let Some(local) = &state.local_root {
         return match cold::open(local, location.as_ref()).await {
-            Ok(Some(file)) => serve::answer(
+            Ok(cold::Opened::TooLarge) => {
+                from_store(&req, &state, &location, content_type, cache).await
+            }
+            Ok(cold::Opened::File(file)) => serve::answer(
                 &req,
                 in_memory(file.body, Some(&file.etag), Some(&file.last_modified)),
             ),
-            Ok(None) => not_found(),
+            Ok(cold::Opened::Missing) => not_found(),
             Err(e) => {
                 tracing::warn!(object = %location, error = %e, "reading a stored file failed");
                 HttpResponse::ServiceUnavailable()
@@ -385,25 +392,45 @@ async fn low_latency_answer(
     }
 }
 
-/// A live object missing from the hot objects, read whole from the store and kept (`None`:
-/// not stored, too large to keep, or the store failed; the caller reads it the cold way).
-async fn fill(state: &HttpState, location: &Path) -> Option<std::sync::Arc<crate::hot::HotObject>> {
-    if !crate::hot::is_hot(location.as_ref()) {
-        return None;
+/// What reading a live object missing from the hot objects gave.
+enum Filled {
+    /// Its bytes, kept for the next request unless a write raced the read.
+    Read(std::sync::Arc<crate::hot::HotObject>),
+    /// The store has no such object.
+    Missing,
+    /// Not to be kept (the hot objects are off, or it is too large) or the store failed: the
+    /// caller reads it the cold way.
+    Elsewhere,
+}
+
+/// Reads a live object missing from the hot objects whole from the store, and keeps it.
+async fn fill(state: &HttpState, location: &Path) -> Filled {
+    if state.hot.max_object() == 0 || !crate::hot::is_hot(location.as_ref()) {
+        return Filled::Elsewhere;
     }
-    let got = state.store.get(location).await.ok()?;
+    let ticket = state.hot.ticket(location.as_ref());
+    let got = match state.store.get(location).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Filled::Missing,
+        Err(_) => return Filled::Elsewhere,
+    };
     if got.meta.size > state.hot.max_object() {
-        return None;
+        return Filled::Elsewhere;
     }
     let meta = got.meta.clone();
-    let body = got.bytes().await.ok()?;
+    let Ok(body) = got.bytes().await else {
+        return Filled::Elsewhere;
+    };
     let object = crate::hot::HotObject::new(
         location.as_ref(),
         body,
         meta.e_tag.as_deref(),
         meta.last_modified.into(),
     );
-    state.hot.insert(location.as_ref(), object)
+    // kept or not (a write raced the read), this answer has the bytes it read
+    let read = std::sync::Arc::new(object);
+    state.hot.fill(location.as_ref(), read.clone(), ticket);
+    Filled::Read(read)
 }
 
 /// An object of a store that is not on local disk (a bucket): its bytes are streamed as the
