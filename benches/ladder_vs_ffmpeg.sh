@@ -4,8 +4,9 @@
 # one ffmpeg CLI process (split + scale, the same x264 settings), in the same run.
 # Strata's CPU includes its transcoding worker process (`strata worker`, one per broadcast).
 # Prints CPU-seconds per media-second for both and the ratio (lower is better for Strata), the
-# wall-clock speed of both (input pushed as fast as each takes it), and how many 720p ladders
-# Strata holds at real time at once on this machine.
+# wall-clock speed of both (input pushed as fast as each takes it), the quality of each rung
+# (SSIM against the source, ffmpeg's `ssim` filter, for Strata's rung and the CLI's), and how
+# many 720p ladders Strata holds at real time at once on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/strata
@@ -72,6 +73,7 @@ strata_run() {
   run_cpu=$(echo "$(cpu_seconds $server) - $before" | bc -l)
   run_wall=$(echo "$t1 - $t0" | bc -l)
   run_frames=$(video_frames "$(ls -d "$work/$1"/data/media/vod/*/360p)/index.m3u8")
+  run_vod=$(ls -d "$work/$1"/data/media/vod/*)
   kill $server; wait $server 2>/dev/null || true
   unset STRATA__TRANSCODE__ISOLATION
 }
@@ -79,7 +81,7 @@ strata_run() {
 strata_run thread
 thread_cpu=$run_cpu thread_wall=$run_wall
 strata_run process
-strata_cpu=$run_cpu strata_wall=$run_wall frames=$run_frames
+strata_cpu=$run_cpu strata_wall=$run_wall frames=$run_frames strata_vod=$run_vod
 
 # --- ffmpeg CLI: the same ladder in one process ---
 x264() { # $1 bitrate $2 maxrate $3 bufsize $4 profile $5 level
@@ -97,6 +99,24 @@ ffmpeg_cpu=$( { /usr/bin/time -f "%U %S" ffmpeg -v error -y -i "$work/in.flv" \
   | tail -1 | awk '{print $1 + $2}')
 t1=$(now)
 ffmpeg_wall=$(echo "$t1 - $t0" | bc -l)
+
+# --- quality: each rung against the source, scaled back up to it (bicubic) and compared frame by
+# frame from the first one (both start at the source's first frame) ---
+ssim() { # $1: a rendition (file or playlist); prints SSIM "All" against the source
+  ffmpeg -nostats -i "$1" -i "$work/in.flv" -lavfi \
+    "[0:v]setpts=PTS-STARTPTS,scale=1280:720:flags=bicubic[r];[1:v]setpts=PTS-STARTPTS[s];[r][s]ssim" \
+    -f null - 2>&1 | sed -n 's/.*SSIM .* All:\([0-9.]*\).*/\1/p' | tail -1
+}
+echo "measuring SSIM per rung…"
+ssim_report=""
+for rung in 720 480 360; do
+  s_strata=$(ssim "$strata_vod/${rung}p/index.m3u8")
+  s_ffmpeg=$(ssim "$work/$rung.mp4")
+  diff=$(echo "$s_strata - $s_ffmpeg" | bc -l)
+  within=$(echo "$diff >= -0.005" | bc -l)
+  ssim_report+=$(printf 'SSIM %-5s strata %.4f  ffmpeg %.4f  difference %+.4f (%s)' "${rung}p" \
+    "$s_strata" "$s_ffmpeg" "$diff" "$([ "$within" -eq 1 ] && echo "within 0.005" || echo "WORSE by more than 0.005")")$'\n'
+done
 
 # --- how many 720p ladders Strata holds at real time ---
 echo "probing concurrent real-time ladders (${LIVE_SECONDS}s each step)…"
@@ -143,4 +163,6 @@ printf 'CPU ratio strata/ffmpeg:       %.2f (in-process: %.2f)\n' "$(echo "$stra
 printf 'strata  wall speed:            %.2fx real time\n' "$(echo "$SECONDS_OF_MEDIA / $strata_wall" | bc -l)"
 printf 'ffmpeg  wall speed:            %.2fx real time\n' "$(echo "$SECONDS_OF_MEDIA / $ffmpeg_wall" | bc -l)"
 printf 'wall speed ratio strata/ffmpeg: %.2f (in-process: %.2f)\n' "$(echo "$ffmpeg_wall / $strata_wall" | bc -l)" "$(echo "$ffmpeg_wall / $thread_wall" | bc -l)"
-printf 'concurrent 720p ladders at real time: %s (of at most %s tried)\n' "$held" "$MAX_LADDERS"
+printf 'concurrent 720p ladders at real time: %s (of at most %s tried; floor(cores ÷ its CPU-s per media-s) = %s)\n' \
+  "$held" "$MAX_LADDERS" "$(echo "scale=0; $(nproc) * $SECONDS_OF_MEDIA / $strata_cpu" | bc)"
+printf '%s' "$ssim_report"

@@ -82,6 +82,10 @@ enum Command {
         /// The VOD's id, for `ps` and the log.
         vod: String,
     },
+    /// The node's previews zygote: sheet jobs on stdin, each made in a forked child, answers on
+    /// stdout (started by `serve`; see `previews::zygote`).
+    #[command(hide = true)]
+    PreviewsZygote,
     /// A precise clip's edge: one segment's frames on stdin, the kept ones encoded again on
     /// stdout (started by `serve`; see `clips::precise::child`).
     #[command(hide = true)]
@@ -222,6 +226,10 @@ fn main() -> ExitCode {
         init_logging();
         return strata::previews::child::main(vod);
     }
+    if let Command::PreviewsZygote = &cli.command {
+        init_logging();
+        return strata::previews::zygote::main();
+    }
     if let Command::ClipEdge {
         clip,
         first,
@@ -269,6 +277,7 @@ fn main() -> ExitCode {
             Command::Worker { .. }
             | Command::Demux { .. }
             | Command::Previews { .. }
+            | Command::PreviewsZygote
             | Command::ClipEdge { .. }
             | Command::DeviceAgent { .. } => Ok(()),
         }

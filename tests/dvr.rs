@@ -21,6 +21,27 @@ const SLACK: f64 = 0.25;
 /// What the DVR view may list: its window, and less than one segment more.
 const REACH: std::ops::Range<f64> = DVR_WINDOW - SLACK..DVR_WINDOW + SEGMENT + SLACK;
 
+/// How many child processes of `pid` have `name` among their arguments.
+fn children_named(pid: u32, name: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let dir = entry.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // the parent pid is the second field after the command name in parentheses
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            parent == Some(pid) && cmdline.split(|b| *b == 0).any(|arg| arg == name.as_bytes())
+        })
+        .count()
+}
+
 fn numbers(playlist: &m3u8_rs::MediaPlaylist) -> Vec<u64> {
     playlist
         .segments
@@ -166,6 +187,10 @@ fn the_dvr_view_reaches_back_its_window_and_keeps_what_it_names() {
     .unwrap_or_else(|| panic!("the DVR view's previews reach its end:\n{}", server.log()));
     let (first, last) = (cues[0].start, cues[cues.len() - 1].end);
     println!("DVR previews: {} cues, {first:.2}–{last:.2} s", cues.len());
+    assert!(
+        children_named(server.pid(), "previews-zygote") == 1,
+        "the sheets were made by the node's one previews zygote"
+    );
     assert!((40.0..=48.0).contains(&last), "{cues:?}");
     assert!(
         last - first <= DVR_WINDOW + 4.0 + SLACK,

@@ -6,8 +6,11 @@
 //! - this node's writes: [`HotStore`] wraps the object store and copies the `live/` objects it
 //!   puts (and drops what it deletes, copies over or renames), so the publishing node never
 //!   reads back what it just wrote. Manifests and init segments are always kept; a segment or
-//!   part only while its broadcast is watched from this node (one of its objects was served to
-//!   someone in the last [`WATCHED_FOR`]), so a broadcast nobody watches costs no memory here;
+//!   part only while its broadcast is watched from this node (one of its segments or parts was
+//!   served to someone in the last [`WATCHED_FOR`]), so a broadcast nobody watches costs no
+//!   memory here. Playlists alone do not count: a monitor or a dashboard polling them never
+//!   reads the segments, and keeping them for it would fill the budget with bytes nobody asks
+//!   for;
 //! - a read that missed: the origin fills the entry from the store (a node that does not
 //!   publish the stream, or an object evicted meanwhile). The fill takes a [`Ticket`] before
 //!   it reads and is dropped if a write or removal came in between, so a read racing a put
@@ -40,7 +43,7 @@ use crate::http::playback::{classify, Kind};
 /// How long an entry of an object rewritten in place is served without looking at the store.
 pub const MUTABLE_FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// A broadcast is watched for this long after one of its objects was asked for.
+/// A broadcast is watched for this long after one of its segments or parts was asked for.
 pub const WATCHED_FOR: Duration = Duration::from_secs(30);
 
 /// Watched broadcasts remembered at most (those not asked for within [`WATCHED_FOR`] are
@@ -164,7 +167,11 @@ pub struct Ticket {
 }
 
 impl Inner {
+    /// Notes a read of `path`: one of a segment or part makes its broadcast watched.
     fn watch(&mut self, path: &str, now: Instant) {
+        if !is_immutable(path) {
+            return;
+        }
         let Some(broadcast) = broadcast_of(path) else {
             return;
         };
@@ -403,8 +410,13 @@ mod tests {
         );
         hot.watch(&format!("live/{ID}/source/index.m3u8"));
         assert!(
+            !hot.keeps_written(&segment),
+            "a playlist read alone does not make it watched"
+        );
+        hot.watch(&format!("live/{ID}/360p/7.2.m4s"));
+        assert!(
             hot.keeps_written(&segment),
-            "a viewer asked for its playlist"
+            "a viewer asked for one of its parts"
         );
         assert!(hot.keeps_written(&format!("live/{ID}/source/2.3.m4s")));
         assert!(
@@ -446,7 +458,7 @@ mod tests {
     fn watched_broadcasts_are_bounded() {
         let hot = HotObjects::new(1 << 20);
         for n in 0..WATCHED_REMEMBERED + 10 {
-            hot.watch(&format!("live/{n:016}/master.m3u8"));
+            hot.watch(&format!("live/{n:016}/source/1.m4s"));
         }
         assert_eq!(hot.lock().watched.len(), WATCHED_REMEMBERED);
     }

@@ -148,8 +148,8 @@ mod tests {
         let store = HotStore::new(Arc::new(InMemory::new()), hot.clone());
         let segment = Path::from(format!("live/{ID}/source/1.m4s"));
         let vod = Path::from(format!("vod/{ID}/source/1.m4s"));
-        // a viewer asks for the broadcast's playlist: its segments are kept from now on
-        hot.watch(&format!("live/{ID}/source/index.m3u8"));
+        // a viewer asks for one of the broadcast's segments: the next ones are kept from now on
+        hot.watch(&format!("live/{ID}/source/0.m4s"));
         store
             .put(&segment, Bytes::from_static(b"one").into())
             .await

@@ -13,7 +13,7 @@
 //! Exit status: 0 with a sheet; 3 when the input was malformed; 4 when FFmpeg cannot start or
 //! the track has no decoder; 5 when no keyframe decoded; 1 when stdout failed.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::process::ExitCode;
 
 use ffmpeg::format::Pixel;
@@ -37,7 +37,13 @@ pub fn main(label: &str) -> ExitCode {
         return ExitCode::from(4);
     }
     let mut input = BufReader::with_capacity(1 << 16, std::io::stdin().lock());
-    let track = match wire::read_to_worker(&mut input) {
+    ExitCode::from(make_sheet(&mut input, &mut std::io::stdout().lock()))
+}
+
+/// Reads one sheet's input from `input`, writes the sheet to `out`, and returns the exit
+/// status (see the module doc). FFmpeg is initialised.
+pub fn make_sheet(input: &mut impl Read, out: &mut impl Write) -> u8 {
+    let track = match wire::read_to_worker(input) {
         Ok(Some(ToWorker::Event(StreamEvent::Track(info)))) if info.kind == TrackKind::Video => {
             info
         }
@@ -48,13 +54,13 @@ pub fn main(label: &str) -> ExitCode {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "no previews: the video cannot be decoded");
-            return ExitCode::from(4);
+            return 4;
         }
     };
     let mut tiles = Tiles::default();
     let mut read = 0usize;
     loop {
-        match wire::read_to_worker(&mut input) {
+        match wire::read_to_worker(input) {
             Ok(Some(ToWorker::Event(StreamEvent::Frame(frame))))
                 if frame.kind == TrackKind::Video && read < TILES_PER_SHEET =>
             {
@@ -77,16 +83,15 @@ pub fn main(label: &str) -> ExitCode {
     tiles.take(&mut decoder);
     let Some(mut sheet) = tiles.sheet(read) else {
         tracing::warn!(keyframes = read, "no previews: no keyframe decoded");
-        return ExitCode::from(5);
+        return 5;
     };
     let jpeg = match sheet.jpeg() {
         Ok(jpeg) => jpeg,
         Err(e) => {
             tracing::warn!(error = %e, "no previews: the sheet could not be encoded");
-            return ExitCode::from(4);
+            return 4;
         }
     };
-    let mut out = std::io::stdout().lock();
     let header = [sheet.tile.0, sheet.tile.1, sheet.placed, read as u32];
     let written = header
         .iter()
@@ -94,14 +99,14 @@ pub fn main(label: &str) -> ExitCode {
         .and_then(|()| out.write_all(&jpeg))
         .and_then(|()| out.flush());
     match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
+        Ok(()) => 0,
+        Err(_) => 1,
     }
 }
 
-fn refuse(why: &str) -> ExitCode {
+fn refuse(why: &str) -> u8 {
     tracing::error!("the previews process got malformed input: {why}");
-    ExitCode::from(3)
+    3
 }
 
 /// Decoded keyframes, scaled to thumbnails, by their place in the sheet.

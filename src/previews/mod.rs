@@ -20,6 +20,7 @@
 pub mod child;
 pub mod layout;
 pub mod live;
+pub mod zygote;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -290,8 +291,27 @@ pub struct SheetMade {
     pub jpeg: Vec<u8>,
 }
 
-/// Runs one previews process on `input` (blocking: call off the runtime).
+/// Makes one sheet of `input` in a child of the node's previews zygote, or in a one-shot
+/// `strata previews` process when the zygote is busy or unavailable (blocking: call off the
+/// runtime).
 fn run_sheet(limits: WorkerLimits, label: &str, input: &[u8]) -> Result<SheetMade, PreviewError> {
+    match zygote::run(limits, input) {
+        Some(Ok((0, output))) => return parse_sheet(&output),
+        Some(Ok((zygote::KILLED, _))) => {
+            return Err(PreviewError::Process(
+                "it was killed (too long, too much output, or a signal)".into(),
+            ))
+        }
+        Some(Ok((status, _))) => {
+            return Err(PreviewError::Process(format!(
+                "it ended with exit status: {status}"
+            )))
+        }
+        Some(Err(e)) => {
+            tracing::warn!(vod = %label, error = %e, "the previews zygote failed; it is started again");
+        }
+        None => {}
+    }
     let job = OneShot {
         limits,
         args: &["previews", label],
