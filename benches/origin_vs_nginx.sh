@@ -40,11 +40,13 @@ taskset -c 1 ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" -c copy -f fl
 publisher=$!
 playlist="live/$playback/source/index.m3u8"
 mkdir -p "$work/nginx/root/$(dirname "$playlist")" "$work/nginx/root/$(dirname "$segment")" "$work/nginx/tmp"
-# nginx's copy is a live playlist with parts, as Strata answered it (not the ended one)
+# nginx's copy is a live playlist with parts, as Strata answered it (not the ended one), once
+# it lists three segments: the size it keeps while the stream runs
 snapshot="$work/nginx/root/$playlist"
 live=''
 for _ in $(seq 600); do
   if curl -sf "http://$http/$playlist" -o "$snapshot" && grep -q EXT-X-PART "$snapshot" \
+    && [ "$(grep -c '^#EXTINF' "$snapshot")" -ge 3 ] \
     && ! grep -q EXT-X-ENDLIST "$snapshot"; then live=yes; break; fi
   sleep 0.1
 done

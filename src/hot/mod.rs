@@ -23,6 +23,10 @@
 //! one is fresh for [`MUTABLE_FRESH_FOR`] after it was filled (the `max-age` the origin gives
 //! these objects anyway), then the next request reads the store again.
 //!
+//! A VOD's media segments are kept too, filled on read only (never on write), and served for
+//! [`VOD_FRESH_FOR`] before the store is looked at again (a VOD deleted through another node
+//! stops being served here after at most that). Its playlists, MPDs and downloads stay cold.
+//!
 //! Bounds: at most `budget` bytes of object bodies (`http.hot_cache_bytes`); an object larger
 //! than an eighth of the budget is never kept. Eviction: least recently used first (a hit, a
 //! write and a fill all count as a use), until the new entry fits.
@@ -42,6 +46,12 @@ use crate::http::playback::{classify, Kind};
 
 /// How long an entry of an object rewritten in place is served without looking at the store.
 pub const MUTABLE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// How long an entry of a VOD segment is served without looking at the store. A VOD is
+/// deleted as a whole (by a user, or past its retention), possibly on another node: this is how
+/// long this node may go on serving a segment of a deleted VOD. This node's own deletes drop
+/// the entry at once.
+pub const VOD_FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// A broadcast is watched for this long after one of its segments or parts was asked for.
 pub const WATCHED_FOR: Duration = Duration::from_secs(30);
@@ -78,7 +88,11 @@ impl HotObject {
             Some(tag) => quoted(tag.trim_matches('"')),
             None => quoted(&format!("{:016x}-{:x}", digest(&body), body.len())),
         };
-        let fresh_until = (!is_immutable(path)).then(|| Instant::now() + MUTABLE_FRESH_FOR);
+        let fresh_until = if is_vod_segment(path) {
+            Some(Instant::now() + VOD_FRESH_FOR)
+        } else {
+            (!is_immutable(path)).then(|| Instant::now() + MUTABLE_FRESH_FOR)
+        };
         Self {
             body,
             etag,
@@ -114,11 +128,20 @@ pub fn digest(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Whether `path` (`live/…` as stored) is an object the origin keeps hot.
+/// Whether `path` (as stored) is an object the origin keeps hot: any live object, and a VOD's
+/// media segments.
 pub fn is_hot(path: &str) -> bool {
     path.strip_prefix("live/")
         .and_then(|tail| classify("live", tail))
         .is_some()
+        || is_vod_segment(path)
+}
+
+/// Whether `path` is a media segment of a VOD (a recording or a clip).
+fn is_vod_segment(path: &str) -> bool {
+    path.strip_prefix("vod/")
+        .and_then(|tail| classify("vod", tail))
+        .is_some_and(|(_, kind)| kind == Kind::Segment)
 }
 
 /// Whether an object at `path` is written once under a name not reused while it is listed.
@@ -315,7 +338,9 @@ impl HotObjects {
     /// Whether an object this node just wrote at `path` is worth keeping: a manifest or init
     /// segment always; a segment or part while its broadcast is watched.
     pub fn keeps_written(&self, path: &str) -> bool {
-        if !is_hot(path) {
+        if !is_hot(path) || is_vod_segment(path) {
+            // a VOD's segments are kept when read, not when written (a recording is written
+            // once and mostly never watched)
             return false;
         }
         if !is_immutable(path) {
@@ -361,7 +386,12 @@ mod tests {
         assert!(is_hot(&format!("live/{ID}/source/3.1.m4s")));
         assert!(is_hot(&format!("live/{ID}/master.m3u8")));
         assert!(is_hot(&format!("live/{ID}/720p/init.mp4")));
-        assert!(!is_hot(&format!("vod/{ID}/source/3.m4s")), "VOD is cold");
+        assert!(
+            is_hot(&format!("vod/{ID}/source/3.m4s")),
+            "a VOD's segments"
+        );
+        assert!(!is_hot(&format!("vod/{ID}/source/index.m3u8")));
+        assert!(!is_hot(&format!("vod/{ID}/recording.mp4")));
         assert!(!is_hot(&format!("live/{ID}/source/3.m4s.tmp")));
         assert!(!is_hot("live/../x"));
     }
@@ -479,6 +509,21 @@ mod tests {
         );
         assert_eq!(hot.len(), 1, "and its entry is dropped");
         assert!(hot.get(&segment).is_some());
+    }
+
+    #[test]
+    fn vod_segments_are_kept_for_a_while_on_read_only() {
+        let hot = HotObjects::new(1 << 20);
+        let segment = format!("vod/{ID}/720p/3.m4s");
+        assert!(!hot.keeps_written(&segment), "not kept when written");
+        let entry = object(&segment, 10);
+        let until = entry.fresh_until.expect("a VOD segment is checked again");
+        assert!(until > Instant::now() + VOD_FRESH_FOR - Duration::from_secs(1));
+        assert!(until <= Instant::now() + VOD_FRESH_FOR);
+        assert!(hot.fill(&segment, Arc::new(entry), hot.ticket(&segment)));
+        assert!(hot.get(&segment).is_some(), "kept when read");
+        hot.remove(&segment);
+        assert!(hot.get(&segment).is_none(), "dropped when deleted here");
     }
 
     #[test]

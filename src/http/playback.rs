@@ -316,7 +316,7 @@ async fn object(req: HttpRequest, state: web::Data<HttpState>, root: &'static st
         content_type,
         cache_control: cache,
     };
-    if root == "live" {
+    if root == "live" || kind == Kind::Segment {
         if let Some(hot) = state.hot.get(location.as_ref()) {
             return serve::answer(
                 &req,
@@ -403,7 +403,8 @@ enum Filled {
     Elsewhere,
 }
 
-/// Reads a live object missing from the hot objects whole from the store, and keeps it.
+/// Reads a hot object (live, or a VOD's segment) missing from the hot objects whole from the
+/// store, and keeps it.
 async fn fill(state: &HttpState, location: &Path) -> Filled {
     if state.hot.max_object() == 0 || !crate::hot::is_hot(location.as_ref()) {
         return Filled::Elsewhere;
