@@ -1,6 +1,7 @@
 //! The origin answers a live broadcast's objects from memory on the node that publishes it:
 //! the bytes are the stored bytes, validators work (`304`), ranges and `HEAD` are right, and
-//! the node reports the memory it holds them in.
+//! the node reports the memory it holds them in. A recording's segments are kept once read, and
+//! stop being served when the recording is deleted.
 
 mod support;
 
@@ -142,4 +143,44 @@ fn live_objects_come_from_memory_with_validators_ranges_and_the_stored_bytes() {
         std::fs::read_to_string(server.media_dir().join(format!("{live}/source/index.m3u8")))
             .expect("stored playlist");
     assert_eq!(ended, stored);
+
+    // the recording's segments are kept hot once read; deleting the recording stops them at once
+    let vod_dir = std::fs::read_dir(server.media_dir().join("vod"))
+        .expect("the recording's directory")
+        .flatten()
+        .next()
+        .expect("one recording");
+    let recording = vod_dir.file_name().to_string_lossy().to_string();
+    let vod_segment = format!("vod/{recording}/source/0.m4s");
+    let stored = std::fs::read(server.media_dir().join(&vod_segment)).expect("stored segment");
+    for _ in 0..2 {
+        let (status, etag, body) = get(&server.url(&vod_segment), &[], "etag");
+        assert_eq!(status, 200);
+        assert_eq!(body, stored, "the recording's segment has the stored bytes");
+        let (status, _, _) = get(
+            &server.url(&vod_segment),
+            &[("If-None-Match", etag.as_deref().unwrap_or(""))],
+            "etag",
+        );
+        assert_eq!(status, 304);
+    }
+    // the recording is deletable once its broadcast's end is recorded
+    let deleted = wait_for(Duration::from_secs(20), || {
+        let (status, _) = api(
+            &server,
+            "DELETE",
+            &format!("/api/v1/recordings/{recording}"),
+            Some(&server.admin_token),
+            None,
+        );
+        (status == 204).then_some(())
+    });
+    assert!(deleted.is_some(), "the recording is deleted");
+    let gone = wait_for(Duration::from_secs(20), || {
+        (get(&server.url(&vod_segment), &[], "etag").0 == 404).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "a deleted recording's segment is no longer served"
+    );
 }
