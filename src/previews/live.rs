@@ -13,7 +13,7 @@
 //! cheapest to decode) and holds it until a sheet is full. A full sheet goes to the broadcast's
 //! previews task through a queue of one: when the task is still making the previous sheet, the
 //! new one is dropped (a gap in the previews, one debug line) — previews never hold up
-//! publishing. The task decodes the sheet in a `strata previews` process (`run_sheet`), stores
+//! publishing. The task decodes the sheet in a process of its own (`run_sheet`), stores
 //! it, rewrites the track, and deletes sheets whose cues all left the DVR window, after the
 //! grace period the segments get. When the broadcast ends, the last partial sheet is made too
 //! and the end waits (at most `FINISH_WAIT`) until the task stored everything, so nothing of

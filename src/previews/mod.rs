@@ -7,7 +7,9 @@
 //! broadcast ended, a clip once it is ready: neither waits for its previews). `layout` chooses
 //! one keyframe every few seconds of the top video rendition; each sheet's keyframes are read
 //! from the stored segments (`Fmp4Demuxer`, the parser HLS push ingest uses) and decoded in a
-//! `strata previews` process (`child`), one per sheet, under the transcoding worker's limits,
+//! process of its own (`child`), one per sheet: forked by the node's previews zygote
+//! (`zygote`), or a one-shot `strata previews` when the zygote is busy; under the transcoding
+//! worker's limits,
 //! at most `SHEET_MEMORY_MB` of address space and `SHEET_CPU_SECS` of CPU time. Sheets are
 //! stored first, the track last: a track never names a sheet that is not stored. At most
 //! `MAX_CONCURRENT` VODs get previews at once per node; more wait their turn.
