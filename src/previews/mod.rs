@@ -9,10 +9,9 @@
 //! from the stored segments (`Fmp4Demuxer`, the parser HLS push ingest uses) and decoded in a
 //! process of its own (`child`), one per sheet: forked by the node's previews zygote
 //! (`zygote`), or a one-shot `strata previews` when the zygote is busy; under the transcoding
-//! worker's limits,
-//! at most `SHEET_MEMORY_MB` of address space and `SHEET_CPU_SECS` of CPU time. Sheets are
-//! stored first, the track last: a track never names a sheet that is not stored. At most
-//! `MAX_CONCURRENT` VODs get previews at once per node; more wait their turn.
+//! worker's limits, at most `SHEET_MEMORY_MB` of address space and `SHEET_CPU_SECS` of CPU
+//! time. Sheets are stored first, the track last: a track never names a sheet that is not
+//! stored. At most `MAX_CONCURRENT` VODs get previews at once per node; more wait their turn.
 //!
 //! Memory: one sheet's keyframes at a time, at most `MAX_SHEET_INPUT_BYTES` (a sheet closes
 //! early when its keyframes reach it), and one sheet's JPEG of at most `MAX_SHEET_BYTES`.
