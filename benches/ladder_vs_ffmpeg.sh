@@ -102,16 +102,20 @@ ffmpeg_wall=$(echo "$t1 - $t0" | bc -l)
 
 # --- quality: each rung against the source, scaled back up to it (bicubic) and compared frame by
 # frame from the first one (both start at the source's first frame) ---
-ssim() { # $1: a rendition (file or playlist); prints SSIM "All" against the source
-  ffmpeg -nostats -i "$1" -i "$work/in.flv" -lavfi \
+ssim() { # $1: a rendition (file or playlist); prints SSIM "All" against the source, or nothing
+  { ffmpeg -nostats -i "$1" -i "$work/in.flv" -lavfi \
     "[0:v]setpts=PTS-STARTPTS,scale=1280:720:flags=bicubic[r];[1:v]setpts=PTS-STARTPTS[s];[r][s]ssim" \
-    -f null - 2>&1 | sed -n 's/.*SSIM .* All:\([0-9.]*\).*/\1/p' | tail -1
+    -f null - 2>&1 || true; } | sed -n 's/.*SSIM .* All:\([0-9.]*\).*/\1/p' | tail -1
 }
 echo "measuring SSIM per rung…"
 ssim_report=""
 for rung in 720 480 360; do
   s_strata=$(ssim "$strata_vod/${rung}p/index.m3u8")
   s_ffmpeg=$(ssim "$work/$rung.mp4")
+  if [ -z "$s_strata" ] || [ -z "$s_ffmpeg" ]; then
+    ssim_report+="SSIM ${rung}p  could not be measured (strata '${s_strata}', ffmpeg '${s_ffmpeg}')"$'\n'
+    continue
+  fi
   diff=$(echo "$s_strata - $s_ffmpeg" | bc -l)
   within=$(echo "$diff >= -0.005" | bc -l)
   ssim_report+=$(printf 'SSIM %-5s strata %.4f  ffmpeg %.4f  difference %+.4f (%s)' "${rung}p" \

@@ -4,7 +4,8 @@
 # Strata serves.
 # - a live low-latency media playlist (Strata answers it from memory; it changes every part
 #   while the stream publishes; nginx serves a snapshot of it from disk);
-# - a finished recording's segment (a VOD object on Strata's local-disk store).
+# - a finished recording's segment (a VOD object on Strata's local-disk store, which Strata keeps
+#   in memory from its second read on; nginx sends it from the file with sendfile).
 # Prints requests/s and bytes/s for both and Strata/nginx ratios (higher is better for Strata).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,7 @@ for _ in $(seq 600); do
     && ! grep -q EXT-X-ENDLIST "$snapshot"; then live=yes; break; fi
   sleep 0.1
 done
-[ -n "$live" ] || { echo "the live playlist has no parts:"; cat "$snapshot"; cat "$work/err.txt"; exit 1; }
+[ -n "$live" ] || { echo "the live playlist never listed parts and three segments:"; cat "$snapshot"; cat "$work/err.txt"; exit 1; }
 
 cp "$work/data/media/$segment" "$work/nginx/root/$segment"
 cat > "$work/nginx/nginx.conf" <<EOF

@@ -23,9 +23,11 @@
 //! one is fresh for [`MUTABLE_FRESH_FOR`] after it was filled (the `max-age` the origin gives
 //! these objects anyway), then the next request reads the store again.
 //!
-//! A VOD's media segments are kept too, filled on read only (never on write), and served for
-//! [`VOD_FRESH_FOR`] before the store is looked at again (a VOD deleted through another node
-//! stops being served here after at most that). Its playlists, MPDs and downloads stay cold.
+//! A VOD's media segments are kept too, filled on their second read within [`VOD_FRESH_FOR`]
+//! (never on write; a client reading a recording through once does not push the live objects
+//! out), and served for [`VOD_FRESH_FOR`] before the store is looked at again (a VOD deleted
+//! through another node stops being served here after at most that). Its playlists, MPDs and
+//! downloads stay cold.
 //!
 //! Bounds: at most `budget` bytes of object bodies (`http.hot_cache_bytes`); an object larger
 //! than an eighth of the budget is never kept. Eviction: least recently used first (a hit, a
@@ -59,6 +61,9 @@ pub const WATCHED_FOR: Duration = Duration::from_secs(30);
 /// Watched broadcasts remembered at most (those not asked for within [`WATCHED_FOR`] are
 /// forgotten first). A broadcast is watched only once one of its objects was found.
 const WATCHED_REMEMBERED: usize = 4096;
+
+/// VOD segments remembered as read once (see `Inner::read_once`).
+const READ_ONCE_REMEMBERED: usize = 4096;
 
 /// Stripes of write generations (see [`Ticket`]).
 const STRIPES: usize = 1024;
@@ -165,6 +170,10 @@ struct Inner {
     bytes: u64,
     /// `live/{id}` → when one of its objects was last asked for.
     watched: std::collections::HashMap<String, Instant>,
+    /// VOD segments read once (oldest first), at most [`READ_ONCE_REMEMBERED`]: one is kept
+    /// on its second read within [`VOD_FRESH_FOR`], so a client reading a long recording
+    /// through once does not push the live objects out.
+    read_once: LinkedHashMap<String, Instant>,
     /// Per stripe of paths: how many writes and removals it has seen.
     generations: Box<[u64; STRIPES]>,
 }
@@ -175,6 +184,7 @@ impl Default for Inner {
             entries: LinkedHashMap::new(),
             bytes: 0,
             watched: Default::default(),
+            read_once: LinkedHashMap::new(),
             generations: Box::new([0; STRIPES]),
         }
     }
@@ -192,7 +202,11 @@ pub struct Ticket {
 impl Inner {
     /// Notes a read of `path`: one of a segment or part makes its broadcast watched.
     fn watch(&mut self, path: &str, now: Instant) {
-        if !is_immutable(path) {
+        let media = path
+            .strip_prefix("live/")
+            .and_then(|tail| classify("live", tail))
+            .is_some_and(|(_, kind)| matches!(kind, Kind::Segment | Kind::Part));
+        if !media {
             return;
         }
         let Some(broadcast) = broadcast_of(path) else {
@@ -211,6 +225,22 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Whether the VOD segment at `path` was read within [`VOD_FRESH_FOR`]; notes this read
+    /// otherwise.
+    fn read_before(&mut self, path: &str) -> bool {
+        let now = Instant::now();
+        if let Some(first) = self.read_once.remove(path) {
+            if now.duration_since(first) < VOD_FRESH_FOR {
+                return true;
+            }
+        }
+        if self.read_once.len() >= READ_ONCE_REMEMBERED {
+            self.read_once.pop_front();
+        }
+        self.read_once.insert(path.to_string(), now);
+        false
     }
 
     /// The stripe of write generations `path` belongs to.
@@ -303,6 +333,9 @@ impl HotObjects {
         let mut inner = self.lock();
         inner.watch(path, Instant::now());
         if inner.generations[ticket.stripe] != ticket.generation {
+            return false;
+        }
+        if is_vod_segment(path) && !inner.read_before(path) {
             return false;
         }
         if let Some(old) = inner.entries.remove(path) {
@@ -520,8 +553,14 @@ mod tests {
         let until = entry.fresh_until.expect("a VOD segment is checked again");
         assert!(until > Instant::now() + VOD_FRESH_FOR - Duration::from_secs(1));
         assert!(until <= Instant::now() + VOD_FRESH_FOR);
-        assert!(hot.fill(&segment, Arc::new(entry), hot.ticket(&segment)));
-        assert!(hot.get(&segment).is_some(), "kept when read");
+        let entry = Arc::new(entry);
+        assert!(
+            !hot.fill(&segment, entry.clone(), hot.ticket(&segment)),
+            "not kept on its first read"
+        );
+        assert!(hot.get(&segment).is_none());
+        assert!(hot.fill(&segment, entry, hot.ticket(&segment)));
+        assert!(hot.get(&segment).is_some(), "kept on its second");
         hot.remove(&segment);
         assert!(hot.get(&segment).is_none(), "dropped when deleted here");
     }

@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::{Child, ChildStdin, ChildStdout, ExitCode};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc as std_mpsc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{MAX_SHEET_BYTES, MAX_SHEET_INPUT_BYTES, SHEET_CPU_SECS, SHEET_WALL_TIME};
@@ -41,6 +41,8 @@ pub const KILLED: u32 = 255;
 const MAX_JOB: usize = MAX_SHEET_INPUT_BYTES + (1 << 20);
 /// The largest answer taken from a child.
 const MAX_OUTPUT: usize = MAX_SHEET_BYTES + 16;
+/// How long a child that closed its output may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long the server waits for an answer beyond the child's own wall time.
 const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 /// How long a job waits for the jobs before it to be done with the zygote; past it, the job
@@ -130,6 +132,8 @@ fn fork_sheet(job: &[u8]) -> Result<(u32, Vec<u8>), ZygoteError> {
         return Err(ZygoteError::Io("pipe", std::io::Error::last_os_error()));
     }
     let (read_end, write_end) = (fds[0], fds[1]);
+    // SAFETY: getpid has no preconditions.
+    let zygote = unsafe { libc::getpid() };
     // SAFETY: the zygote is single-threaded (it starts no thread, and FFmpeg's are started
     // only by decoders, which only children open), so the child may use anything the parent
     // could; it leaves through `_exit`, never returning into the parent's code.
@@ -144,24 +148,12 @@ fn fork_sheet(job: &[u8]) -> Result<(u32, Vec<u8>), ZygoteError> {
         return Err(ZygoteError::Io("fork", e));
     }
     if pid == 0 {
-        // SAFETY: in the child: the read end is the parent's; the write end becomes a File
-        // owned here; setrlimit reads the struct it is given; prctl only sets a flag (a fork
-        // does not inherit the zygote's: the child dies with the zygote too).
-        let status = unsafe {
-            libc::close(read_end);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let limit = libc::rlimit {
-                rlim_cur: SHEET_CPU_SECS as libc::rlim_t,
-                rlim_max: SHEET_CPU_SECS as libc::rlim_t,
-            };
-            libc::setrlimit(libc::RLIMIT_CPU, &limit);
-            let mut out = std::io::BufWriter::new(File::from_raw_fd(write_end));
-            let status = super::child::make_sheet(&mut &job[..], &mut out);
-            // what make_sheet wrote is flushed; a failed flush is its status 1 already
-            let _ = out.flush();
-            status
-        };
-        // SAFETY: ends the child at once, without the parent's exit handlers.
+        // in the child: it never returns into the zygote's code
+        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sheet_in_child(job, zygote, read_end, write_end)
+        }))
+        .unwrap_or(4);
+        // SAFETY: ends the child at once, without the zygote's exit handlers.
         unsafe { libc::_exit(i32::from(status)) }
     }
     // SAFETY: the write end is the child's now; the read end becomes a File owned here.
@@ -174,14 +166,7 @@ fn fork_sheet(job: &[u8]) -> Result<(u32, Vec<u8>), ZygoteError> {
         // SAFETY: pid is this process's child, not yet reaped.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let mut status: libc::c_int = 0;
-    // SAFETY: waits for (and reaps) our own child.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(ZygoteError::Io("waitpid", e));
-        }
-    }
+    let status = reap(pid)?;
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status) as u32
     } else {
@@ -195,6 +180,74 @@ fn fork_sheet(job: &[u8]) -> Result<(u32, Vec<u8>), ZygoteError> {
             Ok((KILLED, Vec::new()))
         }
     }
+}
+
+/// Waits for child `pid` to end (it closed its output: it is about to); one that lingers past
+/// `EXIT_GRACE` is killed. Returns its wait status.
+fn reap(pid: libc::pid_t) -> Result<libc::c_int, ZygoteError> {
+    let deadline = Instant::now() + EXIT_GRACE;
+    let mut status: libc::c_int = 0;
+    loop {
+        let flags = if Instant::now() < deadline {
+            libc::WNOHANG
+        } else {
+            // SAFETY: pid is this process's child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            0
+        };
+        // SAFETY: waits for (and reaps) our own child.
+        match unsafe { libc::waitpid(pid, &mut status, flags) } {
+            0 => std::thread::sleep(Duration::from_millis(1)),
+            p if p > 0 => return Ok(status),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(ZygoteError::Io("waitpid", e));
+                }
+            }
+        }
+    }
+}
+
+/// In a forked child: confines it, makes the sheet of `job` and writes it to `write_end`;
+/// returns the exit status.
+fn sheet_in_child(
+    job: &[u8],
+    zygote: libc::pid_t,
+    read_end: libc::c_int,
+    write_end: libc::c_int,
+) -> u8 {
+    // SAFETY: plain system calls on this process's own descriptors and limits.
+    let confined = unsafe {
+        libc::close(read_end);
+        // the zygote's stdin and stdout are the server's protocol pipes: the child reads
+        // nothing of other jobs and cannot write into an answer (a library that prints gets
+        // /dev/null)
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let detached = null >= 0 && libc::dup2(null, 0) == 0 && libc::dup2(null, 1) == 1;
+        if null > 2 {
+            libc::close(null);
+        }
+        let limit = libc::rlimit {
+            rlim_cur: SHEET_CPU_SECS as libc::rlim_t,
+            rlim_max: SHEET_CPU_SECS as libc::rlim_t,
+        };
+        detached
+            && libc::setrlimit(libc::RLIMIT_CPU, &limit) == 0
+            // a fork does not inherit the zygote's death signal: the child dies with it too
+            && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == 0
+            // the zygote died before the signal was armed: it will never come
+            && libc::getppid() == zygote
+    };
+    if !confined {
+        return 4;
+    }
+    // SAFETY: the write end was made by this process and is owned by this File alone.
+    let mut out = std::io::BufWriter::new(unsafe { File::from_raw_fd(write_end) });
+    let status = super::child::make_sheet(&mut &job[..], &mut out);
+    // what make_sheet wrote is flushed; a failed flush is its status 1 already
+    let _ = out.flush();
+    status
 }
 
 /// Reads everything from `from` until it closes, within `wall_time` and `MAX_OUTPUT` bytes.
@@ -262,6 +315,12 @@ struct Running {
     limits: WorkerLimits,
 }
 
+impl Running {
+    fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -275,7 +334,7 @@ fn slot() -> MutexGuard<'static, Slot> {
 }
 
 /// Marks the zygote free again when the job using it ends, however it ends; the zygote is
-/// given back only when the job went well.
+/// given back only when the job went well (`running` is set then).
 struct InUse {
     running: Option<Running>,
 }
@@ -303,7 +362,12 @@ pub fn run(limits: WorkerLimits, input: &[u8]) -> Option<Result<(u32, Vec<u8>), 
     if slot.busy {
         return None;
     }
-    let mut running = slot.running.take().filter(|r| r.limits == limits);
+    // a zygote that ended meanwhile (killed, or it failed) is replaced
+    let mut running = slot
+        .running
+        .take()
+        .filter(|r| r.limits == limits)
+        .and_then(|mut r| r.is_alive().then_some(r));
     if running.is_none() {
         if slot.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return None;
@@ -317,18 +381,58 @@ pub fn run(limits: WorkerLimits, input: &[u8]) -> Option<Result<(u32, Vec<u8>), 
             }
         }
     }
+    let mut running = running?;
     slot.busy = true;
     drop(slot);
-    let mut in_use = InUse { running };
-    let answer = ask(in_use.running.as_mut()?, input);
-    if answer.is_err() {
-        // killed and reaped when dropped; the next job starts a new one
-        in_use.running = None;
+    let mut in_use = InUse { running: None };
+    let answer = ask(&mut running, input);
+    if answer.is_ok() {
+        in_use.running = Some(running);
     }
+    // otherwise (and if `ask` panicked) it is killed and reaped when dropped, and the next job
+    // starts a new one
+    drop(in_use);
     Some(answer)
 }
 
+/// A request to the keeper thread: start a zygote under these limits, answer here.
+type StartRequest = (
+    WorkerLimits,
+    std_mpsc::SyncSender<Result<Running, ZygoteError>>,
+);
+
+/// The thread that starts the zygote. The zygote dies with the thread that started it (the
+/// parent-death signal follows the thread, not the process), and the blocking threads that
+/// make sheets come and go: this one lives as long as the server.
+static KEEPER: OnceLock<Option<std_mpsc::Sender<StartRequest>>> = OnceLock::new();
+
 fn start(limits: WorkerLimits) -> Result<Running, ZygoteError> {
+    let keeper = KEEPER.get_or_init(|| {
+        let (requests, incoming) = std_mpsc::channel::<StartRequest>();
+        std::thread::Builder::new()
+            .name("strata-zygote-keeper".into())
+            .spawn(move || {
+                for (limits, reply) in incoming {
+                    let _ = reply.send(spawn_zygote(limits));
+                }
+            })
+            .ok()
+            .map(|_| requests)
+    });
+    let Some(keeper) = keeper else {
+        return Err(ZygoteError::Io(
+            "cannot start its keeper thread",
+            std::io::Error::other("thread spawn failed"),
+        ));
+    };
+    let (reply, started) = std_mpsc::sync_channel(1);
+    keeper
+        .send((limits, reply))
+        .map_err(|_| ZygoteError::Malformed)?;
+    started.recv().map_err(|_| ZygoteError::Malformed)?
+}
+
+fn spawn_zygote(limits: WorkerLimits) -> Result<Running, ZygoteError> {
     // the zygote itself needs no CPU limit (its children set their own)
     let zygote_limits = WorkerLimits {
         cpu_secs: 0,
