@@ -23,12 +23,15 @@ ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=frequency=440:sample_rate=44100 -t "$SECONDS_OF_MEDIA" \
   -c:v libx264 -preset veryfast -b:v 4M -g 60 -bf 2 -c:a aac -b:a 128k -ac 2 -f flv "$work/in.flv"
 
-cpu_seconds() { # utime+stime of a pid (all its threads) and of its reaped children (the
-  # per-broadcast transcoding workers), in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15 + $16 + $17) / hz}' "/proc/$1/stat"
+source benches/process_cpu.sh
+workers() { # $1: server pid; its children other than the previews zygote (which lives on)
+  local pid
+  for pid in $(pgrep -P "$1" || true); do
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q previews-zygote || echo "$pid"
+  done
 }
 wait_workers_reaped() { # $1: server pid; a worker's CPU is counted once it is reaped
-  for _ in $(seq 100); do pgrep -P "$1" >/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 100); do [ -z "$(workers "$1")" ] && return 0; sleep 0.1; done
   echo "a transcoding worker is still running" >&2; return 1
 }
 now() { date +%s.%N; }

@@ -15,9 +15,7 @@ ffmpeg -v error -y -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$SECONDS_OF_MEDIA" \
   -c:v libx264 -preset veryfast -b:v 3M -g 60 -bf 2 -c:a aac -b:a 128k -f flv "$work/in.flv"
 
-cpu_seconds() { # utime+stime of a pid, in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
-}
+source benches/process_cpu.sh
 
 export STRATA__DATA_DIR="$work/data" STRATA__RTMP__LISTEN=127.0.0.1:0 STRATA__HTTP__LISTEN=127.0.0.1:0 RUST_LOG=warn
 key=$($BIN stream create bench --ladder passthrough --json | sed 's/.*"key":"\([^"]*\)".*/\1/')

@@ -2,9 +2,10 @@
 # Publishers per core: N passthrough publishers at 600 kb/s (N in $PUBLISHERS), to Strata and
 # then to nginx-rtmp (HLS and DASH on, 2 s fragments), each server pinned to core 0 alone and
 # the publishers (ffmpeg stream copies, -re) on core 1. After $WARMUP s, for $WINDOW s: the
-# server's CPU (utime+stime, every process of it) per stream, its resident memory per stream
-# (above the idle server), and whether every stream kept real time (its playlist advanced by at
-# least 80 % of the segments the window holds). Prints a table and Strata/nginx-rtmp ratios.
+# server's CPU (utime+stime of every process of it, its children's included) per stream, its
+# memory per stream (proportional set size of those processes, above the idle server), and
+# whether every stream kept real time (its playlist advanced by at least 80 % of the segments
+# the window holds). Prints a table and Strata/nginx-rtmp ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/strata
@@ -29,17 +30,23 @@ ffmpeg -v error -y -f lavfi -i testsrc2=size=426x240:rate=30 \
   -c:v libx264 -preset veryfast -b:v 536k -maxrate 536k -bufsize 1M -g 60 -bf 2 \
   -c:a aac -b:a 64k -f flv "$work/in.flv"
 
-cpu_ticks() { # utime+stime of the given pids, in clock ticks
+with_children() { # the given pids and their children (Strata's previews zygote and workers)
+  local pid
+  for pid in "$@"; do echo "$pid"; pgrep -P "$pid" || true; done | sort -u
+}
+cpu_ticks() { # utime+stime of the given pids and their children, with what they reaped, in
+  # clock ticks (a child that ended is in its parent's cutime+cstime)
   local total=0
-  for pid in "$@"; do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  for pid in $(with_children "$@"); do
+    total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
-rss_kib() { # resident memory of the given pids, KiB
+rss_kib() { # proportional resident memory (PSS: a page shared by n of them counts 1/n) of the
+  # given pids and their children, KiB
   local total=0
-  for pid in "$@"; do
-    total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  for pid in $(with_children "$@"); do
+    total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
@@ -87,7 +94,7 @@ measure() {
   mem_per=$(echo "($r_peak - $idle_rss) / 1024 / $n" | bc -l)
   local publishers_pct
   publishers_pct=$(echo "($publishers_c1 - $publishers_c0) / $hz / ($t1 - $t0) * 100" | bc -l)
-  printf '%-11s N=%-4s CPU %6.2f %% of a core (%.3f %% per stream)  memory %6.1f MiB peak, %.2f MiB per stream  real time: %s  (publishers used %.0f %% of core 1)\n' \
+  printf '%-11s N=%-4s CPU %6.2f %% of a core (%.3f %% per stream)  memory (PSS) %6.1f MiB peak, %.2f MiB per stream  real time: %s  (publishers used %.0f %% of core 1)\n' \
     "$name" "$n" "$core_pct" "$per_stream" "$(echo "$r_peak / 1024" | bc -l)" "$mem_per" \
     "$([ "$behind" -eq 0 ] && echo "every stream" || echo "$behind behind")" "$publishers_pct"
   echo "$name $n $per_stream $mem_per $behind" >> "$work/results"
